@@ -1,0 +1,206 @@
+"""AlexNet (Krizhevsky et al. 2012), torchvision's AlexNet variant, and ZFNet (Zeiler & Fergus 2014)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxconv.archs.common import classifier_output
+from jaxconv.blocks.base import Activation
+from jaxconv.layers import AdaptiveAvgPool, Conv, Dropout, LocalResponseNorm, MaxPool, relu
+from jaxconv.registry import register
+
+
+def _classifier(x, *, width, num_classes, dropout, dropout_first, act, train, dtype, features):
+    """FC6 -> FC7 -> FC8 with dropout on FC6/FC7 (before them in torchvision, after in the paper)."""
+    x = x.reshape(x.shape[0], -1)
+    for name in ("fc6", "fc7"):
+        if dropout_first:
+            x = Dropout(dropout, name=f"{name}_dropout")(x, deterministic=not train)
+        x = act(nn.Dense(width, dtype=dtype, name=name)(x))
+        if not dropout_first:
+            x = Dropout(dropout, name=f"{name}_dropout")(x, deterministic=not train)
+    features["pre_logits"] = x
+    return nn.Dense(num_classes, dtype=dtype, name="head")(x)
+
+
+class AlexNet(nn.Module):
+    """The 2012 network on 227x227 inputs (the paper's "224" does not fit 11x11/4 convs).
+
+    conv1 96x11x11/4 -> ReLU -> LRN -> 3x3/2 max pool (overlapping) -> conv2 256x5x5 -> LRN
+    -> pool -> conv3 384x3x3 -> conv4 384 -> conv5 256 -> pool -> FC6 4096 -> FC7 4096 -> FC8,
+    with dropout 0.5 on FC6 and FC7 and LRN k=2, n=5, alpha=1e-4, beta=0.75.
+
+    ``groups=2`` reproduces the two-GPU split: conv2, conv4 and conv5 see only the half of
+    the previous layer's channels that lived on their GPU (60,965,224 parameters vs
+    62,378,344 ungrouped).
+
+    Features: 'conv1'...'conv5' (after pooling where there is one), 'pre_logits'.
+    """
+
+    num_classes: int = 1000
+    widths: Sequence[int] = (96, 256, 384, 384, 256)
+    groups: int = 1
+    lrn: bool = True
+    classifier_width: int = 4096
+    dropout: float = 0.5
+    act: Activation = relu
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
+        conv = partial(Conv, dtype=self.dtype)
+        w1, w2, w3, w4, w5 = self.widths
+        features: dict[str, jnp.ndarray] = {}
+
+        def norm_pool(x, i):
+            if self.lrn:
+                x = LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0, name=f"lrn{i}")(x)
+            return MaxPool(3, 2, name=f"pool{i}")(x)
+
+        x = norm_pool(self.act(conv(w1, 11, 4, name="conv1")(x)), 1)
+        features["conv1"] = x
+        x = norm_pool(self.act(conv(w2, 5, 1, padding=2, groups=self.groups, name="conv2")(x)), 2)
+        features["conv2"] = x
+        x = self.act(conv(w3, 3, 1, padding=1, name="conv3")(x))
+        features["conv3"] = x
+        x = self.act(conv(w4, 3, 1, padding=1, groups=self.groups, name="conv4")(x))
+        features["conv4"] = x
+        x = self.act(conv(w5, 3, 1, padding=1, groups=self.groups, name="conv5")(x))
+        x = MaxPool(3, 2, name="pool5")(x)
+        features["conv5"] = x
+        logits = _classifier(
+            x,
+            width=self.classifier_width,
+            num_classes=self.num_classes,
+            dropout=self.dropout,
+            dropout_first=False,
+            act=self.act,
+            train=train,
+            dtype=self.dtype,
+            features=features,
+        )
+        return classifier_output(logits, features, return_features)
+
+
+class AlexNetTorchvision(nn.Module):
+    """torchvision's AlexNet: 64-192-384-256-256 channels, no LRN, adaptive 6x6 pooling.
+
+    Its conv1 (11x11/4, pad 2) on 224 relies on PyTorch dropping the remainder:
+    (224 - 11 + 4)/4 + 1 = 55.25 -> 55, declared here with fit='floor'.
+    Features: 'conv1'...'conv5', 'pre_logits'.
+    """
+
+    num_classes: int = 1000
+    dropout: float = 0.5
+    act: Activation = relu
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
+        conv = partial(Conv, dtype=self.dtype)
+        features: dict[str, jnp.ndarray] = {}
+        x = MaxPool(3, 2, name="pool1")(self.act(conv(64, 11, 4, padding=2, fit="floor", name="conv1")(x)))
+        features["conv1"] = x
+        x = MaxPool(3, 2, name="pool2")(self.act(conv(192, 5, 1, padding=2, name="conv2")(x)))
+        features["conv2"] = x
+        x = self.act(conv(384, 3, 1, padding=1, name="conv3")(x))
+        features["conv3"] = x
+        x = self.act(conv(256, 3, 1, padding=1, name="conv4")(x))
+        features["conv4"] = x
+        x = self.act(conv(256, 3, 1, padding=1, name="conv5")(x))
+        x = AdaptiveAvgPool(6, name="adaptive_pool")(MaxPool(3, 2, name="pool5")(x))
+        features["conv5"] = x
+        logits = _classifier(
+            x,
+            width=4096,
+            num_classes=self.num_classes,
+            dropout=self.dropout,
+            dropout_first=True,
+            act=self.act,
+            train=train,
+            dtype=self.dtype,
+            features=features,
+        )
+        return classifier_output(logits, features, return_features)
+
+
+class ZFNet(nn.Module):
+    """ZFNet: AlexNet with conv1 7x7/2 and conv2 5x5/2, on 224x224 inputs.
+
+    The paper's sizes (224 -> 110 -> 55 -> 26 -> 13 -> 6) come from Caffe's rounding: conv1
+    (pad 1) drops its remainder (fit='floor') and the 3x3/2 max pools round up (fit='ceil').
+    ``widths=(96, 256, 512, 1024, 512)`` is the lecture's variant of conv3-5.
+    Features: 'conv1'...'conv5', 'pre_logits'.
+    """
+
+    num_classes: int = 1000
+    widths: Sequence[int] = (96, 256, 384, 384, 256)
+    lrn: bool = True
+    classifier_width: int = 4096
+    dropout: float = 0.5
+    act: Activation = relu
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
+        conv = partial(Conv, dtype=self.dtype)
+        w1, w2, w3, w4, w5 = self.widths
+        features: dict[str, jnp.ndarray] = {}
+
+        def pool_norm(x, i):
+            x = MaxPool(3, 2, fit="ceil", name=f"pool{i}")(x)
+            if self.lrn:
+                x = LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0, name=f"lrn{i}")(x)
+            return x
+
+        x = pool_norm(self.act(conv(w1, 7, 2, padding=1, fit="floor", name="conv1")(x)), 1)
+        features["conv1"] = x
+        x = pool_norm(self.act(conv(w2, 5, 2, name="conv2")(x)), 2)
+        features["conv2"] = x
+        x = self.act(conv(w3, 3, 1, padding=1, name="conv3")(x))
+        features["conv3"] = x
+        x = self.act(conv(w4, 3, 1, padding=1, name="conv4")(x))
+        features["conv4"] = x
+        x = self.act(conv(w5, 3, 1, padding=1, name="conv5")(x))
+        x = MaxPool(3, 2, name="pool5")(x)
+        features["conv5"] = x
+        logits = _classifier(
+            x,
+            width=self.classifier_width,
+            num_classes=self.num_classes,
+            dropout=self.dropout,
+            dropout_first=False,
+            act=self.act,
+            train=train,
+            dtype=self.dtype,
+            features=features,
+        )
+        return classifier_output(logits, features, return_features)
+
+
+register(
+    "alexnet",
+    AlexNet,
+    image_size=227,
+    family="alexnet",
+    description="AlexNet 2012 (LRN, overlapping pooling; groups=2 for the two-GPU split)",
+)
+register(
+    "alexnet_tv",
+    AlexNetTorchvision,
+    image_size=224,
+    family="alexnet",
+    description="torchvision's AlexNet (64-192-384-256-256, no LRN)",
+)
+register(
+    "zfnet",
+    ZFNet,
+    image_size=224,
+    family="alexnet",
+    description="ZFNet 2013 (7x7/2 conv1; widths=(96, 256, 512, 1024, 512) for the lecture's variant)",
+)

@@ -1,0 +1,160 @@
+"""ResNet (He et al. 2016): ImageNet ResNet-18...152, the CIFAR ResNets of §4.2, plain twins.
+
+Any block with the shared signature can be staged: ``ResNet(block=MyBlock, depths=(2, 2))``
+builds a network of the user's own blocks behind the chosen stem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxconv.archs.common import CifarStem, ImageNetStem, classifier_output, pooled_head
+from jaxconv.blocks import BasicBlock, Bottleneck, PlainBasicBlock, PlainBottleneck
+from jaxconv.blocks.base import Activation, ModuleDef
+from jaxconv.layers import BatchNorm, Conv, relu
+from jaxconv.registry import register
+from jaxconv.stages import StageSpec, build_stages
+
+
+def block_expansion(block: ModuleDef) -> int:
+    """A block's output/inner width ratio (Bottleneck: 4), looking through partials."""
+    keywords = {}
+    while isinstance(block, partial):
+        keywords = {**block.keywords, **keywords}
+        block = block.func
+    expansion = keywords.get("expansion", getattr(block, "expansion", 1))
+    return expansion if isinstance(expansion, int) else 1
+
+
+class ResNet(nn.Module):
+    """stem -> stages of ``block`` -> global average pool -> linear head.
+
+    Attributes:
+      block: the block of every stage (BasicBlock, Bottleneck, their plain twins, or yours).
+      depths: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
+      widths: output channels per stage; defaults to 64 * 2^i times the block's expansion.
+      strides: the first block's stride in each stage; defaults to (1, 2, 2, ...).
+      stem / stem_width: ImageNetStem (7x7/2 + max pool) or CifarStem (one 3x3).
+      variant: 'v1' or 'v1.5' for bottleneck blocks (None keeps the block's default, v1.5).
+      shortcut: 'A', 'B' or 'C' (None keeps the block's default, 'B').
+      norm: the normalisation (None for none: convolutions then carry biases).
+      zero_init_last: start each block's last norm scale at zero.
+      drop_path_rate: stochastic depth, rising linearly to this rate over the blocks.
+      dtype: compute dtype (parameters stay float32).
+
+    Features: 'stem', 'stage1'... and 'pre_logits'.
+    """
+
+    block: ModuleDef
+    depths: Sequence[int]
+    num_classes: int = 1000
+    widths: Sequence[int] | None = None
+    strides: Sequence[int] | None = None
+    stem: ModuleDef = ImageNetStem
+    stem_width: int = 64
+    variant: str | None = None
+    shortcut: str | None = None
+    norm: ModuleDef | None = BatchNorm
+    act: Activation = relu
+    zero_init_last: bool = False
+    dropout: float = 0.0
+    drop_path_rate: float = 0.0
+    dtype: Any = jnp.float32
+
+    def stage_specs(self) -> list[StageSpec]:
+        block = self.block
+        options = {"variant": self.variant, "shortcut": self.shortcut}
+        options = {k: v for k, v in options.items() if v is not None}
+        if self.zero_init_last:
+            options["zero_init_last"] = True
+        if options:
+            block = partial(block, **options)
+        widths = self.widths or [self.stem_width * 2**i * block_expansion(block) for i in range(len(self.depths))]
+        strides = self.strides or [1] + [2] * (len(self.depths) - 1)
+        if not len(widths) == len(strides) == len(self.depths):
+            raise ValueError(
+                f"depths, widths and strides need one entry per stage: {tuple(self.depths)}, "
+                f"{tuple(widths)}, {tuple(strides)}"
+            )
+        return [StageSpec(block, d, w, s) for d, w, s in zip(self.depths, widths, strides)]
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
+        # torchvision's geometry: every stride-2 layer on an even size drops its last padding
+        # row ((56 - 3 + 2)/2 + 1 = 28.5 -> 28), hence fit='floor'.
+        conv = partial(Conv, use_bias=self.norm is None, fit="floor", dtype=self.dtype)
+        norm = partial(self.norm, dtype=self.dtype) if self.norm is not None else None
+        features: dict[str, jnp.ndarray] = {}
+        x = self.stem(self.stem_width, conv=conv, norm=norm, act=self.act, name="stem")(x, train)
+        features["stem"] = x
+        x = build_stages(
+            x,
+            self.stage_specs(),
+            train=train,
+            conv=conv,
+            norm=norm,
+            act=self.act,
+            drop_path_rate=self.drop_path_rate,
+            features=features,
+        )
+        logits = pooled_head(
+            x, features, num_classes=self.num_classes, dropout=self.dropout, train=train, dtype=self.dtype
+        )
+        return classifier_output(logits, features, return_features)
+
+
+IMAGENET_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+
+for _depth, _stages in IMAGENET_DEPTHS.items():
+    _block = BasicBlock if _depth < 50 else Bottleneck
+    register(
+        f"resnet{_depth}",
+        partial(ResNet, block=_block, depths=_stages),
+        image_size=224,
+        family="resnet",
+        description=f"ResNet-{_depth} (v1.5 bottlenecks as torchvision; variant='v1' for the paper's)",
+    )
+for _depth in (18, 34):
+    register(
+        f"plain{_depth}",
+        partial(ResNet, block=PlainBasicBlock, depths=IMAGENET_DEPTHS[_depth]),
+        image_size=224,
+        family="plain",
+        description=f"plain-{_depth}: ResNet-{_depth}'s layers without shortcuts (ResNet paper, Table 2)",
+    )
+
+# CIFAR-10 networks of §4.2: 6n + 2 layers, stages of 16-32-64 channels at 32, 16, 8 pixels,
+# option-A (parameter-free) shortcuts.
+cifar_resnet = partial(
+    ResNet,
+    block=BasicBlock,
+    widths=(16, 32, 64),
+    stem=CifarStem,
+    stem_width=16,
+    shortcut="A",
+)
+for _depth in (20, 32, 44, 56, 110):
+    _n = (_depth - 2) // 6
+    register(
+        f"resnet{_depth}",
+        partial(cifar_resnet, depths=(_n, _n, _n)),
+        image_size=32,
+        num_classes=10,
+        family="resnet_cifar",
+        description=f"CIFAR ResNet-{_depth} (3 stages x {_n} basic blocks, option-A shortcuts)",
+    )
+    register(
+        f"plain{_depth}",
+        partial(cifar_resnet, block=PlainBasicBlock, depths=(_n, _n, _n)),
+        image_size=32,
+        num_classes=10,
+        family="plain_cifar",
+        description=f"CIFAR plain-{_depth}: ResNet-{_depth} without shortcuts",
+    )
+
+__all__ = ["IMAGENET_DEPTHS", "PlainBottleneck", "ResNet"]

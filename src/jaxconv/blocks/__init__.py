@@ -1,0 +1,27 @@
+"""Blocks: one shared signature, layers injected. See ``jaxconv.blocks.base.Block``."""
+
+from jaxconv.blocks.base import Block, ConvNormAct, ModuleDef
+from jaxconv.blocks.inception import Inception, InceptionNaive
+from jaxconv.blocks.mbconv import MBConv, make_divisible
+from jaxconv.blocks.residual import (
+    BasicBlock,
+    Bottleneck,
+    PlainBasicBlock,
+    PlainBottleneck,
+    ResidualBlock,
+)
+
+__all__ = [
+    "BasicBlock",
+    "Block",
+    "Bottleneck",
+    "ConvNormAct",
+    "Inception",
+    "InceptionNaive",
+    "MBConv",
+    "ModuleDef",
+    "PlainBasicBlock",
+    "PlainBottleneck",
+    "ResidualBlock",
+    "make_divisible",
+]

@@ -1,0 +1,55 @@
+"""MBConv: the inverted residual block of MobileNetV2 with squeeze-and-excitation (EfficientNet)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxconv.blocks.base import Block, ConvNormAct
+from jaxconv.layers import DropPath, SqueezeExcite, swish
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Rounds a channel count to a multiple of ``divisor``, never more than 10% below it.
+
+    The rule of the TensorFlow and torchvision EfficientNets; parameter counts depend on it.
+    """
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class MBConv(Block):
+    """1x1 expand -> depthwise kxk (stride) -> squeeze-excite -> 1x1 project (no activation).
+
+    The expansion is skipped when ``expand_ratio == 1``. The SE bottleneck has
+    ``se_ratio * C_in`` channels (of the block's input, as in the paper). When stride is 1
+    and channels are unchanged, the input is added back, with stochastic depth.
+    """
+
+    act: object = swish
+    expand_ratio: int = 6
+    kernel_size: int = 3
+    se_ratio: float = 0.25
+    drop_path: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        in_features = x.shape[-1]
+        hidden = make_divisible(in_features * self.expand_ratio)
+        unit = dict(conv=self.conv, norm=self.norm, act=self.act)
+        y = x
+        if self.expand_ratio != 1:
+            y = ConvNormAct(hidden, kernel_size=1, name="expand", **unit)(y, train)
+        y = ConvNormAct(
+            hidden, self.stride, kernel_size=self.kernel_size, groups=hidden, name="depthwise", **unit
+        )(y, train)
+        if self.se_ratio:
+            squeeze = max(1, int(in_features * self.se_ratio))
+            y = SqueezeExcite(squeeze, act=self.act, conv=self.conv, name="se")(y)
+        y = ConvNormAct(self.features, kernel_size=1, name="project", **{**unit, "act": None})(y, train)
+        if self.stride == 1 and in_features == self.features:
+            y = DropPath(self.drop_path, name="drop_path")(y, deterministic=not train)
+            y = y + x
+        return y

@@ -1,0 +1,42 @@
+"""Layers: pure Flax linen modules over NHWC arrays."""
+
+from jaxconv.layers.activations import (
+    ACTIVATIONS,
+    get_activation,
+    leaky_relu,
+    relu,
+    sigmoid,
+    softmax,
+    swish,
+    tanh,
+)
+from jaxconv.layers.conv import Conv, he_normal_fan_out
+from jaxconv.layers.dropout import DropPath, Dropout
+from jaxconv.layers.geometry import GeometryError, output_size
+from jaxconv.layers.norm import BatchNorm, LocalResponseNorm
+from jaxconv.layers.pooling import AdaptiveAvgPool, AvgPool, GlobalAvgPool, MaxPool
+from jaxconv.layers.squeeze_excite import SqueezeExcite
+
+__all__ = [
+    "ACTIVATIONS",
+    "AdaptiveAvgPool",
+    "AvgPool",
+    "BatchNorm",
+    "Conv",
+    "DropPath",
+    "Dropout",
+    "GeometryError",
+    "GlobalAvgPool",
+    "LocalResponseNorm",
+    "MaxPool",
+    "SqueezeExcite",
+    "get_activation",
+    "he_normal_fan_out",
+    "leaky_relu",
+    "output_size",
+    "relu",
+    "sigmoid",
+    "softmax",
+    "swish",
+    "tanh",
+]

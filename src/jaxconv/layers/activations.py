@@ -1,0 +1,47 @@
+"""Activation functions by name, so that configs and overrides can name them.
+
+The lectures' set: sigmoid, tanh, ReLU, leaky ReLU (slope 0.01 for x < 0), swish
+(x * sigmoid(x), EfficientNet's activation) and softmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+Activation = Callable[[jnp.ndarray], jnp.ndarray]
+
+relu = nn.relu
+leaky_relu = partial(nn.leaky_relu, negative_slope=0.01)
+tanh = jnp.tanh
+sigmoid = nn.sigmoid
+swish = nn.swish
+softmax = nn.softmax
+
+ACTIVATIONS: dict[str, Activation] = {
+    "relu": relu,
+    "leaky_relu": leaky_relu,
+    "tanh": tanh,
+    "sigmoid": sigmoid,
+    "swish": swish,
+    "silu": swish,
+    "softmax": softmax,
+}
+
+
+def get_activation(name_or_fn: str | Activation) -> Activation:
+    """Returns the activation called ``name`` (relu, leaky_relu, tanh, sigmoid, swish, softmax).
+
+    A callable is returned unchanged, so model fields accept either.
+    """
+    if callable(name_or_fn):
+        return name_or_fn
+    try:
+        return ACTIVATIONS[name_or_fn]
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name_or_fn!r}; choose one of {', '.join(sorted(ACTIVATIONS))}"
+        ) from None

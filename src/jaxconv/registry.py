@@ -1,0 +1,107 @@
+"""Models by name: register, get_model, list_models, model_info."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import functools
+import re
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+
+
+class UnknownModelError(ValueError):
+    """No model is registered under the requested name."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about a model besides how to build it."""
+
+    name: str
+    factory: Callable[..., nn.Module]
+    image_size: int
+    num_classes: int = 1000
+    in_channels: int = 3
+    family: str = ""
+    description: str = ""
+
+    @property
+    def module_class(self) -> type[nn.Module]:
+        factory = self.factory
+        while isinstance(factory, functools.partial):
+            factory = factory.func
+        return factory  # type: ignore[return-value]
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The keyword overrides get_model accepts for this model."""
+        skip = {"parent", "name"}
+        return tuple(f.name for f in dataclasses.fields(self.module_class) if f.init and f.name not in skip)
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register(
+    name: str,
+    factory: Callable[..., nn.Module],
+    *,
+    image_size: int,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    family: str = "",
+    description: str = "",
+) -> Callable[..., nn.Module]:
+    """Registers ``factory`` (a Module class or partial) under ``name``; returns the factory.
+
+    ``image_size`` is the default input resolution, ``num_classes`` the default head size.
+    Registering a name twice raises ValueError.
+    """
+    if not name or not isinstance(name, str):
+        raise ValueError(f"model name must be a non-empty string, got {name!r}")
+    if name in _REGISTRY:
+        raise ValueError(f"a model named {name!r} is already registered ({_REGISTRY[name].module_class.__name__})")
+    _REGISTRY[name] = ModelInfo(name, factory, image_size, num_classes, in_channels, family, description)
+    return factory
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registry entry for ``name``; raises UnknownModelError with the closest names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=4, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; `jaxconv list` shows them all"
+        raise UnknownModelError(f"unknown model {name!r}{hint}") from None
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style ``pattern`` ('resnet*', '*_bn'), sorted naturally."""
+
+    def natural(name: str) -> list:
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+    return sorted((n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern)), key=natural)
+
+
+def get_model(name: str, num_classes: int | None = None, **overrides: Any) -> nn.Module:
+    """Builds the registered model ``name``.
+
+    ``num_classes`` defaults to the model's (1000 for ImageNet models); other keyword
+    arguments override the model's fields (e.g. ``dtype=jnp.bfloat16``, ``variant='v1'``).
+    An override the model does not have raises ValueError listing the ones it has.
+    """
+    info = model_info(name)
+    unknown = sorted(set(overrides) - set(info.options))
+    if unknown:
+        raise ValueError(
+            f"{name} has no option {', '.join(map(repr, unknown))}; its options are: {', '.join(info.options)}"
+        )
+    num_classes = info.num_classes if num_classes is None else num_classes
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    return info.factory(num_classes=num_classes, **overrides)
