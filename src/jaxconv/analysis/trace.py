@@ -141,7 +141,8 @@ class _Walker:
             found = _MARK_RE.findall(str(eqn.source_info.name_stack))
             here = int(found[-1]) if found else owner
             inputs = [None if isinstance(v, jex_core.Literal) else env.get(v) for v in eqn.invars]
-            self._count_macs(eqn, here)
+            if any(g is not None for g in inputs):  # initialisers do not depend on the image
+                self._count_macs(eqn, here)
             subs = _sub_jaxprs(eqn)
             if subs:
                 inner_env = dict(zip(subs[0].invars, inputs))
@@ -324,27 +325,26 @@ def trace_model(
     dtype: Any = np.float32,
     apply_kwargs: dict | None = None,
 ) -> Trace:
-    """Traces ``model.apply(variables, x, train=False)`` abstractly and returns per-call stats.
+    """Traces ``model.init(key, x, train=False)`` abstractly and returns per-call statistics.
 
+    One trace of ``init`` gives both the parameter shapes and the forward graph. MACs count
+    only operations that depend on the image, so parameter initialisers never count.
     Raises whatever the model raises while tracing (e.g. GeometryError for a size that does
     not fit); nothing is compiled or computed.
     """
     apply_kwargs = {"train": False, **(apply_kwargs or {})}
     image = jax.ShapeDtypeStruct(input_shape, dtype)
     rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-    variables = jax.eval_shape(lambda x: model.init(rngs, x, **apply_kwargs), image)
     recorder = _Recorder()
 
-    def forward(variables, x):
+    def forward(x):
         with nn.intercept_methods(recorder):
-            return model.apply(variables, x, **apply_kwargs, mutable=False)
+            return model.init_with_output(rngs, x, **apply_kwargs)
 
-    variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
-    closed = jax.make_jaxpr(forward)(variables, image)
+    closed, (_, variables) = jax.make_jaxpr(forward, return_shape=True)(image)
     jaxpr = closed.jaxpr
-    image_var = jaxpr.invars[-1]
     ndim = len(input_shape)
-    env = {image_var: _Geometry((ndim - 3, ndim - 2), (1.0, 1.0), (1.0, 1.0))}
+    env = {jaxpr.invars[0]: _Geometry((ndim - 3, ndim - 2), (1.0, 1.0), (1.0, 1.0))}
     walker = _Walker(recorder.calls)
     walker.run(jaxpr, env, None)
     return Trace(recorder.calls, variables.get("params", {}), tuple(input_shape), walker.unattributed_macs)

@@ -102,8 +102,8 @@ def output_size(
 ) -> int:
     """Applies the output-size rule W' = (W - F + P_lo + P_hi) / S + 1 to one spatial dim.
 
-    Raises GeometryError naming the layer, W, F, P and S when the result is not a
-    positive integer (``fit='exact'``) or not positive (``'floor'``/``'ceil'``).
+    Raises GeometryError naming the layer, W, F, P and S when the result is below 1, or
+    (with ``fit='exact'``) not an integer.
     """
     if fit not in FITS:
         raise ValueError(f"{layer}: fit must be one of {FITS}, got {fit!r}")
@@ -114,8 +114,8 @@ def output_size(
     if span < 0:
         raise GeometryError(
             f"{layer}: the window does not fit the input: ({axis} - F + 2P)/S + 1 = "
-            f"{span / stride + 1:g} <= 0 with {values}; the input must be at least "
-            f"{effective - pad[0] - pad[1]} wide here — use a larger image"
+            f"{span / stride + 1:g} < 1 with {values}; this layer needs an input of at least "
+            f"{effective - pad[0] - pad[1]}, so the image must be larger"
         )
     if fit == "exact" and span % stride:
         below, above = fitting_sizes(size, kernel, stride, pad, dilation)

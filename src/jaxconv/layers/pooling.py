@@ -51,8 +51,8 @@ class MaxPool(_Pool):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         dims, strides, pads = self._dims(*self._geometry(x))
-        init = jnp.array(-jnp.inf, x.dtype)
-        return lax.reduce_window(x, init, lax.max, dims, strides, pads)
+        # Python scalars as init values give the differentiable reduce_window_max/_sum primitives.
+        return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, pads)
 
 
 class AvgPool(_Pool):
@@ -68,8 +68,7 @@ class AvgPool(_Pool):
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         window, stride, pads = self._geometry(x)
         dims, strides, full_pads = self._dims(window, stride, pads)
-        zero = jnp.array(0, x.dtype)
-        total = lax.reduce_window(x, zero, lax.add, dims, strides, full_pads)
+        total = lax.reduce_window(x, 0.0, lax.add, dims, strides, full_pads)
         declared = explicit_padding(self.padding, x.shape[1:3], window, stride)
         if not self.count_include_pad or pads != declared:
             # Count the cells each window covers: the input, plus the declared padding if counted.
@@ -77,9 +76,9 @@ class AvgPool(_Pool):
             if self.count_include_pad:
                 ones = jnp.pad(ones, ((0, 0), *declared, (0, 0)), constant_values=1)
                 extra = tuple((lo - d_lo, hi - d_hi) for (lo, hi), (d_lo, d_hi) in zip(pads, declared))
-                count = lax.reduce_window(ones, zero, lax.add, dims, strides, ((0, 0), *extra, (0, 0)))
+                count = lax.reduce_window(ones, 0.0, lax.add, dims, strides, ((0, 0), *extra, (0, 0)))
             else:
-                count = lax.reduce_window(ones, zero, lax.add, dims, strides, full_pads)
+                count = lax.reduce_window(ones, 0.0, lax.add, dims, strides, full_pads)
             return total / count
         return total / (window[0] * window[1])
 

@@ -1,0 +1,63 @@
+"""Shared test setup.
+
+XLA compiles are the slow part of this suite on a CPU, so expensive things are computed
+once per session and shared: model summaries, and parameters filled on the host instead of
+by compiling each model's initialisers.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+# Eight virtual CPU devices for the data-parallel tests; must be set before jax is imported.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import jaxconv  # noqa: E402
+
+
+@functools.cache
+def cached_summary(name: str, image_size=None, **overrides):
+    """jaxconv.summary at the model's defaults, computed once per session."""
+    return jaxconv.summary(name, image_size=image_size, **overrides)
+
+
+def host_variables(model, x, seed: int = 0):
+    """Variables of ``model`` for input ``x``, filled on the host without compiling the initialisers.
+
+    Kernels are uniform with He scaling (variance 2 / fan_in), biases zero, BatchNorm scale
+    and running variance one: the same statistics as a real initialisation, at no compile cost.
+    """
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        name = path[-1].key
+        if name == "kernel":
+            bound = np.float32(np.sqrt(6.0 / max(1, math.prod(leaf.shape[:-1]))))
+            return rng.random(leaf.shape, np.float32) * (2 * bound) - bound
+        if name in ("scale", "var"):
+            return np.ones(leaf.shape, leaf.dtype)
+        return np.zeros(leaf.shape, leaf.dtype)
+
+    variables = jax.tree_util.tree_map_with_path(fill, shapes)
+    return {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
+
+
+def small_input_size(name: str) -> int:
+    """A small input each model accepts (AlexNet-family geometry needs its real size)."""
+    info = jaxconv.model_info(name)
+    if info.family in ("alexnet", "googlenet") and name != "googlenet_tv":
+        return info.image_size
+    return 32 if info.image_size <= 32 else 64
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

@@ -1,0 +1,104 @@
+"""Numbers published by others, which the tests check jaxconv against.
+
+Sources: torchvision.models weights metadata (num_params, _ops in "GFLOPS" = GMACs);
+the papers' layer lists as tabulated in shared/REFERENCE.md; He et al. 2016 Table 6
+(CIFAR ResNet sizes); Springenberg et al. 2015 (All-CNN-C); LeCun et al. 1998 as
+rebuilt with full C3 connectivity; the lecture notes in shared/lectures/.
+"""
+
+# torchvision, 1000 classes: (trainable parameters, GMACs, the size they are quoted at).
+TORCHVISION = {
+    "alexnet_tv": (61_100_840, 0.714, 224),
+    "vgg11": (132_863_336, 7.609, 224),
+    "vgg11_bn": (132_868_840, 7.609, 224),
+    "vgg13": (133_047_848, 11.308, 224),
+    "vgg16": (138_357_544, 15.470, 224),
+    "vgg16_bn": (138_365_992, 15.470, 224),
+    "vgg19": (143_667_240, 19.632, 224),
+    "vgg19_bn": (143_678_248, 19.632, 224),
+    "googlenet_tv": (6_624_904, 1.498, 224),
+    "resnet18": (11_689_512, 1.814, 224),
+    "resnet34": (21_797_672, 3.664, 224),
+    "resnet50": (25_557_032, 4.089, 224),
+    "resnet101": (44_549_160, 7.801, 224),
+    "resnet152": (60_192_808, 11.514, 224),
+    "efficientnet_b0": (5_288_548, 0.386, 224),
+    "efficientnet_b1": (7_794_184, 0.687, 240),
+    "efficientnet_b2": (9_109_994, 1.088, 288),
+    "efficientnet_b3": (12_233_232, 1.827, 300),
+    "efficientnet_b4": (19_341_616, 4.394, 380),
+    "efficientnet_b5": (30_389_784, 10.266, 456),
+    "efficientnet_b6": (43_040_704, 19.068, 528),
+    "efficientnet_b7": (66_347_960, 37.746, 600),
+}
+# vgg13_bn is not in REFERENCE.md; torchvision publishes 133,053,736 for it.
+TORCHVISION_EXTRA_PARAMS = {"vgg13_bn": 133_053_736}
+
+# torchvision's ResNet-50 with the paper's v1 bottleneck (stride on the first 1x1).
+RESNET50_V1_GMACS = 3.858
+
+# Paper architectures, biases included, 1000 classes (REFERENCE.md).
+PAPER_PARAMS = {
+    "alexnet": 62_378_344,  # ungrouped
+    "alexnet_groups2": 60_965_224,  # the two-GPU channel groups: the paper's "60M"
+    "zfnet": 62_357_608,
+    "googlenet": 6_998_552,  # without the auxiliary heads
+    "googlenet_aux": 13_378_280,
+}
+
+# He et al. 2016, Table 6: parameters of the CIFAR-10 ResNets, in millions (2 significant digits).
+CIFAR_RESNET_MILLIONS = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85, "resnet110": 1.7}
+
+# LeNet-5 with full C3 connectivity, 32x32x1 input, 10 classes: 156 + 2,416 + 48,120 + 10,164 + 850.
+LENET5_PARAMS = 61_706
+
+# Springenberg et al. 2015, Table 6: All-CNN-C has "1.3 M" parameters (the table truncates).
+ALLCNN_C_MILLIONS = 1.3
+
+# The lecture's VGG16 table (lecture 001): output volume and weights (biases not counted).
+VGG16_LECTURE_ROWS = [
+    ("CONV3-64", (224, 224, 64), 1_728),
+    ("CONV3-64", (224, 224, 64), 36_864),
+    ("POOL2", (112, 112, 64), 0),
+    ("CONV3-128", (112, 112, 128), 73_728),
+    ("CONV3-128", (112, 112, 128), 147_456),
+    ("POOL2", (56, 56, 128), 0),
+    ("CONV3-256", (56, 56, 256), 294_912),
+    ("CONV3-256", (56, 56, 256), 589_824),
+    ("CONV3-256", (56, 56, 256), 589_824),
+    ("POOL2", (28, 28, 256), 0),
+    ("CONV3-512", (28, 28, 512), 1_179_648),
+    ("CONV3-512", (28, 28, 512), 2_359_296),
+    ("CONV3-512", (28, 28, 512), 2_359_296),
+    ("POOL2", (14, 14, 512), 0),
+    ("CONV3-512", (14, 14, 512), 2_359_296),
+    ("CONV3-512", (14, 14, 512), 2_359_296),
+    ("CONV3-512", (14, 14, 512), 2_359_296),
+    ("POOL2", (7, 7, 512), 0),
+    ("FC", (4096,), 102_760_448),
+    ("FC", (4096,), 16_777_216),
+    ("FC", (1000,), 4_096_000),
+]
+VGG16_LECTURE_INPUT = (224, 224, 3)
+VGG16_LECTURE_TOTAL_MILLIONS = 138
+VGG16_LECTURE_PRINTED_MEMORY = 24_000_000  # "TOTAL memory: 24M * 4 bytes ~= 96MB / image"
+
+# The lecture's Inception module at a 28x28x256 input (lecture 001).
+INCEPTION_NAIVE_PRINTED = 854_000_000  # "Total: 854M ops"
+INCEPTION_REDUCED_SLIDE_TERMS = [  # "[1x1 conv, 64] 28x28x64x1x1x256", ... as listed on the slide
+    28 * 28 * 64 * 1 * 1 * 256,
+    28 * 28 * 64 * 1 * 1 * 256,
+    28 * 28 * 128 * 1 * 1 * 256,
+    28 * 28 * 192 * 3 * 3 * 64,
+    28 * 28 * 96 * 5 * 5 * 64,
+    28 * 28 * 64 * 1 * 1 * 256,
+]
+INCEPTION_REDUCED_PRINTED = 358_000_000  # "Total: 358M ops"
+
+# Receptive fields from the lectures (lecture 001 / 003 and the AlexNet/VGG geometry).
+ALEXNET_RF = {"conv1": 11, "pool5": 195}
+VGG16_RF = {"conv5_3": 196, "pool5": 212}
+
+# AlexNet conv1 (lecture 001): 55x55x96 output, (11*11*3 + 1) * 96 = 34,944 parameters; lecture 002:
+# "Number of flops for first CONV ... = 105415200 ~ 105M".
+ALEXNET_CONV1 = {"output": (55, 55, 96), "params": 34_944, "macs": 105_415_200}

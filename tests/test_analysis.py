@@ -1,0 +1,240 @@
+"""The analyzer against published numbers: torchvision's GMACs, XLA's cost model, the lectures' tables."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jaxconv
+from conftest import cached_summary
+from jaxconv.blocks import Inception, InceptionNaive
+from jaxconv.layers import Conv
+from jaxconv.layers.geometry import as_pair, explicit_padding
+from reference import (
+    ALEXNET_CONV1,
+    ALEXNET_RF,
+    INCEPTION_NAIVE_PRINTED,
+    INCEPTION_REDUCED_PRINTED,
+    INCEPTION_REDUCED_SLIDE_TERMS,
+    RESNET50_V1_GMACS,
+    TORCHVISION,
+    VGG16_LECTURE_INPUT,
+    VGG16_LECTURE_PRINTED_MEMORY,
+    VGG16_LECTURE_ROWS,
+    VGG16_LECTURE_TOTAL_MILLIONS,
+    VGG16_RF,
+)
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION))
+def test_macs_match_torchvision_within_one_percent(name):
+    _, gmacs, size = TORCHVISION[name]
+    result = cached_summary(name, image_size=size)
+    assert result.macs / 1e9 == pytest.approx(gmacs, rel=0.01)
+
+
+def test_resnet50_v1_macs():
+    assert cached_summary("resnet50", variant="v1").macs / 1e9 == pytest.approx(RESNET50_V1_GMACS, rel=0.01)
+
+
+# --- XLA's cost model -----------------------------------------------------------------------------
+
+
+def xla_flops(model, shape):
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    cost = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, x).compile().cost_analysis()
+    return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+
+def test_xla_counts_two_flops_per_mac_without_padding():
+    # LeNet-5 has no padding: every multiply-accumulate touches real input, and XLA counts 2 FLOPs
+    # for each, plus a little for biases, tanh and pooling.
+    result = jaxconv.summary("lenet5")
+    ratio = xla_flops(jaxconv.get_model("lenet5"), result.input_shape) / (2 * result.macs)
+    assert 1.0 <= ratio < 1.03
+
+
+def test_xla_skips_the_multiply_accumulates_on_zero_padding():
+    """With padding, XLA's cost model counts only the taps that land on real pixels.
+
+    torchvision's convention (and the analyzer's ``macs``) counts every tap, so for a padded
+    network XLA's FLOPs / 2 equal the analyzer's MACs minus the taps on padding.
+    """
+    model = jaxconv.get_model("resnet18")
+    shape = (1, 64, 64, 3)
+    valid, every = [0], [0]
+
+    def taps_inside(size, kernel, stride, low, out):
+        return sum(1 for o in range(out) for t in range(kernel) if 0 <= o * stride - low + t < size)
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if isinstance(context.module, Conv) and context.method_name == "__call__":
+            conv, x = context.module, args[0]
+            kernel, stride = as_pair(conv.kernel_size, "k"), as_pair(conv.stride, "s")
+            pads = explicit_padding(conv.padding, x.shape[1:3], kernel, stride)
+            per_tap = x.shape[-1] // conv.groups * conv.features
+            rows = taps_inside(x.shape[1], kernel[0], stride[0], pads[0][0], out.shape[1])
+            cols = taps_inside(x.shape[2], kernel[1], stride[1], pads[1][0], out.shape[2])
+            valid[0] += rows * cols * per_tap
+            every[0] += out.shape[1] * out.shape[2] * kernel[0] * kernel[1] * per_tap
+        return out
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda x: model.init(jax.random.key(0), x), jax.ShapeDtypeStruct(shape, jnp.float32))
+    result = jaxconv.summary("resnet18", image_size=64)
+    dense = result.macs - every[0]
+    assert dense == 512 * 1000  # the only non-conv MACs: the classifier
+    ratio = xla_flops(model, shape) / (2 * (valid[0] + dense))
+    assert 1.0 <= ratio < 1.02
+
+
+# --- the lectures' VGG16 table ----------------------------------------------------------------------
+
+
+def test_vgg16_table_row_by_row():
+    result = cached_summary("vgg16")
+    rows = [layer for layer in result.layers if layer.kind in ("Input", "Conv", "MaxPool", "Dense")]
+    assert rows[0].output_shape[1:] == VGG16_LECTURE_INPUT
+    assert len(rows) - 1 == len(VGG16_LECTURE_ROWS)
+    for layer, (label, volume, weights) in zip(rows[1:], VGG16_LECTURE_ROWS):
+        assert layer.output_shape[1:] == volume, (layer.name, label)
+        biases = volume[-1] if weights else 0  # the lecture counts weights only ("not counting biases")
+        assert layer.params == weights + biases, (layer.name, label)
+    assert round(result.params / 1e6) == VGG16_LECTURE_TOTAL_MILLIONS
+
+
+def test_vgg16_memory_the_lecture_rows_add_up_to():
+    """The lecture prints "TOTAL memory: 24M"; its own rows add up to 15.2M values (docs/analysis.md)."""
+    result = cached_summary("vgg16")
+    rows_total = math.prod(VGG16_LECTURE_INPUT) + sum(math.prod(volume) for _, volume, _ in VGG16_LECTURE_ROWS)
+    assert result.activations == rows_total == 15_237_608
+    assert result.forward_activation_bytes == 4 * rows_total  # ~58 MiB per image, not ~96 MB
+    assert abs(rows_total - VGG16_LECTURE_PRINTED_MEMORY) > 8_000_000
+
+
+# --- the lectures' Inception op counts ------------------------------------------------------------------
+
+
+def module_summary(block):
+    return jaxconv.summary(block, image_size=28, in_channels=256)
+
+
+def test_naive_inception_module_costs_854m():
+    result = module_summary(InceptionNaive((128, 192, 96), norm=None))
+    assert result.macs == 28 * 28 * 256 * (128 * 1 + 192 * 9 + 96 * 25) == 854_196_224
+    assert round(result.macs, -6) == INCEPTION_NAIVE_PRINTED
+
+
+def test_reduced_inception_module_reproduces_the_slide_terms():
+    block = Inception((128, 64, 192, 64, 96, 64), norm=None)  # the slide's 1x1 reductions to 64
+    result = module_summary(block)
+    convs = sorted(layer.macs for layer in result.layers if layer.kind == "Conv")
+    assert convs == sorted(INCEPTION_REDUCED_SLIDE_TERMS)
+    assert result.macs == sum(INCEPTION_REDUCED_SLIDE_TERMS) == 271_351_808
+    # The slide prints 358M: its own terms add up to 271M (docs/analysis.md).
+    assert round(result.macs, -6) != INCEPTION_REDUCED_PRINTED
+
+
+# --- receptive fields and the 3x3 argument -----------------------------------------------------------------
+
+
+class ConvStack(nn.Module):
+    """n convolutions of size k x k, stride 1, same padding, C channels, no biases."""
+
+    n: int
+    kernel: int = 3
+    channels: int = 8
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        for i in range(self.n):
+            x = nn.relu(Conv(self.channels, self.kernel, padding=self.kernel // 2, use_bias=False, name=f"conv{i}")(x))
+        return x
+
+
+def test_stacked_3x3_receptive_fields():
+    assert module_fields(ConvStack(2)) == [3, 5]
+    assert module_fields(ConvStack(3)) == [3, 5, 7]  # "three 3x3 conv (stride 1) layers ... one 7x7"
+
+
+def module_fields(block):
+    result = jaxconv.summary(block, image_size=32, in_channels=8)
+    return [layer.receptive_field for layer in result.layers if layer.kind == "Conv"]
+
+
+def test_two_3x3_versus_one_5x5_parameters_and_macs():
+    channels, size = 16, 32
+    two = jaxconv.summary(ConvStack(2, 3, channels), image_size=size, in_channels=channels)
+    one = jaxconv.summary(ConvStack(1, 5, channels), image_size=size, in_channels=channels)
+    c2, hw = channels**2, size * size
+    assert (two.params, one.params) == (18 * c2, 25 * c2)
+    assert (two.macs, one.macs) == (18 * c2 * hw, 25 * c2 * hw)
+    assert module_fields(ConvStack(2, 3, channels))[-1] == module_fields(ConvStack(1, 5, channels))[-1] == 5
+
+
+def test_alexnet_and_vgg16_receptive_fields():
+    alexnet = {layer.name: layer for layer in cached_summary("alexnet").layers}
+    assert alexnet["conv1"].receptive_field == ALEXNET_RF["conv1"]
+    assert alexnet["pool5"].receptive_field == ALEXNET_RF["pool5"]
+    assert alexnet["conv1"].output_shape[1:] == ALEXNET_CONV1["output"]
+    assert alexnet["conv1"].params == ALEXNET_CONV1["params"]
+    assert alexnet["conv1"].macs == ALEXNET_CONV1["macs"]
+    vgg = {layer.name: layer for layer in cached_summary("vgg16").layers}
+    assert vgg["stage5/block2/conv"].receptive_field == VGG16_RF["conv5_3"]
+    assert vgg["pool5"].receptive_field == VGG16_RF["pool5"]
+    assert vgg["pool5"].jump == 32
+
+
+def test_receptive_field_takes_the_widest_branch():
+    # GoogLeNet's inception 3a sees through its 5x5 branch; a residual block through its 3x3s.
+    googlenet = {layer.name: layer for layer in cached_summary("googlenet").layers}
+    before = googlenet["pool2"]
+    five = googlenet["inception3a/branch3/conv"]
+    assert five.receptive_field == before.receptive_field + 4 * before.jump
+    resnet = {layer.name: layer for layer in cached_summary("resnet18").layers}
+    block_in = resnet["stem/pool"]
+    assert resnet["stage1/block0/conv2"].receptive_field == block_in.receptive_field + 4 * block_in.jump
+
+
+# --- totals and formats -------------------------------------------------------------------------------------
+
+
+def test_memory_estimates():
+    result = jaxconv.summary("resnet18", image_size=64, batch_size=32)
+    assert result.forward_activation_bytes == 4 * result.activations
+    assert result.training_memory_bytes == 32 * result.forward_activation_bytes + 3 * 4 * result.params
+    half = jaxconv.summary("resnet18", image_size=64, dtype="bfloat16")
+    assert half.forward_activation_bytes == 2 * half.activations
+    assert result.macs == half.macs  # per image, whatever the batch
+
+
+def test_formats():
+    result = jaxconv.summary("lenet5")
+    data = json.loads(jaxconv.format_summary(result, "json"))
+    assert {"params", "macs", "activations", "layers"} <= set(data)
+    assert {"name", "output_shape", "params", "macs", "receptive_field"} <= set(data["layers"][1])
+    assert data["params"] == 61_706
+    csv = jaxconv.format_summary(result, "csv").splitlines()
+    assert csv[0].startswith("layer,kind,output,params,MACs")
+    assert len(csv) == 1 + len(result.layers)
+    assert "| c1 | Conv |" in jaxconv.format_summary(result, "md")
+    assert "61,706" in jaxconv.format_summary(result, "table")
+    with pytest.raises(ValueError, match="format"):
+        jaxconv.format_summary(result, "xml")
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="unknown model"):
+        jaxconv.summary("resnet5O")
+    with pytest.raises(jaxconv.layers.GeometryError, match="conv1"):
+        jaxconv.summary("alexnet", image_size=224)
+    with pytest.raises(ValueError, match="batch size"):
+        jaxconv.summary("lenet5", batch_size=0)
+

@@ -1,0 +1,72 @@
+"""Folding BatchNorm into convolutions keeps evaluation outputs (float32, 1e-5 relative)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxconv
+from conftest import host_variables
+from jaxconv.analysis import fold_batchnorm
+from jaxconv.layers import BatchNorm, Conv
+
+
+def nontrivial_statistics(variables, seed=0):
+    """Running means, variances, scales and shifts far from their initial 0/1 values."""
+    rng = np.random.default_rng(seed)
+
+    def randomize(path, leaf):
+        name = path[-1].key
+        if name == "mean":
+            return rng.normal(0, 0.5, leaf.shape).astype(np.float32)
+        if name == "var":
+            return rng.uniform(0.3, 3.0, leaf.shape).astype(np.float32)
+        if name == "scale":
+            return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
+        if name == "bias" and leaf.ndim == 1:
+            return rng.normal(0, 0.2, leaf.shape).astype(np.float32)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(randomize, variables)
+
+
+@pytest.mark.parametrize("name,size", [("resnet50", 32), ("vgg16_bn", 32)])
+def test_folded_network_matches_in_eval_mode(name, size):
+    model = jaxconv.get_model(name, num_classes=10)
+    x = np.random.default_rng(1).standard_normal((2, size, size, 3)).astype(np.float32)
+    variables = nontrivial_statistics(host_variables(model, x))
+    folded_model, folded = fold_batchnorm(model, variables, x.shape)
+    assert "batch_stats" not in folded
+    flat = jax.tree_util.tree_leaves_with_path(folded["params"])
+    assert not any("norm" in jax.tree_util.keystr(path) for path, _ in flat)
+    expected = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+    actual = jax.jit(lambda v, x: folded_model.apply(v, x, train=False))(folded, x)
+    error = float(jnp.max(jnp.abs(actual - expected)) / jnp.max(jnp.abs(expected)))
+    assert error < 1e-5
+    assert float(jnp.std(expected)) > 0
+
+
+class PreActivation(nn.Module):
+    norm: object = BatchNorm
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = self.norm()(x, use_running_average=not train)  # normalises the input: no conv to fold into
+        return Conv(4, 3, padding=1)(nn.relu(x))
+
+
+def test_batchnorm_without_a_preceding_conv_is_refused():
+    model = PreActivation()
+    x = jnp.ones((1, 8, 8, 3))
+    variables = model.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="BatchNorm_0"):
+        fold_batchnorm(model, variables, x.shape)
+
+
+def test_nothing_to_fold():
+    model = jaxconv.get_model("lenet5")
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        fold_batchnorm(model, {"params": {}}, (1, 32, 32, 1))

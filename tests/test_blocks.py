@@ -1,0 +1,170 @@
+"""Blocks: the shared signature, the block semantics the papers define, and a user's own block."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxconv
+from jaxconv.blocks import (
+    BasicBlock,
+    Block,
+    Bottleneck,
+    ConvNormAct,
+    Inception,
+    InceptionNaive,
+    MBConv,
+    PlainBasicBlock,
+)
+from jaxconv.layers import BatchNorm, Conv, DropPath
+from jaxconv.models import ResNet, StageSpec
+
+
+def param_shapes(block, x_shape, **kwargs):
+    x = jax.ShapeDtypeStruct(x_shape, jnp.float32)
+    variables = jax.eval_shape(lambda x: block.init(jax.random.key(0), x, **kwargs), x)
+    out = jax.eval_shape(lambda v, x: block.apply(v, x, **kwargs), variables, x)
+    return variables["params"], out.shape
+
+
+def test_bottleneck_v1_strides_the_first_1x1_and_v15_the_3x3():
+    conv = partial(Conv, use_bias=False, fit="floor")
+    expected = {
+        "v1": {"conv1": (56, 28), "conv2": (28, 28), "conv3": (28, 28), "shortcut_conv": (56, 28)},
+        "v1.5": {"conv1": (56, 56), "conv2": (56, 28), "conv3": (28, 28), "shortcut_conv": (56, 28)},
+    }
+    for variant, sizes in expected.items():
+        calls = {}
+
+        def record(next_fun, args, kwargs, context):
+            out = next_fun(*args, **kwargs)
+            if isinstance(context.module, Conv):
+                calls[context.module.name] = (args[0].shape[1], out.shape[1])
+            return out
+
+        block = Bottleneck(256, stride=2, conv=conv, variant=variant)
+        with nn.intercept_methods(record):
+            _, shape = param_shapes(block, (1, 56, 56, 64))
+        assert shape == (1, 28, 28, 256)
+        assert calls == sizes
+
+
+def test_plain_block_has_the_same_layers_without_the_shortcut():
+    conv = partial(Conv, use_bias=False, fit="floor")
+    residual, _ = param_shapes(BasicBlock(64, conv=conv), (1, 8, 8, 64))
+    plain, _ = param_shapes(PlainBasicBlock(64, conv=conv), (1, 8, 8, 64))
+    assert jax.tree_util.tree_map(lambda a: a.shape, residual) == jax.tree_util.tree_map(lambda a: a.shape, plain)
+    # With zero weights the residual block passes its input through (ReLU of it); the plain one gives zero.
+    x = jnp.asarray(np.random.default_rng(0).random((1, 8, 8, 64)), jnp.float32)
+    zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape), residual)
+    stats = {"mean": jnp.zeros(64), "var": jnp.ones(64)}
+    batch_stats = {"norm1": stats, "norm2": stats}
+    y_res = BasicBlock(64, conv=conv).apply({"params": zeros, "batch_stats": batch_stats}, x)
+    y_plain = PlainBasicBlock(64, conv=conv).apply({"params": zeros, "batch_stats": batch_stats}, x)
+    np.testing.assert_allclose(y_res, x, rtol=1e-6)
+    np.testing.assert_allclose(y_plain, 0)
+
+
+def test_shortcut_options():
+    conv = partial(Conv, use_bias=False, fit="floor")
+    a, shape_a = param_shapes(BasicBlock(32, stride=2, conv=conv, shortcut="A"), (1, 16, 16, 16))
+    b, _ = param_shapes(BasicBlock(32, stride=2, conv=conv, shortcut="B"), (1, 16, 16, 16))
+    c, _ = param_shapes(BasicBlock(16, conv=conv, shortcut="C"), (1, 16, 16, 16))
+    assert shape_a == (1, 8, 8, 32)
+    assert "shortcut_conv" not in a and b["shortcut_conv"]["kernel"].shape == (1, 1, 16, 32)
+    assert "shortcut_conv" in c  # option C projects even when the shape is unchanged
+    # Option A: the identity, subsampled, with zero channels added half before and half after.
+    x = jnp.asarray(np.random.default_rng(0).random((1, 4, 4, 2)), jnp.float32)
+    block = BasicBlock(6, stride=2, conv=conv, norm=None, shortcut="A", act=None)
+    variables = block.init(jax.random.key(0), x)
+    shortcut = block.apply(variables, x, method=lambda m, x: m.identity(x, False))
+    np.testing.assert_array_equal(shortcut[..., 2:4], x[:, ::2, ::2, :])
+    np.testing.assert_array_equal(shortcut[..., :2], 0)
+    np.testing.assert_array_equal(shortcut[..., 4:], 0)
+
+
+def test_inception_channel_arithmetic():
+    _, naive = param_shapes(InceptionNaive((128, 192, 96), norm=None), (1, 28, 28, 256))
+    assert naive == (1, 28, 28, 128 + 192 + 96 + 256)  # "depth can only grow"
+    params, reduced = param_shapes(Inception((64, 96, 128, 16, 32, 32), norm=None), (1, 28, 28, 192))
+    assert reduced == (1, 28, 28, 256)  # GoogLeNet's 3a: 28x28x192 -> 28x28x256
+    assert params["branch3"]["conv"]["kernel"].shape == (5, 5, 16, 32)
+    with pytest.raises(ValueError, match="stride"):
+        param_shapes(Inception((64, 96, 128, 16, 32, 32), stride=2), (1, 28, 28, 192))
+
+
+def test_mbconv_structure():
+    conv = partial(Conv, use_bias=False, fit="floor")
+    params, shape = param_shapes(MBConv(24, stride=2, conv=conv, kernel_size=3, expand_ratio=6), (1, 32, 32, 16))
+    assert shape == (1, 16, 16, 24)
+    assert params["expand"]["conv"]["kernel"].shape == (1, 1, 16, 96)
+    assert params["depthwise"]["conv"]["kernel"].shape == (3, 3, 1, 96)  # one filter per channel
+    assert params["se"]["fc1"]["kernel"].shape == (1, 1, 96, 4)  # 0.25 x the block's 16 inputs
+    same, _ = param_shapes(MBConv(16, expand_ratio=1), (1, 8, 8, 16))
+    assert "expand" not in same
+
+
+# --- a block of the user's own, through the public API only ------------------------------------
+
+
+class PreActBlock(Block):
+    """Pre-activation residual block (He et al. 2016, "Identity mappings"): BN-ReLU-conv twice."""
+
+    drop_path: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        y = self.activate(self.normalize(x, "norm1", train))
+        shortcut = x
+        if self.stride != 1 or x.shape[-1] != self.features:
+            shortcut = self.conv(self.features, 1, self.stride, name="shortcut_conv")(y)
+        y = self.conv(self.features, 3, self.stride, padding=1, name="conv1")(y)
+        y = self.activate(self.normalize(y, "norm2", train))
+        y = self.conv(self.features, 3, 1, padding=1, name="conv2")(y)
+        return DropPath(self.drop_path)(y, deterministic=not train) + shortcut
+
+
+def test_a_custom_block_builds_runs_trains_and_is_analyzed():
+    model = ResNet(
+        block=PreActBlock,
+        depths=(2, 2),
+        widths=(16, 32),
+        stem=jaxconv.models.CifarStem,
+        stem_width=16,
+        num_classes=10,
+        drop_path_rate=0.1,
+    )
+    x = np.random.default_rng(0).standard_normal((4, 16, 16, 3)).astype(np.float32)
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+    params = variables["params"]
+    assert set(params["stage2"]["block0"]) >= {"conv1", "conv2", "norm1", "norm2", "shortcut_conv"}
+    logits, features = jax.jit(partial(model.apply, return_features=True))(variables, x)
+    assert logits.shape == (4, 10) and features["stage2"].shape == (4, 8, 8, 32)
+
+    # Trains: one SGD step lowers the loss on the batch.
+    labels = jnp.arange(4)
+
+    def loss(params):
+        out, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"],
+                             rngs={"dropout": jax.random.key(1)})
+        return -jnp.mean(jax.nn.log_softmax(out)[jnp.arange(4), labels])
+
+    loss = jax.jit(loss)
+    value, grads = jax.jit(jax.value_and_grad(loss))(params)
+    stepped = jax.tree_util.tree_map(lambda p, g: p - 0.05 * g, params, grads)
+    assert float(loss(stepped)) < float(value)
+
+    # Analyzed like a built-in network.
+    result = jaxconv.summary(model, image_size=16)
+    assert result.params == sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(params))
+    convs = {layer.name: layer for layer in result.layers if layer.kind == "Conv"}
+    conv1 = convs["stage1/block0/conv1"]
+    assert conv1.macs == 16 * 16 * 16 * 9 * 16
+    assert convs["stem/conv"].receptive_field == 3
+    assert conv1.receptive_field == 5 and convs["stage1/block0/conv2"].receptive_field == 7
+    assert convs["stage2/block0/conv1"].jump == 2

@@ -1,0 +1,73 @@
+"""The `jaxconv` command as a user runs it: output formats, and bad input -> one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxconv.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Runs the installed entry point's code in a fresh interpreter, as a user would."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, "-m", "jaxconv.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_summary_json(capsys):
+    assert main(["summary", "resnet50", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["params"] == 25_557_032
+    assert round(data["macs"] / 1e9, 3) == 4.089
+    assert {"params", "macs", "activations", "layers"} <= set(data)
+    layer = data["layers"][1]
+    assert {"name", "output_shape", "params", "macs", "receptive_field"} <= set(layer)
+
+
+def test_summary_table_options(capsys):
+    assert main(["summary", "resnet20", "--image-size", "64", "--batch-size", "8", "--format", "table"]) == 0
+    out = capsys.readouterr().out
+    assert "8x64x64x3" in out and "training memory estimate (batch 8)" in out
+    assert main(["summary", "vgg11", "--image-size", "32x64", "--format", "csv"]) == 0
+    assert "1x32x64x3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["summary", "resnet5"], "unknown model 'resnet5'; did you mean"),
+        (["summary", "alexnet", "--image-size", "224"], "alexnet cannot take 224 px inputs: conv1"),
+        (["summary", "vgg16", "--format", "xml"], "invalid choice: 'xml'"),
+        (["summary", "vgg16", "--image-size", "0"], "expected a positive integer"),
+        (["summary", "vgg16", "--image-size", "16"], "pool5"),
+        (["list", "nothing*"], "no model matches"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_with_exit_status_2(args, needle, capsys):
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0]
+    assert lines[0].startswith("jaxconv: error:")
+
+
+def test_bad_input_in_a_real_process_has_no_traceback():
+    result = run_cli("summary", "alexnet", "--image-size", "224")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("jaxconv: error: alexnet cannot take 224")
+
+
+def test_list_json(capsys):
+    assert main(["list", "vgg16*", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["vgg16", "vgg16_bn"]
+    assert rows[0]["params"] == 138_357_544 and rows[0]["gmacs"] == 15.47 and rows[0]["image_size"] == 224

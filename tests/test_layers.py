@@ -1,0 +1,232 @@
+"""Layers: the output-size rule, pooling modes, LRN, BatchNorm statistics, dropout, activations."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxconv import layers
+from jaxconv.layers import GeometryError
+
+
+def init_apply(module, x, **kwargs):
+    variables = module.init(jax.random.key(0), x, **kwargs)
+    return module.apply(variables, x, **kwargs), variables
+
+
+# --- the output-size rule -------------------------------------------------------------------
+
+
+def test_alexnet_conv1_fits_227_not_224():
+    conv = layers.Conv(96, 11, 4, name="conv1")
+    out = jax.eval_shape(lambda x: conv.init_with_output(jax.random.key(0), x)[0], jnp.zeros((1, 227, 227, 3)))
+    assert out.shape == (1, 55, 55, 96)  # the lecture's 55x55x96
+    with pytest.raises(GeometryError) as error:
+        jax.eval_shape(lambda x: conv.init(jax.random.key(0), x), jnp.zeros((1, 224, 224, 3)))
+    message = str(error.value)
+    for part in ("conv1", "H=224", "F=11", "P=0", "S=4", "54.25", "227"):
+        assert part in message
+
+
+def test_geometry_error_is_raised_while_tracing_shapes():
+    # eval_shape never computes: the error comes from the shapes alone.
+    with pytest.raises(GeometryError, match="3.5"):
+        jax.eval_shape(
+            lambda x: layers.Conv(8, 3, 2, name="c").init(jax.random.key(0), x),
+            jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32),
+        )  # (8 - 3)/2 + 1 = 3.5
+
+
+@pytest.mark.parametrize(
+    "size,kernel,stride,pad,expected",
+    [(7, 3, 1, 0, 5), (7, 3, 2, 0, 3), (32, 5, 1, 2, 32), (227, 11, 4, 0, 55), (224, 3, 1, 1, 224)],
+)
+def test_output_size_rule_examples_from_the_lecture(size, kernel, stride, pad, expected):
+    # Lecture 003: "for a 7x7 input and a 3x3 filter with stride 1 and pad 0 we would get a 5x5
+    # output. With stride 2 we would get a 3x3 output"; F=5, P=2 preserves the size.
+    assert layers.output_size(size, kernel, stride, (pad, pad)) == expected
+
+
+def test_window_larger_than_input_is_rejected_in_every_mode():
+    for fit in ("exact", "floor", "ceil"):
+        with pytest.raises(GeometryError, match="< 1"):
+            layers.output_size(3, 5, 1, (0, 0), fit=fit, layer="tiny")
+
+
+def test_floor_matches_pytorch_and_exact_refuses():
+    # ResNet's stem: (224 - 7 + 6)/2 + 1 = 112.5; PyTorch keeps 112.
+    assert layers.output_size(224, 7, 2, (3, 3), fit="floor") == 112
+    with pytest.raises(GeometryError, match="112.5"):
+        layers.output_size(224, 7, 2, (3, 3))
+
+
+def test_conv_floor_output_equals_explicit_crop():
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 10, 10, 2)), jnp.float32)
+    floor = layers.Conv(3, 3, 2, padding=1, fit="floor")
+    variables = floor.init(jax.random.key(0), x)
+    cropped = layers.Conv(3, 3, 2, padding=((1, 0), (1, 0)))  # (10 - 3 + 1)/2 + 1 = 5 exactly
+    np.testing.assert_allclose(floor.apply(variables, x), cropped.apply(variables, x), rtol=1e-6)
+
+
+def test_conv_same_padding_and_groups():
+    x = jnp.ones((2, 15, 15, 4))
+    y, variables = init_apply(layers.Conv(8, 3, 2, padding="SAME", groups=2), x)
+    assert y.shape == (2, 8, 8, 8)  # ceil(15 / 2)
+    assert variables["params"]["kernel"].shape == (3, 3, 2, 8)
+    with pytest.raises(ValueError, match="groups=3"):
+        init_apply(layers.Conv(8, 3, padding=1, groups=3), x)
+
+
+def test_conv_matches_a_direct_cross_correlation(rng):
+    x = rng.standard_normal((1, 5, 6, 2)).astype(np.float32)
+    module = layers.Conv(3, (2, 3), stride=1, padding=0)
+    variables = module.init(jax.random.key(1), x)
+    kernel = np.asarray(variables["params"]["kernel"])
+    expected = np.zeros((1, 4, 4, 3), np.float32)
+    for i in range(4):
+        for j in range(4):
+            expected[0, i, j] = np.einsum("hwc,hwco->o", x[0, i : i + 2, j : j + 3], kernel)
+    np.testing.assert_allclose(module.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+
+
+# --- pooling -----------------------------------------------------------------------------------
+
+
+def test_overlapping_max_pool_and_ceil_mode():
+    x = jnp.arange(2 * 55 * 55 * 3, dtype=jnp.float32).reshape(2, 55, 55, 3)
+    assert layers.MaxPool(3, 2).apply({}, x).shape == (2, 27, 27, 3)  # AlexNet pool1
+    y = jnp.ones((1, 112, 112, 1))
+    with pytest.raises(GeometryError):
+        layers.MaxPool(3, 2).apply({}, y)  # 55.5
+    assert layers.MaxPool(3, 2, fit="ceil").apply({}, y).shape == (1, 56, 56, 1)  # GoogLeNet: 112 -> 56
+    assert layers.MaxPool(3, 2, fit="floor").apply({}, y).shape == (1, 55, 55, 1)
+
+
+def test_max_pool_values(rng):
+    x = rng.standard_normal((1, 4, 4, 1)).astype(np.float32)
+    y = layers.MaxPool(2, 2).apply({}, x)
+    expected = x[0, :, :, 0].reshape(2, 2, 2, 2).max(axis=(1, 3))
+    np.testing.assert_allclose(y[0, :, :, 0], expected)
+
+
+def test_avg_pool_padding_counts_like_pytorch():
+    x = jnp.ones((1, 4, 4, 1))
+    with_pad = layers.AvgPool(3, 1, padding=1).apply({}, x)
+    without = layers.AvgPool(3, 1, padding=1, count_include_pad=False).apply({}, x)
+    assert float(with_pad[0, 0, 0, 0]) == pytest.approx(4 / 9)  # corner sees 4 ones of 9 cells
+    assert float(without[0, 0, 0, 0]) == pytest.approx(1.0)
+    # ceil mode: the extra window past the padded edge is divided by what it covers.
+    z = jnp.arange(5, dtype=jnp.float32).reshape(1, 1, 5, 1) * jnp.ones((1, 5, 1, 1))
+    ceil = layers.AvgPool(2, 2, fit="ceil").apply({}, z)
+    assert ceil.shape == (1, 3, 3, 1)
+    assert float(ceil[0, 0, 2, 0]) == pytest.approx(4.0)  # the last window covers only column 4
+
+
+def test_global_and_adaptive_average_pooling(rng):
+    x = rng.standard_normal((2, 5, 7, 3)).astype(np.float32)
+    np.testing.assert_allclose(layers.GlobalAvgPool().apply({}, x), x.mean(axis=(1, 2)), rtol=1e-6)
+    y = layers.AdaptiveAvgPool((2, 3)).apply({}, x)
+    # PyTorch's cells: rows [0,3) [2,5); columns [0,3) [2,5) [4,7).
+    np.testing.assert_allclose(y[:, 1, 2], x[:, 2:5, 4:7].mean(axis=(1, 2)), rtol=1e-6)
+    same = layers.AdaptiveAvgPool((5, 7)).apply({}, x)
+    np.testing.assert_array_equal(same, x)
+
+
+# --- normalisation -----------------------------------------------------------------------------
+
+
+def test_local_response_norm_matches_the_paper_formula(rng):
+    x = rng.standard_normal((1, 2, 2, 8)).astype(np.float32) * 10
+    y = layers.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0).apply({}, x)
+    c = 3
+    window = x[..., max(0, c - 2) : c + 3]
+    expected = x[..., c] / (2.0 + 1e-4 * (window**2).sum(-1)) ** 0.75
+    np.testing.assert_allclose(y[..., c], expected, rtol=1e-5)
+    edge = x[..., 0] / (2.0 + 1e-4 * (x[..., 0:3] ** 2).sum(-1)) ** 0.75
+    np.testing.assert_allclose(y[..., 0], edge, rtol=1e-5)
+
+
+def test_batchnorm_running_statistics(rng):
+    x = (rng.standard_normal((16, 4, 4, 3)) * 3 + 5).astype(np.float32)
+    bn = layers.BatchNorm()
+    variables = bn.init(jax.random.key(0), x, use_running_average=False)
+    y, updated = bn.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+    # Training: normalised with the batch statistics.
+    np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0, atol=1e-4)
+    np.testing.assert_allclose(y.std(axis=(0, 1, 2)), 1, atol=1e-3)
+    # Running statistics: 0.9 * old + 0.1 * batch (PyTorch's momentum=0.1).
+    stats = updated["batch_stats"]
+    np.testing.assert_allclose(stats["mean"], 0.1 * x.mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * x.var(axis=(0, 1, 2)), rtol=1e-5)
+    # Evaluation: the running statistics, not the batch's.
+    evaluated = bn.apply({**variables, **updated}, x, use_running_average=True)
+    expected = (x - stats["mean"]) / np.sqrt(stats["var"] + 1e-5)
+    np.testing.assert_allclose(evaluated, expected, rtol=1e-4, atol=1e-4)
+
+
+# --- dropout and stochastic depth ------------------------------------------------------------------
+
+
+def test_dropout_is_identity_in_eval_and_scales_in_training():
+    x = jnp.ones((1000, 10))
+    drop = layers.Dropout(0.5)
+    assert drop.apply({}, x, deterministic=True) is x
+    y = drop.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
+    kept = np.asarray(y) != 0
+    assert 0.45 < kept.mean() < 0.55
+    np.testing.assert_allclose(np.asarray(y)[kept], 2.0)
+
+
+def test_drop_path_drops_whole_examples():
+    x = jnp.ones((2000, 3, 3, 4))
+    layer = layers.DropPath(0.25)
+    assert layer.apply({}, x, deterministic=True) is x
+    y = np.asarray(layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)}))
+    per_example = y.reshape(2000, -1)
+    dropped = (per_example == 0).all(axis=1)
+    kept = np.isclose(per_example, 1 / 0.75).all(axis=1)
+    assert np.all(dropped | kept)
+    assert 0.2 < dropped.mean() < 0.3
+    with pytest.raises(ValueError, match="rate"):
+        layers.DropPath(1.0).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
+
+
+def test_squeeze_excite_gates_channels(rng):
+    x = rng.standard_normal((2, 5, 5, 8)).astype(np.float32)
+    se = layers.SqueezeExcite(2)
+    y, variables = init_apply(se, x)
+    params = variables["params"]
+    assert params["fc1"]["kernel"].shape == (1, 1, 8, 2) and params["fc2"]["kernel"].shape == (1, 1, 2, 8)
+    gate = np.asarray(y) / x
+    # One gate per example and channel, constant over space, in (0, 1).
+    np.testing.assert_allclose(gate, np.broadcast_to(gate[:, :1, :1, :], gate.shape), rtol=1e-4)
+    assert np.all((gate > 0) & (gate < 1))
+
+
+# --- activations -----------------------------------------------------------------------------------
+
+
+def test_softmax_example_from_the_lecture():
+    # Lecture 002: scores [2, 4, 2, 1] -> softmax [0.1025, 0.7573, 0.1025, 0.0377].
+    probs = layers.get_activation("softmax")(jnp.array([2.0, 4.0, 2.0, 1.0]))
+    np.testing.assert_allclose(probs, [0.1025, 0.7573, 0.1025, 0.0377], atol=1e-4)
+
+
+def test_activation_definitions():
+    x = jnp.linspace(-4, 4, 17)
+    np.testing.assert_allclose(layers.get_activation("relu")(x), np.maximum(x, 0))
+    np.testing.assert_allclose(layers.get_activation("leaky_relu")(x), np.where(x > 0, x, 0.01 * x), rtol=1e-6)
+    sig = 1 / (1 + np.exp(-np.asarray(x)))
+    np.testing.assert_allclose(layers.get_activation("sigmoid")(x), sig, rtol=1e-5)
+    np.testing.assert_allclose(layers.get_activation("tanh")(x), 2 * (1 / (1 + np.exp(-2 * np.asarray(x)))) - 1,
+                               rtol=1e-5, atol=1e-6)  # tanh(x) = 2 sigmoid(2x) - 1
+    swish = layers.get_activation("swish")
+    np.testing.assert_allclose(swish(x), np.asarray(x) * sig, rtol=1e-5)
+    # Lecture 002: f'(x) = f(x) + sigma(x) (1 - f(x)).
+    derivative = jax.vmap(jax.grad(swish))(x)
+    f = np.asarray(x) * sig
+    np.testing.assert_allclose(derivative, f + sig * (1 - f), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="relu"):
+        layers.get_activation("gelu_fast")

@@ -1,0 +1,173 @@
+"""Every registered model: builds, has the published parameter count, runs, trains.
+
+Parametrized over the registry, so a newly registered model is tested the moment it exists.
+Shapes and counts come from jax.eval_shape; real forward passes run on host-filled
+parameters (see conftest) at a small input size.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxconv
+from conftest import cached_summary, host_variables, small_input_size
+from reference import (
+    ALLCNN_C_MILLIONS,
+    CIFAR_RESNET_MILLIONS,
+    LENET5_PARAMS,
+    PAPER_PARAMS,
+    TORCHVISION,
+    TORCHVISION_EXTRA_PARAMS,
+)
+
+ALL_MODELS = jaxconv.list_models()
+# The biggest are checked by eval_shape only: their forward pass costs compile time, not coverage.
+# B2-B7 are B0/B1 scaled up, the 110-layer CIFAR nets are ResNet-56/plain-56 deeper.
+EVAL_SHAPE_ONLY = {"efficientnet_b2", "efficientnet_b3", "efficientnet_b4", "efficientnet_b5", "efficientnet_b6",
+                   "efficientnet_b7", "resnet101", "resnet152", "resnet110", "plain110", "vgg19", "vgg19_bn"}
+
+
+def parameter_count(name: str, **overrides) -> int:
+    info = jaxconv.model_info(name)
+    model = jaxconv.get_model(name, **overrides)
+    x = jax.ShapeDtypeStruct((1, info.image_size, info.image_size, info.in_channels), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(variables["params"]))
+
+
+def published_count(name: str) -> int | None:
+    if name in TORCHVISION:
+        return TORCHVISION[name][0]
+    if name in TORCHVISION_EXTRA_PARAMS:
+        return TORCHVISION_EXTRA_PARAMS[name]
+    if name in PAPER_PARAMS:
+        return PAPER_PARAMS[name]
+    if name == "lenet5":
+        return LENET5_PARAMS
+    return None
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_parameter_count(name):
+    count = cached_summary(name).params
+    published = published_count(name)
+    if published is not None:
+        assert count == published
+    elif name in CIFAR_RESNET_MILLIONS:
+        assert round(count / 1e6, 2 if count < 1e6 else 1) == CIFAR_RESNET_MILLIONS[name]
+    elif name.startswith("plain"):
+        # The ResNet paper: plain nets and ResNets with option-A shortcuts have the same parameters.
+        twin = name.replace("plain", "resnet")
+        option_a = "A" if jaxconv.model_info(twin).family == "resnet" else None
+        expected = cached_summary(twin).params if option_a is None else parameter_count(twin, shortcut="A")
+        assert count == expected
+    elif name == "allcnn_c":
+        assert int(count / 1e5) / 10 == ALLCNN_C_MILLIONS
+    else:
+        pytest.fail(f"{name} has no published parameter count to check against; add one to tests/reference.py")
+
+
+def test_paper_options_change_counts_as_published():
+    assert parameter_count("alexnet", groups=2) == PAPER_PARAMS["alexnet_groups2"]
+    assert parameter_count("googlenet", aux_logits=True) == PAPER_PARAMS["googlenet_aux"]
+    # v1 and v1.5 differ in where the stride goes, not in parameters.
+    assert parameter_count("resnet50", variant="v1") == TORCHVISION["resnet50"][0]
+    # The lecture's ZFNet (conv3-5 of 512-1024-512) is a bigger network than the paper's.
+    assert parameter_count("zfnet", widths=(96, 256, 512, 1024, 512)) > PAPER_PARAMS["zfnet"]
+
+
+def check_outputs(logits, features, batch: int, num_classes: int) -> None:
+    assert logits.shape == (batch, num_classes)
+    assert features["pre_logits"].ndim == 2
+    assert len(features) >= 3
+    for key, value in features.items():
+        assert value.shape[0] == batch, key
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_forward_on_a_small_input(name):
+    """Logits and features have the right shapes; the output is finite and depends on the input.
+
+    The biggest models are checked with eval_shape at their full size instead of being run.
+    """
+    info = jaxconv.model_info(name)
+    model = jaxconv.get_model(name, num_classes=5)
+    if name in EVAL_SHAPE_ONLY:
+        x = jax.ShapeDtypeStruct((2, info.image_size, info.image_size, info.in_channels), jnp.float32)
+        variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+        logits, features = jax.eval_shape(lambda v, x: model.apply(v, x, return_features=True), variables, x)
+        check_outputs(logits, features, 2, 5)
+        return
+    size = small_input_size(name)
+    x = np.random.default_rng(1).standard_normal((2, size, size, info.in_channels)).astype(np.float32)
+    variables = host_variables(model, x)
+    logits, features = jax.jit(lambda v, x: model.apply(v, x, train=False, return_features=True))(variables, x)
+    check_outputs(logits, features, 2, 5)
+    assert bool(jnp.all(jnp.isfinite(logits)))
+    assert float(jnp.std(logits)) > 0  # not a constant function of the input
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet20", "allcnn_c"])
+def test_gradient_steps_reduce_the_loss(name):
+    """A few SGD steps in training mode (BatchNorm updating, dropout on) fit a fixed batch better.
+
+    The loss is compared before and after with the same dropout mask, so only the parameters differ.
+    """
+    info = jaxconv.model_info(name)
+    model = jaxconv.get_model(name, num_classes=4)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, info.image_size, info.image_size, info.in_channels)).astype(np.float32)
+    labels = jnp.arange(8) % 4
+    variables = host_variables(model, x)
+    params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+    optimizer = optax.sgd(0.02, momentum=0.9)
+
+    def loss_fn(params, state, key):
+        logits, new_state = model.apply(
+            {"params": params, **state}, x, train=True, mutable=list(state), rngs={"dropout": key}
+        )
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), new_state
+
+    @jax.jit
+    def step(params, state, opt_state, key):
+        (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, state, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), new_state, opt_state, grads
+
+    probe = jax.jit(lambda params, state: loss_fn(params, state, jax.random.key(99))[0])
+    before = float(probe(params, state))
+    opt_state = optimizer.init(params)
+    start_stats = state
+    for i in range(5):
+        params, state, opt_state, grads = step(params, state, opt_state, jax.random.key(i))
+        assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+    assert float(probe(params, start_stats)) < before
+    if "batch_stats" in state:  # the running statistics moved
+        moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), state, start_stats)
+        assert max(jax.tree_util.tree_leaves(moved)) > 0
+
+
+def test_googlenet_aux_logits_are_sown_in_training():
+    model = jaxconv.get_model("googlenet", num_classes=3, aux_logits=True)
+    x = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    _, state = jax.eval_shape(
+        lambda v, x: model.apply(v, x, train=True, mutable=["aux_logits"], rngs={"dropout": jax.random.key(0)}),
+        {"params": variables["params"]},
+        x,
+    )
+    aux = state["aux_logits"]
+    assert aux["aux1_logits"][0].shape == (2, 3) and aux["aux2_logits"][0].shape == (2, 3)
+
+
+def test_bfloat16_compute_keeps_float32_parameters():
+    model = jaxconv.get_model("resnet18", num_classes=3, dtype=jnp.bfloat16)
+    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(variables)} == {jnp.dtype(jnp.float32)}
+    logits = jax.eval_shape(lambda v, x: model.apply(v, x), variables, x)
+    assert logits.dtype == jnp.bfloat16

@@ -1,0 +1,61 @@
+"""The registry: names, patterns, duplicates, unknown names and options."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+
+import jaxconv
+from jaxconv.models import ResNet, UnknownModelError, get_model, list_models, register
+
+
+def test_every_model_the_issue_names_is_registered():
+    expected = (
+        ["lenet5", "alexnet", "alexnet_tv", "zfnet", "googlenet", "googlenet_tv", "allcnn_c", "plain18", "plain34"]
+        + [f"vgg{d}{s}" for d in (11, 13, 16, 19) for s in ("", "_bn")]
+        + [f"resnet{d}" for d in (18, 34, 50, 101, 152, 20, 32, 44, 56, 110)]
+        + [f"plain{d}" for d in (20, 32, 44, 56, 110)]
+        + [f"efficientnet_b{i}" for i in range(8)]
+    )
+    assert sorted(expected) == sorted(list_models())
+
+
+def test_list_models_filters_with_a_pattern_and_sorts_naturally():
+    assert list_models("resnet1*") == ["resnet18", "resnet101", "resnet110", "resnet152"]
+    assert list_models("vgg*_bn") == ["vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
+    assert list_models("nothing*") == []
+
+
+def test_duplicate_registration_raises():
+    with pytest.raises(ValueError, match="already registered"):
+        register("resnet50", partial(ResNet, block=None, depths=(1,)), image_size=224)
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(UnknownModelError, match="resnet50"):
+        get_model("resnet05")
+    with pytest.raises(UnknownModelError, match="efficientnet_b0"):
+        get_model("efficientnet-b0")
+
+
+def test_unknown_option_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"no option 'widht'.*width"):
+        get_model("efficientnet_b0", widht=2.0)
+
+
+def test_num_classes_and_overrides_reach_the_model():
+    model = get_model("resnet18", num_classes=10, drop_path_rate=0.1)
+    assert model.num_classes == 10 and model.drop_path_rate == 0.1
+    assert get_model("lenet5").num_classes == 10  # its own default
+    with pytest.raises(ValueError, match="num_classes"):
+        get_model("resnet18", num_classes=0)
+
+
+def test_model_info_defaults():
+    assert jaxconv.model_info("alexnet").image_size == 227
+    assert jaxconv.model_info("lenet5").in_channels == 1
+    assert jaxconv.model_info("resnet56").image_size == 32
+    assert [jaxconv.model_info(f"efficientnet_b{i}").image_size for i in range(8)] == [
+        224, 240, 260, 300, 380, 456, 528, 600
+    ]
