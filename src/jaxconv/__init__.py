@@ -3,13 +3,37 @@
     >>> import jaxconv
     >>> model = jaxconv.get_model("resnet50", num_classes=10)
     >>> print(jaxconv.format_summary(jaxconv.summary("vgg16")))
+
+Attributes are imported on first use, so `import jaxconv.data.procedural` (in data worker
+processes) does not pay for JAX and Flax.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-# Importing the zoo registers every architecture, whichever jaxconv module is imported first.
-from jaxconv import models  # noqa: E402
-from jaxconv.analysis import format_summary, summary  # noqa: E402
-from jaxconv.registry import get_model, list_models, model_info, register  # noqa: E402
+_LAZY = {
+    "get_model": "jaxconv.registry",
+    "list_models": "jaxconv.registry",
+    "model_info": "jaxconv.registry",
+    "register": "jaxconv.registry",
+    "summary": "jaxconv.analysis",
+    "format_summary": "jaxconv.analysis",
+    "fold_batchnorm": "jaxconv.analysis",
+}
+_SUBMODULES = ("analysis", "archs", "blocks", "cli", "data", "layers", "models", "registry", "stages", "train")
 
-__all__ = ["format_summary", "get_model", "list_models", "model_info", "models", "register", "summary"]
+__all__ = sorted(_LAZY) + list(_SUBMODULES)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"jaxconv.{name}")
+    else:
+        raise AttributeError(f"module 'jaxconv' has no attribute {name!r}")
+    globals()[name] = value
+    return value

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pathlib
 import sys
 from collections.abc import Sequence
 
 EXIT_USAGE = 2
+EXIT_FAILURE = 1
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 class UsageError(Exception):
@@ -127,6 +131,151 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_backends() -> None:
+    """Keeps TensorFlow's C++ logging and TFDS's progress bars out of the user's terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow only decodes and augments images here; its oneDNN notice is noise to the user.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import logging
+    import warnings
+
+    import absl.logging
+    import tensorflow_datasets as tfds
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    tfds.disable_progress_bar()
+    warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def default_experiment() -> pathlib.Path | None:
+    """experiments/default.py of the working directory, or of the checkout jaxconv runs from."""
+    for root in (pathlib.Path.cwd(), REPO_ROOT):
+        candidate = root / "experiments" / "default.py"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _config_overrides(extra: list[str]) -> dict[str, str]:
+    """--config.KEY=VALUE and --config.KEY VALUE arguments."""
+    overrides, i = {}, 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--config."):
+            raise UsageError(f"unrecognised argument {arg!r} (config values are given as --config.KEY=VALUE)")
+        key = arg[len("--config."):]
+        if "=" in key:
+            key, value = key.split("=", 1)
+        elif i + 1 < len(extra):
+            i += 1
+            value = extra[i]
+        else:
+            raise UsageError(f"{arg} needs a value (--config.KEY=VALUE)")
+        overrides[key] = value
+        i += 1
+    return overrides
+
+
+def _resolved_config(path: pathlib.Path | None, overrides: dict[str, str]):
+    import jax
+
+    from jaxconv.train.config import ConfigError, apply_overrides, base_config, load_config, validate
+
+    try:
+        config = load_config(path) if path is not None else base_config()
+        config = apply_overrides(config, overrides)
+        return validate(config, device_count=jax.device_count(), process_count=jax.process_count())
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+
+
+def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    _quiet_backends()
+    from jaxconv.checkpoint import CheckpointMismatch
+    from jaxconv.data.sources import DatasetUnavailable
+    from jaxconv.train.loop import TrainingDiverged, train
+
+    overrides = _config_overrides(extra)
+    path = pathlib.Path(args.config) if args.config else default_experiment()
+    if path is not None and not path.is_file():
+        raise UsageError(f"--config {args.config}: no such experiment file (see experiments/)")
+    config = _resolved_config(path, overrides)
+    name = path.stem if path is not None else "default"
+    workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / name)
+    if workdir.exists() and not workdir.is_dir():
+        raise UsageError(f"--workdir {workdir}: exists and is not a directory")
+    _log(f"experiment {path or 'base config'} -> workdir {workdir.absolute()}")
+    try:
+        summary = train(config, workdir, log=_log)
+    except (DatasetUnavailable, CheckpointMismatch) as e:
+        raise UsageError(str(e)) from None
+    except TrainingDiverged as e:
+        _log(f"jaxconv: training stopped: {e}; the last good checkpoint is kept in {workdir / 'checkpoints'}")
+        return EXIT_FAILURE
+    print(format_train_summary(summary))
+    return 0
+
+
+def format_train_summary(summary: dict) -> str:
+    lines = [f"{summary.get('status', 'completed')}: {summary.get('model')} on {summary.get('dataset')}, "
+             f"{summary.get('steps')} steps ({summary.get('epochs', 0):.2f} epochs) "
+             f"in {summary.get('wall_time_s', 0) / 60:.1f} min"]
+    final = summary.get("final_eval")
+    if final:
+        lines.append(f"  final eval: top-1 {100 * final['top1']:.2f}%  top-5 {100 * final['top5']:.2f}%  "
+                     f"loss {final['loss']:.4f}  ({final['examples']} examples)")
+    best = summary.get("best_eval")
+    if best:
+        lines.append(f"  best eval:  top-1 {100 * best['top1']:.2f}% at step {best['step']}")
+    for key in ("workdir", "checkpoints", "metrics"):
+        if key in summary:
+            lines.append(f"  {key}: {summary[key]}")
+    return "\n".join(lines)
+
+
+def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
+    if extra:
+        raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
+    _quiet_backends()
+    import jax
+
+    from jaxconv.checkpoint import CheckpointMismatch
+    from jaxconv.data.sources import DatasetUnavailable
+    from jaxconv.train.config import ConfigError, validate
+    from jaxconv.train.loop import evaluate_checkpoint
+
+    workdir = pathlib.Path(args.workdir)
+    config_path = workdir / "config.json"
+    if not config_path.is_file():
+        raise UsageError(f"--workdir {workdir}: no config.json there (is it a `jaxconv train` workdir?)")
+    import ml_collections
+
+    stored = json.loads(config_path.read_text())
+    devices = jax.device_count()
+    stored["eval_batch_size"] = -(-stored.get("eval_batch_size") // devices) * devices
+    try:
+        config = validate(ml_collections.ConfigDict(stored), device_count=devices, process_count=jax.process_count())
+    except ConfigError as e:
+        raise UsageError(f"{config_path}: {e}") from None
+    try:
+        result = evaluate_checkpoint(config, workdir, step=args.step, split=args.split, ten_crop=args.ten_crop,
+                                     log=_log)
+    except (DatasetUnavailable, CheckpointMismatch, FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"step {result['step']} on {result['split']}{' (10 crops)' if result['ten_crop'] else ''}: "
+              f"top-1 {100 * result['top1']:.2f}%  top-5 {100 * result['top5']:.2f}%  loss {result['loss']:.4f}  "
+              f"({result['examples']} examples)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxconv", description="Convolutional networks in JAX/Flax.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
@@ -141,6 +290,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "md", "csv", "json"), default="table")
     p.set_defaults(func=cmd_summary)
 
+    p = sub.add_parser("train", help="train an experiment (default: experiments/default.py); resumes a workdir")
+    p.add_argument("--config", help="an experiment file defining get_config() (default: experiments/default.py)")
+    p.add_argument("--workdir", help="where checkpoints, metrics and the summary go (default: runs/<experiment>)")
+    p.epilog = "Any config value can be overridden with --config.KEY=VALUE, e.g. --config.num_train_steps=100."
+    p.set_defaults(func=cmd_train, takes_extra=True)
+
+    p = sub.add_parser("eval", help="evaluate a training run's latest (or given) checkpoint")
+    p.add_argument("--workdir", required=True, help="a `jaxconv train` workdir")
+    p.add_argument("--step", type=_positive_int, help="the checkpoint's step (default: the latest)")
+    p.add_argument("--split", help="the split to evaluate (default: the dataset's evaluation split)")
+    p.add_argument("--ten-crop", action="store_true", help="AlexNet's 10-crop evaluation (softmax averaged)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_eval, takes_extra=True)
+
     p = sub.add_parser("list", help="every registered model with parameters, GMACs and default input size")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
     p.add_argument("--format", choices=("table", "md", "json"), default="table")
@@ -151,10 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
+        if getattr(args, "takes_extra", False):
+            return args.func(args, extra)
+        if extra:
+            raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
         return args.func(args)
     except UsageError as e:
         print(f"jaxconv: error: {e}", file=sys.stderr)

@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import fnmatch
 import functools
+import importlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,15 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+_BUILTINS_LOADED = False
+
+
+def _load_builtins() -> None:
+    """Imports the built-in architectures (which register themselves) on the first lookup."""
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        importlib.import_module("jaxconv.archs")
 
 
 def register(
@@ -63,14 +73,23 @@ def register(
     """
     if not name or not isinstance(name, str):
         raise ValueError(f"model name must be a non-empty string, got {name!r}")
+    if not factory_is_builtin(factory):
+        _load_builtins()  # so that a user's model cannot take a built-in name first
     if name in _REGISTRY:
         raise ValueError(f"a model named {name!r} is already registered ({_REGISTRY[name].module_class.__name__})")
     _REGISTRY[name] = ModelInfo(name, factory, image_size, num_classes, in_channels, family, description)
     return factory
 
 
+def factory_is_builtin(factory: Callable[..., nn.Module]) -> bool:
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    return getattr(factory, "__module__", "").startswith("jaxconv.archs")
+
+
 def model_info(name: str) -> ModelInfo:
     """The registry entry for ``name``; raises UnknownModelError with the closest names."""
+    _load_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -81,6 +100,7 @@ def model_info(name: str) -> ModelInfo:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style ``pattern`` ('resnet*', '*_bn'), sorted naturally."""
+    _load_builtins()
 
     def natural(name: str) -> list:
         return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]

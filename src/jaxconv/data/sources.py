@@ -1,0 +1,303 @@
+"""Datasets as random-access sources of (encoded image, label) records.
+
+Every dataset is read by index: TFDS datasets are prepared in the ArrayRecord format and
+opened with ``builder.as_data_source``; a folder of images is a sorted list of files. Random
+access is what lets the input pipeline define one global order per epoch, let each process
+read only the examples of its own part of each batch, and resume at any step without
+replaying the stream (see ``jaxconv.data.pipeline``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import socket
+import threading
+import zlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+class DatasetUnavailable(Exception):
+    """The dataset is not prepared and cannot be prepared here; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """What jaxconv knows about a dataset it can train on."""
+
+    name: str
+    tfds_name: str | None
+    train_split: str
+    eval_split: str
+    num_classes: int
+    channels: int
+    native_size: int | None  # None: images of varying size
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    default_augment: str
+    download_host: str | None = None  # probed before a download, so that no network means a message
+    manual_files: tuple[str, ...] = ()  # files the user must place in the manual download dir
+    manual_source: str = ""
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec("shapes", "jaxconv_shapes", "train", "test", 10, 3, None, (127.5,) * 3, (64.0,) * 3, "cifar"),
+        DatasetSpec("mnist", "mnist", "train", "test", 10, 1, 28, (33.32,), (78.57,), "none",
+                    download_host="storage.googleapis.com"),
+        DatasetSpec("fashion_mnist", "fashion_mnist", "train", "test", 10, 1, 28, (72.94,), (90.02,), "flip",
+                    download_host="fashion-mnist.s3-website.eu-central-1.amazonaws.com"),
+        DatasetSpec("cifar10", "cifar10", "train", "test", 10, 3, 32, (125.31, 122.95, 113.87),
+                    (62.99, 62.09, 66.70), "cifar", download_host="www.cs.toronto.edu"),
+        DatasetSpec("cifar100", "cifar100", "train", "test", 100, 3, 32, (129.30, 124.07, 112.43),
+                    (68.17, 65.39, 70.42), "cifar", download_host="www.cs.toronto.edu"),
+        DatasetSpec("imagenette", "imagenette/320px-v2", "train", "validation", 10, 3, None, IMAGENET_MEAN,
+                    IMAGENET_STD, "inception", download_host="s3.amazonaws.com"),
+        DatasetSpec("imagenet2012", "imagenet2012", "train", "validation", 1000, 3, None, IMAGENET_MEAN,
+                    IMAGENET_STD, "inception",
+                    manual_files=("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
+                    manual_source="https://image-net.org/download-images.php (free account; 'Training images "
+                                  "(Task 1 & 2)' and 'Validation images (all tasks)')"),
+        DatasetSpec("imagenet_resized_32", "imagenet_resized/32x32", "train", "validation", 1000, 3, 32,
+                    IMAGENET_MEAN, IMAGENET_STD, "cifar", download_host="image-net.org"),
+        DatasetSpec("imagenet_resized_64", "imagenet_resized/64x64", "train", "validation", 1000, 3, 64,
+                    IMAGENET_MEAN, IMAGENET_STD, "cifar", download_host="image-net.org"),
+        DatasetSpec("folder", None, "train", "eval", 0, 3, None, IMAGENET_MEAN, IMAGENET_STD, "inception"),
+    )
+}
+
+
+class Source:
+    """Random access to one split: ``len(source)`` examples, read by index.
+
+    ``fetch(indices)`` (numpy, in the input pipeline's Python thread) returns what
+    ``decode(record)`` (TensorFlow, in parallel tf.data workers) turns into an
+    (H, W, C) uint8 image and an int32 label.
+    """
+
+    num_classes: int
+    channels: int
+    name: str
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def fetch(self, indices: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def decode(self, record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        raise NotImplementedError
+
+
+class TFDSSource(Source):
+    """A split of a TFDS dataset prepared as ArrayRecord: serialized examples by index."""
+
+    def __init__(self, builder: tfds.core.DatasetBuilder, split: str, spec: DatasetSpec):
+        self.name = spec.name
+        self.split = split
+        self._data = builder.as_data_source(split=split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+        self._features = builder.info.features
+        self.num_classes = spec.num_classes
+        self.channels = spec.channels
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def fetch(self, indices: np.ndarray) -> np.ndarray:
+        records = self._data.__getitems__([int(i) for i in indices])
+        return np.array(records, dtype=object)
+
+    def decode(self, record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        example = self._features.deserialize_example(record)
+        image = example["image"]
+        if image.shape.rank == 2:
+            image = image[..., None]
+        return image, tf.cast(example["label"], tf.int32)
+
+
+class FolderSource(Source):
+    """Images in class subfolders: ``root/<class>/<image>``, labels by sorted class name.
+
+    ``files`` are relative to ``root``; ``classes`` is the full, shared class list.
+    """
+
+    def __init__(self, root: pathlib.Path, files: Sequence[str], labels: Sequence[int], classes: Sequence[str]):
+        self.name = "folder"
+        self.root = root
+        self.classes = tuple(classes)
+        self.num_classes = len(self.classes)
+        self.channels = 3
+        self._paths = np.array([str(root / f) for f in files], dtype=object)
+        self._labels = np.asarray(labels, np.int32)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def fetch(self, indices: np.ndarray) -> np.ndarray:
+        return np.array([f"{self._labels[i]}:{self._paths[i]}" for i in indices], dtype=object)
+
+    def decode(self, record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        label, path = tf.unstack(tf.strings.split(record, ":", maxsplit=1), num=2)
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return image, tf.strings.to_number(label, tf.int32)
+
+
+def _is_image(path: pathlib.Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _class_files(root: pathlib.Path) -> dict[str, list[str]]:
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return {
+        c: sorted(str(p.relative_to(root)) for p in (root / c).rglob("*") if _is_image(p)) for c in classes
+    }
+
+
+EVAL_DIR_NAMES = ("val", "validation", "test", "eval")
+
+
+def folder_splits(root: str | os.PathLike, eval_fraction: float = 0.1) -> dict[str, FolderSource]:
+    """The 'train' and 'eval' splits of a folder of class subfolders.
+
+    ``root/train/<class>/…`` with ``root/val|validation|test/<class>/…`` uses those splits;
+    otherwise ``root/<class>/…`` is split deterministically, ``eval_fraction`` of each class's
+    files (chosen by a hash of the path) held out for evaluation.
+    """
+    root = pathlib.Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetUnavailable(f"dataset 'folder': {root} is not a directory; point folder at a directory of "
+                                 "class subfolders (root/<class>/<image>)")
+    eval_dir = next((root / n for n in EVAL_DIR_NAMES if (root / n).is_dir()), None)
+    if (root / "train").is_dir() and eval_dir is not None:
+        train, held_out = _class_files(root / "train"), _class_files(eval_dir)
+        classes = sorted(set(train) | set(held_out))
+        parts = {"train": (root / "train", train), "eval": (eval_dir, held_out)}
+    else:
+        files = _class_files(root)
+        classes = sorted(files)
+        parts = {"train": (root, {}), "eval": (root, {})}
+        for c, names in files.items():
+            for name in names:
+                held = zlib.crc32(name.encode()) % 1000 < eval_fraction * 1000
+                parts["eval" if held else "train"][1].setdefault(c, []).append(name)
+    if not classes:
+        raise DatasetUnavailable(f"dataset 'folder': {root} has no class subfolders (expected root/<class>/<image>)")
+    sources = {}
+    for split, (base, by_class) in parts.items():
+        files = [f for c in classes for f in by_class.get(c, [])]
+        labels = [i for i, c in enumerate(classes) for _ in by_class.get(c, [])]
+        if not files:
+            raise DatasetUnavailable(f"dataset 'folder': the {split} split of {base} has no images "
+                                     f"({', '.join(IMAGE_SUFFIXES)})")
+        sources[split] = FolderSource(base, files, labels, classes)
+    return sources
+
+
+def _reachable(host: str, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to host:443 opens within ``timeout`` (DNS included): never hangs."""
+    result = [False]
+
+    def probe():
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                result[0] = True
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    return result[0]
+
+
+def default_data_dir() -> str:
+    return os.environ.get("TFDS_DATA_DIR", os.path.join(os.path.expanduser("~"), "tensorflow_datasets"))
+
+
+def tfds_builder(spec: DatasetSpec, data_dir: str | None, *, image_size: int | None = None,
+                 shapes_examples: tuple[int, int] = (20_000, 2_000)) -> tfds.core.DatasetBuilder:
+    """The TFDS builder of a dataset, configured to read and write ArrayRecord files."""
+    data_dir = data_dir or default_data_dir()
+    if spec.name == "shapes":
+        from jaxconv.data.shapes import JaxconvShapes, shapes_config
+
+        config = shapes_config(image_size or 32, *shapes_examples)
+        if config.name in JaxconvShapes.builder_configs:  # TFDS wants predefined configs by name
+            config = config.name
+        return JaxconvShapes(config=config, data_dir=data_dir, file_format="array_record")
+    return tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
+
+
+def prepare(
+    builder: tfds.core.DatasetBuilder, spec: DatasetSpec, data_dir: str | None, log: Callable[[str], None] = print
+) -> None:
+    """Makes sure the dataset is prepared as ArrayRecord, generating or downloading it if it can.
+
+    Raises DatasetUnavailable with what to do when it is missing and cannot be fetched here
+    (no network, or a manual download that has not been made), instead of hanging.
+    """
+    data_path = pathlib.Path(str(builder.data_path))
+    if (data_path / "dataset_info.json").exists():
+        file_format = builder.info.file_format
+        if file_format is not None and file_format.value != "array_record":
+            raise DatasetUnavailable(
+                f"dataset {spec.name!r}: {data_path} holds {file_format.value} files, but jaxconv reads ArrayRecord "
+                f"(random access). Convert them with `tfds convert_format --dataset_version_dir={data_path} "
+                f"--out_file_format=array_record`, or use another data_dir"
+            )
+        return
+    root = pathlib.Path(data_dir or default_data_dir())
+    if spec.manual_files:
+        manual_dir = root / "downloads" / "manual"  # TFDS's default manual_dir
+        missing = [f for f in spec.manual_files if not (manual_dir / f).exists()]
+        if missing:
+            raise DatasetUnavailable(
+                f"dataset {spec.name!r} is not prepared in {data_path} and needs a manual download: put "
+                f"{' and '.join(missing)} into {manual_dir} (from {spec.manual_source}), then run again"
+            )
+    elif spec.download_host and not _reachable(spec.download_host):
+        raise DatasetUnavailable(
+            f"dataset {spec.name!r} is not prepared in {data_path} and {spec.download_host} cannot be reached "
+            f"(no network?). Run once where the network is available, or copy a prepared {spec.tfds_name} "
+            f"(ArrayRecord) into {root}"
+        )
+    what = "generating" if spec.tfds_name == "jaxconv_shapes" else "downloading and preparing"
+    log(f"{what} {spec.name} into {data_path} (once)")
+    builder.download_and_prepare(file_format="array_record")
+
+
+def open_dataset(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    folder: str | None = None,
+    shapes_examples: tuple[int, int] = (20_000, 2_000),
+    log: Callable[[str], None] = print,
+) -> tuple[DatasetSpec, dict[str, Source]]:
+    """Opens the 'train' and 'eval' splits of a dataset, preparing it first if needed."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    spec = DATASETS[name]
+    if name == "folder":
+        if not folder:
+            raise DatasetUnavailable("dataset 'folder' needs folder=<directory of class subfolders>")
+        sources = folder_splits(folder)
+        spec = dataclasses.replace(spec, num_classes=sources["train"].num_classes)
+        return spec, sources
+    builder = tfds_builder(spec, data_dir, image_size=image_size, shapes_examples=shapes_examples)
+    prepare(builder, spec, data_dir, log)
+    return spec, {
+        "train": TFDSSource(builder, spec.train_split, spec),
+        "eval": TFDSSource(builder, spec.eval_split, spec),
+    }

@@ -1,0 +1,109 @@
+"""Data parallelism over every device of every process, with shard_map (default) or pmap.
+
+The steps in ``jaxconv.train.steps`` are per-device functions that communicate over the
+axis 'data'. ``DataParallel`` runs them:
+
+* 'shard_map': jax.jit(jax.shard_map(step)) over a 1-D mesh of all devices of all processes.
+  The state is a global array replicated over the mesh; batches are global arrays sharded
+  along their first axis, assembled from each process's local part.
+* 'pmap': jax.pmap(step, axis_name='data'). The state carries a leading axis of local
+  devices; batches are split across the local devices; pmap's collectives span all processes.
+
+Either way the canonical state — what checkpoints store — is the mesh-replicated global form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXIS = "data"
+
+
+def data_mesh() -> Mesh:
+    """A 1-D mesh named 'data' over every device of every process."""
+    return Mesh(np.asarray(jax.devices()), (AXIS,))
+
+
+class DataParallel:
+    """Compiles per-device steps and moves states and batches to where they run."""
+
+    def __init__(self, kind: str = "shard_map", mesh: Mesh | None = None):
+        if kind not in ("shard_map", "pmap"):
+            raise ValueError(f"parallel must be 'shard_map' or 'pmap', got {kind!r}")
+        self.kind = kind
+        self.mesh = mesh or data_mesh()
+        self.replicated = NamedSharding(self.mesh, P())
+        self.sharded = NamedSharding(self.mesh, P(AXIS))
+        self.local_devices = jax.local_devices()
+        # pmap's operands: a leading axis over this process's devices.
+        self.per_local_device = NamedSharding(Mesh(np.asarray(self.local_devices), ("local",)), P("local"))
+
+    @property
+    def device_count(self) -> int:
+        return self.mesh.size
+
+    # --- states -------------------------------------------------------------------------------
+
+    def replicate(self, state):
+        """Canonical (mesh-replicated) state -> the form the compiled steps take."""
+        if self.kind == "shard_map":
+            return state
+        count = len(self.local_devices)
+
+        def stack(x):
+            local = np.asarray(x.addressable_data(0))
+            return jax.device_put(np.broadcast_to(local[None], (count, *local.shape)), self.per_local_device)
+
+        return jax.tree_util.tree_map(stack, state)
+
+    def canonical(self, state):
+        """The form the compiled steps take -> mesh-replicated global state (for checkpoints)."""
+        if self.kind == "shard_map":
+            return state
+        return jax.tree_util.tree_map(
+            lambda x: jax.make_array_from_process_local_data(self.replicated, np.asarray(x.addressable_data(0))),
+            state,
+        )
+
+    def put_replicated(self, tree):
+        """Host values (identical on every process) -> mesh-replicated global arrays."""
+        return jax.tree_util.tree_map(
+            lambda x: jax.make_array_from_process_local_data(self.replicated, np.asarray(x)), tree
+        )
+
+    # --- batches -------------------------------------------------------------------------------
+
+    def shard_batch(self, batch: dict[str, np.ndarray]):
+        """This process's part of a global batch -> device arrays for the compiled step."""
+        if self.kind == "shard_map":
+            return {k: jax.make_array_from_process_local_data(self.sharded, v) for k, v in batch.items()}
+        count = len(self.local_devices)
+        return {
+            k: jax.device_put(v.reshape(count, v.shape[0] // count, *v.shape[1:]), self.per_local_device)
+            for k, v in batch.items()
+        }
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    def compile(self, step: Callable, *, donate_state: bool, returns_state: bool) -> Callable:
+        """``step(state, batch) -> outputs`` run on every device; outputs are replicated."""
+        out_specs = (P(), P()) if returns_state else P()
+        if self.kind == "shard_map":
+            mapped = jax.shard_map(step, mesh=self.mesh, in_specs=(P(), P(AXIS)), out_specs=out_specs)
+            return jax.jit(mapped, donate_argnums=(0,) if donate_state else ())
+        return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,) if donate_state else ())
+
+    def first(self, tree):
+        """A replicated output (metrics) as host numbers: pmap outputs carry a device axis."""
+        tree = jax.device_get(tree)
+        if self.kind == "pmap":
+            return jax.tree_util.tree_map(lambda x: x[0], tree)
+        return tree
+
+
+__all__ = ["AXIS", "DataParallel", "data_mesh"]

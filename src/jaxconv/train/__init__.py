@@ -1,0 +1,1 @@
+"""Training: configs, optimizers, the train state, the per-device steps, the loop."""

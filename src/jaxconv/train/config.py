@@ -1,0 +1,286 @@
+"""Experiment configs: the keys every experiment has, loading, command-line overrides, validation.
+
+An experiment is a Python file defining ``get_config()`` that returns an ml_collections
+ConfigDict, usually ``base_config()`` with a few values changed. Every value is validated
+before anything is compiled or written; a bad one raises ConfigError naming the key, the
+value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import math
+import pathlib
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+OPTIMIZERS = ("sgd", "rmsprop", "adamw")
+SCHEDULES = ("constant", "step", "cosine")
+PARALLEL = ("shard_map", "pmap")
+BN_MODES = ("sync", "local")
+DTYPES = ("float32", "bfloat16")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be used; the message names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        super().__init__(f"config.{key}={value!r}: {allowed}")
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key an experiment has, with defaults (a ResNet-20 on the built-in dataset)."""
+    c = ml_collections.ConfigDict()
+    # What to train.
+    c.model = "resnet20"
+    c.model_options = ml_collections.ConfigDict()  # keyword overrides for get_model, e.g. variant="v1"
+    c.dataset = "shapes"
+    c.data_dir = config_dict.placeholder(str)  # TFDS data dir; default $TFDS_DATA_DIR or ~/tensorflow_datasets
+    c.folder = config_dict.placeholder(str)  # the 'folder' dataset's root: root/<class>/<image>
+    c.shapes_train_examples = 20_000
+    c.shapes_test_examples = 2_000
+    c.image_size = config_dict.placeholder(int)  # default: the model's own input size
+    # How long, in what batches.
+    c.batch_size = 128  # global: summed over every device of every process
+    c.eval_batch_size = config_dict.placeholder(int)  # default: batch_size
+    c.num_epochs = 10.0
+    c.num_train_steps = config_dict.placeholder(int)  # overrides num_epochs when set
+    # Optimizer and schedule.
+    c.optimizer = "sgd"  # sgd | rmsprop | adamw
+    c.learning_rate = 0.1  # for the global batch; no implicit scaling
+    c.momentum = 0.9  # sgd, rmsprop
+    c.nesterov = False  # sgd
+    c.rmsprop_decay = 0.9
+    c.adam_b1 = 0.9
+    c.adam_b2 = 0.999
+    c.epsilon = 1e-8  # rmsprop, adamw
+    c.weight_decay = 1e-4  # skips biases and normalisation parameters
+    c.schedule = "cosine"  # constant | step | cosine
+    c.decay_epochs = (30.0, 60.0, 80.0)  # step schedule: multiply by decay_factor at these epochs
+    c.decay_factor = 0.1
+    c.warmup_epochs = 0.0  # linear warm-up from 0
+    c.label_smoothing = 0.0
+    c.grad_clip_norm = config_dict.placeholder(float)
+    c.ema_decay = config_dict.placeholder(float)  # evaluate an exponential moving average of the weights
+    c.aux_loss_weight = 0.3  # GoogLeNet's auxiliary classifiers, when the model has them
+    # Data augmentation and evaluation.
+    c.augment = "cifar"  # alexnet | inception | cifar | flip | none
+    c.eval_crop = "resize"  # center (shorter side to size*256/224, centre crop) | resize
+    c.ten_crop = False  # evaluate with AlexNet's 10 crops
+    c.eval_examples = config_dict.placeholder(int)  # evaluate on the first N only
+    # Bookkeeping.
+    c.seed = 0
+    c.log_every_steps = 50
+    c.eval_every_steps = 1000
+    c.checkpoint_every_steps = 1000
+    c.keep_checkpoints = 3  # the last N, plus the best by top-1
+    # Hardware.
+    c.parallel = "shard_map"  # shard_map (jit over a mesh of all devices) | pmap
+    c.bn_mode = "sync"  # sync: statistics of the global batch | local: per device
+    c.dtype = "float32"  # float32 | bfloat16 (compute; parameters and BN statistics stay float32)
+    return c
+
+
+def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
+    """Runs ``get_config()`` from an experiment file. Configs are code: load only files you trust."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError("file", str(path), "no such experiment file (see experiments/)")
+    spec = importlib.util.spec_from_file_location(f"jaxconv_experiment_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    if not hasattr(module, "get_config"):
+        raise ConfigError("file", str(path), "an experiment file must define get_config()")
+    config = module.get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError("file", str(path), "get_config() must return an ml_collections.ConfigDict")
+    unknown = sorted(set(config.keys()) - set(base_config().keys()))
+    if unknown:
+        raise ConfigError(unknown[0], config[unknown[0]], f"unknown key; the keys are {', '.join(base_config().keys())}")
+    return config
+
+
+def _parse(key: str, text: str, current: Any, field_type: type | None) -> Any:
+    target = field_type or (type(current) if current is not None else None)
+    lowered = text.strip().lower()
+    if lowered in ("none", "null") and (current is None or field_type is not None):
+        return None
+    try:
+        if target is bool:
+            if lowered in ("true", "1", "yes"):
+                return True
+            if lowered in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if target is int:
+            value = ast.literal_eval(text)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError
+            return value
+        if target is float:
+            return float(text)
+        if target in (tuple, list):
+            value = ast.literal_eval(text if text.strip().startswith(("(", "[")) else f"({text},)")
+            return target(value)
+        if target is str:
+            return text
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        kind = {bool: "true or false", int: "an integer", float: "a number", tuple: "a list like 30,60,80",
+                list: "a list like 30,60,80", str: "a string"}.get(target, "a Python literal")
+        raise ConfigError(key, text, f"expected {kind}") from None
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]) -> ml_collections.ConfigDict:
+    """Applies ``--config.KEY=VALUE`` overrides, typed by the key's current value.
+
+    Unknown keys raise ConfigError; ``model_options.NAME`` may add model overrides.
+    """
+    config = config_dict.ConfigDict(config.to_dict(preserve_field_references=True))
+    known = set(base_config().keys())
+    for key, text in overrides.items():
+        parts = key.split(".")
+        if parts[0] == "model_options" and len(parts) == 2:
+            try:
+                config.model_options[parts[1]] = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                config.model_options[parts[1]] = text
+            continue
+        if len(parts) != 1 or parts[0] not in known:
+            raise ConfigError(key, text, f"unknown key; the keys are {', '.join(sorted(known))}")
+        field = config.get_ref(key) if key in config else None
+        field_type = field.get_type() if field is not None else None
+        current = config[key] if key in config else base_config()[key]
+        value = _parse(key, text, current, field_type)
+        if field_type is float and isinstance(value, int):
+            value = float(value)
+        config[key] = value
+    return config
+
+
+def _positive_int(c, key, allow_none=False):
+    value = c[key]
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(key, value, "must be a positive integer" + (" or None" if allow_none else ""))
+
+
+def _number(c, key, low=None, high=None, low_open=False, high_open=False, allow_none=False):
+    value = c[key]
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(key, value, "must be a finite number" + (" or None" if allow_none else ""))
+    bad_low = low is not None and (value <= low if low_open else value < low)
+    bad_high = high is not None and (value >= high if high_open else value > high)
+    if bad_low or bad_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        raise ConfigError(key, value, f"must be in {left}{low if low is not None else '-inf'}, "
+                                      f"{high if high is not None else 'inf'}{right}")
+
+
+def _choice(c, key, choices):
+    if c[key] not in choices:
+        raise ConfigError(key, c[key], f"must be one of {', '.join(choices)}")
+
+
+def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int = 1) -> ml_collections.ConfigDict:
+    """Checks every value and fills the defaults that depend on others; returns the resolved config.
+
+    Nothing is compiled or written. Checks the architecture's geometry at the image size by
+    tracing its shapes.
+    """
+    from jaxconv.data.augment import AUGMENTATIONS, EVAL_CROPS
+    from jaxconv.data.sources import DATASETS
+    from jaxconv.registry import model_info
+
+    c = config_dict.ConfigDict(config.to_dict())
+    unknown = sorted(set(c.keys()) - set(base_config().keys()))
+    if unknown:
+        raise ConfigError(unknown[0], c[unknown[0]], "unknown key")
+    for key in base_config().keys():  # a config written for an older jaxconv gets the new keys' defaults
+        if key not in c:
+            c[key] = base_config()[key]
+    try:
+        info = model_info(c.model)
+    except ValueError as e:
+        raise ConfigError("model", c.model, str(e).split("; ", 1)[-1]) from None
+    _choice(c, "dataset", tuple(DATASETS))
+    if c.dataset == "folder" and not c.folder:
+        raise ConfigError("folder", c.folder, "dataset 'folder' needs the root of the class subfolders")
+    for key in ("shapes_train_examples", "shapes_test_examples", "batch_size", "log_every_steps",
+                "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+        _positive_int(c, key)
+    for key in ("eval_batch_size", "num_train_steps", "eval_examples", "image_size"):
+        _positive_int(c, key, allow_none=True)
+    _number(c, "num_epochs", 0, low_open=True)
+    _number(c, "learning_rate", 0, low_open=True)
+    _number(c, "momentum", 0, 1, high_open=True)
+    _number(c, "rmsprop_decay", 0, 1, high_open=True)
+    _number(c, "adam_b1", 0, 1, high_open=True)
+    _number(c, "adam_b2", 0, 1, high_open=True)
+    _number(c, "epsilon", 0, low_open=True)
+    _number(c, "weight_decay", 0)
+    _number(c, "decay_factor", 0, 1, low_open=True)
+    _number(c, "warmup_epochs", 0)
+    _number(c, "label_smoothing", 0, 1, high_open=True)
+    _number(c, "grad_clip_norm", 0, low_open=True, allow_none=True)
+    _number(c, "ema_decay", 0, 1, low_open=True, high_open=True, allow_none=True)
+    _number(c, "aux_loss_weight", 0)
+    if not isinstance(c.seed, int) or isinstance(c.seed, bool) or c.seed < 0:
+        raise ConfigError("seed", c.seed, "must be a non-negative integer")
+    if not isinstance(c.nesterov, bool):
+        raise ConfigError("nesterov", c.nesterov, "must be true or false")
+    if not isinstance(c.ten_crop, bool):
+        raise ConfigError("ten_crop", c.ten_crop, "must be true or false")
+    decay = tuple(c.decay_epochs)
+    if any(isinstance(e, bool) or not isinstance(e, (int, float)) or e <= 0 for e in decay) or list(decay) != sorted(decay):
+        raise ConfigError("decay_epochs", decay, "must be increasing positive epochs, e.g. 30,60,80")
+    c.decay_epochs = tuple(float(e) for e in decay)
+    _choice(c, "optimizer", OPTIMIZERS)
+    _choice(c, "schedule", SCHEDULES)
+    _choice(c, "parallel", PARALLEL)
+    _choice(c, "bn_mode", BN_MODES)
+    _choice(c, "dtype", DTYPES)
+    _choice(c, "augment", AUGMENTATIONS)
+    _choice(c, "eval_crop", EVAL_CROPS)
+    if c.eval_batch_size is None:
+        c.eval_batch_size = c.batch_size
+    for key in ("batch_size", "eval_batch_size"):
+        if c[key] % device_count:
+            raise ConfigError(key, c[key], f"must be divisible by the {device_count} devices")
+        if c[key] % process_count:
+            raise ConfigError(key, c[key], f"must be divisible by the {process_count} processes")
+    if c.image_size is None:
+        c.image_size = info.image_size
+    spec = DATASETS[c.dataset]
+    if c.augment == "alexnet" and spec.channels != 3:
+        raise ConfigError("augment", c.augment, f"PCA lighting needs RGB images; {c.dataset} has {spec.channels} channel")
+    _check_model(c, spec.channels)
+    return c
+
+
+def _check_model(c: ml_collections.ConfigDict, channels: int) -> None:
+    """Builds the model with its options and traces its shapes at the image size (no compute)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxconv.layers import GeometryError
+    from jaxconv.registry import get_model
+
+    options = dict(c.model_options)
+    try:
+        model = get_model(c.model, num_classes=10, **options)
+    except (ValueError, TypeError) as e:
+        raise ConfigError("model_options", options, str(e)) from None
+    x = jax.ShapeDtypeStruct((1, c.image_size, c.image_size, channels), jnp.float32)
+    try:
+        jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    except GeometryError as e:
+        raise ConfigError("image_size", c.image_size, f"{c.model} cannot take it: {e}") from None

@@ -1,0 +1,119 @@
+"""The train and eval steps, written once as per-device code in the pmap programming model.
+
+Each function sees its device's share of the batch and communicates over the mesh axis
+``axis_name`` with lax.pmean / lax.psum; ``jaxconv.parallel`` runs it under jax.shard_map
+(inside jit) or jax.pmap. Gradients are averaged over devices, so parameters and optimizer
+state stay identical everywhere.
+
+BatchNorm: in 'sync' mode the model's BatchNorm layers carry ``axis_name`` and normalise
+with the statistics of the global batch (mean and E[x^2] averaged over devices). In 'local'
+mode each device normalises with its own statistics, as the original ResNet was trained; the
+running averages are then averaged over devices after every step, which equals averaging the
+per-device running statistics before evaluation (the update is linear).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from jaxconv.train.state import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    num_classes: int
+    label_smoothing: float = 0.0
+    aux_loss_weight: float = 0.3
+    bn_mode: str = "sync"
+    ema_decay: float | None = None
+    axis_name: str = "data"
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int, smoothing: float) -> jax.Array:
+    """Per-example softmax cross-entropy with optional label smoothing (float32)."""
+    targets = jax.nn.one_hot(labels, num_classes)
+    if smoothing:
+        targets = optax.smooth_labels(targets, smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def correct_counts(probabilities_or_logits: jax.Array, labels: jax.Array, weights: jax.Array):
+    """Weighted numbers of top-1 and top-5 hits."""
+    k = min(5, probabilities_or_logits.shape[-1])
+    top = lax.top_k(probabilities_or_logits, k)[1]
+    hits = top == labels[:, None]
+    return jnp.sum(hits[:, 0] * weights), jnp.sum(jnp.any(hits, axis=-1) * weights)
+
+
+def train_step(state: TrainState, batch: dict, options: StepOptions) -> tuple[TrainState, dict]:
+    """One SGD step on this device's share of the global batch; returns summed metrics."""
+    axis = options.axis_name
+    step_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), lax.axis_index(axis))
+    images, labels = batch["image"], batch["label"]
+
+    def loss_fn(params):
+        variables = {"params": params, "batch_stats": state.batch_stats}
+        logits, updates = state.apply_fn(
+            variables, images, train=True, mutable=["batch_stats", "aux_logits"], rngs={"dropout": step_rng}
+        )
+        losses = cross_entropy(logits, labels, options.num_classes, options.label_smoothing)
+        loss = losses.mean()
+        for aux in jax.tree_util.tree_leaves(updates.get("aux_logits", {})):
+            loss += options.aux_loss_weight * cross_entropy(
+                aux, labels, options.num_classes, options.label_smoothing).mean()
+        return loss, (logits, losses, updates.get("batch_stats", {}))
+
+    (_, (logits, losses, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = lax.pmean(grads, axis)
+    if options.bn_mode == "local":
+        batch_stats = lax.pmean(batch_stats, axis)
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema_params = state.ema_params
+    if options.ema_decay is not None:
+        decay = options.ema_decay
+        ema_params = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, ema_params, params)
+    new_state = state.replace(
+        step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state, ema_params=ema_params
+    )
+    top1, top5 = correct_counts(logits, labels, jnp.ones_like(losses))
+    metrics = {
+        "loss": lax.psum(jnp.sum(losses), axis),
+        "top1": lax.psum(top1, axis),
+        "top5": lax.psum(top5, axis),
+        "count": lax.psum(jnp.asarray(losses.shape[0], jnp.float32), axis),
+        "grad_norm": optax.global_norm(grads),
+    }
+    return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict, options: StepOptions) -> dict:
+    """Summed loss, top-1 and top-5 hits over this device's share, masking padded examples.
+
+    Images of shape (b, 10, H, W, C) are AlexNet's 10 crops: softmax outputs are averaged.
+    """
+    axis = options.axis_name
+    images, labels, mask = batch["image"], batch["label"], batch["mask"]
+    variables = {"params": state.eval_params(), "batch_stats": state.batch_stats}
+    if images.ndim == 5:
+        crops = images.shape[1]
+        logits = state.apply_fn(variables, images.reshape((-1, *images.shape[2:])), train=False)
+        probabilities = jax.nn.softmax(logits.astype(jnp.float32)).reshape(images.shape[0], crops, -1).mean(axis=1)
+        losses = -jnp.log(jnp.take_along_axis(probabilities, labels[:, None], axis=-1)[:, 0] + 1e-12)
+        scores = probabilities
+    else:
+        logits = state.apply_fn(variables, images, train=False)
+        losses = cross_entropy(logits, labels, options.num_classes, 0.0)
+        scores = logits
+    top1, top5 = correct_counts(scores, labels, mask)
+    return {
+        "loss": lax.psum(jnp.sum(losses * mask), axis),
+        "top1": lax.psum(top1, axis),
+        "top5": lax.psum(top5, axis),
+        "count": lax.psum(jnp.sum(mask), axis),
+    }
