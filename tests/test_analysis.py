@@ -30,6 +30,9 @@ from reference import (
     VGG16_RF,
 )
 
+# Tests sharing expensive session caches run on one xdist worker (pytest -n 2 --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("summaries")
+
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
 def test_macs_match_torchvision_within_one_percent(name):

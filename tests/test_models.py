@@ -51,6 +51,7 @@ def published_count(name: str) -> int | None:
     return None
 
 
+@pytest.mark.xdist_group("summaries")  # shares the summary cache with test_analysis and test_readme
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_parameter_count(name):
     count = cached_summary(name).params

@@ -6,12 +6,17 @@ import pathlib
 import re
 import sys
 
+import pytest
+
 from conftest import cached_summary
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import update_readme  # noqa: E402
+
+# Shares the session cache of model summaries with test_analysis (pytest -n 2 --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("summaries")
 
 
 def test_model_table_is_current():

@@ -78,13 +78,16 @@ class Checkpoints:
         stored = self.manager.item_metadata(step)["state"]
         stored_shapes = _shapes(stored)
         target_shapes = _shapes(target)
-        missing = sorted(set(target_shapes) - set(stored_shapes))
-        unexpected = sorted(set(stored_shapes) - set(target_shapes))
-        different = sorted(
+        def order(key):  # parameters first: they are what a reader recognises
+            return (0 if key.startswith("params") else 1 if key.startswith("batch_stats") else 2, key)
+
+        missing = sorted(set(target_shapes) - set(stored_shapes), key=order)
+        unexpected = sorted(set(stored_shapes) - set(target_shapes), key=order)
+        different = [
             f"{k} {stored_shapes[k]} in the checkpoint vs {target_shapes[k]} in the model"
-            for k in set(stored_shapes) & set(target_shapes)
+            for k in sorted(set(stored_shapes) & set(target_shapes), key=order)
             if stored_shapes[k] != target_shapes[k]
-        )
+        ]
         if missing or unexpected or different:
             parts = []
             for label, entries in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", different)):

@@ -39,7 +39,7 @@ class DataParallel:
         self.mesh = mesh or data_mesh()
         self.replicated = NamedSharding(self.mesh, P())
         self.sharded = NamedSharding(self.mesh, P(AXIS))
-        self.local_devices = jax.local_devices()
+        self.local_devices = [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
         # pmap's operands: a leading axis over this process's devices.
         self.per_local_device = NamedSharding(Mesh(np.asarray(self.local_devices), ("local",)), P("local"))
 
@@ -65,9 +65,11 @@ class DataParallel:
         """The form the compiled steps take -> mesh-replicated global state (for checkpoints)."""
         if self.kind == "shard_map":
             return state
+        def first_copy(x):  # one device's slice of the leading (device) axis
+            return np.asarray(x.addressable_data(0)).reshape(x.shape[1:])
+
         return jax.tree_util.tree_map(
-            lambda x: jax.make_array_from_process_local_data(self.replicated, np.asarray(x.addressable_data(0))),
-            state,
+            lambda x: jax.make_array_from_process_local_data(self.replicated, first_copy(x)), state
         )
 
     def put_replicated(self, tree):
@@ -94,9 +96,14 @@ class DataParallel:
         """``step(state, batch) -> outputs`` run on every device; outputs are replicated."""
         out_specs = (P(), P()) if returns_state else P()
         if self.kind == "shard_map":
-            mapped = jax.shard_map(step, mesh=self.mesh, in_specs=(P(), P(AXIS)), out_specs=out_specs)
+            # check_vma=False gives pmap's semantics: inside the step the replicated state is a
+            # per-device value, so gradients are per device and the step averages them itself
+            # (with checking on, JAX would psum the gradient of the replicated parameters).
+            mapped = jax.shard_map(step, mesh=self.mesh, in_specs=(P(), P(AXIS)), out_specs=out_specs,
+                                   check_vma=False)
             return jax.jit(mapped, donate_argnums=(0,) if donate_state else ())
-        return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,) if donate_state else ())
+        return jax.pmap(step, axis_name=AXIS, devices=self.local_devices if jax.process_count() == 1 else None,
+                        donate_argnums=(0,) if donate_state else ())
 
     def first(self, tree):
         """A replicated output (metrics) as host numbers: pmap outputs carry a device axis."""

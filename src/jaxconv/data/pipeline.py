@@ -61,7 +61,11 @@ def _fetch_fn(source: Source):
     def fetch(indices):
         return source.fetch(np.maximum(indices, 0))  # padding (-1) reads example 0, masked later
 
-    return lambda indices: tf.numpy_function(fetch, [indices], tf.string, stateful=False)
+    def fetch_records(indices):
+        records = tf.numpy_function(fetch, [indices], tf.string, stateful=False)
+        return tf.reshape(records, tf.shape(indices))  # numpy_function loses the static shape
+
+    return fetch_records
 
 
 def train_dataset(

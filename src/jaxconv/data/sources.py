@@ -114,8 +114,7 @@ class TFDSSource(Source):
         return len(self._data)
 
     def fetch(self, indices: np.ndarray) -> np.ndarray:
-        records = self._data.__getitems__([int(i) for i in indices])
-        return np.array(records, dtype=object)
+        return np.array([self._data[int(i)] for i in indices], dtype=object)
 
     def decode(self, record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         example = self._features.deserialize_example(record)
@@ -147,9 +146,10 @@ class FolderSource(Source):
         return np.array([f"{self._labels[i]}:{self._paths[i]}" for i in indices], dtype=object)
 
     def decode(self, record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        label, path = tf.unstack(tf.strings.split(record, ":", maxsplit=1), num=2)
+        label = tf.strings.to_number(tf.strings.regex_replace(record, ":.*", ""), tf.int32)
+        path = tf.strings.regex_replace(record, "^[^:]*:", "")
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return image, tf.strings.to_number(label, tf.int32)
+        return image, label
 
 
 def _is_image(path: pathlib.Path) -> bool:

@@ -219,17 +219,20 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
     workdir = pathlib.Path(workdir)
     is_main = jax.process_index() == 0
     exp = build(config, log=log)
-    if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
     state = initial_state(exp)
     start_step = 0
     latest = checkpoints.latest_step()
     if latest is not None:
-        state, meta = checkpoints.restore(latest, state)
+        try:
+            state, meta = checkpoints.restore(latest, state)
+        except Exception:
+            checkpoints.close()
+            raise
         start_step = int(jax.device_get(state.step))
         log(f"resuming from step {start_step} (epoch {meta.get('epoch', 0):.2f}) in {checkpoints.directory}")
+    if is_main:  # only once the checkpoint (if any) is known to fit this config
+        (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     writer = MetricsWriter(workdir, enabled=is_main)
     total = exp.total_steps
     summary_path = workdir / "summary.json"

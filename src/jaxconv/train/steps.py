@@ -87,7 +87,7 @@ def train_step(state: TrainState, batch: dict, options: StepOptions) -> tuple[Tr
         "top1": lax.psum(top1, axis),
         "top5": lax.psum(top5, axis),
         "count": lax.psum(jnp.asarray(losses.shape[0], jnp.float32), axis),
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
     }
     return new_state, metrics
 

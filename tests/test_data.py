@@ -1,0 +1,261 @@
+"""Data: the built-in dataset, the real TFDS builders (mocked), folders, and the input pipeline."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from jaxconv.data import augment, pipeline
+from jaxconv.data.procedural import CLASS_NAMES, example_rng, render
+from jaxconv.data.sources import (
+    DATASETS,
+    DatasetUnavailable,
+    TFDSSource,
+    folder_splits,
+    open_dataset,
+    prepare,
+    tfds_builder,
+)
+
+tfds.disable_progress_bar()
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory):
+    """A small generated copy of the built-in dataset (16 px, 120 train / 30 test examples)."""
+    data_dir = tmp_path_factory.mktemp("tfds")
+    spec, sources = open_dataset("shapes", data_dir=str(data_dir), image_size=16, shapes_examples=(120, 30),
+                                 log=lambda _: None)
+    return spec, sources, data_dir
+
+
+def preprocess(spec, size=16, **kwargs):
+    return pipeline.Preprocess(image_size=size, mean=spec.mean, std=spec.std, **kwargs)
+
+
+# --- the built-in dataset ---------------------------------------------------------------------------
+
+
+def test_rendering_is_deterministic_and_works_at_any_resolution():
+    for size in (16, 32, 97, 224):
+        image = render(3, example_rng(0, "train", 5), size)
+        assert image.shape == (size, size, 3) and image.dtype == np.uint8
+    a = render(4, example_rng(1, "train", 9), 32)
+    np.testing.assert_array_equal(a, render(4, example_rng(1, "train", 9), 32))
+    assert not np.array_equal(a, render(4, example_rng(1, "train", 10), 32))
+    assert not np.array_equal(a, render(4, example_rng(1, "test", 9), 32))
+
+
+def test_colour_and_intensity_do_not_reveal_the_class():
+    """A linear classifier on global colour/intensity statistics stays near chance (10%)."""
+    count = 1500
+    features, labels = [], []
+    for i in range(count):
+        image = render(i % 10, example_rng(11, "train", i), 24).astype(np.float32) / 255
+        gray = image.mean(-1)
+        histogram = np.histogram(gray, bins=8, range=(0, 1))[0] / gray.size
+        features.append(np.concatenate([image.mean((0, 1)), image.std((0, 1)), [gray.mean(), gray.std()], histogram]))
+        labels.append(i % 10)
+    x = np.concatenate([np.array(features), np.ones((count, 1))], axis=1)
+    y = np.array(labels)
+    train, test = slice(0, 1200), slice(1200, None)
+    weights = np.linalg.lstsq(x[train], np.eye(10)[y[train]], rcond=None)[0]
+    accuracy = ((x[test] @ weights).argmax(1) == y[test]).mean()
+    assert accuracy < 0.2
+    class_means = [x[train][y[train] == k, 6].mean() for k in range(10)]
+    assert max(class_means) - min(class_means) < 0.05  # mean intensity per class
+
+
+def test_builder_generates_balanced_deterministic_splits(shapes, tmp_path):
+    spec, sources, _ = shapes
+    assert (len(sources["train"]), len(sources["eval"])) == (120, 30)
+    assert spec.num_classes == len(CLASS_NAMES) == 10
+    record = sources["train"].fetch(np.array([0, 1]))
+    images, labels = zip(*(sources["train"].decode(tf.constant(r)) for r in record))
+    assert images[0].shape == (16, 16, 3) and images[0].dtype == tf.uint8
+    all_labels = [int(sources["train"].decode(tf.constant(r))[1]) for r in sources["train"].fetch(np.arange(120))]
+    assert np.bincount(all_labels).tolist() == [12] * 10
+    # A second generation elsewhere yields the same records in the same order.
+    _, again = open_dataset("shapes", data_dir=str(tmp_path), image_size=16, shapes_examples=(120, 30),
+                            log=lambda _: None)
+    assert list(again["train"].fetch(np.arange(5))) == list(sources["train"].fetch(np.arange(5)))
+
+
+# --- the input pipeline --------------------------------------------------------------------------------
+
+
+def first_batches(source, spec, count, **kwargs):
+    ds = pipeline.train_dataset(source, preprocess(spec, augment="cifar"), **kwargs)
+    iterator = ds.as_numpy_iterator()
+    return [next(iterator) for _ in range(count)]
+
+
+def test_training_order_is_a_function_of_seed_and_step(shapes):
+    spec, sources, _ = shapes
+    train = sources["train"]
+    batches = first_batches(train, spec, 9, global_batch=24, seed=3)
+    assert batches[0]["image"].shape == (24, 16, 16, 3) and batches[0]["label"].dtype == np.int32
+    resumed = first_batches(train, spec, 2, global_batch=24, seed=3, start_step=6)
+    for a, b in zip(batches[6:8], resumed):
+        np.testing.assert_array_equal(a["image"], b["image"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+    other_seed = first_batches(train, spec, 1, global_batch=24, seed=4)
+    assert not np.array_equal(other_seed[0]["image"], batches[0]["image"])
+
+
+def test_each_process_reads_its_own_part_of_the_same_global_batch(shapes):
+    spec, sources, _ = shapes
+    whole = first_batches(sources["train"], spec, 3, global_batch=24, seed=0)
+    parts = [first_batches(sources["train"], spec, 3, global_batch=24, seed=0, process_index=p, process_count=3)
+             for p in range(3)]
+    for step in range(3):
+        joined = np.concatenate([parts[p][step]["image"] for p in range(3)])
+        np.testing.assert_array_equal(joined, whole[step]["image"])
+
+
+def test_an_epoch_visits_every_example_once():
+    order = pipeline.epoch_permutation(0, 0, 120)
+    assert sorted(order.tolist()) == list(range(120))
+    assert not np.array_equal(order, pipeline.epoch_permutation(0, 1, 120))
+
+
+def test_evaluation_counts_every_example_exactly_once(shapes):
+    spec, sources, _ = shapes
+    source = sources["eval"]  # 30 examples
+    expected = sorted(int(source.decode(tf.constant(r))[1]) for r in source.fetch(np.arange(30)))
+    for processes in (1, 2):
+        seen, steps_per_process = [], set()
+        for p in range(processes):
+            ds, steps = pipeline.eval_dataset(source, preprocess(spec), global_batch=8, process_index=p,
+                                              process_count=processes)
+            batches = list(ds.as_numpy_iterator())
+            steps_per_process.add(len(batches))
+            assert len(batches) == steps
+            for batch in batches:
+                seen += batch["label"][batch["mask"] > 0].tolist()
+        assert len(steps_per_process) == 1  # every process runs the same number of steps
+        assert sorted(seen) == expected and len(seen) == 30
+
+
+def test_ten_crop_views(shapes):
+    spec, sources, _ = shapes
+    ds, _ = pipeline.eval_dataset(sources["eval"], preprocess(spec), global_batch=4, ten_crop=True)
+    batch = next(ds.as_numpy_iterator())
+    assert batch["image"].shape == (4, 10, 16, 16, 3)
+    image = tf.random.uniform((20, 24, 3), 0, 255)
+    views = augment.ten_crop(image, 16, resize_ratio=1.0)  # shorter side 16: 16 x 20
+    resized = augment.resize_shorter_side(image, 16)
+    np.testing.assert_allclose(views[0], resized[:16, :16])  # top-left
+    np.testing.assert_allclose(views[3], resized[-16:, -16:])  # bottom-right
+    np.testing.assert_allclose(views[9], tf.image.flip_left_right(views[4]))  # mirrored centre
+
+
+def test_augmentation_recipes():
+    image = tf.cast(tf.random.uniform((40, 60, 3), 0, 256, tf.int32), tf.uint8)
+    seed = tf.constant([1, 2], tf.int64)
+    for recipe in augment.AUGMENTATIONS:
+        out = augment.train_augment(image, 32, recipe, seed)
+        assert out.shape == (32, 32, 3) and out.dtype == tf.float32
+        np.testing.assert_array_equal(out, augment.train_augment(image, 32, recipe, seed))  # stateless
+    # AlexNet's PCA lighting shifts each channel by one constant per image.
+    flat = tf.fill((8, 8, 3), 100.0)
+    shifted = augment.pca_lighting(flat, seed) - flat
+    np.testing.assert_allclose(shifted, np.broadcast_to(shifted[0, 0], (8, 8, 3)), rtol=1e-6)
+    assert float(tf.reduce_max(tf.abs(shifted))) > 0
+    with pytest.raises(ValueError, match="augment"):
+        augment.train_augment(image, 32, "mixup", seed)
+
+
+# --- the real TFDS builders, mocked ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name,recipe,size",
+    [("cifar10", "cifar", 32), ("imagenet2012", "inception", 224), ("imagenet2012", "alexnet", 227)],
+)
+def test_real_builders_feed_the_pipeline(name, recipe, size, tmp_path):
+    spec = DATASETS[name]
+    with tfds.testing.mock_data(num_examples=24):
+        builder = tfds_builder(spec, str(tmp_path))
+        train = TFDSSource(builder, spec.train_split, spec)
+        evaluation = TFDSSource(builder, spec.eval_split, spec)
+        batch = next(pipeline.train_dataset(train, preprocess(spec, size, augment=recipe), global_batch=8,
+                                            seed=0).as_numpy_iterator())
+        assert batch["image"].shape == (8, size, size, 3) and batch["image"].dtype == np.float32
+        assert batch["label"].min() >= 0 and batch["label"].max() < spec.num_classes
+        ds, steps = pipeline.eval_dataset(evaluation, preprocess(spec, size, eval_crop="center"), global_batch=10)
+        batches = list(ds.as_numpy_iterator())
+        assert sum(b["mask"].sum() for b in batches) == len(evaluation) and len(batches) == steps
+        views, _ = pipeline.eval_dataset(evaluation, preprocess(spec, size), global_batch=4, ten_crop=True)
+        assert next(views.as_numpy_iterator())["image"].shape == (4, 10, size, size, 3)
+
+
+def test_missing_imagenet_says_which_files_go_where(tmp_path):
+    spec = DATASETS["imagenet2012"]
+    with pytest.raises(DatasetUnavailable) as error:
+        prepare(tfds_builder(spec, str(tmp_path)), spec, str(tmp_path), log=lambda _: None)
+    message = str(error.value)
+    assert "ILSVRC2012_img_train.tar" in message and "ILSVRC2012_img_val.tar" in message
+    assert str(tmp_path / "downloads" / "manual") in message
+
+
+def test_missing_dataset_without_network_fails_fast(tmp_path, monkeypatch):
+    import jaxconv.data.sources as sources
+
+    monkeypatch.setattr(sources, "_reachable", lambda host, timeout=5.0: False)
+    spec = DATASETS["cifar10"]
+    started = time.time()
+    with pytest.raises(DatasetUnavailable) as error:
+        prepare(tfds_builder(spec, str(tmp_path)), spec, str(tmp_path), log=lambda _: None)
+    assert time.time() - started < 10
+    message = str(error.value)
+    assert "cifar10" in message and "www.cs.toronto.edu" in message and str(tmp_path) in message
+
+
+def test_reachability_probe_is_bounded():
+    started = time.time()
+    import jaxconv.data.sources as sources
+
+    sources._reachable("unreachable.invalid", timeout=1.0)
+    assert time.time() - started < 5
+
+
+# --- a folder of class subfolders ----------------------------------------------------------------------------
+
+
+def write_images(root, classes, per_class, size=(12, 10)):
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.full((*size, 3), (20 * i) % 256, np.uint8)
+            suffix = ".png" if i % 2 else ".jpg"
+            data = tf.io.encode_png(pixels) if suffix == ".png" else tf.io.encode_jpeg(pixels)
+            tf.io.write_file(str(root / c / f"{i}{suffix}"), data)
+
+
+def test_folder_with_split_subfolders(tmp_path):
+    write_images(tmp_path / "train", ["cat", "dog"], 4)
+    write_images(tmp_path / "val", ["cat", "dog"], 2)
+    sources = folder_splits(tmp_path)
+    assert (len(sources["train"]), len(sources["eval"])) == (8, 4)
+    assert sources["train"].classes == ("cat", "dog")
+    image, label = sources["eval"].decode(tf.constant(sources["eval"].fetch(np.array([3]))[0]))
+    assert image.shape == (12, 10, 3) and int(label) == 1
+    spec = DATASETS["folder"]
+    batch = next(pipeline.train_dataset(sources["train"], preprocess(spec, 8, augment="inception"), global_batch=4,
+                                        seed=0).as_numpy_iterator())
+    assert batch["image"].shape == (4, 8, 8, 3)
+
+
+def test_folder_of_class_subfolders_holds_out_a_deterministic_part(tmp_path):
+    write_images(tmp_path, ["a", "b", "c"], 30)
+    first, second = folder_splits(tmp_path), folder_splits(tmp_path)
+    train, held = len(first["train"]), len(first["eval"])
+    assert train + held == 90 and 0 < held < 30
+    assert list(first["eval"].fetch(np.arange(held))) == list(second["eval"].fetch(np.arange(held)))
+    with pytest.raises(DatasetUnavailable, match="not a directory"):
+        folder_splits(tmp_path / "missing")

@@ -1,0 +1,93 @@
+"""Data parallelism on 8 virtual CPU devices: BatchNorm modes, device counts, pmap vs shard_map."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import numpy as np
+import optax
+import pytest
+from jax.sharding import Mesh
+
+from jaxconv.blocks import BasicBlock
+from jaxconv.models import CifarStem, ResNet
+from jaxconv.parallel import AXIS, DataParallel
+from jaxconv.train.loop import with_batchnorm_axis
+from jaxconv.train.state import create_state
+from jaxconv.train.steps import StepOptions, train_step
+
+pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices (XLA_FLAGS in conftest)")
+
+
+def batches(count, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        {"image": rng.standard_normal((size, 8, 8, 3)).astype(np.float32),
+         "label": rng.integers(0, 4, size).astype(np.int32)}
+        for _ in range(count)
+    ]
+
+
+def run(kind, devices, bn_mode, data, learning_rate=0.1):
+    """Trains a tiny ResNet on ``data`` over the first ``devices`` devices; returns host state and metrics."""
+    parallel = DataParallel(kind, mesh=Mesh(np.asarray(jax.devices()[:devices]), (AXIS,)))
+    model = ResNet(block=BasicBlock, depths=(1,), widths=(8,), stem=CifarStem, stem_width=8, num_classes=4)
+    if bn_mode == "sync":
+        model = with_batchnorm_axis(model, AXIS)
+    state = create_state(model, optax.sgd(learning_rate), jax.random.PRNGKey(0), (1, 8, 8, 3), ema=False)
+    state = parallel.replicate(jax.device_put(state, parallel.replicated))
+    step = parallel.compile(partial(train_step, options=StepOptions(num_classes=4, bn_mode=bn_mode)),
+                            donate_state=False, returns_state=True)
+    metrics = []
+    for batch in data:
+        state, m = step(state, parallel.shard_batch(batch))
+        metrics.append(parallel.first(m))
+    if kind == "pmap":  # every device holds the same parameters
+        for leaf in jax.tree_util.tree_leaves(state.params):
+            shards = [np.asarray(s.data) for s in leaf.addressable_shards]
+            assert all(np.array_equal(shards[0], s) for s in shards[1:])
+    host = jax.device_get(parallel.canonical(state))
+    return {"params": host.params, "batch_stats": host.batch_stats}, metrics
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+    jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
+
+
+def test_sync_batchnorm_on_8_devices_equals_one_device_on_the_whole_batch():
+    data = batches(1)
+    eight, m8 = run("shard_map", 8, "sync", data)
+    one, m1 = run("shard_map", 1, "sync", data)
+    assert_trees_close(eight, one)
+    assert m8[0]["loss"] == pytest.approx(m1[0]["loss"], rel=1e-5)
+
+
+def test_local_batchnorm_equals_one_device_on_each_sub_batch():
+    """Each device normalises with its own 4 examples; one SGD step then averages the 8 updates."""
+    data = batches(1)
+    local, metrics = run("shard_map", 8, "local", data)
+    singles = [run("shard_map", 1, "local", [{k: v[4 * i: 4 * (i + 1)] for k, v in data[0].items()}])
+               for i in range(8)]
+    average = jax.tree_util.tree_map(lambda *xs: np.mean(xs, axis=0), *[s[0] for s in singles])
+    assert_trees_close(local, average)
+    assert metrics[0]["loss"] == pytest.approx(sum(s[1][0]["loss"] for s in singles), rel=1e-5)
+    # ...and differs from normalising with the statistics of the whole batch.
+    synced, _ = run("shard_map", 8, "sync", data)
+    assert not np.allclose(synced["batch_stats"]["stem"]["norm"]["var"], local["batch_stats"]["stem"]["norm"]["var"])
+
+
+def test_8_devices_and_1_device_train_alike_over_several_steps():
+    data = batches(4, seed=1)
+    eight, _ = run("shard_map", 8, "sync", data)
+    one, _ = run("shard_map", 1, "sync", data)
+    assert_trees_close(eight, one, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("bn_mode", ["sync", "local"])
+def test_pmap_and_shard_map_give_the_same_result(bn_mode):
+    data = batches(2, seed=2)
+    mapped, m_pmap = run("pmap", 8, bn_mode, data)
+    sharded, m_shard = run("shard_map", 8, bn_mode, data)
+    assert_trees_close(mapped, sharded)
+    assert m_pmap[-1]["loss"] == pytest.approx(m_shard[-1]["loss"], rel=1e-5)

@@ -1,0 +1,268 @@
+"""Training: configs and their validation, the loop's guarantees (resume, preemption, NaN), eval."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxconv.checkpoint import CheckpointMismatch, Checkpoints
+from jaxconv.cli import main
+from jaxconv.train.config import ConfigError, apply_overrides, base_config, load_config, validate
+from jaxconv.train.loop import TrainingDiverged, build, initial_state, train
+from jaxconv.train.optim import learning_rate_schedule
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Tests sharing expensive session caches run on one xdist worker (pytest -n 2 --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("train_loop")
+
+
+# --- configs ------------------------------------------------------------------------------------
+
+
+def test_every_experiment_loads_and_validates():
+    for path in sorted((ROOT / "experiments").glob("*.py")):
+        config = validate(load_config(path), device_count=8)
+        assert config.model and config.dataset and config.batch_size % 8 == 0
+
+
+def test_overrides_are_typed_by_the_key():
+    config = apply_overrides(base_config(), {
+        "num_train_steps": "100", "learning_rate": "1", "nesterov": "true", "decay_epochs": "10,20",
+        "model_options.variant": "v1", "grad_clip_norm": "1.5", "dtype": "bfloat16",
+    })
+    assert config.num_train_steps == 100 and config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
+    assert config.nesterov is True and tuple(config.decay_epochs) == (10, 20)
+    assert config.model_options.variant == "v1" and config.grad_clip_norm == 1.5 and config.dtype == "bfloat16"
+    with pytest.raises(ConfigError, match="unknown key"):
+        apply_overrides(base_config(), {"learning_rat": "0.1"})
+    with pytest.raises(ConfigError, match="an integer"):
+        apply_overrides(base_config(), {"batch_size": "lots"})
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        ({"model": "resnet5"}, "model"),
+        ({"dataset": "coco"}, "dataset"),
+        ({"batch_size": "0"}, "batch_size"),
+        ({"batch_size": "12"}, "batch_size"),  # not divisible by 8 devices
+        ({"learning_rate": "-0.1"}, "learning_rate"),
+        ({"model": "alexnet", "image_size": "224"}, "image_size"),
+        ({"parallel": "horovod"}, "parallel"),
+        ({"bn_mode": "global"}, "bn_mode"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"momentum": "1.0"}, "momentum"),
+        ({"decay_epochs": "60,30"}, "decay_epochs"),
+        ({"model_options.widht": "2"}, "model_options"),
+        ({"dataset": "folder"}, "folder"),
+    ],
+)
+def test_validation_names_the_key_the_value_and_what_is_allowed(overrides, key):
+    with pytest.raises(ConfigError) as error:
+        validate(apply_overrides(base_config(), overrides), device_count=8)
+    assert error.value.key == key
+    assert str(error.value).startswith(f"config.{key}=")
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--config.batch_size=0"], "config.batch_size=0: must be a positive integer"),
+        (["--config.batch_size=12"], "divisible by the 8 devices"),
+        (["--config.model=resnet5"], "did you mean"),
+        (["--config.model=alexnet", "--config.image_size=224"], "config.image_size=224: alexnet cannot take it"),
+        (["--config.learning_rate=0"], "config.learning_rate=0.0"),
+        (["--config.nosuchkey=1"], "unknown key"),
+        (["--config", "nowhere.py"], "no such experiment file"),
+        (["--config.learning_rate"], "needs a value"),
+    ],
+)
+def test_bad_train_arguments_exit_2_and_write_nothing(args, needle, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert main(["train", "--workdir", str(workdir), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not workdir.exists()
+
+
+def test_schedules():
+    config = base_config()
+    config.schedule, config.decay_epochs, config.learning_rate = "step", (2.0, 4.0), 0.1
+    step = learning_rate_schedule(config, steps_per_epoch=10, total_steps=60)
+    assert [float(step(s)) for s in (0, 19, 20, 39, 40)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
+    config.schedule, config.warmup_epochs = "cosine", 1.0
+    cosine = learning_rate_schedule(config, steps_per_epoch=10, total_steps=60)
+    assert float(cosine(0)) == 0.0 and float(cosine(5)) == pytest.approx(0.05)
+    assert float(cosine(10)) == pytest.approx(0.1) and float(cosine(60)) == pytest.approx(0.0, abs=1e-9)
+
+
+# --- the loop ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tfds")
+
+
+def tiny_config(data_dir, **changes) -> ml_collections.ConfigDict:
+    """A ResNet-8 on 16-pixel shapes: a few seconds to compile and run."""
+    config = base_config()
+    config.update(
+        data_dir=str(data_dir), image_size=16, shapes_train_examples=256, shapes_test_examples=40, batch_size=32,
+        num_train_steps=8, log_every_steps=2, eval_every_steps=4, checkpoint_every_steps=4, learning_rate=0.05,
+        augment="flip",
+    )
+    config.model_options = ml_collections.ConfigDict({"depths": (1, 1, 1)})
+    config.update(changes)
+    return config
+
+
+def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    config = validate(tiny_config(data_dir, learning_rate=1e30, weight_decay=0.0, log_every_steps=1,
+                                  checkpoint_every_steps=1, num_train_steps=6),
+                      device_count=jax.device_count())
+    with pytest.raises(TrainingDiverged, match=r"at step \d"):
+        train(config, tmp_path / "run", log=lambda _: None)
+    steps = Checkpoints(tmp_path / "run", read_only=True).all_steps()
+    assert steps and max(steps) < 6  # nothing saved from the diverged state onwards
+
+
+def test_restoring_into_a_different_model_names_the_mismatched_entries(data_dir, tmp_path):
+    config = validate(tiny_config(data_dir, num_train_steps=2, checkpoint_every_steps=2, eval_every_steps=2),
+                      device_count=jax.device_count())
+    train(config, tmp_path / "run", log=lambda _: None)
+    wider = validate(tiny_config(data_dir, num_train_steps=4), device_count=jax.device_count())
+    wider.model_options = ml_collections.ConfigDict({"depths": (1, 1, 1), "widths": (8, 16, 32), "stem_width": 8})
+    with pytest.raises(CheckpointMismatch, match=r"wrongly shaped: .*in the checkpoint vs"):
+        train(wider, tmp_path / "run", log=lambda _: None)
+    exp = build(wider, log=lambda _: None)
+    with pytest.raises(CheckpointMismatch, match=r"params/head/kernel \(64, 10\) in the checkpoint vs \(32, 10\)"):
+        Checkpoints(tmp_path / "run", read_only=True).restore(2, initial_state(exp))
+
+
+def write_experiment(path: pathlib.Path, data_dir, **changes) -> pathlib.Path:
+    """An experiment file for the subprocess runs: ResNet-8, 24 steps, checkpoints every 4."""
+    values = {
+        "data_dir": str(data_dir), "image_size": 16, "shapes_train_examples": 256, "shapes_test_examples": 40,
+        "batch_size": 32, "log_every_steps": 2, "learning_rate": 0.05, "augment": "cifar",
+        "num_train_steps": 24, "checkpoint_every_steps": 4, "eval_every_steps": 24, **changes,
+    }
+    lines = ["import ml_collections", "from jaxconv.train.config import base_config", "", "",
+             "def get_config():", "    c = base_config()"]
+    lines += [f"    c.{key} = {value!r}" for key, value in values.items()]
+    lines += ["    c.model_options = ml_collections.ConfigDict({'depths': (1, 1, 1)})", "    return c", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def launch(experiment, workdir) -> subprocess.Popen:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxconv.cli", "train", "--config", str(experiment), "--workdir", str(workdir)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_checkpoint(workdir: pathlib.Path, after: int, process: subprocess.Popen, timeout: float = 240) -> int:
+    """Waits until a committed checkpoint newer than step ``after`` exists; returns its step."""
+    deadline = time.time() + timeout
+    directory = workdir / "checkpoints"
+    while time.time() < deadline:
+        steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
+        if steps and max(steps) > after:
+            return max(steps)
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended early: {process.communicate()}")
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint after step {after} within {timeout}s")
+
+
+def final_eval(workdir: pathlib.Path) -> dict:
+    return json.loads((workdir / "summary.json").read_text())["final_eval"]
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("uninterrupted")
+    experiment = write_experiment(root / "exp.py", data_dir)
+    process = launch(experiment, root / "run")
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err
+    return experiment, root / "run", out
+
+
+def test_the_main_job_leaves_checkpoints_metrics_and_a_summary(uninterrupted):
+    _, workdir, out = uninterrupted
+    assert "final eval: top-1" in out
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert {"step", "split", "loss", "top1", "top5"} <= set(records[0])
+    assert [r["step"] for r in records if r["split"] == "train"] == list(range(2, 25, 2))
+    evals = [r for r in records if r["split"] == "eval"]
+    assert len(evals) == 1 and evals[0]["examples"] == 40
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert json.loads((workdir / "config.json").read_text())["num_train_steps"] == 24
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [16, 20, 24]
+
+
+def test_preemption_and_kill_then_resume_reach_the_same_final_eval(uninterrupted, tmp_path):
+    """SIGTERM saves a checkpoint and exits 0; SIGKILL loses only what came after the last checkpoint;
+    either way the resumed run ends exactly where the uninterrupted one did."""
+    experiment, reference, _ = uninterrupted
+    workdir = tmp_path / "run"
+
+    first = launch(experiment, workdir)
+    wait_for_checkpoint(workdir, 0, first)
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert "SIGTERM: stopped at step" in err
+    stopped = max(Checkpoints(workdir, read_only=True).all_steps())
+    assert stopped < 24
+
+    second = launch(experiment, workdir)
+    killed_after = wait_for_checkpoint(workdir, stopped, second)
+    second.send_signal(signal.SIGKILL)
+    second.communicate()
+    assert stopped < killed_after
+
+    third = launch(experiment, workdir)
+    _, err = third.communicate(timeout=600)
+    assert third.returncode == 0, err
+    assert "resuming from step" in err
+    assert final_eval(workdir) == final_eval(reference)
+
+
+def test_eval_command_reports_every_example(uninterrupted, capsys):
+    _, workdir, _ = uninterrupted
+    assert main(["eval", "--workdir", str(workdir), "--format", "json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"top1", "top5", "loss", "examples"} <= set(result)
+    assert result["examples"] == 40 and result["step"] == 24
+    assert result["top1"] == pytest.approx(final_eval(workdir)["top1"])
+    assert main(["eval", "--workdir", str(workdir), "--step", "16", "--ten-crop", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 40
+    assert main(["eval", "--workdir", str(workdir), "--step", "5"]) == 2
+    assert "no checkpoint for step 5" in capsys.readouterr().err
+
+
+def test_a_resumed_batch_stream_matches(data_dir):
+    """The pipeline restarts exactly where it stopped (the loop relies on it for resume)."""
+    from jaxconv.data import pipeline
+
+    config = validate(tiny_config(data_dir), device_count=jax.device_count())
+    exp = build(config, log=lambda _: None)
+    stream = pipeline.train_dataset(exp.sources["train"], exp.preprocess, global_batch=32, seed=0)
+    batches = [b for _, b in zip(range(12), stream.as_numpy_iterator())]
+    resumed = pipeline.train_dataset(exp.sources["train"], exp.preprocess, global_batch=32, seed=0, start_step=9)
+    np.testing.assert_array_equal(next(resumed.as_numpy_iterator())["image"], batches[9]["image"])
