@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -29,16 +30,16 @@ def batches(count, size=32, seed=0):
     ]
 
 
-def run(kind, devices, bn_mode, data, learning_rate=0.1):
+def run(kind, devices, bn_mode, data, learning_rate=0.1, dtype=jnp.float32, ema_decay=None, full_state=False):
     """Trains a tiny ResNet on ``data`` over the first ``devices`` devices; returns host state and metrics."""
     parallel = DataParallel(kind, mesh=Mesh(np.asarray(jax.devices()[:devices]), (AXIS,)))
-    model = ResNet(block=BasicBlock, depths=(1,), widths=(8,), stem=CifarStem, stem_width=8, num_classes=4)
+    model = ResNet(block=BasicBlock, depths=(1,), widths=(8,), stem=CifarStem, stem_width=8, num_classes=4, dtype=dtype)
     if bn_mode == "sync":
         model = with_batchnorm_axis(model, AXIS)
-    state = create_state(model, optax.sgd(learning_rate), jax.random.PRNGKey(0), (1, 8, 8, 3), ema=False)
+    state = create_state(model, optax.sgd(learning_rate), jax.random.PRNGKey(0), (1, 8, 8, 3), ema=ema_decay is not None)
     state = parallel.replicate(jax.device_put(state, parallel.replicated))
-    step = parallel.compile(partial(train_step, options=StepOptions(num_classes=4, bn_mode=bn_mode)),
-                            donate_state=False, returns_state=True)
+    options = StepOptions(num_classes=4, bn_mode=bn_mode, ema_decay=ema_decay)
+    step = parallel.compile(partial(train_step, options=options), donate_state=False, returns_state=True)
     metrics = []
     for batch in data:
         state, m = step(state, parallel.shard_batch(batch))
@@ -48,6 +49,8 @@ def run(kind, devices, bn_mode, data, learning_rate=0.1):
             shards = [np.asarray(s.data) for s in leaf.addressable_shards]
             assert all(np.array_equal(shards[0], s) for s in shards[1:])
     host = jax.device_get(parallel.canonical(state))
+    if full_state:
+        return host, metrics
     return {"params": host.params, "batch_stats": host.batch_stats}, metrics
 
 
@@ -91,3 +94,20 @@ def test_pmap_and_shard_map_give_the_same_result(bn_mode):
     sharded, m_shard = run("shard_map", 8, bn_mode, data)
     assert_trees_close(mapped, sharded)
     assert m_pmap[-1]["loss"] == pytest.approx(m_shard[-1]["loss"], rel=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_statistics():
+    state, metrics = run("shard_map", 8, "sync", batches(2, seed=3), dtype=jnp.bfloat16, full_state=True)
+    leaves = jax.tree_util.tree_leaves((state.params, state.batch_stats, state.opt_state))
+    assert {leaf.dtype for leaf in leaves} == {np.dtype(np.float32)}
+    assert np.isfinite(metrics[-1]["loss"])
+    reference, _ = run("shard_map", 8, "sync", batches(2, seed=3))
+    np.testing.assert_allclose(state.params["head"]["bias"], reference["params"]["head"]["bias"], rtol=0.1, atol=0.01)
+
+
+def test_exponential_moving_average_of_the_weights():
+    data = batches(1, seed=4)
+    start, _ = run("shard_map", 1, "sync", [], ema_decay=0.9, full_state=True)
+    state, _ = run("shard_map", 1, "sync", data, ema_decay=0.9, full_state=True)
+    expected = jax.tree_util.tree_map(lambda p0, p1: 0.9 * p0 + 0.1 * p1, start.params, state.params)
+    assert_trees_close(state.ema_params, expected)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 
 import jax
 import ml_collections
@@ -105,6 +106,62 @@ def test_schedules():
     cosine = learning_rate_schedule(config, steps_per_epoch=10, total_steps=60)
     assert float(cosine(0)) == 0.0 and float(cosine(5)) == pytest.approx(0.05)
     assert float(cosine(10)) == pytest.approx(0.1) and float(cosine(60)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_weight_decay_skips_biases_and_normalisation_parameters():
+    from jaxconv.train.optim import build_optimizer, decay_mask
+
+    ones = partial(np.ones, dtype=np.float32)
+    params = {"conv": {"kernel": ones((3, 3, 2, 4)), "bias": ones(4)}, "norm": {"scale": ones(4), "bias": ones(4)}}
+    assert decay_mask(params) == {"conv": {"kernel": True, "bias": False}, "norm": {"scale": False, "bias": False}}
+    zero_grads = jax.tree_util.tree_map(np.zeros_like, params)
+    for optimizer in ("sgd", "rmsprop", "adamw"):
+        config = base_config()
+        config.optimizer, config.weight_decay, config.learning_rate, config.momentum = optimizer, 0.1, 1.0, 0.0
+        tx = build_optimizer(config, lambda step: config.learning_rate)
+        updates, _ = tx.update(zero_grads, tx.init(params), params)
+        assert np.all(np.asarray(updates["conv"]["kernel"]) < 0), optimizer  # decayed towards zero
+        for untouched in (updates["conv"]["bias"], updates["norm"]["scale"], updates["norm"]["bias"]):
+            np.testing.assert_array_equal(untouched, 0)
+
+
+def test_label_smoothing_and_clipping():
+    import jax.numpy as jnp
+    import optax
+
+    from jaxconv.train.optim import build_optimizer
+    from jaxconv.train.steps import cross_entropy
+
+    logits = jnp.array([[2.0, 0.5, -1.0]])
+    log_p = jax.nn.log_softmax(logits)[0]
+    smoothed = float(cross_entropy(logits, jnp.array([0]), 3, 0.3)[0])
+    assert smoothed == pytest.approx(-float(0.8 * log_p[0] + 0.1 * log_p[1] + 0.1 * log_p[2]), rel=1e-5)
+    config = base_config()
+    config.grad_clip_norm, config.weight_decay, config.momentum = 1.0, 0.0, 0.0
+    tx = build_optimizer(config, lambda step: 1.0)
+    grads = {"w": jnp.full((4,), 10.0)}
+    updates, _ = tx.update(grads, tx.init(grads), grads)
+    assert float(optax.tree.norm(updates)) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_checkpoints_keep_the_last_k_and_the_best(tmp_path):
+    import jax.numpy as jnp
+
+    checkpoints = Checkpoints(tmp_path, keep=2)
+    for step, top1 in enumerate([0.9, 0.1, 0.2, 0.3, 0.4, 0.5], start=1):
+        checkpoints.save(step, {"w": jnp.full((2,), step, jnp.float32)}, {"step": step}, {"top1": top1})
+        checkpoints.wait()
+    assert checkpoints.all_steps() == [1, 5, 6]
+    assert checkpoints.best_step() == 1
+    checkpoints.close()
+    # A resumed run (a new manager over the same directory) still knows which one is best.
+    resumed = Checkpoints(tmp_path, keep=2)
+    resumed.save(7, {"w": jnp.full((2,), 7, jnp.float32)}, {"step": 7}, {"top1": 0.2})
+    resumed.wait()
+    assert resumed.all_steps() == [1, 6, 7] and resumed.best_step() == 1
+    state, meta = resumed.restore(1, {"w": jnp.zeros((2,), jnp.float32)})
+    assert meta["step"] == 1 and np.asarray(state["w"]).tolist() == [1.0, 1.0]
+    resumed.close()
 
 
 # --- the loop ---------------------------------------------------------------------------------------

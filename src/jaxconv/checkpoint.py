@@ -38,6 +38,8 @@ class Checkpoints:
         )
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policy,
+            best_fn=_top1,  # also makes Orbax store each checkpoint's metrics, so a resumed run keeps the best
+            best_mode="max",
             create=not read_only,
             read_only=read_only,
             enable_async_checkpointing=True,
@@ -52,6 +54,7 @@ class Checkpoints:
         return list(self.manager.all_steps())
 
     def best_step(self) -> int | None:
+        """The kept checkpoint with the highest evaluation top-1."""
         return self.manager.best_step()
 
     def save(self, step: int, state: Any, meta: dict, metrics: dict | None = None) -> None:
