@@ -195,6 +195,19 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoi
     assert steps and max(steps) < 6  # nothing saved from the diverged state onwards
 
 
+def test_the_loop_runs_with_pmap_and_local_batchnorm_and_resumes(data_dir, tmp_path):
+    config = validate(tiny_config(data_dir, parallel="pmap", bn_mode="local", num_train_steps=4, eval_every_steps=4,
+                                  checkpoint_every_steps=2, ema_decay=0.5), device_count=jax.device_count())
+    summary = train(config, tmp_path / "run", log=lambda _: None)
+    assert summary["steps"] == 4 and summary["final_eval"]["examples"] == 40 and summary["devices"] == 8
+    longer = validate(tiny_config(data_dir, parallel="shard_map", bn_mode="local", num_train_steps=6,
+                                  eval_every_steps=6, checkpoint_every_steps=2, ema_decay=0.5),
+                      device_count=jax.device_count())
+    messages = []
+    assert train(longer, tmp_path / "run", log=messages.append)["steps"] == 6  # a pmap checkpoint, resumed by shard_map
+    assert any("resuming from step 4" in m for m in messages)
+
+
 def test_restoring_into_a_different_model_names_the_mismatched_entries(data_dir, tmp_path):
     config = validate(tiny_config(data_dir, num_train_steps=2, checkpoint_every_steps=2, eval_every_steps=2),
                       device_count=jax.device_count())
