@@ -7,13 +7,23 @@ by compiling each model's initialisers.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import math
 import os
+import shutil
+import tempfile
 
 # Eight virtual CPU devices for the data-parallel tests; must be set before jax is imported.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# One persistent compilation cache for the session, shared by the xdist workers and the
+# subprocesses they start (all inherit the environment of the process that set it), so that
+# the many small training runs compile each distinct step once.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxconv-test-xla-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -19,8 +19,9 @@ import pytest
 from jaxconv.checkpoint import CheckpointMismatch, Checkpoints
 from jaxconv.cli import main
 from jaxconv.train.config import ConfigError, apply_overrides, base_config, load_config, validate
-from jaxconv.train.loop import TrainingDiverged, build, initial_state, train
+from jaxconv.train.loop import abstract_state, build, checkpoint_meta, train
 from jaxconv.train.optim import learning_rate_schedule
+from tiny import tiny_config, write_experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -172,29 +173,6 @@ def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("tfds")
 
 
-def tiny_config(data_dir, **changes) -> ml_collections.ConfigDict:
-    """A ResNet-8 on 16-pixel shapes: a few seconds to compile and run."""
-    config = base_config()
-    config.update(
-        data_dir=str(data_dir), image_size=16, shapes_train_examples=256, shapes_test_examples=40, batch_size=32,
-        num_train_steps=8, log_every_steps=2, eval_every_steps=4, checkpoint_every_steps=4, learning_rate=0.05,
-        augment="flip",
-    )
-    config.model_options = ml_collections.ConfigDict({"depths": (1, 1, 1)})
-    config.update(changes)
-    return config
-
-
-def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
-    config = validate(tiny_config(data_dir, learning_rate=1e30, weight_decay=0.0, log_every_steps=1,
-                                  checkpoint_every_steps=1, num_train_steps=6),
-                      device_count=jax.device_count())
-    with pytest.raises(TrainingDiverged, match=r"at step \d"):
-        train(config, tmp_path / "run", log=lambda _: None)
-    steps = Checkpoints(tmp_path / "run", read_only=True).all_steps()
-    assert steps and max(steps) < 6  # nothing saved from the diverged state onwards
-
-
 def test_the_loop_runs_with_pmap_and_local_batchnorm_and_resumes(data_dir, tmp_path):
     config = validate(tiny_config(data_dir, parallel="pmap", bn_mode="local", num_train_steps=4, eval_every_steps=4,
                                   checkpoint_every_steps=2, ema_decay=0.5), device_count=jax.device_count())
@@ -209,35 +187,24 @@ def test_the_loop_runs_with_pmap_and_local_batchnorm_and_resumes(data_dir, tmp_p
 
 
 def test_restoring_into_a_different_model_names_the_mismatched_entries(data_dir, tmp_path):
-    config = validate(tiny_config(data_dir, num_train_steps=2, checkpoint_every_steps=2, eval_every_steps=2),
-                      device_count=jax.device_count())
-    train(config, tmp_path / "run", log=lambda _: None)
-    wider = validate(tiny_config(data_dir, num_train_steps=4), device_count=jax.device_count())
+    narrow = build(validate(tiny_config(data_dir), device_count=jax.device_count()), log=lambda _: None)
+    checkpoints = Checkpoints(tmp_path / "run")
+    zeros = jax.tree_util.tree_map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), abstract_state(narrow))
+    checkpoints.save(2, zeros, checkpoint_meta(narrow, 2))
+    checkpoints.close()
+    wider = validate(tiny_config(data_dir), device_count=jax.device_count())
     wider.model_options = ml_collections.ConfigDict({"depths": (1, 1, 1), "widths": (8, 16, 32), "stem_width": 8})
     with pytest.raises(CheckpointMismatch, match=r"wrongly shaped: .*in the checkpoint vs"):
-        train(wider, tmp_path / "run", log=lambda _: None)
+        train(wider, tmp_path / "run", log=lambda _: None)  # refused before anything is compiled or overwritten
+    assert Checkpoints(tmp_path / "run", read_only=True).all_steps() == [2]
     exp = build(wider, log=lambda _: None)
     with pytest.raises(CheckpointMismatch, match=r"params/head/kernel \(64, 10\) in the checkpoint vs \(32, 10\)"):
-        Checkpoints(tmp_path / "run", read_only=True).restore(2, initial_state(exp))
-
-
-def write_experiment(path: pathlib.Path, data_dir, **changes) -> pathlib.Path:
-    """An experiment file for the subprocess runs: ResNet-8, 24 steps, checkpoints every 4."""
-    values = {
-        "data_dir": str(data_dir), "image_size": 16, "shapes_train_examples": 256, "shapes_test_examples": 40,
-        "batch_size": 32, "log_every_steps": 2, "learning_rate": 0.05, "augment": "cifar",
-        "num_train_steps": 24, "checkpoint_every_steps": 4, "eval_every_steps": 24, **changes,
-    }
-    lines = ["import ml_collections", "from jaxconv.train.config import base_config", "", "",
-             "def get_config():", "    c = base_config()"]
-    lines += [f"    c.{key} = {value!r}" for key, value in values.items()]
-    lines += ["    c.model_options = ml_collections.ConfigDict({'depths': (1, 1, 1)})", "    return c", ""]
-    path.write_text("\n".join(lines))
-    return path
+        Checkpoints(tmp_path / "run", read_only=True).restore(2, abstract_state(exp))
 
 
 def launch(experiment, workdir) -> subprocess.Popen:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # The same eight devices as this process: the subprocesses reuse the steps compiled here (see tiny.py).
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.Popen(
         [sys.executable, "-m", "jaxconv.cli", "train", "--config", str(experiment), "--workdir", str(workdir)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -265,7 +232,8 @@ def final_eval(workdir: pathlib.Path) -> dict:
 @pytest.fixture(scope="session")
 def uninterrupted(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("uninterrupted")
-    experiment = write_experiment(root / "exp.py", data_dir)
+    experiment = write_experiment(root / "exp.py", data_dir, augment="cifar", num_train_steps=24,
+                                  checkpoint_every_steps=4, eval_every_steps=24)
     process = launch(experiment, root / "run")
     out, err = process.communicate(timeout=600)
     assert process.returncode == 0, err

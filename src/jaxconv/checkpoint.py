@@ -1,14 +1,32 @@
-"""Orbax checkpoints of the training state under WORKDIR/checkpoints.
+"""Orbax checkpoints of the training state under WORKDIR/checkpoints, and what to do when one breaks.
 
-Keeps the last ``keep`` checkpoints and the best one by evaluation top-1. Saves are
-asynchronous and atomic: Orbax writes into a temporary directory and renames it when
-complete, so an interrupted save never becomes the latest checkpoint. Every process calls
-save and restore (they are collective in multi-process runs).
+Saving: asynchronous and atomic — Orbax writes into a temporary directory and renames it
+when complete, so an interrupted save (SIGKILL, full disk) never becomes a checkpoint.
+Once a save has finished, jaxconv *seals* it: a manifest with the size and SHA-256 of every
+file (``jaxconv_manifest.json`` inside the step directory).
+
+Keeping: the last ``keep`` sealed checkpoints, the best sealed one by evaluation top-1, and
+every checkpoint not sealed yet — so a good checkpoint is never deleted to make room while a
+newer one is unproven.
+
+Restoring: the newest checkpoint whose files match its manifest and that Orbax can read. A
+broken one (truncated, corrupted, unreadable) is reported in one line, moved aside to
+WORKDIR/broken_checkpoints/ for inspection — never deleted — and the previous one is used.
+
+Every process calls save and restore (they are collective in multi-process runs); sealing
+and moving aside are done by process 0 on the shared checkpoint directory.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
 import pathlib
+import shutil
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -16,54 +34,189 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+MANIFEST = "jaxconv_manifest.json"
+
 
 class CheckpointMismatch(ValueError):
     """A checkpoint does not fit the model it is restored into."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (full disk, lost permissions, ...)."""
 
 
 def _top1(metrics: dict) -> float:
     return float(metrics["top1"])
 
 
-class Checkpoints:
-    """Save and restore {state, meta} items with a CheckpointManager."""
+def _file_digest(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
-    def __init__(self, workdir: str | pathlib.Path, keep: int = 3, *, read_only: bool = False):
-        self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
-        policy = checkpoint_managers.AnyPreservationPolicy(
-            [
-                checkpoint_managers.LatestN(n=keep),
-                checkpoint_managers.BestN(get_metric_fn=_top1, n=1, keep_checkpoints_without_metrics=False),
-            ]
-        )
+
+def _files(directory: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def write_manifest(directory: pathlib.Path) -> None:
+    """Seals a finished checkpoint directory: the size and SHA-256 of each of its files."""
+    entries = {str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": _file_digest(p)}
+               for p in _files(directory)}
+    temporary = directory / (MANIFEST + ".tmp")
+    temporary.write_text(json.dumps({"files": entries}, indent=1, sort_keys=True))
+    os.replace(temporary, directory / MANIFEST)
+
+
+def verify_manifest(directory: pathlib.Path) -> str | None:
+    """None if the directory matches its manifest (or has none yet); else what is wrong."""
+    manifest = directory / MANIFEST
+    if not manifest.exists():
+        return None
+    try:
+        entries = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError) as e:
+        return f"its manifest is unreadable ({e})"
+    for name, expected in entries.items():
+        path = directory / name
+        if not path.exists():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != expected["size"]:
+            return f"{name} has {size} bytes, {expected['size']} expected (truncated?)"
+        if _file_digest(path) != expected["sha256"]:
+            return f"{name} does not match its checksum (corrupted)"
+    return None
+
+
+@dataclasses.dataclass
+class KeepSealed(checkpoint_managers.PreservationPolicy):
+    """Keep every unsealed checkpoint, the last ``keep`` sealed ones and the best sealed one."""
+
+    keep: int
+    is_sealed: Callable[[int], bool]
+
+    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> Sequence[bool]:
+        sealed = [info for info in checkpoints if self.is_sealed(info.step)]
+        latest = {info.step for info in sorted(sealed, key=lambda info: info.step)[-self.keep:]}
+        scored = [info for info in sealed if info.metrics is not None and "top1" in info.metrics]
+        best = {max(scored, key=lambda info: _top1(info.metrics)).step} if scored else set()
+        return [(not self.is_sealed(info.step)) or info.step in latest or info.step in best
+                for info in checkpoints]
+
+
+def _single_writer_arrays() -> None:
+    """In a one-process run, writes each replicated array whole rather than in per-replica slices.
+
+    Orbax's replica-parallel saving lets several hosts share the writing of a replicated array;
+    in one process it only adds a compiled slice per array shape (seconds on a CPU) for nothing.
+    (Registered in Orbax's global type-handler registry: jaxconv owns the process it trains in.)
+    """
+    if jax.process_count() == 1:
+        ocp.type_handlers.register_type_handler(
+            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
+
+class Checkpoints:
+    """Save, seal, verify and restore {state, meta} checkpoints with an Orbax CheckpointManager."""
+
+    def __init__(self, workdir: str | pathlib.Path, keep: int = 3, *, read_only: bool = False,
+                 log: Callable[[str], None] = print):
+        self.workdir = pathlib.Path(workdir).absolute()
+        self.directory = self.workdir / "checkpoints"
+        self.broken_directory = self.workdir / "broken_checkpoints"
+        self.keep = keep
+        self.read_only = read_only
+        self.log = log
+        self._unsealed: list[int] = []
+        self.manager = self._manager()
+
+    def _manager(self) -> ocp.CheckpointManager:
+        _single_writer_arrays()
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy,
+            preservation_policy=KeepSealed(self.keep, self.is_sealed),
             best_fn=_top1,  # also makes Orbax store each checkpoint's metrics, so a resumed run keeps the best
             best_mode="max",
-            create=not read_only,
-            read_only=read_only,
+            create=not self.read_only,
+            read_only=self.read_only,
             enable_async_checkpointing=True,
+            cleanup_tmp_directories=not self.read_only,  # what an interrupted save left behind
         )
         handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+
+    def step_directory(self, step: int) -> pathlib.Path:
+        return self.directory / str(step)
+
+    def is_sealed(self, step: int) -> bool:
+        return (self.step_directory(step) / MANIFEST).exists()
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        return list(self.manager.all_steps())
+        return sorted(self.manager.all_steps())
 
     def best_step(self) -> int | None:
         """The kept checkpoint with the highest evaluation top-1."""
         return self.manager.best_step()
 
+    # --- saving ---------------------------------------------------------------------------------
+
     def save(self, step: int, state: Any, meta: dict, metrics: dict | None = None) -> None:
-        """Starts saving; returns before the files are written (see ``wait``)."""
+        """Starts saving ``step``; returns before the files are written (see ``wait``)."""
+        self._finish_pending()
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        self.manager.save(step, args=args, metrics=metrics, force=True)
+        try:
+            self.manager.save(step, args=args, metrics=metrics, force=True)
+        except Exception as e:
+            raise self._write_error(step, e) from e
+        self._unsealed.append(step)
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        """Waits for the pending save and seals it."""
+        self._finish_pending()
+
+    def _finish_pending(self) -> None:
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            step = self._unsealed[-1] if self._unsealed else None
+            self._unsealed.clear()
+            raise self._write_error(step, e) from e
+        if jax.process_index() == 0:
+            for step in self._unsealed:
+                directory = self.step_directory(step)
+                if directory.is_dir():
+                    try:
+                        write_manifest(directory)
+                    except OSError as e:
+                        raise self._write_error(step, e) from e
+        if jax.process_count() > 1 and self._unsealed:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("jaxconv_sealed")
+        if self._unsealed:
+            self._unsealed.clear()
+            self._prune()
+
+    def _prune(self) -> None:
+        """Now that every checkpoint is sealed: drops those beyond the last ``keep`` and the best."""
+        steps = self.all_steps()
+        keep = set(steps[-self.keep:]) | {self.best_step()}
+        for step in steps:
+            if step not in keep and self.is_sealed(step):
+                self.manager.delete(step)
+
+    def _write_error(self, step: int | None, error: Exception) -> CheckpointWriteError:
+        kept = [s for s in self.all_steps() if s != step and self.is_sealed(s)]
+        last = f"the last good checkpoint ({max(kept)}) is kept" if kept else "there is no earlier checkpoint"
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return CheckpointWriteError(f"could not write checkpoint {step} in {self.directory}: {reason}; {last}")
+
+    # --- restoring ------------------------------------------------------------------------------
 
     def restore(self, step: int, target: Any) -> tuple[Any, dict]:
         """Restores ``step`` into the structure, shapes and shardings of ``target``.
@@ -77,10 +230,50 @@ class Checkpoints:
         )
         return restored["state"], dict(restored["meta"])
 
+    def restore_latest(self, target: Any, *, step: int | None = None) -> tuple[Any, dict, int] | None:
+        """Restores the newest good checkpoint (or exactly ``step``); None if there is none.
+
+        Broken checkpoints on the way are reported, moved to WORKDIR/broken_checkpoints and
+        skipped. A checkpoint that is intact but does not fit ``target`` raises CheckpointMismatch.
+        """
+        candidates = [step] if step is not None else list(reversed(self.all_steps()))
+        for candidate in candidates:
+            problem = verify_manifest(self.step_directory(candidate))
+            if problem is None:
+                try:
+                    state, meta = self.restore(candidate, target)
+                    return state, meta, candidate
+                except CheckpointMismatch:
+                    raise
+                except Exception as e:  # unreadable: truncated or corrupted files, bad metadata
+                    problem = f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            if step is not None or self.read_only:
+                raise ValueError(f"checkpoint {candidate} in {self.directory} is broken ({problem})")
+            moved = self.move_aside(candidate)
+            self.log(f"checkpoint {candidate} is broken ({problem}); moved it to {moved}; trying the previous one")
+        return None
+
+    def move_aside(self, step: int) -> pathlib.Path:
+        """Moves a broken checkpoint out of the manager's way, keeping it for inspection."""
+        target = self.broken_directory / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if jax.process_index() == 0:
+            self.broken_directory.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(self.step_directory(step)), str(target))
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"jaxconv_moved_{step}")
+        self.manager.close()
+        self.manager = self._manager()
+        return target
+
     def check_compatible(self, step: int, target: Any) -> None:
         stored = self.manager.item_metadata(step)["state"]
+        if stored is None:
+            raise ValueError("no state metadata")
         stored_shapes = _shapes(stored)
         target_shapes = _shapes(target)
+
         def order(key):  # parameters first: they are what a reader recognises
             return (0 if key.startswith("params") else 1 if key.startswith("batch_stats") else 2, key)
 

@@ -148,8 +148,43 @@ def _quiet_backends() -> None:
     warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
 
 
+_LOG_ENABLED = True  # off on every process but the first of a multi-process run
+
+
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    if _LOG_ENABLED:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _enable_compilation_cache() -> None:
+    """Keeps compiled steps in JAX's persistent cache, so that a resumed or repeated run skips compiling.
+
+    The cache is $JAX_COMPILATION_CACHE_DIR when set, else ~/.cache/jaxconv/xla
+    (under $XDG_CACHE_HOME when set); JAXCONV_COMPILATION_CACHE=0 turns it off.
+    """
+    if os.environ.get("JAXCONV_COMPILATION_CACHE", "1") == "0" or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    import jax
+
+    cache_home = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
+    jax.config.update("jax_compilation_cache_dir", str(cache_home / "jaxconv" / "xla"))
+
+
+def _start_processes(args: argparse.Namespace) -> None:
+    """Joins a multi-process run when launched as one (flags, JAXCONV_* variables, SLURM, TPU pod)."""
+    global _LOG_ENABLED
+    import jax
+
+    from jaxconv.parallel import LaunchError, initialize_distributed
+
+    try:
+        launch = initialize_distributed(args.coordinator, args.num_processes, args.process_id,
+                                        heartbeat_timeout=args.heartbeat_timeout)
+    except LaunchError as e:
+        raise UsageError(str(e)) from None
+    _LOG_ENABLED = jax.process_index() == 0
+    if jax.process_count() > 1:
+        _log(f"multi-process run: {launch}")
 
 
 def default_experiment() -> pathlib.Path | None:
@@ -196,11 +231,13 @@ def _resolved_config(path: pathlib.Path | None, overrides: dict[str, str]):
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     _quiet_backends()
-    from jaxconv.checkpoint import CheckpointMismatch
+    from jaxconv.checkpoint import CheckpointMismatch, CheckpointWriteError
     from jaxconv.data.sources import DatasetUnavailable
-    from jaxconv.train.loop import TrainingDiverged, train
+    from jaxconv.train.loop import TrainingDiverged, WorkdirError, train
 
     overrides = _config_overrides(extra)
+    _enable_compilation_cache()
+    _start_processes(args)
     path = pathlib.Path(args.config) if args.config else default_experiment()
     if path is not None and not path.is_file():
         raise UsageError(f"--config {args.config}: no such experiment file (see experiments/)")
@@ -212,12 +249,16 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     _log(f"experiment {path or 'base config'} -> workdir {workdir.absolute()}")
     try:
         summary = train(config, workdir, log=_log)
-    except (DatasetUnavailable, CheckpointMismatch) as e:
+    except (DatasetUnavailable, CheckpointMismatch, WorkdirError) as e:
         raise UsageError(str(e)) from None
     except TrainingDiverged as e:
         _log(f"jaxconv: training stopped: {e}; the last good checkpoint is kept in {workdir / 'checkpoints'}")
         return EXIT_FAILURE
-    print(format_train_summary(summary))
+    except CheckpointWriteError as e:
+        print(f"jaxconv: training stopped: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    if _LOG_ENABLED:
+        print(format_train_summary(summary))
     return 0
 
 
@@ -249,6 +290,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from jaxconv.train.config import ConfigError, validate
     from jaxconv.train.loop import evaluate_checkpoint
 
+    _enable_compilation_cache()
     workdir = pathlib.Path(args.workdir)
     config_path = workdir / "config.json"
     if not config_path.is_file():
@@ -293,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an experiment (default: experiments/default.py); resumes a workdir")
     p.add_argument("--config", help="an experiment file defining get_config() (default: experiments/default.py)")
     p.add_argument("--workdir", help="where checkpoints, metrics and the summary go (default: runs/<experiment>)")
+    launch = p.add_argument_group("multi-process runs (SLURM `srun` and Cloud TPU pods are detected by themselves)")
+    launch.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (or JAXCONV_COORDINATOR)")
+    launch.add_argument("--num-processes", type=_positive_int, metavar="N", help="or JAXCONV_NUM_PROCESSES")
+    launch.add_argument("--process-id", type=int, metavar="K", help="0..N-1 (or JAXCONV_PROCESS_ID)")
+    launch.add_argument("--heartbeat-timeout", type=_positive_int, default=100, metavar="SECONDS",
+                        help="stop with an error when another process has been silent this long (default 100)")
     p.epilog = "Any config value can be overridden with --config.KEY=VALUE, e.g. --config.num_train_steps=100."
     p.set_defaults(func=cmd_train, takes_extra=True)
 

@@ -14,6 +14,9 @@ Either way the canonical state — what checkpoints store — is the mesh-replic
 
 from __future__ import annotations
 
+import os
+import pathlib
+import re
 from collections.abc import Callable
 
 import jax
@@ -22,6 +25,97 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 AXIS = "data"
+
+
+class LaunchError(ValueError):
+    """The multi-process launch settings are incomplete or inconsistent."""
+
+
+def detect_cluster() -> str | None:
+    """'slurm' under `srun` with several tasks, 'tpu' on a Cloud TPU VM, else None.
+
+    These are the launches `jax.distributed.initialize()` configures by itself.
+    """
+    env = os.environ
+    slurm_keys = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+    if all(k in env for k in slurm_keys) and int(env["SLURM_NTASKS"]) > 1:
+        return "slurm"
+    if env.get("TPU_WORKER_HOSTNAMES", "").count(",") or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
+        return "tpu"
+    if env.get("TPU_ACCELERATOR_TYPE") and pathlib.Path("/dev/accel0").exists():
+        return "tpu"
+    return None
+
+
+def initialize_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    heartbeat_timeout: int = 100,
+    initialization_timeout: int = 300,
+) -> str:
+    """Starts JAX's multi-controller runtime when this is one process of several; describes the launch.
+
+    Explicit settings (arguments, or JAXCONV_COORDINATOR / JAXCONV_NUM_PROCESSES /
+    JAXCONV_PROCESS_ID) win; otherwise SLURM (`srun`) and Cloud TPU pods are detected.
+    Must run before anything else touches JAX's devices. If a process dies, the others stop
+    with an error within about ``heartbeat_timeout`` seconds instead of waiting forever.
+    """
+    env = os.environ
+    coordinator = coordinator or env.get("JAXCONV_COORDINATOR") or None
+    if num_processes is None and env.get("JAXCONV_NUM_PROCESSES"):
+        num_processes = _integer("JAXCONV_NUM_PROCESSES", env["JAXCONV_NUM_PROCESSES"])
+    if process_id is None and env.get("JAXCONV_PROCESS_ID"):
+        process_id = _integer("JAXCONV_PROCESS_ID", env["JAXCONV_PROCESS_ID"])
+    explicit = {"--coordinator": coordinator, "--num-processes": num_processes, "--process-id": process_id}
+    if any(v is not None for v in explicit.values()):
+        missing = [k for k, v in explicit.items() if v is None]
+        if missing:
+            raise LaunchError(f"{', '.join(missing)} missing: --coordinator HOST:PORT, --num-processes N and "
+                              "--process-id K go together (or JAXCONV_COORDINATOR, JAXCONV_NUM_PROCESSES, "
+                              "JAXCONV_PROCESS_ID)")
+        if not re.fullmatch(r"[\w.\-\[\]:]+:\d+", coordinator):
+            raise LaunchError(f"--coordinator {coordinator!r}: expected HOST:PORT, e.g. 10.0.0.1:12345")
+        if num_processes < 1:
+            raise LaunchError(f"--num-processes {num_processes}: must be at least 1")
+        if not 0 <= process_id < num_processes:
+            raise LaunchError(f"--process-id {process_id}: must be in 0..{num_processes - 1}")
+        if num_processes == 1:
+            return "single process"
+        kind = f"{num_processes} processes, coordinator {coordinator}"
+    else:
+        cluster = detect_cluster()
+        if cluster is None:
+            return "single process"
+        kind = f"{cluster} (detected)"
+    # CPU devices talk to other processes through gloo; GPUs and TPUs ignore this setting.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+        heartbeat_timeout_seconds=heartbeat_timeout,
+        initialization_timeout=initialization_timeout,
+    )
+    return f"{kind}: process {jax.process_index()} of {jax.process_count()}, {jax.local_device_count()} local devices"
+
+
+def _integer(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise LaunchError(f"{name}={text!r}: expected an integer") from None
+
+
+def on_first_process(fn: Callable[[], None], name: str = "jaxconv_prepare") -> None:
+    """Runs ``fn`` on process 0 while the others wait at a barrier (a no-op barrier alone)."""
+    from jax.experimental import multihost_utils
+
+    if jax.process_index() == 0:
+        fn()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 def data_mesh() -> Mesh:
@@ -113,4 +207,5 @@ class DataParallel:
         return tree
 
 
-__all__ = ["AXIS", "DataParallel", "data_mesh"]
+__all__ = ["AXIS", "DataParallel", "LaunchError", "data_mesh", "detect_cluster", "initialize_distributed",
+           "on_first_process"]

@@ -9,7 +9,11 @@ replaying the stream (see ``jaxconv.data.pipeline``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import io
+import json
 import os
 import pathlib
 import socket
@@ -156,34 +160,112 @@ def _is_image(path: pathlib.Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _class_files(root: pathlib.Path) -> dict[str, list[str]]:
+def _class_files(root: pathlib.Path) -> tuple[dict[str, list[str]], list[str]]:
+    """Image files per class subfolder, and the other files found there (relative to root)."""
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    return {
-        c: sorted(str(p.relative_to(root)) for p in (root / c).rglob("*") if _is_image(p)) for c in classes
-    }
+    images, others = {}, []
+    for c in classes:
+        images[c] = []
+        for path in sorted((root / c).rglob("*")):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            (images[c] if _is_image(path) else others).append(str(path.relative_to(root)))
+    return images, others
+
+
+def _scan_cache_path(root: pathlib.Path) -> pathlib.Path:
+    cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "jaxconv" / "folder_scans"
+    return cache / (hashlib.sha1(str(root.resolve()).encode()).hexdigest() + ".json")
+
+
+def decodable(root: pathlib.Path, files: Sequence[str]) -> list[bool]:
+    """Which files TensorFlow can decode as images, checked in parallel, remembered by size and mtime."""
+    cache_path = _scan_cache_path(root)
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+
+    def key(name):
+        stat = (root / name).stat()
+        return f"{name}|{stat.st_size}|{stat.st_mtime_ns}"
+
+    keys = [key(f) for f in files]
+    unknown = [i for i, k in enumerate(keys) if k not in cache]
+    if unknown:
+        paths = tf.constant([str(root / files[i]) for i in unknown])
+        ds = tf.data.Dataset.from_tensor_slices((tf.range(len(unknown)), paths))
+        ds = ds.map(lambda i, p: (i, tf.shape(tf.io.decode_image(tf.io.read_file(p), channels=3,
+                                                                   expand_animations=False))),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.ignore_errors()
+        good = {int(i) for i, _ in ds.as_numpy_iterator()}
+        for j, i in enumerate(unknown):
+            cache[keys[i]] = j in good
+        try:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            cache_path.write_text(json.dumps(cache))
+        except OSError:
+            pass  # the scan is only a cache
+    return [bool(cache[k]) for k in keys]
 
 
 EVAL_DIR_NAMES = ("val", "validation", "test", "eval")
 
 
-def folder_splits(root: str | os.PathLike, eval_fraction: float = 0.1) -> dict[str, FolderSource]:
+@dataclasses.dataclass
+class FolderScan:
+    """What folder_splits found: the usable images, and what it skipped."""
+
+    skipped: list[str]  # relative to the dataset root: non-image and undecodable files
+
+    def report(self, root) -> str | None:
+        if not self.skipped:
+            return None
+        shown = ", ".join(self.skipped[:5]) + (f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else "")
+        return f"folder {root}: skipped {len(self.skipped)} files that are not readable images ({shown})"
+
+
+def folder_splits(root: str | os.PathLike, eval_fraction: float = 0.1,
+                  log: Callable[[str], None] | None = None) -> dict[str, FolderSource]:
     """The 'train' and 'eval' splits of a folder of class subfolders.
 
     ``root/train/<class>/…`` with ``root/val|validation|test/<class>/…`` uses those splits;
     otherwise ``root/<class>/…`` is split deterministically, ``eval_fraction`` of each class's
-    files (chosen by a hash of the path) held out for evaluation.
+    files (chosen by a hash of the path) held out for evaluation. Files that are not images,
+    or that do not decode, are skipped and reported; grayscale and RGBA images are read as RGB.
+    A class in the evaluation split that training does not have, or an empty split, raises
+    DatasetUnavailable naming it.
     """
     root = pathlib.Path(root).expanduser()
     if not root.is_dir():
         raise DatasetUnavailable(f"dataset 'folder': {root} is not a directory; point folder at a directory of "
                                  "class subfolders (root/<class>/<image>)")
     eval_dir = next((root / n for n in EVAL_DIR_NAMES if (root / n).is_dir()), None)
+    skipped: list[str] = []
+
+    def usable(base: pathlib.Path) -> dict[str, list[str]]:
+        by_class, others = _class_files(base)
+        prefix = "" if base == root else f"{base.relative_to(root)}/"
+        skipped.extend(prefix + f for f in others)
+        names = [f for c in by_class for f in by_class[c]]
+        ok = dict(zip(names, decodable(base, names)))
+        skipped.extend(prefix + f for f in names if not ok[f])
+        return {c: [f for f in files if ok[f]] for c, files in by_class.items()}
+
     if (root / "train").is_dir() and eval_dir is not None:
-        train, held_out = _class_files(root / "train"), _class_files(eval_dir)
-        classes = sorted(set(train) | set(held_out))
+        train, held_out = usable(root / "train"), usable(eval_dir)
+        classes = sorted(train)
+        strangers = [c for c in held_out if c not in train and held_out[c]]
+        if strangers:
+            example = f"{eval_dir.name}/{held_out[strangers[0]][0]}"
+            raise DatasetUnavailable(
+                f"dataset 'folder': {example} has label {strangers[0]!r}, which is outside the {len(classes)} "
+                f"training classes ({', '.join(classes)})"
+            )
         parts = {"train": (root / "train", train), "eval": (eval_dir, held_out)}
     else:
-        files = _class_files(root)
+        files = usable(root)
         classes = sorted(files)
         parts = {"train": (root, {}), "eval": (root, {})}
         for c, names in files.items():
@@ -192,12 +274,15 @@ def folder_splits(root: str | os.PathLike, eval_fraction: float = 0.1) -> dict[s
                 parts["eval" if held else "train"][1].setdefault(c, []).append(name)
     if not classes:
         raise DatasetUnavailable(f"dataset 'folder': {root} has no class subfolders (expected root/<class>/<image>)")
+    report = FolderScan(skipped).report(root)
+    if report and log is not None:
+        log(report)
     sources = {}
     for split, (base, by_class) in parts.items():
         files = [f for c in classes for f in by_class.get(c, [])]
         labels = [i for i, c in enumerate(classes) for _ in by_class.get(c, [])]
         if not files:
-            raise DatasetUnavailable(f"dataset 'folder': the {split} split of {base} has no images "
+            raise DatasetUnavailable(f"dataset 'folder': the {split} split ({base}) has no readable images "
                                      f"({', '.join(IMAGE_SUFFIXES)})")
         sources[split] = FolderSource(base, files, labels, classes)
     return sources
@@ -273,7 +358,8 @@ def prepare(
         )
     what = "generating" if spec.tfds_name == "jaxconv_shapes" else "downloading and preparing"
     log(f"{what} {spec.name} into {data_path} (once)")
-    builder.download_and_prepare(file_format="array_record")
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints its own banner to stdout
+        builder.download_and_prepare(file_format="array_record")
 
 
 def open_dataset(
@@ -284,19 +370,30 @@ def open_dataset(
     folder: str | None = None,
     shapes_examples: tuple[int, int] = (20_000, 2_000),
     log: Callable[[str], None] = print,
+    prepare_first: Callable[[Callable[[], None]], None] | None = None,
 ) -> tuple[DatasetSpec, dict[str, Source]]:
-    """Opens the 'train' and 'eval' splits of a dataset, preparing it first if needed."""
+    """Opens the 'train' and 'eval' splits of a dataset, preparing it first if needed.
+
+    ``prepare_first(fn)``, in multi-process runs, calls ``fn`` on one process while the
+    others wait (so that two processes never write the same dataset at once); afterwards
+    every process prepares its own copy if it cannot see the shared one.
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     spec = DATASETS[name]
     if name == "folder":
         if not folder:
             raise DatasetUnavailable("dataset 'folder' needs folder=<directory of class subfolders>")
-        sources = folder_splits(folder)
+        sources = folder_splits(folder, log=log)
         spec = dataclasses.replace(spec, num_classes=sources["train"].num_classes)
         return spec, sources
     builder = tfds_builder(spec, data_dir, image_size=image_size, shapes_examples=shapes_examples)
-    prepare(builder, spec, data_dir, log)
+    if prepare_first is None:
+        prepare(builder, spec, data_dir, log)
+    else:  # several processes: one prepares while the others wait, then each checks its own copy
+        prepare_first(lambda: prepare(builder, spec, data_dir, log))
+        builder = tfds_builder(spec, data_dir, image_size=image_size, shapes_examples=shapes_examples)
+        prepare(builder, spec, data_dir, log)
     return spec, {
         "train": TFDSSource(builder, spec.train_split, spec),
         "eval": TFDSSource(builder, spec.eval_split, spec),

@@ -22,6 +22,7 @@ SCHEDULES = ("constant", "step", "cosine")
 PARALLEL = ("shard_map", "pmap")
 BN_MODES = ("sync", "local")
 DTYPES = ("float32", "bfloat16")
+NAN_POLICIES = ("stop", "rollback")
 
 
 class ConfigError(ValueError):
@@ -78,6 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every_steps = 1000
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3  # the last N, plus the best by top-1
+    c.nan_policy = "stop"  # stop | rollback (to the last checkpoint, with the learning rate x rollback_lr_factor)
+    c.max_rollbacks = 3
+    c.rollback_lr_factor = 0.5
     # Hardware.
     c.parallel = "shard_map"  # shard_map (jit over a mesh of all devices) | pmap
     c.bn_mode = "sync"  # sync: statistics of the global batch | local: per device
@@ -214,6 +218,8 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     _choice(c, "dataset", tuple(DATASETS))
     if c.dataset == "folder" and not c.folder:
         raise ConfigError("folder", c.folder, "dataset 'folder' needs the root of the class subfolders")
+    if isinstance(c.max_rollbacks, bool) or not isinstance(c.max_rollbacks, int) or c.max_rollbacks < 0:
+        raise ConfigError("max_rollbacks", c.max_rollbacks, "must be a non-negative integer")
     for key in ("shapes_train_examples", "shapes_test_examples", "batch_size", "log_every_steps",
                 "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         _positive_int(c, key)
@@ -244,6 +250,8 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
         raise ConfigError("decay_epochs", decay, "must be increasing positive epochs, e.g. 30,60,80")
     c.decay_epochs = tuple(float(e) for e in decay)
     _choice(c, "optimizer", OPTIMIZERS)
+    _choice(c, "nan_policy", NAN_POLICIES)
+    _number(c, "rollback_lr_factor", 0, 1, low_open=True, high_open=True)
     _choice(c, "schedule", SCHEDULES)
     _choice(c, "parallel", PARALLEL)
     _choice(c, "bn_mode", BN_MODES)

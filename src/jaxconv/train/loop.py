@@ -30,7 +30,7 @@ import numpy as np
 from jaxconv.checkpoint import Checkpoints
 from jaxconv.data import pipeline
 from jaxconv.data.sources import DatasetSpec, Source, open_dataset
-from jaxconv.parallel import AXIS, DataParallel
+from jaxconv.parallel import AXIS, DataParallel, on_first_process
 from jaxconv.registry import get_model
 from jaxconv.train.optim import build_optimizer, learning_rate_schedule
 from jaxconv.train.report import MetricsWriter, Progress
@@ -76,6 +76,7 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         folder=config.folder,
         shapes_examples=(config.shapes_train_examples, config.shapes_test_examples),
         log=log,
+        prepare_first=on_first_process if jax.process_count() > 1 else None,
     )
     dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
     model = get_model(config.model, num_classes=spec.num_classes, dtype=dtype, **dict(config.model_options))
@@ -106,13 +107,25 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
                       schedule, build_optimizer(config, schedule), preprocess, options)
 
 
-def initial_state(exp: Experiment) -> TrainState:
-    """A fresh state, created directly as mesh-replicated arrays."""
+def _state_factory(exp: Experiment) -> tuple[Callable, jax.Array]:
     shape = (1, exp.config.image_size, exp.config.image_size, exp.spec.channels)
     create = partial(create_state, exp.model, exp.tx, input_shape=shape, ema=exp.config.ema_decay is not None)
-    rng = jax.random.PRNGKey(exp.config.seed)
-    abstract = jax.eval_shape(create, rng)
-    shardings = jax.tree_util.tree_map(lambda _: exp.parallel.replicated, abstract)
+    return create, jax.random.PRNGKey(exp.config.seed)
+
+
+def abstract_state(exp: Experiment) -> TrainState:
+    """The shapes, dtypes and (replicated) shardings of the state: the target of a restore, at no compute."""
+    create, rng = _state_factory(exp)
+    return jax.tree_util.tree_map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=exp.parallel.replicated),
+        jax.eval_shape(create, rng),
+    )
+
+
+def initial_state(exp: Experiment) -> TrainState:
+    """A fresh state, created directly as mesh-replicated arrays."""
+    create, rng = _state_factory(exp)
+    shardings = jax.tree_util.tree_map(lambda _: exp.parallel.replicated, jax.eval_shape(create, rng))
     return jax.jit(create, out_shardings=shardings)(rng)
 
 
@@ -130,36 +143,59 @@ def checkpoint_meta(exp: Experiment, step: int) -> dict:
     }
 
 
-def device_batches(exp: Experiment, dataset, prefetch: int = 2) -> Iterator:
+class DeviceBatches:
     """Host batches -> device arrays, a few steps ahead, on a background thread."""
-    queue: list = []
-    lock = threading.Condition()
-    done = object()
-    iterator = pipeline.numpy_batches(dataset)
 
-    def producer():
-        for batch in iterator:
-            arrays = exp.parallel.shard_batch(batch)
-            with lock:
-                while len(queue) >= prefetch:
-                    lock.wait()
-                queue.append(arrays)
-                lock.notify_all()
-        with lock:
-            queue.append(done)
-            lock.notify_all()
+    _DONE = object()
 
-    thread = threading.Thread(target=producer, daemon=True)
-    thread.start()
-    while True:
-        with lock:
-            while not queue:
-                lock.wait()
-            item = queue.pop(0)
-            lock.notify_all()
-        if item is done:
-            return
-        yield item
+    def __init__(self, exp: Experiment, dataset, prefetch: int = 2):
+        self._queue: list = []
+        self._lock = threading.Condition()
+        self._stopped = False
+        self._prefetch = prefetch
+        self._exp = exp
+        self._iterator = pipeline.numpy_batches(dataset)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._produce, daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            for batch in self._iterator:
+                arrays = self._exp.parallel.shard_batch(batch)
+                with self._lock:
+                    while len(self._queue) >= self._prefetch and not self._stopped:
+                        self._lock.wait()
+                    if self._stopped:
+                        return
+                    self._queue.append(arrays)
+                    self._lock.notify_all()
+        except BaseException as e:  # surfaced to the consumer
+            self._error = e
+        with self._lock:
+            self._queue.append(self._DONE)
+            self._lock.notify_all()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        with self._lock:
+            while not self._queue:
+                self._lock.wait()
+            item = self._queue.pop(0)
+            self._lock.notify_all()
+        if item is self._DONE:
+            if self._error is not None:
+                raise self._error
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._queue.clear()
+            self._lock.notify_all()
 
 
 def evaluate(exp: Experiment, state, *, ten_crop: bool = False, limit: int | None = None,
@@ -195,18 +231,43 @@ def evaluate(exp: Experiment, state, *, ten_crop: bool = False, limit: int | Non
 
 
 @contextlib.contextmanager
-def preemption_signal():
-    """Yields a flag set by SIGTERM; the loop saves a checkpoint and stops when it is set."""
+def preemption_notice():
+    """Yields ``preempted(step) -> bool``: whether to save a checkpoint and stop after ``step``.
+
+    One process: a SIGTERM handler sets a flag. Several processes: JAX's preemption service
+    (which owns SIGTERM then) makes every process agree on the same step, so that they all
+    save the same checkpoint.
+    """
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        yield multihost_utils.reached_preemption_sync_point
+        return
     flag = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        yield flag
+        yield lambda step: flag.is_set()
         return
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *_: flag.set())
     try:
-        yield flag
+        yield lambda step: flag.is_set()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class WorkdirError(ValueError):
+    """The workdir cannot be used (not a directory, not writable)."""
+
+
+def ensure_writable(workdir: pathlib.Path) -> None:
+    """Creates the workdir and checks that files can be written there, before any work starts."""
+    probe = workdir / ".jaxconv_write_test"
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise WorkdirError(f"workdir {workdir} is not writable: {e.strerror or e}") from None
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log: Callable[[str], None] = print,
@@ -218,18 +279,19 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
     started = time.time()
     workdir = pathlib.Path(workdir)
     is_main = jax.process_index() == 0
+    if is_main:
+        ensure_writable(workdir)
     exp = build(config, log=log)
-    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
-    state = initial_state(exp)
-    start_step = 0
-    latest = checkpoints.latest_step()
-    if latest is not None:
-        try:
-            state, meta = checkpoints.restore(latest, state)
-        except Exception:
-            checkpoints.close()
-            raise
-        start_step = int(jax.device_get(state.step))
+    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, log=log)
+    try:
+        restored = checkpoints.restore_latest(abstract_state(exp))
+    except Exception:
+        checkpoints.close()
+        raise
+    if restored is None:
+        state, start_step = initial_state(exp), 0
+    else:
+        state, meta, start_step = restored
         log(f"resuming from step {start_step} (epoch {meta.get('epoch', 0):.2f}) in {checkpoints.directory}")
     if is_main:  # only once the checkpoint (if any) is known to fit this config
         (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -238,32 +300,30 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
     summary_path = workdir / "summary.json"
     if start_step >= total:
         log(f"already trained for {total} steps; nothing to do (see {summary_path})")
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"steps": start_step}
         checkpoints.close()
-        return summary
+        writer.close()
+        return json.loads(summary_path.read_text()) if summary_path.exists() else {"steps": start_step}
 
     p_train = exp.parallel.compile(partial(train_step, options=exp.options), donate_state=True, returns_state=True)
     p_eval = exp.parallel.compile(partial(eval_step, options=exp.options), donate_state=False, returns_state=False)
-    train_ds = pipeline.train_dataset(
-        exp.sources["train"],
-        exp.preprocess,
-        global_batch=config.batch_size,
-        seed=config.seed,
-        start_step=start_step,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    batches = device_batches(exp, train_ds)
+
+    def batches_from(step: int) -> DeviceBatches:
+        dataset = pipeline.train_dataset(
+            exp.sources["train"], exp.preprocess, global_batch=config.batch_size, seed=config.seed, start_step=step,
+            process_index=jax.process_index(), process_count=jax.process_count(),
+        )
+        return DeviceBatches(exp, dataset)
+
     progress = Progress(total, start_step, exp.steps_per_epoch, enabled=is_main, stream=progress_stream)
     state = exp.parallel.replicate(state)
+    batches = batches_from(start_step)
     pending: list[tuple[int, dict]] = []
     last_eval: dict | None = None
-    best = {"top1": -1.0, "step": None}
     status = "completed"
-    window_start, window_images = time.time(), 0
+    window = {"start": time.time(), "images": 0}
 
     def flush(step: int) -> None:
-        nonlocal window_start, window_images
+        """Fetches the pending metrics: checks them for NaN/Inf, logs them."""
         fetched = [(s, exp.parallel.first(m)) for s, m in pending]
         pending.clear()
         for s, m in fetched:
@@ -273,7 +333,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
                     f" (learning rate {float(exp.schedule(s - 1)):.4g})"
                 )
         totals = {k: sum(float(m[k]) for _, m in fetched) for k in ("loss", "top1", "top5", "count")}
-        elapsed = time.time() - window_start
+        elapsed = time.time() - window["start"]
         record = {
             "step": step,
             "split": "train",
@@ -283,21 +343,58 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
             "top5": totals["top5"] / totals["count"],
             "learning_rate": float(exp.schedule(step - 1)),
             "grad_norm": float(fetched[-1][1]["grad_norm"]),
-            "images_per_sec": window_images / elapsed if elapsed > 0 else 0.0,
+            "images_per_sec": window["images"] / elapsed if elapsed > 0 else 0.0,
         }
         writer.write(record)
         progress.update(step, record)
-        window_start, window_images = time.time(), 0
+        window.update(start=time.time(), images=0)
 
+    def roll_back(error: TrainingDiverged) -> int:
+        """Restores the last good checkpoint with a lower learning rate; returns its step."""
+        nonlocal state, batches
+        # Counted on the live state: the checkpoint rolled back to predates every rollback after it.
+        rollbacks = int(exp.parallel.first(state.rollbacks))
+        lr_scale = float(exp.parallel.first(state.lr_scale)) * config.rollback_lr_factor
+        if config.nan_policy != "rollback" or rollbacks >= config.max_rollbacks:
+            if config.nan_policy == "rollback":
+                raise TrainingDiverged(f"{error} after {rollbacks} rollbacks (max_rollbacks={config.max_rollbacks})")
+            raise error
+        batches.close()
+        checkpoints.wait()
+        restored = checkpoints.restore_latest(abstract_state(exp))
+        if restored is None:
+            raise TrainingDiverged(f"{error}, and there is no checkpoint to roll back to")
+        good, _, good_step = restored
+        good = good.replace(**exp.parallel.put_replicated({
+            "lr_scale": np.asarray(lr_scale, good.lr_scale.dtype),
+            "rollbacks": np.asarray(rollbacks + 1, good.rollbacks.dtype),
+        }))
+        progress.pause()
+        log(f"{error}: rolled back to step {good_step} with the learning rate x{lr_scale:.3g} "
+            f"(rollback {rollbacks + 1} of at most {config.max_rollbacks})")
+        writer.write({"step": good_step, "split": "rollback", "lr_scale": lr_scale, "rollbacks": rollbacks + 1})
+        state = exp.parallel.replicate(good)
+        batches = batches_from(good_step)
+        return good_step
+
+    failed = True
     try:
-        with preemption_signal() as preempted:
-            for step in range(start_step + 1, total + 1):
+        with preemption_notice() as preempted:
+            step = start_step
+            while step < total:
+                step += 1
                 state, metrics = p_train(state, next(batches))
                 pending.append((step, metrics))
-                window_images += config.batch_size
+                window["images"] += config.batch_size
                 last = step == total
-                if step % config.log_every_steps == 0 or last or preempted.is_set():
-                    flush(step)
+                stop = preempted(step)
+                save = step % config.checkpoint_every_steps == 0 or last or stop
+                try:
+                    if step % config.log_every_steps == 0 or last or (save and pending):
+                        flush(step)  # never checkpoint a state whose loss has not been checked
+                except TrainingDiverged as e:
+                    step = roll_back(e)
+                    continue
                 evaluated = None
                 if step % config.eval_every_steps == 0 or last:
                     progress.pause()
@@ -307,27 +404,29 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
                     writer.write(evaluated)
                     progress.report_eval(evaluated)
                     last_eval = evaluated
-                    if evaluated["top1"] > best["top1"]:
-                        best = {"top1": evaluated["top1"], "step": step}
-                    window_start = time.time()
-                if step % config.checkpoint_every_steps == 0 or last or preempted.is_set():
-                    if pending:  # never checkpoint a state whose loss has not been checked
-                        flush(step)
+                    window["start"] = time.time()
+                if save:
                     metrics_for_ckpt = {"top1": evaluated["top1"]} if evaluated else None
                     checkpoints.save(step, exp.parallel.canonical(state), checkpoint_meta(exp, step), metrics_for_ckpt)
-                if preempted.is_set() and not last:
+                if stop and not last:
                     status = "preempted"
                     progress.close()
                     log(f"SIGTERM: stopped at step {step} and saved a checkpoint; run the same command to resume")
                     break
+        failed = False
     finally:
+        batches.close()
         progress.close()
-        checkpoints.wait()
-        checkpoints.close()
-        writer.close()
+        try:
+            checkpoints.wait()
+        except Exception:
+            if not failed:
+                raise
+        finally:
+            checkpoints.close()
+            writer.close()
 
     final_step = int(exp.parallel.first(state.step))
-    best = best_eval(workdir) or (best if best["step"] is not None else None)
     summary = {
         "status": status,
         "model": config.model,
@@ -335,7 +434,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
         "steps": final_step,
         "epochs": final_step / exp.steps_per_epoch,
         "final_eval": last_eval,
-        "best_eval": best,
+        "best_eval": best_eval(workdir) if is_main else None,
+        "rollbacks": int(exp.parallel.first(state.rollbacks)),
         "wall_time_s": time.time() - started,
         "devices": exp.parallel.device_count,
         "processes": jax.process_count(),
@@ -367,16 +467,19 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathli
     exp = build(config, log=log)
     if split is not None and split != exp.spec.eval_split:
         exp = _with_split(exp, split)
-    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, read_only=True)
+    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, log=log)
     try:
         steps = checkpoints.all_steps()
         if not steps:
             raise FileNotFoundError(f"no checkpoint in {checkpoints.directory}")
-        step = steps[-1] if step is None else step
-        if step not in steps:
+        if step is not None and step not in steps:
             raise FileNotFoundError(f"no checkpoint for step {step} in {checkpoints.directory}; "
                                     f"there are {', '.join(map(str, steps))}")
-        state, _ = checkpoints.restore(step, initial_state(exp))
+        restored = checkpoints.restore_latest(abstract_state(exp), step=step)
+        if restored is None:
+            raise FileNotFoundError(f"no readable checkpoint in {checkpoints.directory} (the broken ones were moved "
+                                    f"to {checkpoints.broken_directory})")
+        state, _, step = restored
     finally:
         checkpoints.close()
     result = evaluate(exp, exp.parallel.replicate(state), ten_crop=ten_crop)

@@ -17,6 +17,7 @@ class TrainState(flax.struct.PyTreeNode):
     ``rng`` is a raw uint32 key; per-step randomness is ``fold_in(rng, step)``, so a run
     resumed from a checkpoint draws the same dropout masks as one that never stopped.
     ``ema_params`` is an exponential moving average of ``params`` (None when disabled).
+    ``lr_scale`` multiplies every update (lowered after a NaN rollback); ``rollbacks`` counts them.
     """
 
     step: jax.Array
@@ -24,6 +25,8 @@ class TrainState(flax.struct.PyTreeNode):
     batch_stats: Any
     opt_state: Any
     rng: jax.Array
+    lr_scale: jax.Array
+    rollbacks: jax.Array
     ema_params: Any = None
     apply_fn: Callable = flax.struct.field(pytree_node=False, default=None)
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False, default=None)
@@ -43,6 +46,8 @@ def create_state(model, tx, rng: jax.Array, input_shape: tuple[int, ...], *, ema
         batch_stats=variables.get("batch_stats", {}),
         opt_state=tx.init(params),
         rng=state_rng,
+        lr_scale=jnp.ones((), jnp.float32),
+        rollbacks=jnp.zeros((), jnp.int32),
         ema_params=jax.tree_util.tree_map(jnp.copy, params) if ema else None,
         apply_fn=model.apply,
         tx=tx,

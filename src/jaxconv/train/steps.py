@@ -73,6 +73,7 @@ def train_step(state: TrainState, batch: dict, options: StepOptions) -> tuple[Tr
     if options.bn_mode == "local":
         batch_stats = lax.pmean(batch_stats, axis)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
     params = optax.apply_updates(state.params, updates)
     ema_params = state.ema_params
     if options.ema_decay is not None:

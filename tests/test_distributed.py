@@ -1,0 +1,135 @@
+"""Several processes on one machine: JAX's distributed runtime over 127.0.0.1 with gloo collectives.
+
+Two processes with four virtual CPU devices each must train exactly like one process with
+eight devices; when one process dies, the other must stop with an error, not hang.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from jaxconv.checkpoint import Checkpoints
+from jaxconv.cli import main
+from jaxconv.parallel import LaunchError, initialize_distributed
+from jaxconv.train.config import load_config, validate
+from jaxconv.train.loop import train
+from tiny import write_experiment
+
+pytestmark = pytest.mark.xdist_group("distributed")
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distributed")
+    return write_experiment(root / "exp.py", root / "tfds", augment="cifar", checkpoint_every_steps=4)
+
+
+def launch(experiment, workdir, devices, *extra) -> subprocess.Popen:
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxconv.cli", "train", "--config", str(experiment), "--workdir", str(workdir), *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def final_params(workdir: pathlib.Path):
+    checkpoints = Checkpoints(workdir, read_only=True)
+    step = checkpoints.latest_step()
+    # Written by processes with other devices: restore onto this process's first device.
+    here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=here),
+                                    checkpoints.manager.item_metadata(step)["state"]["params"])
+    checkpoints.close()
+    restored = ocp.PyTreeCheckpointer().restore(checkpoints.step_directory(step) / "state", args=ocp.args.PyTreeRestore(
+        item={"params": target}, restore_args=ocp.checkpoint_utils.construct_restore_args({"params": target}),
+        partial_restore=True))
+    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(restored["params"])}
+
+
+def test_two_processes_train_like_one_process_with_the_same_devices(experiment, tmp_path):
+    # The reference: this process, with the same eight devices as the two processes have together.
+    config = validate(load_config(experiment), device_count=jax.device_count())
+    assert jax.device_count() == 8
+    reference = train(config, tmp_path / "single", log=lambda _: None)
+
+    port = free_port()
+    workdir = tmp_path / "multi"
+    processes = [launch(experiment, workdir, 4, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                        "--process-id", str(k)) for k in range(2)]
+    results = [p.communicate(timeout=600) for p in processes]
+    for p, (_, err) in zip(processes, results):
+        assert p.returncode == 0, err
+    assert "multi-process run: 2 processes" in results[0][1]
+    gloo = r"\[Gloo\]|Rank \d+ is connected to \d+ peer ranks\. Expected number of connected peer ranks is : \d+"
+    assert re.sub(gloo, "", results[1][0] + results[1][1]).split() == []  # only process 0 reports (gloo's C++ aside)
+
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["devices"] == 8 and reference["devices"] == 8
+    assert summary["final_eval"]["examples"] == reference["final_eval"]["examples"] == 40
+    assert summary["final_eval"]["loss"] == pytest.approx(reference["final_eval"]["loss"], rel=1e-5)
+    multi, single_params = final_params(workdir), final_params(tmp_path / "single")
+    assert multi.keys() == single_params.keys()
+    for key in multi:
+        np.testing.assert_allclose(multi[key], single_params[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_when_one_process_dies_the_other_stops_within_a_bounded_time(experiment, tmp_path):
+    port = free_port()
+    workdir = tmp_path / "run"
+    slow = ["--config.num_train_steps=100000", "--config.checkpoint_every_steps=100000", "--heartbeat-timeout", "10"]
+    processes = [launch(experiment, workdir, 4, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                        "--process-id", str(k), *slow) for k in range(2)]
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):  # both are training
+        assert time.time() < deadline and all(p.poll() is None for p in processes)
+        time.sleep(0.2)
+    processes[1].send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    try:
+        _, err = processes[0].communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        processes[0].kill()
+        pytest.fail("the surviving process did not stop within 120 s")
+    processes[1].communicate()
+    assert processes[0].returncode != 0
+    assert time.time() - killed_at < 120
+    assert err.strip(), "the surviving process must say why it stopped"
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        ({"coordinator": "127.0.0.1:1234"}, "--num-processes, --process-id missing"),
+        ({"coordinator": "nohostport", "num_processes": 2, "process_id": 0}, "expected HOST:PORT"),
+        ({"coordinator": "127.0.0.1:1234", "num_processes": 2, "process_id": 2}, "must be in 0..1"),
+    ],
+)
+def test_incomplete_launch_settings_are_refused(kwargs, needle):
+    with pytest.raises(LaunchError, match=needle):
+        initialize_distributed(**kwargs)
+
+
+def test_launch_settings_error_from_the_command_line(tmp_path, capsys):
+    assert main(["train", "--workdir", str(tmp_path / "w"), "--process-id", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--coordinator, --num-processes missing" in err and not (tmp_path / "w").exists()

@@ -1,0 +1,251 @@
+"""Faults: broken and interrupted checkpoints, full disks, unwritable workdirs, NaN rollback, bad images."""
+
+from __future__ import annotations
+
+import errno
+import json
+import pathlib
+import re
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import tensorflow as tf
+
+from jaxconv.checkpoint import MANIFEST, CheckpointWriteError, Checkpoints, KeepSealed
+from jaxconv.cli import main
+from jaxconv.data.sources import DatasetUnavailable, folder_splits
+from jaxconv.train.config import validate
+from jaxconv.train.loop import TrainingDiverged, train
+from tiny import tiny_config
+
+pytestmark = pytest.mark.xdist_group("faults")
+
+
+def toy_state(value: float) -> dict:
+    return {"w": jnp.full((64, 64), value, jnp.float32), "b": jnp.full((8,), value, jnp.float32)}
+
+
+def saved(tmp_path, steps=(1, 2), keep=3) -> tuple[Checkpoints, list[str]]:
+    messages: list[str] = []
+    checkpoints = Checkpoints(tmp_path, keep=keep, log=messages.append)
+    for step in steps:
+        checkpoints.save(step, toy_state(step), {"step": step})
+        checkpoints.wait()
+    return checkpoints, messages
+
+
+def largest_file(directory: pathlib.Path) -> pathlib.Path:
+    return max((p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST), key=lambda p: p.stat().st_size)
+
+
+# --- broken checkpoints ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["truncate", "corrupt"])
+def test_a_broken_latest_checkpoint_is_set_aside_and_the_previous_one_used(tmp_path, damage):
+    checkpoints, messages = saved(tmp_path)
+    assert (checkpoints.step_directory(2) / MANIFEST).exists()  # sealed once written
+    victim = largest_file(checkpoints.step_directory(2))
+    data = victim.read_bytes()
+    if damage == "truncate":
+        victim.write_bytes(data[: len(data) // 2])
+    else:
+        victim.write_bytes(data[:-16] + bytes(b ^ 0xFF for b in data[-16:]))
+    state, meta, step = checkpoints.restore_latest(toy_state(0.0))
+    assert step == 1 and meta["step"] == 1 and float(state["w"][0, 0]) == 1.0
+    assert len(messages) == 1 and messages[0].startswith("checkpoint 2 is broken")
+    assert ("truncated" if damage == "truncate" else "checksum") in messages[0]
+    kept = list((tmp_path / "broken_checkpoints").iterdir())
+    assert len(kept) == 1 and kept[0].name.startswith("2-")  # kept for inspection, not deleted
+    assert checkpoints.all_steps() == [1]
+    checkpoints.close()
+
+
+def test_an_unsealed_unreadable_checkpoint_is_also_caught(tmp_path):
+    checkpoints, messages = saved(tmp_path)
+    directory = checkpoints.step_directory(2)
+    (directory / MANIFEST).unlink()  # as if killed right after the save, before sealing
+    for path in directory.rglob("*"):
+        if path.is_file() and path.stat().st_size > 0 and "state" in str(path):
+            path.write_bytes(b"\0")
+    _, _, step = checkpoints.restore_latest(toy_state(0.0))
+    assert step == 1 and "unreadable" in messages[0]
+    checkpoints.close()
+
+
+def test_an_interrupted_write_is_never_restored_and_is_cleaned_up(tmp_path):
+    checkpoints, _ = saved(tmp_path)
+    checkpoints.close()
+    partial = tmp_path / "checkpoints" / "3.orbax-checkpoint-tmp"  # what a SIGKILL mid-write leaves
+    shutil.copytree(tmp_path / "checkpoints" / "2", partial)
+    largest_file(partial).write_bytes(b"")
+    reopened = Checkpoints(tmp_path, keep=3)
+    assert reopened.all_steps() == [1, 2]
+    state, _, step = reopened.restore_latest(toy_state(0.0))
+    assert step == 2
+    reopened.save(3, state, {"step": 3})  # the resumed run writes step 3 again, cleanly
+    reopened.wait()
+    assert not partial.exists() and reopened.all_steps() == [1, 2, 3] and reopened.is_sealed(3)
+    reopened.close()
+
+
+def test_no_good_checkpoint_is_deleted_while_the_newest_is_unsealed():
+    sealed = {1, 2, 3}
+    policy = KeepSealed(keep=1, is_sealed=lambda step: step in sealed)
+
+    class Info:
+        def __init__(self, step, top1=None):
+            self.step, self.metrics = step, None if top1 is None else {"top1": top1}
+
+    infos = [Info(1, 0.9), Info(2), Info(3), Info(4)]
+    assert policy.should_preserve(infos, context=None) == [True, False, True, True]
+    sealed.add(4)
+    assert policy.should_preserve(infos, context=None) == [True, False, False, True]
+
+
+def test_eval_uses_the_previous_checkpoint_when_the_latest_is_broken(tmp_path):
+    # (through the same restore path as training; see test_train for a full run)
+    checkpoints, messages = saved(tmp_path, steps=(1, 2, 3))
+    largest_file(checkpoints.step_directory(3)).write_bytes(b"x")
+    with pytest.raises(ValueError, match="checkpoint 3 .* is broken"):
+        checkpoints.restore_latest(toy_state(0.0), step=3)  # an explicitly requested step is not replaced
+    _, _, step = checkpoints.restore_latest(toy_state(0.0))
+    assert step == 2
+    checkpoints.close()
+
+
+# --- writes that fail ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tfds")
+
+
+def tiny(data_dir, **changes):
+    return validate(tiny_config(data_dir, log_every_steps=1, **changes), device_count=jax.device_count())
+
+
+def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
+    original = ocp.CheckpointManager.save
+
+    def save(self, step, *args, **kwargs):  # the disk fills up before step 6 is written
+        if step >= 6:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    with pytest.raises(CheckpointWriteError) as error:
+        train(tiny(data_dir), tmp_path / "run", log=lambda _: None)
+    assert "could not write checkpoint 6" in str(error.value)
+    assert "No space left on device" in str(error.value) and "the last good checkpoint (4) is kept" in str(error.value)
+    assert Checkpoints(tmp_path / "run", read_only=True).all_steps() == [2, 4]
+
+
+def test_an_unwritable_workdir_is_reported_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    assert main(["train", "--workdir", str(blocker / "run"), "--config.num_train_steps=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) <= 3 and "is not writable" in err[-1]
+
+
+# --- NaN rollback ---------------------------------------------------------------------------------------
+
+
+def poison_input(monkeypatch, at_step: int, only_first_time: bool):
+    """Makes the images of one step NaN, so that its loss is NaN: a stand-in for a numerical blow-up.
+
+    (Poisoning the input rather than the step keeps the compiled step the one other tests use.)
+    """
+    from jaxconv.data import pipeline
+
+    real = pipeline.train_dataset
+    poisoned = []
+
+    def train_dataset(*args, start_step=0, **kwargs):
+        dataset = real(*args, start_step=start_step, **kwargs)
+        if only_first_time and poisoned:
+            return dataset
+        poisoned.append(start_step)
+
+        def poison(step, batch):
+            return {**batch, "image": tf.where(step == at_step, batch["image"] * np.nan, batch["image"])}
+
+        return tf.data.Dataset.zip(tf.data.Dataset.range(start_step + 1, 2**62), dataset).map(poison)
+
+    monkeypatch.setattr(pipeline, "train_dataset", train_dataset)
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
+    poison_input(monkeypatch, at_step=5, only_first_time=False)
+    with pytest.raises(TrainingDiverged, match="became (NaN|infinite) at step 5"):
+        train(tiny(data_dir), tmp_path / "run", log=lambda _: None)  # nan_policy="stop", the default
+    assert Checkpoints(tmp_path / "run", read_only=True).all_steps() == [2, 4]  # nothing from step 5 on
+
+
+def test_nan_rollback_restores_the_last_checkpoint_with_a_lower_learning_rate(data_dir, tmp_path, monkeypatch):
+    poison_input(monkeypatch, at_step=5, only_first_time=True)
+    messages: list[str] = []
+    summary = train(tiny(data_dir, nan_policy="rollback"), tmp_path / "run", log=messages.append)
+    assert summary["status"] == "completed" and summary["steps"] == 8 and summary["rollbacks"] == 1
+    assert any(re.search("became (NaN|infinite) at step 5", m) and "rolled back to step 4" in m and "x0.5" in m
+               and "rollback 1 of at most 3" in m for m in messages)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"step": 4, "split": "rollback", "lr_scale": 0.5, "rollbacks": 1} in records
+
+
+def test_nan_rollbacks_are_bounded(data_dir, tmp_path, monkeypatch):
+    poison_input(monkeypatch, at_step=5, only_first_time=False)
+    with pytest.raises(TrainingDiverged, match="after 2 rollbacks"):
+        train(tiny(data_dir, nan_policy="rollback", max_rollbacks=2), tmp_path / "run", log=lambda _: None)
+
+
+# --- bad images in a folder ---------------------------------------------------------------------------------
+
+
+def write(path: pathlib.Path, pixels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tf.io.write_file(str(path), tf.io.encode_png(pixels))
+
+
+def test_folder_skips_and_counts_bad_files_and_converts_colour_modes(tmp_path):
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        for i in range(6):
+            write(tmp_path / c / f"{i}.png", rng.integers(0, 255, (9, 9, 3), dtype=np.uint8))
+    write(tmp_path / "cat" / "gray.png", rng.integers(0, 255, (9, 9, 1), dtype=np.uint8))
+    write(tmp_path / "dog" / "rgba.png", rng.integers(0, 255, (9, 9, 4), dtype=np.uint8))
+    (tmp_path / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    messages: list[str] = []
+    sources = folder_splits(tmp_path, log=messages.append)
+    assert len(sources["train"]) + len(sources["eval"]) == 14
+    assert len(messages) == 1 and "skipped 2 files" in messages[0]
+    assert "cat/broken.jpg" in messages[0] and "dog/notes.txt" in messages[0]
+    everything = [sources[s] for s in ("train", "eval")]
+    names = {f: (src, i) for src in everything for i, f in enumerate(src._paths)}
+    for name in ("gray.png", "rgba.png"):
+        src, index = next(v for k, v in names.items() if k.endswith(name))
+        image, _ = src.decode(tf.constant(src.fetch(np.array([index]))[0]))
+        assert image.shape == (9, 9, 3)
+
+
+def test_folder_label_outside_the_training_classes_names_the_file(tmp_path):
+    write(tmp_path / "train" / "cat" / "0.png", np.zeros((4, 4, 3), np.uint8))
+    write(tmp_path / "val" / "cat" / "0.png", np.zeros((4, 4, 3), np.uint8))
+    write(tmp_path / "val" / "zebra" / "7.png", np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(DatasetUnavailable, match=r"val/zebra/7.png has label 'zebra', which is outside the 1 "):
+        folder_splits(tmp_path)
+
+
+def test_folder_empty_split_names_it(tmp_path):
+    write(tmp_path / "train" / "cat" / "0.png", np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "val" / "cat").mkdir(parents=True)
+    (tmp_path / "val" / "cat" / "junk.png").write_bytes(b"junk")
+    with pytest.raises(DatasetUnavailable, match=r"the eval split \(.*val\) has no readable images"):
+        folder_splits(tmp_path)
