@@ -1,7 +1,7 @@
 """Several processes on one machine: JAX's distributed runtime over 127.0.0.1 with gloo collectives.
 
-Two processes with four virtual CPU devices each must train exactly like one process with
-eight devices; when one process dies, the other must stop with an error, not hang.
+Two processes with two virtual CPU devices each must train exactly like one process with
+four devices; when one process dies, the other must stop with an error, not hang.
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ import pytest
 
 from jaxconv.checkpoint import Checkpoints
 from jaxconv.cli import main
-from jaxconv.parallel import LaunchError, initialize_distributed
-from jaxconv.train.config import load_config, validate
-from jaxconv.train.loop import train
+from jaxconv.parallel import LaunchError, detect_cluster, initialize_distributed
 from tiny import write_experiment
 
 pytestmark = pytest.mark.xdist_group("distributed")
@@ -66,14 +64,14 @@ def final_params(workdir: pathlib.Path):
 
 
 def test_two_processes_train_like_one_process_with_the_same_devices(experiment, tmp_path):
-    # The reference: this process, with the same eight devices as the two processes have together.
-    config = validate(load_config(experiment), device_count=jax.device_count())
-    assert jax.device_count() == 8
-    reference = train(config, tmp_path / "single", log=lambda _: None)
+    single = launch(experiment, tmp_path / "single", 4)
+    _, err = single.communicate(timeout=600)
+    assert single.returncode == 0, err
+    reference = json.loads((tmp_path / "single" / "summary.json").read_text())
 
     port = free_port()
     workdir = tmp_path / "multi"
-    processes = [launch(experiment, workdir, 4, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+    processes = [launch(experiment, workdir, 2, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
                         "--process-id", str(k)) for k in range(2)]
     results = [p.communicate(timeout=600) for p in processes]
     for p, (_, err) in zip(processes, results):
@@ -83,7 +81,7 @@ def test_two_processes_train_like_one_process_with_the_same_devices(experiment, 
     assert re.sub(gloo, "", results[1][0] + results[1][1]).split() == []  # only process 0 reports (gloo's C++ aside)
 
     summary = json.loads((workdir / "summary.json").read_text())
-    assert summary["processes"] == 2 and summary["devices"] == 8 and reference["devices"] == 8
+    assert summary["processes"] == 2 and summary["devices"] == 4 and reference["devices"] == 4
     assert summary["final_eval"]["examples"] == reference["final_eval"]["examples"] == 40
     assert summary["final_eval"]["loss"] == pytest.approx(reference["final_eval"]["loss"], rel=1e-5)
     multi, single_params = final_params(workdir), final_params(tmp_path / "single")
@@ -96,7 +94,7 @@ def test_when_one_process_dies_the_other_stops_within_a_bounded_time(experiment,
     port = free_port()
     workdir = tmp_path / "run"
     slow = ["--config.num_train_steps=100000", "--config.checkpoint_every_steps=100000", "--heartbeat-timeout", "10"]
-    processes = [launch(experiment, workdir, 4, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+    processes = [launch(experiment, workdir, 2, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
                         "--process-id", str(k), *slow) for k in range(2)]
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 300
@@ -133,3 +131,25 @@ def test_launch_settings_error_from_the_command_line(tmp_path, capsys):
     assert main(["train", "--workdir", str(tmp_path / "w"), "--process-id", "1"]) == 2
     err = capsys.readouterr().err
     assert "--coordinator, --num-processes missing" in err and not (tmp_path / "w").exists()
+
+
+def test_slurm_and_tpu_pod_launches_are_detected(monkeypatch):
+    for key in list(os.environ):
+        if key.startswith(("SLURM_", "TPU_", "MEGASCALE_")):
+            monkeypatch.delenv(key)
+    assert detect_cluster() is None
+    slurm = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "node[1-2]", "SLURM_NTASKS": "2", "SLURM_PROCID": "1",
+             "SLURM_LOCALID": "0"}
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    assert detect_cluster() == "slurm"
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # one task: an ordinary one-process run
+    assert detect_cluster() is None
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "t1v-n-0,t1v-n-1")
+    assert detect_cluster() == "tpu"
+
+
+def test_launch_settings_from_the_environment_are_checked(monkeypatch):
+    monkeypatch.setenv("JAXCONV_NUM_PROCESSES", "two")
+    with pytest.raises(LaunchError, match="JAXCONV_NUM_PROCESSES"):
+        initialize_distributed()

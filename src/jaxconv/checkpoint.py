@@ -107,6 +107,9 @@ class KeepSealed(checkpoint_managers.PreservationPolicy):
                 for info in checkpoints]
 
 
+_SINGLE_WRITER = False
+
+
 def _single_writer_arrays() -> None:
     """In a one-process run, writes each replicated array whole rather than in per-replica slices.
 
@@ -114,7 +117,9 @@ def _single_writer_arrays() -> None:
     in one process it only adds a compiled slice per array shape (seconds on a CPU) for nothing.
     (Registered in Orbax's global type-handler registry: jaxconv owns the process it trains in.)
     """
-    if jax.process_count() == 1:
+    global _SINGLE_WRITER
+    if jax.process_count() == 1 and not _SINGLE_WRITER:
+        _SINGLE_WRITER = True
         ocp.type_handlers.register_type_handler(
             jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
 
