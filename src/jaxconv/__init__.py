@@ -22,8 +22,14 @@ _LAZY = {
     "summary": "jaxconv.analysis",
     "format_summary": "jaxconv.analysis",
     "fold_batchnorm": "jaxconv.analysis",
+    "load_pretrained": "jaxconv.pretrained",
+    "export_model": "jaxconv.export",
+    "extract_features": "jaxconv.train.transfer",
 }
-_SUBMODULES = ("analysis", "archs", "blocks", "cli", "data", "layers", "models", "registry", "stages", "train")
+_SUBMODULES = (
+    "analysis", "archs", "blocks", "cli", "data", "export", "layers", "models", "pretrained", "registry", "stages",
+    "train",
+)
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES)
 

@@ -108,19 +108,42 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted((n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern)), key=natural)
 
 
-def get_model(name: str, num_classes: int | None = None, **overrides: Any) -> nn.Module:
+def get_model(
+    name: str,
+    num_classes: int | None = None,
+    *,
+    weights: str | None = None,
+    weights_dir: Any = None,
+    download: bool = True,
+    **overrides: Any,
+) -> Any:
     """Builds the registered model ``name``.
 
     ``num_classes`` defaults to the model's (1000 for ImageNet models); other keyword
     arguments override the model's fields (e.g. ``dtype=jnp.bfloat16``, ``variant='v1'``).
     An override the model does not have raises ValueError listing the ones it has.
+
+    With ``weights='IMAGENET1K_V2'`` (a tag of ``jaxconv.pretrained.WEIGHTS[name]``) it returns
+    ``(model, variables)`` with the published weights, read from ``weights_dir`` (default
+    $JAXCONV_WEIGHTS_DIR or ~/.cache/jaxconv/weights) after checking their SHA-256, and
+    downloaded there first when missing and ``download`` is true.
     """
+    if weights is not None:
+        from jaxconv.pretrained.weights import load_published  # weight I/O only when asked for
+
+        return load_published(
+            name, weights, weights_dir=weights_dir, download=download, num_classes=num_classes, **overrides
+        )
     info = model_info(name)
     unknown = sorted(set(overrides) - set(info.options))
     if unknown:
         raise ValueError(
             f"{name} has no option {', '.join(map(repr, unknown))}; its options are: {', '.join(info.options)}"
         )
+    if isinstance(overrides.get("act"), str):  # configs name activations: act="tanh"
+        from jaxconv.layers.activations import get_activation
+
+        overrides["act"] = get_activation(overrides["act"])
     num_classes = info.num_classes if num_classes is None else num_classes
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")

@@ -46,7 +46,8 @@ class EfficientNet(nn.Module):
     ``width`` multiplies every channel count (rounded to multiples of 8), ``depth`` every
     stage's block count (rounded up); the resolution is the registered default image size.
     Stochastic depth rises linearly to ``drop_path_rate`` (0.2) over the blocks. BatchNorm
-    uses eps 1e-5 as torchvision does (TensorFlow's original uses 1e-3).
+    uses eps 1e-5 for B0-B4 and eps 1e-3 with PyTorch momentum 0.01 (0.99 here) for B5-B7, as
+    torchvision does (its B5-B7 weights come from TensorFlow, whose EfficientNets use 1e-3).
 
     Features: 'stem', 'stage1'...'stage7', 'head' (the 1x1 conv's output), 'pre_logits'.
     """
@@ -100,9 +101,10 @@ class EfficientNet(nn.Module):
 
 
 for _variant, (_width, _depth, _resolution, _dropout) in COEFFICIENTS.items():
+    _norm = {"norm": partial(BatchNorm, epsilon=1e-3, momentum=0.99)} if _variant >= 5 else {}
     register(
         f"efficientnet_b{_variant}",
-        partial(EfficientNet, width=_width, depth=_depth, dropout=_dropout),
+        partial(EfficientNet, width=_width, depth=_depth, dropout=_dropout, **_norm),
         image_size=_resolution,
         family="efficientnet",
         description=f"EfficientNet-B{_variant} (width x{_width}, depth x{_depth}, {_resolution} px)",

@@ -27,6 +27,9 @@ INCEPTION_WIDTHS = {
     "5b": (384, 192, 384, 48, 128, 128),
 }
 STAGES = (("3a", "3b"), ("4a", "4b", "4c", "4d", "4e"), ("5a", "5b"))
+# The ImageNet mean and std that ``transform_input`` undoes (torchvision's GoogLeNet).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class AuxHead(nn.Module):
@@ -60,6 +63,13 @@ class GoogLeNet(nn.Module):
     3x3 convolution in the "5x5" branch, a 2x2 last pool and dropout 0.2. Max pools round up
     (fit='ceil'), as Caffe and torchvision do: 112 -> 56 -> 28 -> 14 -> 7.
 
+    ``transform_input=True`` maps images normalized with the ImageNet mean and std to
+    (x - 0.5) / 0.5, the normalization torchvision's published GoogLeNet weights were trained
+    with (torchvision turns it on when it loads them, and so does
+    ``jaxconv.load_pretrained('googlenet_tv', ...)``). It is an exact per-channel affine map
+    done before conv1, not folded into it: zero padding would make a folded version differ
+    at the borders.
+
     Features: 'stem', 'stage3', 'stage4', 'stage5', 'pre_logits'.
     """
 
@@ -69,6 +79,7 @@ class GoogLeNet(nn.Module):
     branch3_kernel: int = 5
     last_pool: int = 3
     aux_logits: bool = False
+    transform_input: bool = False
     dropout: float = 0.4
     act: Activation = relu
     dtype: Any = jnp.float32
@@ -80,6 +91,9 @@ class GoogLeNet(nn.Module):
         unit = partial(ConvNormAct, conv=conv, norm=norm, act=self.act)
         features: dict[str, jnp.ndarray] = {}
 
+        if self.transform_input:
+            mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
+            x = x * (std / 0.5) + (mean - 0.5) / 0.5
         x = unit(64, 2, kernel_size=7, name="conv1")(x, train)
         x = MaxPool(3, 2, fit="ceil", name="pool1")(x)
         if self.lrn:

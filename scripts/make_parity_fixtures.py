@@ -1,0 +1,134 @@
+"""Makes the torchvision parity fixtures in tests/fixtures/parity/ (run once, with torch).
+
+Needs torch and torchvision, not JAX:
+
+    pip install torch==2.13.0            # the CPU build
+    pip install --no-deps torchvision==0.29.2
+
+Run from the repository root:
+
+    /work/torchenv/bin/python scripts/make_parity_fixtures.py      # or: python scripts/make_parity_fixtures.py
+
+It writes
+- layouts.json.gz: for every model jaxconv converts, torchvision's state-dict key -> shape
+  listing, in the layout of the published file (GoogLeNet with its auxiliary heads), and
+  the eps and momentum of its BatchNorm layers;
+- <model>.npz for one model per family: torchvision's eval-mode logits for two seeded
+  input images, with pseudo-random weights from jaxconv.pretrained.synthetic (the same
+  generator the tests use on the same listing), and checksums of both, so that a test can
+  tell a changed random stream from a conversion error.
+
+With torchvision's C extension missing (a CPU-only torch), torchvision.models still builds
+and runs once its meta registrations are stubbed, as done below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import pathlib
+import sys
+import types
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # jaxconv.pretrained.synthetic and .convert import without JAX
+
+from jaxconv.pretrained.convert import SUPPORTED, TORCHVISION_NAMES  # noqa: E402
+from jaxconv.pretrained.synthetic import checksum, random_images, random_state_dict  # noqa: E402
+
+OUT = ROOT / "tests" / "fixtures" / "parity"
+WEIGHT_SEED = 0
+INPUT_SEED = 1
+BATCH = 2
+# One model per family, at small sizes that torchvision and jaxconv both take; the odd sizes
+# exercise PyTorch's floor (convolutions) and ceil_mode (GoogLeNet's pools) rounding, and
+# AlexNet/VGG end on a 2x2 map, so their adaptive pools and flatten order see distinct values.
+PARITY_SIZES = {
+    "alexnet_tv": 95,
+    "vgg11_bn": 64,
+    "googlenet_tv": 67,
+    "resnet18": 64,
+    "resnet50": 67,
+    "efficientnet_b0": 64,
+}
+
+
+def import_torchvision():
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    import torchvision
+
+    return torchvision
+
+
+def build_torch_model(name: str, for_parity: bool):
+    """The torchvision model for jaxconv's ``name``, with the options of its published weights."""
+    models = import_torchvision().models
+    builder = getattr(models, TORCHVISION_NAMES.get(name, name))
+    if name == "googlenet_tv":
+        # The published file has the auxiliary heads; the published model runs with
+        # transform_input=True and without them.
+        options = {"aux_logits": not for_parity, "transform_input": True, "init_weights": False}
+        return builder(weights=None, **options)
+    return builder(weights=None)
+
+
+def layout_of(model) -> list[list]:
+    return [[key, list(value.shape)] for key, value in model.state_dict().items()]
+
+
+def batchnorm_settings(model) -> dict[str, list[float]]:
+    """The distinct eps and momentum values of the model's BatchNorm layers."""
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    return {"eps": sorted({m.eps for m in norms}), "momentum": sorted({m.momentum for m in norms})}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=pathlib.Path, default=OUT)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+
+    layouts, batchnorm = {}, {}
+    for name in SUPPORTED:
+        model = build_torch_model(name, for_parity=False)
+        layouts[name] = layout_of(model)
+        batchnorm[name] = batchnorm_settings(model)
+        print(f"{name}: {len(layouts[name])} entries, BatchNorm {batchnorm[name]}", file=sys.stderr)
+    with gzip.open(args.out / "layouts.json.gz", "wt", encoding="utf-8") as f:
+        listing = {"torchvision": import_torchvision().__version__, "layouts": layouts, "batchnorm": batchnorm}
+        json.dump(listing, f, separators=(",", ":"))
+
+    for name, size in PARITY_SIZES.items():
+        model = build_torch_model(name, for_parity=True).eval()
+        layout = {key: shape for key, shape in layout_of(model)}
+        state = random_state_dict(layout, WEIGHT_SEED)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+        images = random_images((BATCH, size, size, 3), INPUT_SEED)  # NHWC, as jaxconv takes them
+        with torch.no_grad():
+            logits = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()).numpy()
+        np.savez_compressed(
+            args.out / f"{name}.npz",
+            logits=logits.astype(np.float32),
+            image_size=size,
+            batch=BATCH,
+            weight_seed=WEIGHT_SEED,
+            input_seed=INPUT_SEED,
+            weights_checksum=checksum(state),
+            input_checksum=checksum(images),
+            torch_version=torch.__version__,
+        )
+        spread = f"logits std {logits.std():.3f}, max |logit| {np.abs(logits).max():.3f}"
+        print(f"{name} @ {size}px: {spread}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

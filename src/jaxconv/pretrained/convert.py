@@ -1,0 +1,460 @@
+"""torchvision state dicts -> jaxconv variables: one key mapping per family, checked entry by entry.
+
+The layout is derived from the jaxconv model itself (``jax.eval_shape`` of its
+initialisation), so the converter and the model cannot drift apart: every jaxconv
+variable names the torchvision entry it comes from and how its array is rearranged:
+
+- convolution kernels: torch (O, I/groups, kh, kw) -> flax (kh, kw, I/groups, O);
+- linear layers: torch (out, in) -> flax Dense (in, out);
+- the first classifier layer of AlexNet and VGG: torch flattens (C, H, W), jaxconv (H, W, C),
+  so its input rows are permuted;
+- BatchNorm: weight -> scale, bias -> bias, running_mean -> mean, running_var -> var
+  (``num_batches_tracked`` is ignored).
+
+timm's republication of torchvision's VGG weights stores the classifier as convolutions
+(pre_logits.fc1 as (4096, 512, 7, 7), pre_logits.fc2, head.fc); those keys are mapped back
+to torchvision's names first, so both files load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import functools
+import math
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+# jaxconv name -> torchvision builder, for the models whose names differ.
+TORCHVISION_NAMES = {"alexnet_tv": "alexnet", "googlenet_tv": "googlenet"}
+SUPPORTED = (
+    "alexnet_tv",
+    *(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")),
+    "googlenet_tv",
+    *(f"resnet{d}" for d in (18, 34, 50, 101, 152)),
+    *(f"efficientnet_b{i}" for i in range(8)),
+)
+# Model options that torchvision's published weights need (overridable by the caller).
+LOAD_DEFAULTS: dict[str, dict[str, Any]] = {
+    # torchvision loads its GoogLeNet weights with transform_input=True: they were trained on
+    # (x - 0.5) / 0.5 inputs, and the model re-normalises ImageNet-normalized images to that.
+    "googlenet_tv": {"transform_input": True},
+}
+# Entries of a torchvision file that have no jaxconv counterpart and are dropped.
+IGNORED = {
+    "*": ("*.num_batches_tracked",),
+    # torchvision's published GoogLeNet file carries the auxiliary heads (torchvision drops them too).
+    "googlenet_tv": ("aux1.*", "aux2.*"),
+}
+
+
+class WeightsMismatchError(ValueError):
+    """A state dict does not fit the model: missing, unexpected or wrongly shaped entries."""
+
+
+class WeightsFormatError(ValueError):
+    """A weights file cannot be read (unknown format, torch missing, not a state dict)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One jaxconv variable and the torchvision state-dict entry it comes from."""
+
+    collection: str  # 'params' or 'batch_stats'
+    path: tuple[str, ...]  # module path and leaf name inside the collection
+    torch_key: str
+    kind: str  # 'copy', 'conv', 'dense' or 'dense_chw'
+    shape: tuple[int, ...]  # the jaxconv shape
+    chw: tuple[int, int, int] | None = None  # (C, H, W) of the flattened input, for 'dense_chw'
+
+    @property
+    def torch_shape(self) -> tuple[int, ...]:
+        if self.kind == "conv":
+            kh, kw, cin, cout = self.shape
+            return (cout, cin, kh, kw)
+        if self.kind in ("dense", "dense_chw"):
+            fan_in, fan_out = self.shape
+            return (fan_out, fan_in)
+        return self.shape
+
+    def to_jax(self, array: np.ndarray) -> np.ndarray:
+        """Rearranges a torch array (already shape-checked) into this variable's layout."""
+        array = np.asarray(array, dtype=np.float32)
+        if self.kind == "conv":
+            return np.ascontiguousarray(array.transpose(2, 3, 1, 0))
+        if self.kind == "dense":
+            return np.ascontiguousarray(array.T)
+        if self.kind == "dense_chw":
+            channels, height, width = self.chw  # type: ignore[misc]
+            out = array.shape[0]
+            return np.ascontiguousarray(
+                array.reshape(out, channels, height, width).transpose(2, 3, 1, 0).reshape(-1, out)
+            )
+        return array
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-family names: a jaxconv module path -> the torchvision module prefix.
+
+
+def _resnet_prefix(module: tuple[str, ...], tree: Mapping) -> str:
+    if module[0] == "stem":
+        return {"conv": "conv1", "norm": "bn1"}[module[1]]
+    if module[0] == "head":
+        return "fc"
+    stage, block, layer = module
+    base = f"layer{int(stage.removeprefix('stage'))}.{int(block.removeprefix('block'))}"
+    renamed = {"shortcut_conv": "downsample.0", "shortcut_norm": "downsample.1"}
+    if layer in renamed:
+        return f"{base}.{renamed[layer]}"
+    if layer.startswith("norm"):
+        return f"{base}.bn{layer.removeprefix('norm')}"
+    return f"{base}.{layer}"
+
+
+def _vgg_prefix(module: tuple[str, ...], tree: Mapping) -> str:
+    classifier = {"fc6": "classifier.0", "fc7": "classifier.3", "head": "classifier.6"}
+    if module[0] in classifier:
+        return classifier[module[0]]
+    # torchvision's `features` is one Sequential: conv, [bn], relu per layer and a pool per stage.
+    with_bn = any("norm" in block for block in tree["stage1"].values())
+    index = 0
+    for stage_number in range(1, int(module[0].removeprefix("stage"))):
+        index += len(tree[f"stage{stage_number}"]) * (3 if with_bn else 2) + 1
+    index += int(module[1].removeprefix("block")) * (3 if with_bn else 2)
+    return f"features.{index + (module[2] == 'norm')}"
+
+
+def _alexnet_prefix(module: tuple[str, ...], tree: Mapping) -> str:
+    names = {
+        "conv1": "features.0",
+        "conv2": "features.3",
+        "conv3": "features.6",
+        "conv4": "features.8",
+        "conv5": "features.10",
+        "fc6": "classifier.1",
+        "fc7": "classifier.4",
+        "head": "classifier.6",
+    }
+    return names[module[0]]
+
+
+def _googlenet_prefix(module: tuple[str, ...], tree: Mapping) -> str:
+    if module[0] == "head":
+        return "fc"
+    if module[0].startswith("aux"):
+        raise WeightsFormatError(
+            "googlenet_tv with aux_logits=True cannot take torchvision's auxiliary heads: torchvision's pool "
+            "to 4x4 adaptively where jaxconv's AuxHead uses the paper's 5x5/3 pooling; load with "
+            "aux_logits=False (torchvision also drops them when it loads its published weights)"
+        )
+    layer = {"conv": "conv", "norm": "bn"}[module[-1]]
+    if module[0].startswith("conv"):
+        return f"{module[0]}.{layer}"
+    branch = {
+        "branch1": "branch1",
+        "branch2_reduce": "branch2.0",
+        "branch2": "branch2.1",
+        "branch3_reduce": "branch3.0",
+        "branch3": "branch3.1",
+        "branch4": "branch4.1",
+    }[module[1]]
+    return f"{module[0]}.{branch}.{layer}"
+
+
+def _efficientnet_prefix(module: tuple[str, ...], tree: Mapping) -> str:
+    unit = {"conv": "0", "norm": "1"}
+    if module[0] == "stem":
+        return f"features.0.{unit[module[1]]}"
+    if module[0] == "head":
+        return "classifier.1"
+    if module[0] == "head_conv":
+        stages = sum(1 for key in tree if key.startswith("stage"))
+        return f"features.{stages + 1}.{unit[module[1]]}"
+    stage, block, part = module[:3]
+    layers = [name for name in ("expand", "depthwise", "se", "project") if name in tree[stage][block]]
+    base = f"features.{int(stage.removeprefix('stage'))}.{int(block.removeprefix('block'))}.block.{layers.index(part)}"
+    return f"{base}.{module[3]}" if part == "se" else f"{base}.{unit[module[3]]}"
+
+
+FAMILIES: dict[str, Callable[[tuple[str, ...], Mapping], str]] = {
+    "resnet": _resnet_prefix,
+    "vgg": _vgg_prefix,
+    "alexnet": _alexnet_prefix,
+    "googlenet": _googlenet_prefix,
+    "efficientnet": _efficientnet_prefix,
+}
+# Dense layers whose input is a flattened (H, W, C) feature map, per family.
+FLATTENED_INPUT = {"vgg": "fc6", "alexnet": "fc6"}
+_LEAVES = {
+    ("params", "kernel"): "weight",
+    ("params", "bias"): "bias",
+    ("params", "scale"): "weight",
+    ("batch_stats", "mean"): "running_mean",
+    ("batch_stats", "var"): "running_var",
+}
+
+
+def _check_supported(name: str) -> None:
+    if name not in SUPPORTED:
+        from jaxconv.registry import model_info
+
+        model_info(name)  # an unknown name raises UnknownModelError with suggestions
+        raise ValueError(
+            f"no torchvision weights convert to {name!r}; convertible models: {', '.join(SUPPORTED)}"
+        )
+
+
+def build_model(name: str, **model_overrides: Any):
+    """jaxconv.get_model(name) with the options torchvision's weights need (e.g. GoogLeNet's transform_input)."""
+    from jaxconv.registry import get_model
+
+    _check_supported(name)
+    return get_model(name, **{**LOAD_DEFAULTS.get(name, {}), **model_overrides})
+
+
+def variable_shapes(name: str, model=None, **model_overrides: Any) -> dict:
+    """The jaxconv variables' shapes ({'params': ..., 'batch_stats': ...} of ShapeDtypeStruct), no compute."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxconv.registry import model_info
+
+    info = model_info(name)
+    model = model if model is not None else build_model(name, **model_overrides)
+    x = jax.ShapeDtypeStruct((1, info.image_size, info.image_size, info.in_channels), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    return {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
+
+
+def _walk(tree: Mapping, prefix: tuple[str, ...] = ()):
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from _walk(value, prefix + (key,))
+        else:
+            yield prefix + (key,), value
+
+
+def conversion_plan(name: str, model=None, **model_overrides: Any) -> tuple[Entry, ...]:
+    """Every jaxconv variable of ``name`` with its torchvision key and rearrangement.
+
+    Computed from the model's shapes (a trace, no compute) once per name and options.
+    """
+    if model is None:
+        try:
+            return _cached_plan(name, tuple(sorted(model_overrides.items())))
+        except TypeError:  # an unhashable option value: no caching
+            pass
+    return _plan(name, model, **model_overrides)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_plan(name: str, overrides: tuple) -> tuple[Entry, ...]:
+    return _plan(name, None, **dict(overrides))
+
+
+def _plan(name: str, model=None, **model_overrides: Any) -> tuple[Entry, ...]:
+    from jaxconv.registry import model_info
+
+    _check_supported(name)
+    family = model_info(name).family
+    prefix_of = FAMILIES[family]
+    shapes = variable_shapes(name, model, **model_overrides)
+    params = shapes["params"]
+    entries = []
+    for collection in ("params", "batch_stats"):
+        for path, leaf in _walk(shapes.get(collection, {})):
+            module, leaf_name = path[:-1], path[-1]
+            torch_key = f"{prefix_of(module, params)}.{_LEAVES[(collection, leaf_name)]}"
+            shape = tuple(leaf.shape)
+            kind, chw = "copy", None
+            if leaf_name == "kernel" and len(shape) == 4:
+                kind = "conv"
+            elif leaf_name == "kernel" and len(shape) == 2:
+                kind = "dense"
+                if FLATTENED_INPUT.get(family) == module[0]:
+                    kind, chw = "dense_chw", _flattened_chw(params, shape[0])
+            entries.append(Entry(collection, path, torch_key, kind, shape, chw))
+    return tuple(entries)
+
+
+def _flattened_chw(params: Mapping, fan_in: int) -> tuple[int, int, int]:
+    """(C, H, W) of the feature map the first classifier layer flattens: C from the last conv."""
+    kernels = [leaf for path, leaf in _walk(params) if path[-1] == "kernel" and len(leaf.shape) == 4]
+    channels = kernels[-1].shape[-1]
+    side = math.isqrt(fan_in // channels)
+    if side * side * channels != fan_in:
+        raise ValueError(f"the classifier's {fan_in} inputs are not a square map of {channels} channels")
+    return (channels, side, side)
+
+
+def torch_layout(name: str, **model_overrides: Any) -> dict[str, tuple[int, ...]]:
+    """The torchvision state-dict keys and shapes that ``name`` loads (ignored entries excluded)."""
+    return {e.torch_key: e.torch_shape for e in conversion_plan(name, **model_overrides)}
+
+
+def is_ignored(name: str, key: str) -> bool:
+    """Whether ``key`` of a torchvision file for ``name`` is dropped on purpose (num_batches_tracked, aux heads)."""
+    patterns = IGNORED["*"] + IGNORED.get(name, ())
+    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
+
+
+def _from_timm_vgg(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """timm's VGG classifier (convolutions) -> torchvision's (linear layers)."""
+    renamed = {"pre_logits.fc1": "classifier.0", "pre_logits.fc2": "classifier.3", "head.fc": "classifier.6"}
+    out = {}
+    for key, value in state_dict.items():
+        module, _, leaf = key.rpartition(".")
+        if module in renamed:
+            if leaf == "weight" and np.ndim(value) == 4:
+                value = np.reshape(value, (value.shape[0], -1))  # (O, C, 7, 7) flattens in torch's C, H, W order
+            key = f"{renamed[module]}.{leaf}"
+        out[key] = value
+    return out
+
+
+def _unwrap(state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Accepts {'state_dict': ...} / {'model': ...} checkpoints and DataParallel's 'module.' prefix."""
+    for wrapper in ("state_dict", "model"):
+        if set(state_dict) == {wrapper} and isinstance(state_dict[wrapper], Mapping):
+            state_dict = state_dict[wrapper]
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    return state_dict
+
+
+def _few(items: list[str], limit: int = 4) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def check_state_dict(name: str, state_dict: Mapping[str, Any], plan: Sequence[Entry]) -> None:
+    """Raises WeightsMismatchError listing missing, unexpected and wrongly shaped entries."""
+    expected = {e.torch_key: e.torch_shape for e in plan}
+    given = {k: tuple(np.shape(v)) for k, v in state_dict.items() if not is_ignored(name, k)}
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    wrong = [k for k in expected if k in given and given[k] != expected[k]]
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing ({_few(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({_few(unexpected)})")
+    if wrong:
+        shapes = [f"{k}: file {given[k]}, {name} needs {expected[k]}" for k in wrong]
+        parts.append(f"{len(wrong)} wrongly shaped ({_few(shapes, 3)})")
+    message = f"the state dict does not fit {name} ({len(expected)} entries expected): " + "; ".join(parts)
+    head = [e.torch_key for e in plan if e.path[0] == "head"]
+    if wrong and not (missing or unexpected) and set(wrong) <= set(head):
+        message += f" — only the classifier differs: pass num_classes={given[wrong[0]][0]}"
+    elif len(missing) + len(unexpected) + len(wrong) > len(expected) // 2:
+        message += " — is it a file for another model?"
+    raise WeightsMismatchError(message)
+
+
+def convert_state_dict(name: str, state_dict: Mapping[str, Any], **model_overrides: Any) -> dict:
+    """A torchvision state dict (key -> array) -> jaxconv variables {'params', 'batch_stats'} (numpy).
+
+    Pure numpy on the weights (no torch). ``model_overrides`` are those of ``get_model``
+    (e.g. ``dtype``), added to the options the published weights need. Raises
+    WeightsMismatchError listing the missing, unexpected and wrongly shaped entries.
+    """
+    state_dict = _unwrap(state_dict)
+    if any(k.startswith("pre_logits.fc1.") for k in state_dict):
+        state_dict = _from_timm_vgg(state_dict)
+    plan = conversion_plan(name, **model_overrides)
+    check_state_dict(name, state_dict, plan)
+    variables: dict = {}
+    for entry in plan:
+        node = variables.setdefault(entry.collection, {})
+        for key in entry.path[:-1]:
+            node = node.setdefault(key, {})
+        node[entry.path[-1]] = entry.to_jax(state_dict[entry.torch_key])
+    return variables
+
+
+# ----------------------------------------------------------------------------------------------
+# Files.
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+INSTALL_TORCH = "pip install torch==2.13.0 (CPU build; or `pip install 'jaxconv[torch]'`)"
+
+
+def read_state_dict(path: str | pathlib.Path) -> dict[str, np.ndarray]:
+    """Reads a weights file into key -> numpy array.
+
+    ``.safetensors``: with the safetensors package (no torch). ``.pth``/``.pt``: with torch,
+    ``torch.load(weights_only=True, map_location='cpu')`` (tensors and plain containers only:
+    never arbitrary pickled objects).
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    with path.open("rb") as f:
+        magic = f.read(8)
+    if path.suffix == ".safetensors" or (path.suffix not in TORCH_SUFFIXES and not magic.startswith(b"PK")):
+        return _read_safetensors(path)
+    return _read_torch(path)
+
+
+def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return dict(load_file(str(path)))
+    except (SafetensorError, ValueError, OSError) as e:
+        raise WeightsFormatError(
+            f"{path}: not a readable .safetensors file ({e}); jaxconv reads .safetensors and torch .pth state dicts"
+        ) from None
+
+
+def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise WeightsFormatError(
+            f"{path} is a PyTorch file: reading it needs torch ({INSTALL_TORCH}); without torch, use the "
+            "weights as a .safetensors file (see jaxconv.pretrained.weights_info(...).safetensors_url)"
+        ) from None
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises pickle, zip and runtime errors alike for a bad file
+        raise WeightsFormatError(
+            f"{path}: torch.load(weights_only=True) cannot read it as a state dict ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
+    if not isinstance(loaded, Mapping):
+        raise WeightsFormatError(f"{path}: holds a {type(loaded).__name__}, not a state dict (a key -> tensor map)")
+    loaded = _unwrap(loaded)
+    state = {}
+    for key, value in loaded.items():
+        if not isinstance(value, torch.Tensor):
+            raise WeightsFormatError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        value = value.detach().cpu()
+        state[key] = (value.float() if value.is_floating_point() else value).numpy()
+    return state
+
+
+def load_pretrained(name: str, path: str | pathlib.Path, **model_overrides: Any):
+    """Builds ``name`` and loads a torchvision state dict file into it: returns (model, variables).
+
+    ``path`` is a .pth/.pt file (read with torch, weights_only=True) or a .safetensors file
+    (no torch needed). ``model.apply(variables, images, train=False)`` then gives the
+    torchvision model's logits for float32 (N, H, W, 3) images already normalized with the
+    weights' mean and std. No hash is required (see ``get_model(name, weights=TAG)`` for the
+    published, hash-checked files).
+    """
+    _check_supported(name)
+    state_dict = read_state_dict(path)
+    model = build_model(name, **model_overrides)
+    try:
+        variables = convert_state_dict(name, state_dict, **model_overrides)
+    except WeightsMismatchError as e:
+        raise WeightsMismatchError(f"{path}: {e}") from None
+    return model, variables

@@ -1,0 +1,171 @@
+"""Image files -> top-k ImageNet classes, with each weight set's own evaluation preprocessing.
+
+Decoding and resizing use TensorFlow (a jaxconv dependency; no PIL): ``tf.io.decode_image``
+(JPEG, PNG, GIF's first frame, BMP, WebP), the shorter side resized with antialiasing, rounded
+back to 8-bit values as torchvision's PIL pipeline does, center-cropped, then normalized.
+The result is close to torchvision's ``weights.transforms()`` on a PIL image, not
+bit-identical (the resampling filters differ slightly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.resources
+import os
+import pathlib
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxconv.pretrained.weights import Preprocessing
+
+
+class NotAnImageError(ValueError):
+    """A file that TensorFlow cannot decode as an image."""
+
+
+@functools.cache
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names, in the order of the logits (torchvision's names)."""
+    text = importlib.resources.files("jaxconv.pretrained").joinpath("imagenet_classes.txt").read_text("utf-8")
+    names = tuple(line for line in text.splitlines() if line)
+    if len(names) != 1000:
+        raise RuntimeError(f"imagenet_classes.txt holds {len(names)} names, not 1000: the installation is damaged")
+    return names
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Decodes an image file to (H, W, 3) uint8 RGB; raises NotAnImageError if it is not one."""
+    import tensorflow as tf
+
+    data = pathlib.Path(path).read_bytes()
+    try:
+        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
+        # TF wraps the reason in op details: "{{function_node ...}} Unknown image file format. ... [Op:DecodeImage]"
+        reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", getattr(e, "message", "") or type(e).__name__).strip()
+        raise NotAnImageError(f"{path}: not an image TensorFlow can decode ({reason})") from None
+    return image.numpy()
+
+
+def resized_size(height: int, width: int, shorter: int) -> tuple[int, int]:
+    """torchvision's Resize(int): the shorter side becomes ``shorter``, the longer int(shorter * long / short)."""
+    if height <= width:
+        return shorter, int(shorter * width / height)
+    return int(shorter * height / width), shorter
+
+
+def preprocess(image: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """(H, W, 3) uint8 -> (crop, crop, 3) float32: resize shorter side, center crop, scale, normalize."""
+    import tensorflow as tf
+
+    height, width = image.shape[:2]
+    new_height, new_width = resized_size(height, width, preprocessing.resize)
+    resized = tf.image.resize(image, (new_height, new_width), method=preprocessing.interpolation, antialias=True)
+    resized = tf.clip_by_value(tf.round(resized), 0.0, 255.0).numpy()
+    crop = preprocessing.crop
+    if new_height < crop or new_width < crop:
+        raise ValueError(f"resized to {new_height}x{new_width}, smaller than the {crop}x{crop} crop")
+    top = int(round((new_height - crop) / 2.0))
+    left = int(round((new_width - crop) / 2.0))
+    patch = resized[top : top + crop, left : left + crop] / 255.0
+    mean = np.asarray(preprocessing.mean, np.float32)
+    std = np.asarray(preprocessing.std, np.float32)
+    return ((patch - mean) / std).astype(np.float32)
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
+    """Files as given, and every file inside each folder (recursively, sorted, hidden ones skipped)."""
+    paths = []
+    for item in inputs:
+        path = pathlib.Path(item)
+        if path.is_dir():
+            found = (p for p in sorted(path.rglob("*")) if p.is_file())
+            paths.extend(p for p in found if not any(part.startswith(".") for part in p.relative_to(path).parts))
+        else:
+            paths.append(path)
+    return paths
+
+
+@dataclasses.dataclass
+class Prediction:
+    """The top-k classes of one image: (class index, label, probability), most probable first."""
+
+    file: str
+    top: list[tuple[int, str, float]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "top": [{"class": i, "label": label, "probability": p} for i, label, p in self.top],
+        }
+
+
+@dataclasses.dataclass
+class Skipped:
+    """An input that was not classified, and why."""
+
+    file: str
+    reason: str
+
+
+def _read(paths: Iterable[pathlib.Path], preprocessing: Preprocessing) -> Iterator[tuple[str, np.ndarray | str]]:
+    for path in paths:
+        if not path.exists():
+            yield str(path), f"{path}: no such file or folder"
+            continue
+        try:
+            yield str(path), preprocess(load_image(path), preprocessing)
+        except (NotAnImageError, OSError, ValueError) as e:
+            yield str(path), str(e)
+
+
+def predict_files(
+    paths: Sequence[str | os.PathLike],
+    model,
+    variables,
+    preprocessing: Preprocessing,
+    *,
+    top_k: int = 5,
+    batch_size: int = 16,
+    labels: Sequence[str] | None = None,
+) -> Iterator[Prediction | Skipped]:
+    """Classifies image files (folders are expanded) in batches; yields a Prediction or Skipped per file.
+
+    ``labels`` default to the ImageNet class names when the model has 1000 classes, else
+    the class indices.
+    """
+    import jax
+
+    @jax.jit
+    def probabilities(variables, images):
+        return jax.nn.softmax(model.apply(variables, images, train=False).astype("float32"), axis=-1)
+
+    files = expand_inputs(paths)
+    chunk = max(1, min(batch_size, len(files)))  # one batch shape: one compilation
+    pending: list[tuple[str, np.ndarray]] = []
+
+    def flush() -> Iterator[Prediction]:
+        images = np.stack([image for _, image in pending])
+        padded = np.concatenate([images, np.zeros((chunk - len(images), *images.shape[1:]), images.dtype)])
+        probs = np.asarray(probabilities(variables, padded))[: len(images)]
+        names = labels if labels is not None else (imagenet_classes() if probs.shape[-1] == 1000 else None)
+        k = min(top_k, probs.shape[-1])
+        for (file, _), row in zip(pending, probs):
+            order = np.argsort(-row, kind="stable")[:k]
+            top = [(int(i), names[i] if names is not None else str(i), float(row[i])) for i in order]
+            yield Prediction(file, top)
+        pending.clear()
+
+    for file, item in _read(files, preprocessing):
+        if isinstance(item, str):
+            yield Skipped(file, item)
+            continue
+        pending.append((file, item))
+        if len(pending) == chunk:
+            yield from flush()
+    if pending:
+        yield from flush()

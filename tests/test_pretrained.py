@@ -1,0 +1,413 @@
+"""Pretrained weights: torchvision's layout for every model, logit parity, the registry, prediction.
+
+Neither torch nor a network is needed: tests/fixtures/parity/ holds torchvision's state-dict
+listings (key -> shape, BatchNorm eps/momentum) of every convertible model and torchvision's
+logits for seeded pseudo-random weights, made by scripts/make_parity_fixtures.py; the same
+seeded weights are generated here (jaxconv.pretrained.synthetic) and converted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import json
+import pathlib
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import jaxconv
+from jaxconv.cli import main
+from jaxconv.layers import BatchNorm
+from jaxconv.pretrained import (
+    SUPPORTED,
+    WEIGHTS,
+    WeightsFormatError,
+    WeightsHashError,
+    WeightsMismatchError,
+    WeightsNotFoundError,
+    convert_state_dict,
+    load_pretrained,
+    weights_info,
+)
+from jaxconv.pretrained.convert import build_model, conversion_plan, is_ignored, torch_layout
+from jaxconv.pretrained.predict import imagenet_classes, preprocess, resized_size
+from jaxconv.pretrained.synthetic import checksum, random_images, random_state_dict
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "parity"
+PARITY_MODELS = ("alexnet_tv", "vgg11_bn", "googlenet_tv", "resnet18", "resnet50", "efficientnet_b0")
+RELATIVE_TOLERANCE = 1e-4
+
+# Published ImageNet-1k accuracies (top-1, top-5), /work/shared/REFERENCE.md (torchvision's _metrics);
+# vgg13_bn and efficientnet_b1 V2 are not in REFERENCE.md: torchvision's metadata gives them.
+PUBLISHED = {
+    ("alexnet_tv", "IMAGENET1K_V1"): (56.522, 79.066),
+    ("vgg11", "IMAGENET1K_V1"): (69.020, 88.628),
+    ("vgg11_bn", "IMAGENET1K_V1"): (70.370, 89.810),
+    ("vgg13", "IMAGENET1K_V1"): (69.928, 89.246),
+    ("vgg13_bn", "IMAGENET1K_V1"): (71.586, 90.374),
+    ("vgg16", "IMAGENET1K_V1"): (71.592, 90.382),
+    ("vgg16_bn", "IMAGENET1K_V1"): (73.360, 91.516),
+    ("vgg19", "IMAGENET1K_V1"): (72.376, 90.876),
+    ("vgg19_bn", "IMAGENET1K_V1"): (74.218, 91.842),
+    ("googlenet_tv", "IMAGENET1K_V1"): (69.778, 89.530),
+    ("resnet18", "IMAGENET1K_V1"): (69.758, 89.078),
+    ("resnet34", "IMAGENET1K_V1"): (73.314, 91.420),
+    ("resnet50", "IMAGENET1K_V1"): (76.130, 92.862),
+    ("resnet50", "IMAGENET1K_V2"): (80.858, 95.434),
+    ("resnet101", "IMAGENET1K_V1"): (77.374, 93.546),
+    ("resnet101", "IMAGENET1K_V2"): (81.886, 95.780),
+    ("resnet152", "IMAGENET1K_V1"): (78.312, 94.046),
+    ("resnet152", "IMAGENET1K_V2"): (82.284, 96.002),
+    ("efficientnet_b0", "IMAGENET1K_V1"): (77.692, 93.532),
+    ("efficientnet_b1", "IMAGENET1K_V1"): (78.642, 94.186),
+    ("efficientnet_b1", "IMAGENET1K_V2"): (79.838, 94.934),
+    ("efficientnet_b2", "IMAGENET1K_V1"): (80.608, 95.310),
+    ("efficientnet_b3", "IMAGENET1K_V1"): (82.008, 96.054),
+    ("efficientnet_b4", "IMAGENET1K_V1"): (83.384, 96.594),
+    ("efficientnet_b5", "IMAGENET1K_V1"): (83.444, 96.628),
+    ("efficientnet_b6", "IMAGENET1K_V1"): (84.008, 96.916),
+    ("efficientnet_b7", "IMAGENET1K_V1"): (84.122, 96.908),
+}
+
+
+@functools.cache
+def torchvision_listing() -> dict:
+    with gzip.open(FIXTURES / "layouts.json.gz", "rt", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def torchvision_layout(name: str) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(shape) for key, shape in torchvision_listing()["layouts"][name]}
+
+
+@functools.cache
+def synthetic_state(name: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded weights in the layout of torchvision's published file for ``name``."""
+    return random_state_dict(torchvision_layout(name), seed)
+
+
+# ------------------------------------------------------------------------------------------------
+# Layout: every convertible model expects exactly torchvision's entries (shapes only, no compute).
+
+
+def test_every_model_with_weights_converts():
+    assert set(WEIGHTS) == set(SUPPORTED)
+    assert set(torchvision_listing()["layouts"]) == set(SUPPORTED)
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_layout_matches_torchvision(name):
+    expected = torch_layout(name)
+    torchvision = torchvision_layout(name)
+    kept = {k: s for k, s in torchvision.items() if not is_ignored(name, k)}
+    assert sorted(set(kept) ^ set(expected)) == []
+    assert {k: s for k, s in kept.items() if expected[k] != s} == {}
+    ignored = sorted(set(torchvision) - set(kept))
+    assert all(k.endswith("num_batches_tracked") or k.startswith(("aux1.", "aux2.")) for k in ignored)
+    # The model's trainable parameters are those torchvision publishes for the weights.
+    params = sum(int(np.prod(e.shape)) for e in conversion_plan(name) if e.collection == "params")
+    assert all(w.num_params == params for w in WEIGHTS[name].values())
+
+
+def batchnorm_setting(model) -> tuple[float, float]:
+    """(eps, PyTorch momentum) of the model's BatchNorm (its ``norm`` option)."""
+    norm = model.norm
+    keywords = norm.keywords if isinstance(norm, functools.partial) else {}
+    return keywords.get("epsilon", BatchNorm.epsilon), round(1 - keywords.get("momentum", BatchNorm.momentum), 6)
+
+
+@pytest.mark.parametrize("name", [n for n in SUPPORTED if torchvision_listing()["batchnorm"][n]["eps"]])
+def test_batchnorm_eps_and_momentum_match_torchvision(name):
+    torchvision = torchvision_listing()["batchnorm"][name]
+    assert len(torchvision["eps"]) == len(torchvision["momentum"]) == 1
+    assert batchnorm_setting(build_model(name)) == (torchvision["eps"][0], torchvision["momentum"][0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Parity: torchvision's logits, reproduced.
+
+
+def relative_error(actual: np.ndarray, reference: np.ndarray) -> float:
+    """max |actual - reference| / max |reference| over the batch of logits."""
+    return float(np.abs(actual - reference).max() / np.abs(reference).max())
+
+
+@pytest.mark.parametrize("name", PARITY_MODELS)
+def test_logits_equal_torchvision(name, tmp_path):
+    fixture = np.load(FIXTURES / f"{name}.npz")
+    state = synthetic_state(name, int(fixture["weight_seed"]))
+    # The parity model has no auxiliary heads (GoogLeNet); their weights do not enter the checksum.
+    used = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
+    size, batch = int(fixture["image_size"]), int(fixture["batch"])
+    images = random_images((batch, size, size, 3), int(fixture["input_seed"]))
+    stream_changed = "numpy's random stream differs from the fixtures'; rerun scripts/make_parity_fixtures.py"
+    assert checksum(used) == pytest.approx(float(fixture["weights_checksum"]), rel=1e-9), stream_changed
+    assert checksum(images) == pytest.approx(float(fixture["input_checksum"]), rel=1e-9), stream_changed
+
+    if name == "resnet18":  # through a file, as a user would: safetensors, no torch
+        from safetensors.numpy import save_file
+
+        save_file(state, str(tmp_path / "resnet18.safetensors"))
+        model, variables = load_pretrained(name, tmp_path / "resnet18.safetensors")
+    else:
+        model, variables = build_model(name), convert_state_dict(name, state)
+    logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images))
+    assert logits.shape == fixture["logits"].shape
+    assert relative_error(logits, fixture["logits"]) < RELATIVE_TOLERANCE
+
+
+# ------------------------------------------------------------------------------------------------
+# Files that do not fit, and other sources.
+
+
+def test_mismatched_state_dict_lists_missing_unexpected_and_misshaped_entries():
+    state = dict(synthetic_state("resnet18"))
+    del state["layer4.1.bn2.running_var"], state["layer1.0.conv1.weight"]
+    state["layer5.0.conv1.weight"] = np.zeros((3, 3), np.float32)
+    state["fc.weight"] = np.zeros((10, 512), np.float32)
+    with pytest.raises(WeightsMismatchError) as error:
+        convert_state_dict("resnet18", state)
+    message = str(error.value)
+    assert "2 missing (layer1.0.conv1.weight, layer4.1.bn2.running_var)" in message
+    assert "1 unexpected (layer5.0.conv1.weight)" in message
+    assert "1 wrongly shaped (fc.weight: file (10, 512), resnet18 needs (1000, 512))" in message
+
+
+def test_another_models_file_and_a_new_head_are_named():
+    another_model = r"165 unexpected .*24 wrongly shaped .*is it a file for another model"
+    with pytest.raises(WeightsMismatchError, match=another_model):
+        convert_state_dict("resnet18", synthetic_state("resnet50"))
+    state = dict(synthetic_state("resnet18"))
+    state["fc.weight"], state["fc.bias"] = np.zeros((10, 512), np.float32), np.zeros(10, np.float32)
+    with pytest.raises(WeightsMismatchError, match="only the classifier differs: pass num_classes=10"):
+        convert_state_dict("resnet18", state)
+    variables = convert_state_dict("resnet18", state, num_classes=10)
+    assert variables["params"]["head"]["kernel"].shape == (512, 10)
+
+
+def test_timm_vgg_classifier_layout_converts_like_torchvision():
+    """timm stores VGG's classifier as convolutions (pre_logits.fc1 (O, 512, 7, 7), fc2, head.fc)."""
+    options = {"classifier_width": 32, "num_classes": 10}  # a small classifier keeps this cheap
+    state = random_state_dict(torch_layout("vgg11", **options), seed=3)
+    renamed = {"classifier.0": "pre_logits.fc1", "classifier.3": "pre_logits.fc2", "classifier.6": "head.fc"}
+    timm = {}
+    for key, value in state.items():
+        module, leaf = key.rsplit(".", 1)
+        if module == "classifier.0" and leaf == "weight":
+            value = value.reshape(32, 512, 7, 7)
+        elif module == "classifier.3" and leaf == "weight":
+            value = value.reshape(32, 32, 1, 1)
+        timm[f"{renamed.get(module, module)}.{leaf}"] = value
+    expected = convert_state_dict("vgg11", state, **options)
+    converted = convert_state_dict("vgg11", timm, **options)
+    assert jax.tree_util.tree_all(jax.tree.map(np.array_equal, converted, expected))
+
+
+def test_pth_without_torch_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    path = tmp_path / "resnet18.pth"
+    path.write_bytes(b"PK\x03\x04 a zip archive")
+    with pytest.raises(WeightsFormatError, match=r"needs torch \(pip install torch==2.13.0"):
+        load_pretrained("resnet18", path)
+
+
+def test_unreadable_files_and_unsupported_models_are_named(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsFormatError, match="not a readable .safetensors file"):
+        load_pretrained("resnet18", path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_pretrained("resnet18", tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="no torchvision weights convert to 'resnet20'"):
+        load_pretrained("resnet20", path)
+
+
+# ------------------------------------------------------------------------------------------------
+# The registry of published weights: facts, the cache, the hash check.
+
+
+def test_registry_holds_the_published_facts():
+    assert {(w.model, w.tag) for tags in WEIGHTS.values() for w in tags.values()} == set(PUBLISHED)
+    for (name, tag), (top1, top5) in PUBLISHED.items():
+        weight_set = weights_info(name, tag)
+        assert (weight_set.top1, weight_set.top5) == (top1, top5)
+        # torchvision's file names carry the first 8 hex digits of the file's SHA-256.
+        assert weight_set.url == f"https://download.pytorch.org/models/{weight_set.file_name}"
+        assert weight_set.file_name.endswith(f"-{weight_set.sha256}.pth") and len(weight_set.sha256) == 8
+    assert weights_info("resnet50", "IMAGENET1K_V2").preprocessing.resize == 232  # the V2 recipe
+    assert weights_info("resnet50").tag == "IMAGENET1K_V1"
+    assert weights_info("efficientnet_b3").preprocessing == dataclasses.replace(
+        weights_info("efficientnet_b3").preprocessing, resize=320, crop=300, interpolation="bicubic"
+    )
+    with pytest.raises(KeyError, match="its weights: IMAGENET1K_V1, IMAGENET1K_V2"):
+        weights_info("resnet50", "IMAGENET1K_V3")
+
+
+def test_missing_weights_say_what_to_download_and_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXCONV_WEIGHTS_DIR", str(tmp_path / "cache"))
+    with pytest.raises(WeightsNotFoundError) as error:
+        jaxconv.get_model("resnet50", weights="IMAGENET1K_V2", download=False)
+    message = str(error.value)
+    assert "download https://download.pytorch.org/models/resnet50-11ad3fa6.pth" in message
+    assert f"save it as {tmp_path / 'cache' / 'resnet50-11ad3fa6.pth'}" in message
+    assert "https://huggingface.co/timm/resnet50.tv2_in1k/resolve/main/model.safetensors" in message
+
+
+def test_a_file_with_the_wrong_hash_is_refused(tmp_path):
+    (tmp_path / "resnet18-f37072fd.pth").write_bytes(b"something else entirely")
+    with pytest.raises(WeightsHashError, match="does not match the published SHA-256 prefix f37072fd"):
+        jaxconv.get_model("resnet18", weights="IMAGENET1K_V1", weights_dir=tmp_path, download=False)
+
+
+def test_a_file_with_the_published_hash_loads(tmp_path, monkeypatch):
+    from safetensors.numpy import save_file
+
+    from jaxconv.pretrained.weights import sha256_of
+
+    path = tmp_path / "resnet18-local.safetensors"
+    save_file(synthetic_state("resnet18"), str(path))
+    digest = sha256_of(path)
+    published = weights_info("resnet18", "IMAGENET1K_V1")
+    for sha256 in (digest, digest[:8]):  # a full digest, and a file-name prefix as torchvision's
+        local = dataclasses.replace(published, url=f"file:///{path.name}", sha256=sha256)
+        monkeypatch.setitem(WEIGHTS, "resnet18", {"IMAGENET1K_V1": local})
+        model, variables = jaxconv.get_model("resnet18", weights="IMAGENET1K_V1", weights_dir=tmp_path,
+                                             download=False)
+        assert model.num_classes == 1000
+        np.testing.assert_array_equal(variables["params"]["head"]["kernel"], synthetic_state("resnet18")["fc.weight"].T)
+    local = dataclasses.replace(published, url=f"file:///{path.name}", sha256="0" * 64)
+    monkeypatch.setitem(WEIGHTS, "resnet18", {"IMAGENET1K_V1": local})
+    with pytest.raises(WeightsHashError, match=f"SHA-256 {digest} does not match the published SHA-256 0000"):
+        jaxconv.get_model("resnet18", weights="IMAGENET1K_V1", weights_dir=tmp_path, download=False)
+
+
+def test_download_is_verified_before_it_is_kept(tmp_path, monkeypatch):
+    """A file:// URL stands in for the network: the download lands in the cache only if its hash matches."""
+    from safetensors.numpy import save_file
+
+    from jaxconv.pretrained.weights import fetch, sha256_of
+
+    source = tmp_path / "server" / "resnet18-local.safetensors"
+    source.parent.mkdir()
+    save_file(synthetic_state("resnet18"), str(source))
+    published = weights_info("resnet18", "IMAGENET1K_V1")
+    cache = tmp_path / "cache"
+    wrong = dataclasses.replace(published, url=source.as_uri(), sha256="0" * 8)
+    monkeypatch.setitem(WEIGHTS, "resnet18", {"IMAGENET1K_V1": wrong})
+    with pytest.raises(WeightsHashError):
+        fetch("resnet18", "IMAGENET1K_V1", cache)
+    assert list(cache.iterdir()) == []  # nothing half-downloaded or unverified is left behind
+    right = dataclasses.replace(published, url=source.as_uri(), sha256=sha256_of(source))
+    monkeypatch.setitem(WEIGHTS, "resnet18", {"IMAGENET1K_V1": right})
+    assert fetch("resnet18", "IMAGENET1K_V1", cache) == cache / source.name
+    assert sha256_of(cache / source.name) == sha256_of(source)
+
+
+# ------------------------------------------------------------------------------------------------
+# Prediction.
+
+
+def test_imagenet_class_names_ship_with_the_package():
+    names = imagenet_classes()
+    assert len(names) == 1000
+    assert (names[0], names[281], names[999]) == ("tench", "tabby", "toilet tissue")
+
+
+def test_preprocessing_is_torchvisions_resize_crop_normalize():
+    assert resized_size(480, 640, 256) == (256, 341)  # torchvision: int(256 * 640 / 480)
+    assert resized_size(640, 480, 232) == (309, 232)
+    color = np.array([200, 100, 50], np.uint8)
+    image = np.broadcast_to(color, (300, 400, 3)).copy()
+    out = preprocess(image, weights_info("resnet50", "IMAGENET1K_V2").preprocessing)
+    expected = (color / 255.0 - np.array((0.485, 0.456, 0.406))) / np.array((0.229, 0.224, 0.225))
+    assert out.shape == (224, 224, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, np.broadcast_to(expected, out.shape), atol=1e-5)
+    # The crop is centred: a bright band in the middle columns stays in the middle.
+    image[:, 190:210] = 255
+    out = preprocess(image, weights_info("resnet50", "IMAGENET1K_V2").preprocessing)
+    bright = np.flatnonzero(out[0, :, 0] > expected[0] + 0.5)
+    assert abs((bright.min() + bright.max()) / 2 - 111.5) <= 1
+
+
+@pytest.fixture(scope="module")
+def prediction_inputs(tmp_path_factory):
+    """Two small PNGs (one in a folder, with a text file beside it) and seeded resnet18 weights."""
+    import tensorflow as tf
+    from safetensors.numpy import save_file
+
+    root = tmp_path_factory.mktemp("predict")
+    rng = np.random.default_rng(0)
+    first = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    second = np.broadcast_to(np.linspace(0, 255, 80, dtype=np.float32)[:, None, None], (80, 60, 3)).astype(np.uint8)
+    (root / "first.png").write_bytes(tf.io.encode_png(first).numpy())
+    (root / "folder").mkdir()
+    (root / "folder" / "second.png").write_bytes(tf.io.encode_png(second).numpy())
+    (root / "folder" / "notes.txt").write_text("not an image")
+    save_file(synthetic_state("resnet18"), str(root / "resnet18.safetensors"))
+    return root
+
+
+def test_predict_prints_top_k_classes_and_skips_non_images(prediction_inputs, capsys):
+    root = prediction_inputs
+    weights = str(root / "resnet18.safetensors")
+    args = ["predict", str(root / "first.png"), str(root / "folder"), "--model", "resnet18", "--weights", weights]
+    assert main([*args, "--format", "json", "--top", "3"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert f"skipped {root / 'folder' / 'notes.txt'}: not an image" in captured.err
+    assert report["skipped"] == 1
+    assert report["preprocessing"] == {"tag": "IMAGENET1K_V1", "resize": 256, "crop": 224, "interpolation": "bilinear",
+                                       "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert [r["file"] for r in report["results"]] == [str(root / "first.png"), str(root / "folder" / "second.png")]
+
+    # The same numbers as preprocessing and running the model directly.
+    import tensorflow as tf
+
+    model, variables = load_pretrained("resnet18", weights)
+    pre = weights_info("resnet18").preprocessing
+    images = np.stack([preprocess(tf.io.decode_png((root / r["file"]).read_bytes(), channels=3).numpy(), pre)
+                       for r in report["results"]])
+    probabilities = np.asarray(jax.nn.softmax(model.apply(variables, images, train=False), axis=-1))
+    for result, row in zip(report["results"], probabilities):
+        top = result["top"]
+        assert [t["class"] for t in top] == list(np.argsort(-row)[:3])
+        assert [t["label"] for t in top] == [imagenet_classes()[t["class"]] for t in top]
+        np.testing.assert_allclose([t["probability"] for t in top], np.sort(row)[::-1][:3], rtol=1e-4)
+        assert sum(t["probability"] for t in top) <= 1.0
+
+    assert main([*args[:2], "--model", "resnet18", "--weights", weights, "--top", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(root / "first.png") and len(lines) == 3
+    assert lines[1].strip().endswith(f"{imagenet_classes()[report['results'][0]['top'][0]['class']]} "
+                                     f"({report['results'][0]['top'][0]['class']})")
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--weights", "IMAGENET1K_V9"], "--weights IMAGENET1K_V9: neither a file nor a published tag of resnet18"),
+        (["--weights", "IMAGENET1K_V1", "--no-download", "--weights-dir", "{root}/empty"],
+         "download https://download.pytorch.org/models/resnet18-f37072fd.pth and save it as {root}/empty/"),
+        (["--weights", "{root}/resnet18.safetensors", "--weights-tag", "V2"], "--weights-tag V2: resnet18's published"),
+        (["--weights", "{root}/resnet18.safetensors", "--model", "resnet20"], "--model resnet20: no ImageNet weights"),
+    ],
+)
+def test_predict_bad_arguments_are_one_line_with_status_2(prediction_inputs, capsys, extra, needle):
+    root = str(prediction_inputs)
+    argv = ["predict", f"{root}/first.png", "--model", "resnet18", *[e.format(root=root) for e in extra]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jaxconv: error:") and needle.format(root=root) in err[0]
+
+
+def test_predict_without_any_image_exits_2(prediction_inputs, capsys):
+    root = prediction_inputs
+    argv = ["predict", str(root / "folder" / "notes.txt"), "--model", "resnet18",
+            "--weights", str(root / "resnet18.safetensors")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "skipped" in err and "none of the 1 input(s) is an image" in err
