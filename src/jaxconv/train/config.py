@@ -68,6 +68,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.grad_clip_norm = config_dict.placeholder(float)
     c.ema_decay = config_dict.placeholder(float)  # evaluate an exponential moving average of the weights
     c.aux_loss_weight = 0.3  # GoogLeNet's auxiliary classifiers, when the model has them
+    # Transfer learning (jaxconv.train.transfer). A fresh run starts from init_weights; a resumed one ignores them.
+    c.init_weights = config_dict.placeholder(str)  # .pth/.safetensors file, published tag (IMAGENET1K_V1) or workdir
+    c.freeze = config_dict.placeholder(str)  # 'backbone' (all but the head) or module patterns, e.g. 'stem,stage1'
     # Data augmentation and evaluation.
     c.augment = "cifar"  # alexnet | inception | cifar | flip | none
     c.eval_crop = "resize"  # center (shorter side to size*256/224, centre crop) | resize
@@ -89,9 +92,21 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def split_variant(path: str | pathlib.Path) -> tuple[pathlib.Path, str | None]:
+    """'experiments/x.py:full' -> (Path('experiments/x.py'), 'full'); no suffix -> (path, None)."""
+    text = str(path)
+    head, sep, variant = text.rpartition(":")
+    if sep and head.endswith(".py") and variant and "/" not in variant:
+        return pathlib.Path(head), variant
+    return pathlib.Path(text), None
+
+
 def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
-    """Runs ``get_config()`` from an experiment file. Configs are code: load only files you trust."""
-    path = pathlib.Path(path)
+    """Runs ``get_config()`` from an experiment file. Configs are code: load only files you trust.
+
+    ``FILE.py:VARIANT`` calls ``get_config(VARIANT)`` (a study's 'quick' or 'full' variant, say).
+    """
+    path, variant = split_variant(path)
     if not path.is_file():
         raise ConfigError("file", str(path), "no such experiment file (see experiments/)")
     spec = importlib.util.spec_from_file_location(f"jaxconv_experiment_{path.stem}", path)
@@ -99,7 +114,16 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     if not hasattr(module, "get_config"):
         raise ConfigError("file", str(path), "an experiment file must define get_config()")
-    config = module.get_config()
+    if variant is None:
+        config = module.get_config()
+    else:
+        variants = getattr(module, "VARIANTS", None)
+        if variants is not None and variant not in variants:
+            raise ConfigError("file", f"{path}:{variant}", f"unknown variant; {path.name} has {', '.join(variants)}")
+        try:
+            config = module.get_config(variant)
+        except TypeError:
+            raise ConfigError("file", f"{path}:{variant}", "this experiment has no variants (get_config() takes none)") from None
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError("file", str(path), "get_config() must return an ml_collections.ConfigDict")
     unknown = sorted(set(config.keys()) - set(base_config().keys()))
@@ -111,7 +135,8 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
 def _parse(key: str, text: str, current: Any, field_type: type | None) -> Any:
     target = field_type or (type(current) if current is not None else None)
     lowered = text.strip().lower()
-    if lowered in ("none", "null") and (current is None or field_type is not None):
+    # 'none' unsets a nullable key (default None: init_weights, grad_clip_norm, ...); augment=none is a value.
+    if lowered in ("none", "null") and base_config()[key] is None:
         return None
     try:
         if target is bool:
@@ -292,3 +317,10 @@ def _check_model(c: ml_collections.ConfigDict, channels: int) -> None:
         jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
     except GeometryError as e:
         raise ConfigError("image_size", c.image_size, f"{c.model} cannot take it: {e}") from None
+    if c.init_weights is not None or c.freeze is not None:
+        from jaxconv.train.transfer import TransferError, check_config
+
+        try:
+            check_config(c.init_weights, c.freeze, model, c.model, x.shape)
+        except TransferError as e:
+            raise ConfigError(e.key, c[e.key], e.reason) from None

@@ -32,6 +32,7 @@ from jaxconv.data import pipeline
 from jaxconv.data.sources import DatasetSpec, Source, open_dataset
 from jaxconv.parallel import AXIS, DataParallel, on_first_process
 from jaxconv.registry import get_model
+from jaxconv.train import transfer
 from jaxconv.train.optim import build_optimizer, learning_rate_schedule
 from jaxconv.train.report import MetricsWriter, Progress
 from jaxconv.train.state import TrainState, create_state
@@ -57,6 +58,7 @@ class Experiment:
     tx: object
     preprocess: pipeline.Preprocess
     options: StepOptions
+    apply_fn: Callable | None = None  # the model's apply; with config.freeze, one that keeps frozen parts fixed
 
 
 def with_batchnorm_axis(model, axis_name: str):
@@ -79,7 +81,8 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         prepare_first=on_first_process if jax.process_count() > 1 else None,
     )
     dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
-    model = get_model(config.model, num_classes=spec.num_classes, dtype=dtype, **dict(config.model_options))
+    options = {**transfer.pretrained_options(config.model, config.init_weights), **dict(config.model_options)}
+    model = get_model(config.model, num_classes=spec.num_classes, dtype=dtype, **options)
     if config.bn_mode == "sync":
         model = with_batchnorm_axis(model, AXIS)
     steps_per_epoch = len(sources["train"]) // config.batch_size
@@ -103,13 +106,25 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         ema_decay=config.ema_decay,
         axis_name=AXIS,
     )
+    tx, apply_fn = build_optimizer(config, schedule), model.apply
+    if config.freeze:
+        frozen = transfer.frozen_paths(config.freeze, model, (1, config.image_size, config.image_size, spec.channels))
+        tx, apply_fn = transfer.freezing_optimizer(tx, frozen), transfer.freezing_apply(model.apply, frozen)
     return Experiment(config, spec, sources, model, DataParallel(config.parallel), steps_per_epoch, total_steps,
-                      schedule, build_optimizer(config, schedule), preprocess, options)
+                      schedule, tx, preprocess, options, apply_fn)
+
+
+def _input_shape(exp: Experiment) -> tuple[int, int, int, int]:
+    return (1, exp.config.image_size, exp.config.image_size, exp.spec.channels)
 
 
 def _state_factory(exp: Experiment) -> tuple[Callable, jax.Array]:
-    shape = (1, exp.config.image_size, exp.config.image_size, exp.spec.channels)
-    create = partial(create_state, exp.model, exp.tx, input_shape=shape, ema=exp.config.ema_decay is not None)
+    def create(rng, variables=None):
+        state = create_state(exp.model, exp.tx, rng, _input_shape(exp), ema=exp.config.ema_decay is not None)
+        if variables is not None:  # pretrained weights (transfer.initial_variables)
+            state = transfer.with_variables(state, variables)
+        return state.replace(apply_fn=exp.apply_fn or exp.model.apply)
+
     return create, jax.random.PRNGKey(exp.config.seed)
 
 
@@ -122,11 +137,15 @@ def abstract_state(exp: Experiment) -> TrainState:
     )
 
 
-def initial_state(exp: Experiment) -> TrainState:
-    """A fresh state, created directly as mesh-replicated arrays."""
+def initial_state(exp: Experiment, log: Callable[[str], None] = print) -> TrainState:
+    """A fresh state, created directly as mesh-replicated arrays; from ``config.init_weights`` when set."""
     create, rng = _state_factory(exp)
     shardings = jax.tree_util.tree_map(lambda _: exp.parallel.replicated, jax.eval_shape(create, rng))
-    return jax.jit(create, out_shardings=shardings)(rng)
+    if not exp.config.init_weights:
+        return jax.jit(create, out_shardings=shardings)(rng)
+    variables = transfer.initial_variables(exp.config.init_weights, exp.config.model, exp.config.model_options,
+                                           exp.model, _input_shape(exp), log=log)
+    return jax.jit(create, out_shardings=shardings)(rng, exp.parallel.put_replicated(variables))
 
 
 def checkpoint_meta(exp: Experiment, step: int) -> dict:
@@ -279,6 +298,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
     started = time.time()
     workdir = pathlib.Path(workdir)
     is_main = jax.process_index() == 0
+    if config.init_weights and not any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):
+        transfer.check_source(config.init_weights, config.model)  # a fresh run: before anything is prepared
     if is_main:
         ensure_writable(workdir)
     exp = build(config, log=log)
@@ -289,7 +310,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
         checkpoints.close()
         raise
     if restored is None:
-        state, start_step = initial_state(exp), 0
+        try:
+            state, start_step = initial_state(exp, log=log), 0
+        except Exception:
+            checkpoints.close()
+            raise
     else:
         state, meta, start_step = restored
         log(f"resuming from step {start_step} (epoch {meta.get('epoch', 0):.2f}) in {checkpoints.directory}")

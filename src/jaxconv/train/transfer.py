@@ -1,0 +1,433 @@
+"""Transfer learning: start a run from pretrained weights, freeze part of the network, extract features.
+
+What the training loop uses (``config.init_weights``, ``config.freeze``):
+
+- ``initial_variables``: a fresh run's parameters and BatchNorm statistics, read from a
+  torchvision state dict (.pth / .safetensors, converted by ``jaxconv.pretrained``), from a
+  published weight set by tag ('IMAGENET1K_V1', fetched and hash-checked), or from another
+  jaxconv run's checkpoint. The classifier head is re-initialised when the class count
+  differs; any other difference is an error naming the entries. A resumed run never reads
+  them: it restores its own checkpoint.
+- ``frozen_paths`` / ``freezing_optimizer`` / ``freezing_apply``: parameters that stay
+  fixed ('backbone': all but the head; or path patterns such as 'stem,stage1'). Frozen
+  parameters get zero updates (``optax.multi_transform`` with ``optax.set_to_zero``, so
+  weight decay and momentum never move them), no gradient is computed for them, and the
+  BatchNorm layers among them run in inference mode: they normalise with the pretrained
+  running statistics and do not update them. This is Keras's rule for a frozen BatchNorm
+  (``trainable=False`` implies inference mode); updating statistics under fixed weights
+  would shift the inputs of every layer after them. (With ``bn_mode='local'`` the loop
+  averages all statistics over the devices after each step; for frozen ones, equal on every
+  device, that average can differ from them in the last bit.)
+
+And for users: ``extract_features``, any stage's activations for a batch, jitted.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import pathlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+COLLECTIONS = ("params", "batch_stats")
+TORCH_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+BACKBONE = "backbone"
+
+
+class TransferError(ValueError):
+    """Initial weights that cannot be used, or a freeze pattern that matches nothing; names the config key."""
+
+    def __init__(self, key: str, value: Any, reason: str):
+        super().__init__(f"config.{key}={value!r}: {reason}")
+        self.key, self.value, self.reason = key, value, reason
+
+
+def _join(path: tuple) -> str:
+    return "/".join(str(getattr(k, "key", k)) for k in path)
+
+
+def variable_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, dict[str, tuple[int, ...]]]:
+    """{'params': {'stem/conv/kernel': shape, ...}, 'batch_stats': {...}} of ``model`` at ``input_shape``.
+
+    Traced abstractly (``jax.eval_shape``): nothing is computed.
+    """
+    abstract = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                              jax.ShapeDtypeStruct(input_shape, jnp.float32))
+    return {c: {"/".join(k): tuple(v.shape) for k, v in flatten_dict(dict(abstract.get(c, {}))).items()}
+            for c in COLLECTIONS}
+
+
+def head_parameters(model: nn.Module, input_shape: tuple[int, ...]) -> frozenset[str]:
+    """Paths of the parameters whose shape follows ``num_classes``: the classifier head(s), e.g. 'head/kernel'."""
+    if not hasattr(model, "num_classes"):
+        return frozenset()
+    ours = variable_shapes(model, input_shape)["params"]
+    other = variable_shapes(model.clone(num_classes=model.num_classes + 1), input_shape)["params"]
+    return frozenset(k for k, shape in ours.items() if other.get(k) != shape)
+
+
+# --- initial weights ------------------------------------------------------------------------------
+
+
+def source_kind(source: str) -> str:
+    """'torchvision' (a .pth/.safetensors file or a published tag) or 'run' (a jaxconv workdir), from the text."""
+    if source.lower().endswith(TORCH_FILE_SUFFIXES):
+        return "torchvision"
+    if pathlib.Path(source).expanduser().is_dir():
+        return "run"
+    return "torchvision"
+
+
+def check_source(source: str, model_name: str) -> None:
+    """Fails early, before any data is prepared, when ``source`` names nothing usable.
+
+    A published tag is fetched here (downloaded when missing, hash-checked).
+    """
+    path = pathlib.Path(source).expanduser()
+    if path.exists():
+        return
+    if _published_tag(source, model_name):
+        _fetch(source, model_name)
+        return
+    if source.lower().endswith(TORCH_FILE_SUFFIXES):
+        raise TransferError("init_weights", source, "no such file")
+    tags = _tags(model_name)
+    known = f"; published tags of {model_name}: {', '.join(tags)}" if tags else ""
+    raise TransferError("init_weights", source, "neither a weights file (.pth or .safetensors), a jaxconv workdir "
+                                                f"nor a published weight tag{known}")
+
+
+def check_config(init_weights: str | None, freeze: str | None, model: nn.Module, model_name: str,
+                 input_shape: tuple[int, ...]) -> None:
+    """The checks ``validate`` makes without reading a file: a source the model can load, patterns that match."""
+    if init_weights is not None:
+        if not init_weights.strip():
+            raise TransferError("init_weights", init_weights, "must name a weights file, a published tag or a "
+                                                              "jaxconv workdir (or be None)")
+        from jaxconv.pretrained.convert import SUPPORTED
+
+        if source_kind(init_weights) == "torchvision" and model_name not in SUPPORTED:
+            raise TransferError("init_weights", init_weights,
+                                f"not a directory, so torchvision weights, which convert only to "
+                                f"{', '.join(SUPPORTED)}; {model_name} can start from another run's workdir")
+    frozen_paths(freeze, model, input_shape)
+
+
+def _tags(model_name: str) -> list[str]:
+    from jaxconv.pretrained.weights import WEIGHTS
+
+    return list(WEIGHTS.get(model_name, {}))
+
+
+def _published_tag(source: str, model_name: str) -> bool:
+    return "/" not in source and source in _tags(model_name)
+
+
+def _fetch(tag: str, model_name: str) -> pathlib.Path:
+    """The local file of a published weight set (see ``jaxconv.pretrained.fetch``)."""
+    from jaxconv.pretrained.weights import fetch
+
+    try:
+        return fetch(model_name, tag)
+    except (OSError, ValueError) as e:  # not found and no network, wrong hash
+        raise TransferError("init_weights", tag, f"{e} (or give a local file as config.init_weights=PATH)") from None
+
+
+def pretrained_options(model_name: str, source: str | None) -> dict[str, Any]:
+    """Model options torchvision's weights need (GoogLeNet's ``transform_input``) when starting from them."""
+    if not source or source_kind(source) != "torchvision":
+        return {}
+    from jaxconv.pretrained.convert import LOAD_DEFAULTS
+
+    return dict(LOAD_DEFAULTS.get(model_name, {}))
+
+
+def load_variables(source: str, model_name: str, model_options: Mapping[str, Any]) -> tuple[dict, str]:
+    """Reads {'params', 'batch_stats'} (numpy) from ``source``; returns them and a description of the source.
+
+    ``source``: a torchvision state dict file, a published tag of ``model_name`` (fetched into
+    the weights directory and hash-checked; see ``jaxconv.pretrained.fetch``), or a jaxconv
+    workdir / its checkpoints directory / one step directory (the latest readable checkpoint;
+    its EMA weights when the run kept them).
+    """
+    path = pathlib.Path(source).expanduser()
+    tag = not path.exists() and _published_tag(source, model_name)
+    if not path.exists() and not tag:
+        check_source(source, model_name)  # raises, saying what the text could have been
+    options = {k: v for k, v in model_options.items() if k not in ("dtype", "num_classes")}
+    if path.is_dir():
+        try:
+            variables, meta = checkpoint_variables(source)
+        except (FileNotFoundError, ValueError) as e:  # no checkpoint there, or a broken one
+            raise TransferError("init_weights", source, str(e)) from None
+        if meta.get("model") not in (None, model_name):
+            raise TransferError("init_weights", source, f"a {meta['model']} run, not {model_name}")
+        return variables, f"{source} (jaxconv checkpoint, step {meta.get('step')})"
+    from jaxconv.pretrained.convert import load_pretrained
+
+    description = f"{source} (torchvision state dict)"
+    if tag:
+        path = _fetch(source, model_name)
+        description = f"{model_name} {source} ({path})"
+    try:
+        _, variables = load_pretrained(model_name, path, **options)
+    except (ValueError, KeyError, OSError) as e:  # mismatch, format, hash, not found
+        reason = str(e).strip("'\"")
+        raise TransferError("init_weights", source, reason.removeprefix(f"{path}: ")) from None
+    return {c: variables.get(c, {}) for c in COLLECTIONS}, description
+
+
+def checkpoint_variables(path: str | pathlib.Path, step: int | None = None) -> tuple[dict, dict]:
+    """{'params', 'batch_stats'} (host arrays) and the meta of a jaxconv run's latest (or given) checkpoint.
+
+    ``path``: the workdir, its checkpoints/ directory, or one step directory (checkpoints/1000).
+    The parameters are the ones evaluation uses: the exponential moving average when kept.
+    """
+    from jaxconv.checkpoint import Checkpoints
+
+    path = pathlib.Path(path).expanduser()
+    if path.name.isdigit() and path.parent.name == "checkpoints":
+        workdir, step = path.parent.parent, int(path.name) if step is None else step
+    elif path.name == "checkpoints" and not (path / "checkpoints").is_dir():
+        workdir = path.parent
+    else:
+        workdir = path
+    checkpoints = Checkpoints(workdir, read_only=True, log=lambda _: None)
+    try:
+        steps = checkpoints.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {checkpoints.directory} (is {path} a `jaxconv train` workdir?)")
+        if step is not None and step not in steps:
+            raise FileNotFoundError(f"no checkpoint for step {step} in {checkpoints.directory}; "
+                                    f"there are {', '.join(map(str, steps))}")
+        stored = checkpoints.manager.item_metadata(step if step is not None else steps[-1])["state"]
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                                        dict(stored.tree if hasattr(stored, "tree") else stored))
+        restored = checkpoints.restore_latest(target, step=step)
+        if restored is None:
+            raise FileNotFoundError(f"no readable checkpoint in {checkpoints.directory}")
+        state, meta, _ = restored
+    finally:
+        checkpoints.close()
+    params = state.get("ema_params") or state["params"]
+    return {"params": jax.device_get(params), "batch_stats": jax.device_get(state.get("batch_stats") or {})}, meta
+
+
+def match_variables(loaded: Mapping, expected: Mapping[str, Mapping[str, tuple]], head: frozenset[str],
+                    source: str) -> tuple[dict, list[str]]:
+    """The loaded entries that fit ``expected`` (flat 'a/b/kernel' -> array) and the head entries to re-initialise.
+
+    ``expected`` is ``variable_shapes`` of the model being trained. Head entries whose shape
+    differs (another class count) or that the source lacks are re-initialised; any other
+    missing, unexpected or wrongly shaped entry raises TransferError listing them.
+    """
+    fitting: dict[str, dict[str, np.ndarray]] = {}
+    reinitialised, missing, unexpected, wrong = [], [], [], []
+    for collection in COLLECTIONS:
+        given = {"/".join(k): v for k, v in flatten_dict(dict(loaded.get(collection, {}))).items()}
+        wanted = expected.get(collection, {})
+        fitting[collection] = {}
+        for key, shape in wanted.items():
+            is_head = collection == "params" and key in head
+            if key not in given:
+                if is_head:
+                    reinitialised.append(f"{key} (not in the source)")
+                else:
+                    missing.append(f"{collection}/{key}")
+            elif tuple(np.shape(given[key])) != shape:
+                if is_head:
+                    reinitialised.append(f"{key} {tuple(np.shape(given[key]))} -> {shape}")
+                else:
+                    source_shape = tuple(np.shape(given[key]))
+                    wrong.append(f"{collection}/{key}: {source_shape} in the source, {shape} in the model")
+            else:
+                fitting[collection][key] = given[key]
+        unexpected += [f"{collection}/{k}" for k in given if k not in wanted]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, entries in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", wrong)):
+            if entries:
+                shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+                parts.append(f"{len(entries)} {label} ({shown})")
+        raise TransferError("init_weights", source, f"does not fit the model: {'; '.join(parts)} "
+                                                    "(only the classifier head may differ)")
+    return fitting, reinitialised
+
+
+def initial_variables(source: str, model_name: str, model_options: Mapping[str, Any], model: nn.Module,
+                      input_shape: tuple[int, ...], log: Callable[[str], None] = print) -> dict:
+    """The variables a fresh run starts from: {'params': {path: array}, 'batch_stats': {...}}, flat, host arrays.
+
+    Entries absent from the result (the re-initialised head) keep their fresh initial values
+    (see ``with_variables``). Logs what was loaded and what was re-initialised.
+    """
+    loaded, description = load_variables(source, model_name, model_options)
+    expected = variable_shapes(model, input_shape)
+    fitting, reinitialised = match_variables(loaded, expected, head_parameters(model, input_shape), source)
+    fitting = {c: {k: np.asarray(v, np.float32) for k, v in fitting[c].items()} for c in COLLECTIONS}
+    counts = f"{len(fitting['params'])} parameter and {len(fitting['batch_stats'])} BatchNorm statistic arrays"
+    log(f"initialised from {description}: {counts} loaded"
+        + (f"; re-initialised for {getattr(model, 'num_classes', '?')} classes: {', '.join(reinitialised)}"
+           if reinitialised else ""))
+    return fitting
+
+
+def with_variables(state, variables: Mapping[str, Mapping[str, Any]]):
+    """``state`` with its parameters and BatchNorm statistics replaced by the flat ``variables`` entries.
+
+    Entries missing from ``variables`` keep their value; the optimizer state is initialised
+    again for the new parameters, and the moving average (if any) starts at them.
+    """
+    def merged(tree, flat):
+        tree = flatten_dict(dict(tree))
+        tree.update({tuple(k.split("/")): jnp.asarray(v) for k, v in flat.items()})
+        return unflatten_dict(tree)
+
+    params = merged(state.params, variables.get("params", {}))
+    batch_stats = state.batch_stats
+    if batch_stats:
+        batch_stats = merged(batch_stats, variables.get("batch_stats", {}))
+    return state.replace(
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=state.tx.init(params),
+        ema_params=jax.tree_util.tree_map(jnp.copy, params) if state.ema_params is not None else None,
+    )
+
+
+# --- freezing -------------------------------------------------------------------------------------
+
+
+def parse_freeze(text: str | None) -> tuple[str, ...]:
+    """'backbone' or comma-separated path patterns ('stem, stage1') -> the patterns; None or '' -> ()."""
+    if not text:
+        return ()
+    return tuple(p.strip().strip("/") for p in str(text).split(",") if p.strip())
+
+
+def _matches(path: str, pattern: str) -> bool:
+    """A pattern names a module or a parameter: 'stage1' covers 'stage1/block0/conv1/kernel'."""
+    return fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(path, pattern + "/*")
+
+
+def frozen_paths(freeze: str | None, model: nn.Module, input_shape: tuple[int, ...]) -> frozenset[str]:
+    """The frozen variable paths ('params/stem/conv/kernel', 'batch_stats/stem/norm/mean') for ``freeze``.
+
+    'backbone' freezes every parameter but the classifier head; otherwise each
+    comma-separated shell pattern ('stem', 'stage[12]', '*/norm*') freezes the parameters
+    under the modules (or the parameters) it matches. A BatchNorm whose scale and bias are
+    both frozen has its statistics frozen too. Raises TransferError for a pattern that matches nothing, or
+    when nothing would be left to train.
+    """
+    patterns = parse_freeze(freeze)
+    if not patterns:
+        return frozenset()
+    shapes = variable_shapes(model, input_shape)
+    params = list(shapes["params"])
+    frozen: set[str] = set()
+    for pattern in patterns:
+        if pattern == BACKBONE:
+            head = head_parameters(model, input_shape)
+            hit = {p for p in params if p not in head}
+        else:
+            hit = {p for p in params if _matches(p, pattern)}
+        if not hit:
+            top = sorted({p.split("/")[0] for p in params})
+            raise TransferError("freeze", freeze, f"{pattern!r} matches no parameter; the model's modules are "
+                                                  f"{', '.join(top)} (patterns like 'stem,stage1', or 'backbone')")
+        frozen |= hit
+    if len(frozen) == len(params):
+        raise TransferError("freeze", freeze, "freezes every parameter: nothing would be trained")
+    module_of = {p: p.rsplit("/", 1)[0] for p in params}
+    modules = {m for m in set(module_of.values()) if all(p in frozen for p, n in module_of.items() if n == m)}
+    stats = {f"batch_stats/{s}" for s in shapes["batch_stats"] if s.rsplit("/", 1)[0] in modules}
+    return frozenset({f"params/{p}" for p in frozen} | stats)
+
+
+def _frozen_labels(params, frozen: frozenset[str]):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "frozen" if f"params/{_join(path)}" in frozen else "trainable", params)
+
+
+def freezing_optimizer(tx: optax.GradientTransformation, frozen: frozenset[str]) -> optax.GradientTransformation:
+    """``tx`` for the trainable parameters, ``optax.set_to_zero()`` for the frozen ones (no optimizer state)."""
+    return optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()},
+                                 functools.partial(_frozen_labels, frozen=frozen))
+
+
+def freezing_apply(apply_fn: Callable, frozen: frozenset[str]) -> Callable:
+    """``model.apply`` with no gradient into the frozen parameters and their BatchNorms in inference mode."""
+    norms = frozenset(p.removeprefix("batch_stats/").rsplit("/", 1)[0] for p in frozen if p.startswith("batch_stats/"))
+
+    def inference_norms(next_fun, args, kwargs, context):
+        module = context.module
+        if (context.method_name == "__call__" and isinstance(module, nn.BatchNorm)
+                and "/".join(module.scope.path) in norms):
+            if len(args) > 1:  # use_running_average given positionally
+                args = (args[0], True, *args[2:])
+            else:
+                kwargs = {**kwargs, "use_running_average": True}
+        return next_fun(*args, **kwargs)
+
+    def apply(variables, *args, **kwargs):
+        variables = dict(variables)
+        variables["params"] = jax.tree_util.tree_map_with_path(
+            lambda path, p: jax.lax.stop_gradient(p) if f"params/{_join(path)}" in frozen else p,
+            variables["params"])
+        with nn.intercept_methods(inference_norms):
+            return apply_fn(variables, *args, **kwargs)
+
+    return apply
+
+
+# --- features -------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("model", "stage", "pool"))
+def _features(model: nn.Module, variables, images: jax.Array, stage: str, pool: bool) -> jax.Array:
+    _, features = model.apply(variables, images, train=False, return_features=True)
+    out = features[stage]
+    return out.mean(axis=(1, 2)) if pool and out.ndim == 4 else out
+
+
+@functools.lru_cache(maxsize=64)
+def feature_names(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """The features ``model`` returns at ``input_shape`` (N, H, W, C), name -> shape: 'stem', 'stage1', ..."""
+    def features(x):
+        variables = model.init(jax.random.key(0), x, train=False)
+        return model.apply(variables, x, train=False, return_features=True)[1]
+
+    shapes = jax.eval_shape(features, jax.ShapeDtypeStruct(input_shape, jnp.float32))
+    return {name: tuple(s.shape) for name, s in shapes.items()}
+
+
+def extract_features(model: nn.Module, variables: Mapping, images, stage: str = "pre_logits", *,
+                     pool: bool = False) -> jax.Array:
+    """The activations of ``stage`` for a batch of normalized images (N, H, W, C), in evaluation mode.
+
+    Returns (N, h, w, c) for a spatial stage ('stem', 'stage1', ...) — or (N, c) with
+    ``pool=True`` (global average) — and (N, c) for 'pre_logits'. Jitted once per model,
+    stage and input shape; the layers after ``stage`` are not computed.
+    """
+    images = jnp.asarray(images)
+    names = feature_names(model, tuple(images.shape))
+    if stage not in names:
+        raise ValueError(f"{type(model).__name__} has no feature {stage!r}; it has {', '.join(names)}")
+    variables = {c: variables[c] for c in COLLECTIONS if c in variables}
+    return _features(model, variables, images, stage, pool)
+
+
+__all__ = [
+    "TransferError", "check_config", "check_source", "checkpoint_variables", "extract_features", "feature_names",
+    "freezing_apply", "freezing_optimizer", "frozen_paths", "head_parameters", "initial_variables", "load_variables",
+    "match_variables", "parse_freeze", "pretrained_options", "variable_shapes", "with_variables",
+]

@@ -1,0 +1,143 @@
+"""Inference export: reloaded SavedModel and StableHLO exports give the JAX model's logits.
+
+The model is a ResNet-18 with one block per stage and narrow widths, with seeded
+pseudo-random torchvision-layout weights whose BatchNorm statistics are far from 0/1, so
+that folding them wrongly would show.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from jaxconv.checkpoint import Checkpoints
+from jaxconv.cli import main
+from jaxconv.export import export_model, inference_function, load_exported, load_saved_model
+from jaxconv.pretrained.convert import convert_state_dict, torch_layout
+from jaxconv.pretrained.synthetic import random_images, random_state_dict
+from jaxconv.registry import get_model
+
+OPTIONS = {"depths": (1, 1, 1, 1), "stem_width": 8}
+SHAPE = (1, 32, 32, 3)
+BATCHNORMS = 12  # stem, two per block, one per downsampling shortcut (stages 2-4)
+
+
+@pytest.fixture(scope="module")
+def pretrained():
+    model = get_model("resnet18", **OPTIONS)
+    variables = convert_state_dict("resnet18", random_state_dict(torch_layout("resnet18", **OPTIONS), seed=5),
+                                   **OPTIONS)
+    return model, variables
+
+
+def relative_error(actual, expected) -> float:
+    expected = np.asarray(expected, np.float64)
+    return float(np.max(np.abs(np.asarray(actual, np.float64) - expected)) / np.max(np.abs(expected)))
+
+
+def reference(model, variables, images):
+    return jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
+
+
+def test_float32_savedmodel_and_stablehlo_match_the_jax_model_for_any_batch(pretrained, tmp_path):
+    model, variables = pretrained
+    record = export_model(model, variables, tmp_path / "out", input_shape=SHAPE, platforms=("cpu",), check=False,
+                          metadata={"model": "resnet18"})
+    assert record["batchnorm_folded"] == BATCHNORMS and record["input"]["shape"] == [None, 32, 32, 3]
+    assert json.loads((tmp_path / "out" / "export.json").read_text())["files"] == record["files"]
+    for batch in (3, 1):
+        images = random_images((batch, 32, 32, 3), seed=batch)
+        expected = reference(model, variables, images)
+        assert float(np.std(expected)) > 0.1
+        assert relative_error(load_saved_model(tmp_path / "out")(images), expected) < 1e-5
+        assert relative_error(load_exported(tmp_path / "out")(images), expected) < 1e-5
+
+
+def test_bfloat16_export_computes_in_bfloat16_within_its_precision(pretrained, tmp_path):
+    model, variables = pretrained
+    record = export_model(model, variables, tmp_path / "bf16", input_shape=SHAPE, dtype="bfloat16",
+                          formats=("jax_export",), platforms=("cpu",), check=False)
+    assert record["dtype"] == "bfloat16" and list(record["files"]) == ["jax_export"]
+    images = random_images((4, 32, 32, 3), seed=7)
+    expected = reference(model, variables, images)
+    error = relative_error(load_exported(tmp_path / "bf16")(images), expected)
+    assert 1e-4 < error < 3e-2  # bfloat16 keeps 8 significant bits: visibly not float32, still the same function
+    _, weights, _ = inference_function(model, variables, input_shape=SHAPE, dtype="bfloat16")
+    assert {leaf.dtype.name for leaf in jax.tree_util.tree_leaves(weights)} == {"bfloat16"}
+
+
+def test_export_refuses_a_used_directory_and_unknown_formats(pretrained, tmp_path):
+    model, variables = pretrained
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="not an empty directory"):
+        export_model(model, variables, tmp_path / "used", input_shape=SHAPE)
+    with pytest.raises(ValueError, match="formats are saved_model, jax_export"):
+        export_model(model, variables, tmp_path / "new", input_shape=SHAPE, formats=("onnx",))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, pretrained):
+    """A `jaxconv train` workdir as the loop leaves it: config.json and an Orbax checkpoint of the state."""
+    _, variables = pretrained
+    model = get_model("resnet18", num_classes=10, **OPTIONS)
+    rng = np.random.default_rng(1)
+    head = {"kernel": rng.normal(0, 0.1, (64, 10)).astype(np.float32), "bias": np.zeros(10, np.float32)}
+    params = {**variables["params"], "head": head}
+    root = tmp_path_factory.mktemp("run")
+    config = {"model": "resnet18", "model_options": {"depths": [1, 1, 1, 1], "stem_width": 8}, "dataset": "shapes",
+              "image_size": 32, "init_weights": None}
+    (root / "config.json").write_text(json.dumps(config))
+    checkpoints = Checkpoints(root, log=lambda _: None)
+    state = {"step": np.asarray(7, np.int32), "params": params, "batch_stats": variables["batch_stats"]}
+    checkpoints.save(7, jax.device_put(state), {"step": 7, "model": "resnet18", "num_classes": 10, "image_size": 32})
+    checkpoints.wait()
+    checkpoints.close()
+    return root, model, {"params": params, "batch_stats": variables["batch_stats"]}
+
+
+def test_export_command_exports_a_runs_checkpoint(workdir, tmp_path, capsys):
+    root, model, variables = workdir
+    out = tmp_path / "export"
+    assert main(["export", "--workdir", str(root), "--out", str(out), "--format", "jax_export",
+                 "--platforms", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"exported resnet18 ({BATCHNORMS} BatchNorms folded, float32) to {out}")
+    assert lines[1].startswith(f"  {out / 'model.jax_export'}  max |export - JAX| / max |JAX| = ")
+    assert float(lines[1].rsplit("= ", 1)[1]) < 1e-5
+    record = json.loads((out / "export.json").read_text())
+    assert record["num_classes"] == 10 and record["preprocessing"]["mean"] == [127.5] * 3
+    assert "checkpoint step 7" in record["source"]
+    images = random_images((2, 32, 32, 3), seed=11)
+    assert relative_error(load_exported(out)(images), reference(model, variables, images)) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        ([], "give either --workdir RUN"),
+        (["--weights", "w.safetensors"], "--weights w.safetensors needs --model NAME"),
+        (["--model", "resnet5", "--weights", "w.pth"], "unknown model 'resnet5'"),
+        (["--model", "resnet18", "--weights", "nowhere.pth"], "weights file 'nowhere.pth' does not exist"),
+        (["--workdir", "nowhere"], "nowhere: no config.json there"),
+        (["--workdir", "RUN", "--format", "onnx"], "--format 'onnx': expected a comma-separated list of saved_model"),
+        (["--workdir", "RUN", "--platforms", "metal"], "--platforms 'metal': expected"),
+    ],
+)
+def test_export_command_mistakes_are_one_line_with_status_2(workdir, tmp_path, capsys, args, needle):
+    args = [str(workdir[0]) if a == "RUN" else a for a in args]
+    assert main(["export", "--out", str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_command_refuses_a_used_output_directory(workdir, tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    assert main(["export", "--workdir", str(workdir[0]), "--out", str(tmp_path / "out")]) == 2
+    assert "exists and is not an empty directory" in capsys.readouterr().err
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
