@@ -55,6 +55,24 @@ LENET5_PARAMS = 61_706
 # Springenberg et al. 2015, Table 6: All-CNN-C has "1.3 M" parameters (the table truncates).
 ALLCNN_C_MILLIONS = 1.3
 
+
+def small_inception_params(module: str) -> int:
+    """inception_small (archs/inception_small.py), counted by hand from its layer list.
+
+    stem: 3x3 conv 3->64 without bias + BN (2 x 64); four modules at GoogLeNet 3a's half widths
+    (1x1 32; 1x1 48 -> 3x3 64; 1x1 8 -> 5x5 16; pool -> 1x1 16), each conv followed by BN;
+    global average pool; linear to 10 classes. Naive modules drop the 1x1 reductions and the
+    pool projection, so their input channels pass through and grow by 32 + 64 + 16 per module.
+    """
+    stem = 3 * 64 * 9 + 2 * 64
+    if module == "reduced":
+        inputs, out = (64, 128, 128, 128), 128
+        per_module = [c * (32 + 48 + 8 + 16) + 48 * 64 * 9 + 8 * 16 * 25 + 2 * (32 + 48 + 64 + 8 + 16 + 16) for c in inputs]
+    else:
+        inputs, out = (64, 176, 288, 400), 512
+        per_module = [c * (32 + 64 * 9 + 16 * 25) + 2 * (32 + 64 + 16) for c in inputs]
+    return stem + sum(per_module) + out * 10 + 10
+
 # The lecture's VGG16 table (lecture 001): output volume and weights (biases not counted).
 VGG16_LECTURE_ROWS = [
     ("CONV3-64", (224, 224, 64), 1_728),

@@ -22,6 +22,7 @@ from reference import (
     PAPER_PARAMS,
     TORCHVISION,
     TORCHVISION_EXTRA_PARAMS,
+    small_inception_params,
 )
 
 ALL_MODELS = jaxconv.list_models()
@@ -68,6 +69,8 @@ def test_parameter_count(name):
         assert count == expected
     elif name == "allcnn_c":
         assert int(count / 1e5) / 10 == ALLCNN_C_MILLIONS
+    elif name.startswith("inception_small"):
+        assert count == small_inception_params("naive" if name.endswith("naive") else "reduced")
     else:
         pytest.fail(f"{name} has no published parameter count to check against; add one to tests/reference.py")
 

@@ -5,6 +5,7 @@ from jaxconv.archs.allconv import AllConvNet
 from jaxconv.archs.common import CifarStem, ImageNetStem
 from jaxconv.archs.efficientnet import EfficientNet
 from jaxconv.archs.googlenet import GoogLeNet
+from jaxconv.archs.inception_small import SmallInception
 from jaxconv.archs.lenet import LeNet5
 from jaxconv.archs.resnet import ResNet
 from jaxconv.archs.vgg import VGG
@@ -19,6 +20,7 @@ __all__ = [
     "ImageNetStem",
     "LeNet5",
     "ResNet",
+    "SmallInception",
     "VGG",
     "ZFNet",
 ]

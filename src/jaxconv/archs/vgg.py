@@ -34,6 +34,7 @@ class VGG(nn.Module):
     num_classes: int = 1000
     widths: Sequence[int] = (64, 128, 256, 512, 512)
     classifier_width: int = 4096
+    kernel_size: int = 3  # every conv's; 5 or 7 for the kernel-size study (stacks of 3x3 vs one big kernel)
     norm: ModuleDef | None = None
     act: Activation = relu
     dropout: float = 0.5
@@ -46,7 +47,8 @@ class VGG(nn.Module):
         norm = partial(self.norm, dtype=self.dtype) if self.norm is not None else None
         features: dict[str, jnp.ndarray] = {}
         for i, (depth, width) in enumerate(zip(self.depths, self.widths), start=1):
-            stage = Stage(StageSpec(ConvNormAct, depth, width), conv=conv, norm=norm, act=self.act, name=f"stage{i}")
+            block = ConvNormAct if self.kernel_size == 3 else partial(ConvNormAct, kernel_size=self.kernel_size)
+            stage = Stage(StageSpec(block, depth, width), conv=conv, norm=norm, act=self.act, name=f"stage{i}")
             x = stage(x, train)
             x = MaxPool(2, 2, name=f"pool{i}")(x)
             features[f"stage{i}"] = x

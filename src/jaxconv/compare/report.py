@@ -1,0 +1,128 @@
+"""`jaxconv report`: training runs gathered into one markdown page with tables and plots."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+from collections.abc import Sequence
+
+from jaxconv.compare import plots
+from jaxconv.compare.published import published
+from jaxconv.compare.runs import Run
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def _percent(record: dict | None, key: str) -> str:
+    return f"{100 * record[key]:.2f}" if record and key in record else "—"
+
+
+def run_cost(run: Run) -> dict | None:
+    """Parameters and GMACs of the run's model at its input size and class count; None if it cannot be built."""
+    from jaxconv.analysis import summary
+    from jaxconv.data.sources import DATASETS
+
+    spec = DATASETS.get(run.dataset)
+    num_classes = spec.num_classes if spec and spec.num_classes else None
+    options = dict(run.config.get("model_options") or {})
+    try:
+        s = summary(run.model, image_size=run.config.get("image_size"), num_classes=num_classes, **options)
+    except (ValueError, TypeError):
+        return None
+    return {"params": s.params, "gmacs": s.macs / 1e9}
+
+
+def sweep_records(runs: Sequence[Run]) -> list[dict]:
+    """The latest sweep.jsonl line (command, machine, date, wall time) of each run that has one."""
+    records = []
+    for run in runs:
+        log = run.path.parent / "sweep.jsonl"
+        if log.is_file():
+            lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+            mine = [r for r in lines if r.get("run") == run.name and r.get("exit_code") == 0]
+            if mine:
+                records.append(mine[-1])
+    return records
+
+
+def _model_label(run: Run) -> str:
+    options = run.config.get("model_options") or {}
+    extra = ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
+    return f"{run.model} ({extra})" if extra else run.model
+
+
+def runs_table(runs: Sequence[Run], costs: dict[pathlib.Path, dict | None]) -> str:
+    head = ("run", "model", "dataset", "input", "params", "GMACs", "steps", "epochs", "wall time",
+            "best top-1 % (step)", "final top-1 %", "final top-5 %", "status")
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 4) + "---|"]
+    for run in runs:
+        cost = costs.get(run.path)
+        best, final = run.best_eval, run.final_eval
+        epochs = final["epoch"] if final and "epoch" in final else (run.train[-1]["epoch"] if run.train else None)
+        cells = [
+            run.name, _model_label(run), run.dataset, str(run.config.get("image_size") or "default"),
+            f"{cost['params']:,}" if cost else "—", f"{cost['gmacs']:.3f}" if cost else "—",
+            str(run.steps), f"{epochs:.2f}" if epochs is not None else "—", _duration(run.wall_time_s),
+            f"{_percent(best, 'top1')} ({best['step']})" if best else "—",
+            _percent(final, "top1"), _percent(final, "top5"),
+            "completed" if run.completed else (run.summary or {}).get("status", "incomplete"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(runs: Sequence[Run], out: str | pathlib.Path, *, title: str = "jaxconv report",
+                 command: str | None = None) -> pathlib.Path:
+    """Writes OUT/report.md with the runs table, the published figures of their models, training
+    curves (OUT/curves.png) and accuracy against GMACs (OUT/accuracy_vs_gmacs.png). Returns the report's path."""
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    costs = {run.path: run_cost(run) for run in runs}
+    parts = [f"# {title}", ""]
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts.append(f"Generated {stamp}" + (f" by `{command}`" if command else "") + f" from {len(runs)} run(s).")
+    parts += ["", "## Runs", "", runs_table(runs, costs)]
+
+    datasets = sorted({run.dataset for run in runs})
+    models = sorted({run.model for run in runs if published(run.model).top1 is not None})
+    if models:
+        parts += ["## Published figures for these models", "",
+                  "| model | published top-1 % | published top-5 % | source |", "|---|---:|---:|---|"]
+        for name in models:
+            pub = published(name)
+            parts.append(f"| {name} | {pub.top1:.3f} | {pub.top5:.3f} | {pub.accuracy_source} |")
+        parts += ["", f"The runs above are on {', '.join(datasets)}; published figures are on ImageNet, "
+                  "at full scale. Compare the ordering, not the numbers.", ""]
+
+    curves = plots.plot_training_curves(runs, out / "curves.png", title=title)
+    if curves:
+        parts += ["## Training curves", "", f"![training curves]({curves.name})", ""]
+    bubbles = [
+        {"model": run.name, "params": costs[run.path]["params"], "gmacs": costs[run.path]["gmacs"],
+         "your_top1": 100 * run.best_eval["top1"]}
+        for run in runs if costs.get(run.path) and run.best_eval
+    ]
+    chart = plots.plot_accuracy_vs_gmacs(bubbles, out / "accuracy_vs_gmacs.png", accuracy="your",
+                                         title="Best top-1 vs GMACs; bubble area ∝ parameters")
+    if chart:
+        parts += ["## Accuracy against compute", "", f"![accuracy vs GMACs]({chart.name})", ""]
+    provenance = sweep_records(runs)
+    if provenance:
+        machines = sorted({r["machine"] for r in provenance})
+        dates = sorted({r["date"] for r in provenance})
+        total = sum(r["wall_time_s"] for r in provenance)
+        parts += ["## How the runs were made", "",
+                  f"By scripts/sweep.py on {'; '.join(machines)}, {', '.join(dates)}; "
+                  f"{_duration(total)} of wall time in all.", "", "```"]
+        parts += [r["command"] for r in provenance]
+        parts += ["```", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(parts).rstrip() + "\n", encoding="utf-8")
+    return report

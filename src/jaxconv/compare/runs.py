@@ -1,0 +1,116 @@
+"""Reading what `jaxconv train` left in its workdirs: config.json, metrics.jsonl, summary.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from collections.abc import Iterable
+
+
+class RunError(ValueError):
+    """A path that is not a readable training run (no metrics.jsonl or config.json, bad JSON)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training workdir. ``train`` and ``evals`` are the metrics.jsonl records in step order."""
+
+    path: pathlib.Path
+    config: dict
+    train: tuple[dict, ...]
+    evals: tuple[dict, ...]
+    summary: dict | None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def model(self) -> str:
+        return self.config.get("model", "?")
+
+    @property
+    def dataset(self) -> str:
+        return self.config.get("dataset", "?")
+
+    @property
+    def completed(self) -> bool:
+        return bool(self.summary) and self.summary.get("status") == "completed"
+
+    @property
+    def best_eval(self) -> dict | None:
+        """The evaluation with the highest top-1 (ties: the earliest)."""
+        return max(self.evals, key=lambda r: (r["top1"], -r["step"])) if self.evals else None
+
+    @property
+    def final_eval(self) -> dict | None:
+        return self.evals[-1] if self.evals else None
+
+    @property
+    def steps(self) -> int:
+        last = [r["step"] for r in self.train + self.evals]
+        return max(last) if last else 0
+
+    @property
+    def wall_time_s(self) -> float | None:
+        """The completed run's wall time (of its last session when it was resumed)."""
+        return self.summary.get("wall_time_s") if self.summary else None
+
+
+def _records(path: pathlib.Path) -> list[dict]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # a run killed mid-write leaves at most a torn last line
+                break
+            raise RunError(f"{path}:{number}: not a JSON line") from None
+    return records
+
+
+def load_run(path: str | pathlib.Path) -> Run:
+    """Reads one workdir; raises RunError when it is not one."""
+    path = pathlib.Path(path)
+    metrics, config = path / "metrics.jsonl", path / "config.json"
+    if not path.is_dir():
+        raise RunError(f"{path}: no such directory")
+    if not metrics.is_file() or not config.is_file():
+        raise RunError(f"{path}: not a training run (a `jaxconv train` workdir has config.json and metrics.jsonl)")
+    try:
+        config_dict = json.loads(config.read_text(encoding="utf-8"))
+        summary_path = path / "summary.json"
+        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path}: unreadable JSON ({e})") from None
+    records = _records(metrics)
+    # A resumed run re-logs the steps after its checkpoint: keep the last record of each step.
+    by_key = {(r.get("split"), r.get("step")): r for r in records}
+    ordered = sorted(by_key.values(), key=lambda r: r.get("step", 0))
+    train = tuple(r for r in ordered if r.get("split") == "train")
+    evals = tuple(r for r in ordered if r.get("split") == "eval")
+    return Run(path, config_dict, train, evals, summary)
+
+
+def find_runs(paths: Iterable[str | pathlib.Path]) -> list[Run]:
+    """The runs at ``paths``: each a workdir, or a directory whose subdirectories (to any depth) are.
+
+    Raises RunError for a path that holds no run at all.
+    """
+    runs: list[Run] = []
+    for given in paths:
+        root = pathlib.Path(given)
+        if not root.is_dir():
+            raise RunError(f"{root}: no such directory")
+        if (root / "metrics.jsonl").is_file():
+            runs.append(load_run(root))
+            continue
+        found = sorted(p.parent for p in root.rglob("metrics.jsonl") if (p.parent / "config.json").is_file())
+        if not found:
+            raise RunError(f"{root}: holds no training run (no config.json + metrics.jsonl below it)")
+        runs.extend(load_run(p) for p in found)
+    return runs

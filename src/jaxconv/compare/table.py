@@ -1,0 +1,154 @@
+"""`jaxconv compare`: the ILSVRC architectures side by side — ours, measured, and published.
+
+Every row holds what jaxconv computes from the model itself (parameters, GMACs, forward
+activation memory per image), what was measured on this machine (inference and training
+images/s, when asked), the accuracy of the user's own runs of that model, and — in columns
+labelled as such — what was published.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Sequence
+
+from jaxconv.compare.published import ILSVRC_MODELS, published
+from jaxconv.compare.runs import Run
+
+FORMATS = ("md", "csv", "json")
+
+# measure(model, mode, batch_size, image_size) -> images per second; mode is 'eval' or 'train'.
+Measure = Callable[[str, str, int, int], float]
+
+
+def _best_run(runs: Sequence[Run], model: str) -> Run | None:
+    candidates = [r for r in runs if r.model == model and r.best_eval is not None]
+    return max(candidates, key=lambda r: r.best_eval["top1"]) if candidates else None
+
+
+def compare_rows(
+    models: Sequence[str] = ILSVRC_MODELS,
+    *,
+    runs: Sequence[Run] = (),
+    measure: Measure | None = None,
+    batch_size: int = 8,
+    image_size: int | None = None,
+    summarize=None,
+) -> list[dict]:
+    """One dict per model (keys as in ``COLUMNS``); None where a figure does not exist.
+
+    ``image_size`` overrides every model's default input size for our figures (published
+    ones keep the size they were published at). ``measure`` times inference and training
+    at ``batch_size``; without it the speed columns are None. ``summarize(name, image_size)``
+    defaults to ``jaxconv.summary``.
+    """
+    from jaxconv.analysis import summary
+    from jaxconv.registry import model_info
+
+    summarize = summarize or (lambda name, size: summary(name, image_size=size))
+    rows = []
+    for name in models:
+        info = model_info(name)
+        size = image_size or info.image_size
+        ours = summarize(name, size)
+        pub = published(name)
+        run = _best_run(runs, name)
+        best = run.best_eval if run else None
+        row = {
+            "model": name,
+            "image_size": size,
+            "params": ours.params,
+            "gmacs": ours.macs / 1e9,
+            "activation_mb": ours.forward_activation_bytes / 1e6,
+            "eval_images_per_sec": None,
+            "train_images_per_sec": None,
+            "speed_batch_size": None,
+            "your_top1": 100 * best["top1"] if best else None,
+            "your_top5": 100 * best["top5"] if best and "top5" in best else None,
+            "your_run": str(run.path) if run else None,
+            "your_dataset": run.dataset if run else None,
+            "published_params": pub.params,
+            "published_gmacs": pub.gmacs,
+            "published_top1": pub.top1,
+            "published_top5": pub.top5,
+            "published_image_size": pub.image_size if pub.top1 is not None else None,
+            "published_source": pub.accuracy_source,
+            "ilsvrc_entry": pub.ilsvrc_entry,
+            "ilsvrc_top5_error": pub.ilsvrc_top5_error,
+        }
+        if measure is not None:
+            row["eval_images_per_sec"] = measure(name, "eval", batch_size, size)
+            row["train_images_per_sec"] = measure(name, "train", batch_size, size)
+            row["speed_batch_size"] = batch_size
+        rows.append(row)
+    return rows
+
+
+def _number(value, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def format_markdown(rows: Sequence[dict], *, device: str | None = None) -> str:
+    """The comparison as markdown: our figures and measurements, then the published ones, then the notes."""
+    speed = any(r["eval_images_per_sec"] is not None for r in rows)
+    yours = any(r["your_top1"] is not None for r in rows)
+    head = ["model", "input", "params (M)", "GMACs", "activations / image (MB)"]
+    if speed:
+        head += ["inference img/s", "training img/s"]
+    if yours:
+        head += ["your top-1 %", "your top-5 %", "dataset"]
+    head += ["published top-1 %", "published top-5 %", "ILSVRC top-5 error %"]
+    align = ["---" if h in ("model", "dataset") else "---:" for h in head]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+    for r in rows:
+        cells = [r["model"], str(r["image_size"]), f"{r['params'] / 1e6:.2f}", f"{r['gmacs']:.3f}",
+                 f"{r['activation_mb']:.1f}"]
+        if speed:
+            cells += [_number(r["eval_images_per_sec"], ".1f"), _number(r["train_images_per_sec"], ".1f")]
+        if yours:
+            cells += [_number(r["your_top1"], ".2f"), _number(r["your_top5"], ".2f"), r["your_dataset"] or "—"]
+        top1 = _number(r["published_top1"], ".3f")
+        if r["published_image_size"] not in (None, r["image_size"]):
+            top1 += f" (at {r['published_image_size']})"
+        cells += [top1, _number(r["published_top5"], ".3f"), _number(r["ilsvrc_top5_error"], ".2f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [
+        "",
+        "params and GMACs (multiply-accumulates of conv and dense layers) are computed by jaxconv from the models; "
+        "activations are the float32 values of every layer's output for one image's forward pass.",
+    ]
+    mismatched = [r["model"] for r in rows if r["published_params"] not in (None, r["params"])]
+    if mismatched:
+        notes.append(f"Parameter counts that differ from the published ones: {', '.join(mismatched)}.")
+    if speed:
+        batch = rows[0]["speed_batch_size"]
+        notes.append(f"Measured on {device or 'this machine'}, batch {batch}: median images/s after warm-up "
+                     "(training: forward, backward and an SGD update).")
+    if yours:
+        notes.append("Your top-1/top-5: the best evaluation of your runs of that model, on the dataset named.")
+    sources = sorted({r["published_source"] for r in rows if r["published_source"]})
+    notes += [f"Published top-1/top-5: {s}." for s in sources]
+    if any(r["ilsvrc_entry"] for r in rows):
+        entries = ", ".join(f"{r['model']}: {r['ilsvrc_entry']}" for r in rows if r["ilsvrc_entry"])
+        notes.append(f"ILSVRC top-5 error: the winning entries as the lectures chart them (ensembles, test set) — {entries}.")
+    return "\n".join(lines + notes) + "\n"
+
+
+def format_csv(rows: Sequence[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def format_rows(rows: Sequence[dict], fmt: str, *, device: str | None = None) -> str:
+    """The rows as 'md', 'csv' or 'json'."""
+    if fmt == "md":
+        return format_markdown(rows, device=device)
+    if fmt == "csv":
+        return format_csv(rows)
+    if fmt == "json":
+        return json.dumps({"device": device, "rows": list(rows)}, indent=2) + "\n"
+    raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")

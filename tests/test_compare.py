@@ -1,0 +1,185 @@
+"""`jaxconv compare`, `jaxconv report` and sweeps: published figures reproduced, runs read, plots written."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import pathlib
+
+import pytest
+from conftest import cached_summary
+from tiny import tiny_config
+
+from jaxconv import cli
+from jaxconv.compare import ILSVRC_MODELS, PUBLISHED, RunError, compare_rows, find_runs, format_rows, load_run
+from jaxconv.compare.report import write_report
+from jaxconv.train.config import ConfigError, load_config
+from jaxconv.train.sweep import SweepError, plan, slurm_array
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PLAIN_VS_RESIDUAL = REPO / "experiments" / "study_plain_vs_residual.py"
+
+
+def summarize(name, size):
+    return cached_summary(name, image_size=size)
+
+
+@pytest.fixture(scope="module")
+def ilsvrc_rows():
+    return compare_rows(ILSVRC_MODELS, summarize=summarize)
+
+
+def test_the_default_table_is_the_lectures_lineage_with_published_counts_reproduced(ilsvrc_rows):
+    assert [r["model"] for r in ilsvrc_rows] == list(ILSVRC_MODELS)
+    for row in ilsvrc_rows:
+        assert row["published_params"] == row["params"], row["model"]
+        if row["published_gmacs"] is not None:
+            assert row["gmacs"] == pytest.approx(row["published_gmacs"], abs=5e-4), row["model"]
+    by_name = {r["model"]: r for r in ilsvrc_rows}
+    # The lectures: "Only 5 million parameters! 12x less than AlexNet, 27x less than VGG-16" (GoogLeNet,
+    # counted here with its FC-free head: 7.0M, hence 8.9x and 19.8x for these exact networks).
+    assert by_name["alexnet"]["params"] / by_name["googlenet"]["params"] == pytest.approx(8.91, abs=0.01)
+    assert by_name["vgg16"]["params"] / by_name["googlenet"]["params"] == pytest.approx(19.77, abs=0.01)
+    # ILSVRC winners' top-5 error falls 16.4 -> 11.7 -> 6.7 -> 3.57 along the lineage.
+    errors = [by_name[n]["ilsvrc_top5_error"] for n in ("alexnet", "zfnet", "googlenet", "resnet152")]
+    assert errors == [16.4, 11.7, 6.7, 3.57]
+    # VGG16's forward pass: 15.2M values per image (the lecture's own rows sum to this; it prints 24M).
+    assert by_name["vgg16"]["activation_mb"] * 1e6 / 4 == pytest.approx(15.2e6, rel=0.01)
+
+
+def test_published_accuracies_are_torchvisions(ilsvrc_rows):
+    assert PUBLISHED["resnet50"].top1 == 76.130 and PUBLISHED["efficientnet_b0"].top5 == 93.532
+    text = format_rows(ilsvrc_rows, "md")
+    assert "| resnet50 | 224 | 25.56 | 4.089 |" in text
+    assert "published top-1 %" in text and "torchvision weights metadata" in text
+    assert "inference img/s" not in text  # nothing was measured
+
+
+def test_csv_and_json_carry_every_column(ilsvrc_rows):
+    parsed = list(csv.DictReader(io.StringIO(format_rows(ilsvrc_rows, "csv"))))
+    assert [r["model"] for r in parsed] == list(ILSVRC_MODELS)
+    data = json.loads(format_rows(ilsvrc_rows, "json", device="cpu"))
+    assert data["device"] == "cpu" and data["rows"][4]["params"] == 6_998_552
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A real (tiny) training run's workdir."""
+    from jaxconv.train.config import validate
+    from jaxconv.train.loop import train
+
+    root = tmp_path_factory.mktemp("compare")
+    config = validate(tiny_config(root / "tfds", num_train_steps=4, eval_every_steps=2, checkpoint_every_steps=4),
+                      device_count=8)
+    train(config, root / "runs" / "tiny", log=lambda _: None)
+    return root / "runs" / "tiny"
+
+
+def test_runs_are_read_from_workdirs_and_their_parents(tiny_run):
+    run = load_run(tiny_run)
+    assert run.model == "resnet20" and run.dataset == "shapes" and run.completed
+    assert [r["step"] for r in run.evals] == [2, 4] and run.steps == 4
+    assert run.best_eval["top1"] == max(r["top1"] for r in run.evals)
+    assert [r.path for r in find_runs([tiny_run.parent])] == [tiny_run]
+    with pytest.raises(RunError, match="holds no training run"):
+        find_runs([tiny_run / "checkpoints"])
+
+
+def test_a_torn_last_line_is_ignored_but_damage_inside_is_not(tiny_run, tmp_path):
+    copy = tmp_path / "run"
+    copy.mkdir()
+    (copy / "config.json").write_text((tiny_run / "config.json").read_text())
+    lines = (tiny_run / "metrics.jsonl").read_text().splitlines()
+    (copy / "metrics.jsonl").write_text("\n".join(lines) + "\n" + lines[-1][:10])
+    assert len(load_run(copy).evals) == 2
+    (copy / "metrics.jsonl").write_text(lines[0][:10] + "\n" + "\n".join(lines))
+    with pytest.raises(RunError, match="metrics.jsonl:1: not a JSON line"):
+        load_run(copy)
+
+
+def test_compare_fills_your_accuracy_from_runs(tiny_run):
+    runs = find_runs([tiny_run])
+    rows = compare_rows(["resnet20", "plain20"], runs=runs, summarize=summarize)
+    assert rows[0]["your_top1"] == pytest.approx(100 * runs[0].best_eval["top1"])
+    assert rows[0]["your_dataset"] == "shapes" and rows[1]["your_top1"] is None
+    assert "| shapes |" in format_rows(rows, "md")
+
+
+def test_report_writes_tables_and_plots(tiny_run, tmp_path):
+    report = write_report(find_runs([tiny_run]), tmp_path / "report", title="tiny", command="jaxconv report x")
+    text = report.read_text()
+    assert "| tiny | resnet20 (depths=[1, 1, 1]) | shapes | 16 |" in text
+    assert "![training curves](curves.png)" in text and "![accuracy vs GMACs](accuracy_vs_gmacs.png)" in text
+    for png in ("curves.png", "accuracy_vs_gmacs.png"):
+        assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_compare_writes_files_and_plots(tmp_path, capsys):
+    assert cli.main(["compare", "resnet18", "efficientnet_b0", "vgg16", "--no-speed", "--out", str(tmp_path)]) == 0
+    assert "| vgg16 | 224 | 138.36 | 15.470 |" in capsys.readouterr().out
+    for name in ("compare.md", "compare.csv", "compare.json", "accuracy_vs_gmacs.png", "vgg16_layers.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["compare", "resnet5", "--no-speed"], "unknown model 'resnet5'"),
+        (["compare", "--no-speed", "--runs", "/nonexistent"], "/nonexistent: no such directory"),
+        (["compare", "lenet5", "--no-speed", "--image-size", "8"], "--image-size 8"),
+        (["report", "/nonexistent"], "/nonexistent: no such directory"),
+    ],
+)
+def test_bad_input_is_one_line_with_exit_status_2(args, needle, capsys):
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_study_plans_one_run_per_network_in_its_own_workdir(tmp_path):
+    runs = plan([str(PLAIN_VS_RESIDUAL)], runs_dir=tmp_path, overrides={"seed": "3"})
+    assert [r.name for r in runs] == ["plain20", "plain32", "plain44", "plain56",
+                                      "resnet20", "resnet32", "resnet44", "resnet56"]
+    assert runs[0].experiment.endswith("study_plain_vs_residual.py:quick")
+    assert runs[0].workdir == tmp_path / "study_plain_vs_residual" / "quick" / "plain20"
+    assert dict(runs[0].overrides) == {"model": "plain20", "seed": "3"}
+    assert "--config.model=plain20" in runs[0].argv()
+    full = plan([str(PLAIN_VS_RESIDUAL)], runs_dir=tmp_path, variant="full")
+    assert len(full) == 12 and full[-1].experiment.endswith("imagenet_resnet50.py")
+    script = slurm_array(full, sbatch_options=["--gres=gpu:1"])
+    assert "#SBATCH --array=0-11" in script and "#SBATCH --gres=gpu:1" in script
+    assert script.count("jaxconv.cli train") == 12
+    with pytest.raises(SweepError, match="unknown variant 'medium'"):
+        plan([str(PLAIN_VS_RESIDUAL)], variant="medium")
+    with pytest.raises(SweepError, match="has no run 'resnet110'"):
+        plan([str(PLAIN_VS_RESIDUAL)], only=["resnet110"])
+
+
+def test_experiment_variants_load_by_suffix():
+    quick, full = load_config(f"{PLAIN_VS_RESIDUAL}:quick"), load_config(f"{PLAIN_VS_RESIDUAL}:full")
+    assert (quick.dataset, quick.image_size) == ("shapes", 16)
+    assert (full.dataset, full.num_train_steps) == ("cifar10", 64_000)
+    with pytest.raises(ConfigError, match="unknown variant; study_plain_vs_residual.py has quick, full"):
+        load_config(f"{PLAIN_VS_RESIDUAL}:medium")
+    with pytest.raises(ConfigError, match="has no variants"):
+        load_config(f"{REPO / 'experiments' / 'default.py'}:quick")
+
+
+def test_none_is_a_value_of_string_keys_and_unsets_nullable_ones():
+    from jaxconv.train.config import apply_overrides, base_config
+
+    config = apply_overrides(base_config(), {"augment": "none", "image_size": "32"})
+    assert config.augment == "none" and config.image_size == 32
+    assert apply_overrides(config, {"image_size": "None"}).image_size is None
+
+
+def test_every_study_plans_runs_that_validate(tmp_path):
+    from jaxconv.train.config import apply_overrides, validate
+
+    studies = sorted((REPO / "experiments").glob("study_*.py"))
+    assert len(studies) >= 7
+    for study in studies:
+        for variant in ("quick", "full"):
+            for run in plan([str(study)], runs_dir=tmp_path, variant=variant):
+                validate(apply_overrides(load_config(run.experiment), dict(run.overrides)), device_count=8)
