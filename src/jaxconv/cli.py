@@ -156,6 +156,28 @@ def _log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+# XLA's CPU backend (jaxlib 0.10) hands convolutions to YNNPACK, where the weight-gradient
+# convolutions of a training step run 4-7x slower than on XLA's own (Eigen) convolutions:
+# 1.5-1.7x on a whole ResNet training step, 1.4x on inference (docs/benchmarks.md). The flag
+# only concerns computations on the CPU backend; GPU and TPU hosts are unaffected.
+DEFAULT_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)
+
+
+def apply_default_xla_flags() -> None:
+    """Adds DEFAULT_XLA_FLAGS to $XLA_FLAGS before JAX starts; a flag the user set wins.
+
+    JAXCONV_XLA_DEFAULTS=0 leaves XLA_FLAGS alone. Does nothing once JAX is imported (XLA
+    reads the variable when it starts, and a caller that imported JAX chose its flags).
+    """
+    if os.environ.get("JAXCONV_XLA_DEFAULTS", "1") == "0" or "jax" in sys.modules:
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    for flag in DEFAULT_XLA_FLAGS:
+        if flag.split("=")[0] not in flags:
+            flags = f"{flags} {flag}".strip()
+    os.environ["XLA_FLAGS"] = flags
+
+
 def _enable_compilation_cache() -> None:
     """Keeps compiled steps in JAX's persistent cache, so that a resumed or repeated run skips compiling.
 
@@ -234,22 +256,25 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from jaxconv.checkpoint import CheckpointMismatch, CheckpointWriteError
     from jaxconv.data.sources import DatasetUnavailable
     from jaxconv.train.loop import TrainingDiverged, WorkdirError, train
+    from jaxconv.train.transfer import TransferError
 
     overrides = _config_overrides(extra)
     _enable_compilation_cache()
     _start_processes(args)
-    path = pathlib.Path(args.config) if args.config else default_experiment()
+    from jaxconv.train.config import split_variant
+
+    path, variant = split_variant(args.config) if args.config else (default_experiment(), None)
     if path is not None and not path.is_file():
         raise UsageError(f"--config {args.config}: no such experiment file (see experiments/)")
-    config = _resolved_config(path, overrides)
-    name = path.stem if path is not None else "default"
+    config = _resolved_config(args.config or path, overrides)
+    name = (path.stem + (f"_{variant}" if variant else "")) if path is not None else "default"
     workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / name)
     if workdir.exists() and not workdir.is_dir():
         raise UsageError(f"--workdir {workdir}: exists and is not a directory")
     _log(f"experiment {path or 'base config'} -> workdir {workdir.absolute()}")
     try:
         summary = train(config, workdir, log=_log)
-    except (DatasetUnavailable, CheckpointMismatch, WorkdirError) as e:
+    except (DatasetUnavailable, CheckpointMismatch, WorkdirError, TransferError) as e:
         raise UsageError(str(e)) from None
     except TrainingDiverged as e:
         _log(f"jaxconv: training stopped: {e}; the last good checkpoint is kept in {workdir / 'checkpoints'}")
@@ -318,6 +343,216 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _speed_measure(args: argparse.Namespace):
+    """measure(model, mode, batch_size, image_size) -> images/s, timed with `jaxconv bench`'s code."""
+    from jaxconv import bench
+
+    def measure(name: str, mode: str, batch_size: int, image_size: int) -> float:
+        _log(f"timing {name} ({mode}, batch {batch_size}, {image_size} px)")
+        timer = bench.measure_train if mode == "train" else bench.measure_eval
+        return timer(name, batch_size=batch_size, image_size=image_size, steps=args.steps, warmup=1)["images_per_sec"]
+
+    return measure
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from jaxconv.analysis import summary
+    from jaxconv.compare import ILSVRC_MODELS, RunError, compare_rows, find_runs, format_rows
+    from jaxconv.compare import plots
+    from jaxconv.layers import GeometryError
+    from jaxconv.registry import UnknownModelError, model_info
+
+    models = args.models or list(ILSVRC_MODELS)
+    try:
+        for name in models:
+            model_info(name)
+        runs = find_runs(args.runs) if args.runs else []
+    except (UnknownModelError, RunError) as e:
+        raise UsageError(str(e)) from None
+    out = pathlib.Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    device = None
+    if args.speed:
+        _quiet_backends()
+        _enable_compilation_cache()
+        import jax
+
+        device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})"
+    try:
+        rows = compare_rows(models, runs=runs, measure=_speed_measure(args) if args.speed else None,
+                            batch_size=args.batch_size, image_size=args.image_size)
+    except GeometryError as e:
+        raise UsageError(f"--image-size {args.image_size}: {e}") from None
+    except ValueError as e:
+        from jaxconv.bench import BenchError
+
+        if isinstance(e, BenchError):
+            raise UsageError(str(e)) from None
+        raise
+    text = format_rows(rows, args.format, device=device)
+    sys.stdout.write(text)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for fmt in ("md", "csv", "json"):
+            (out / f"compare.{fmt}").write_text(format_rows(rows, fmt, device=device), encoding="utf-8")
+        written = [out / "compare.md", out / "compare.csv", out / "compare.json"]
+        written.append(plots.plot_accuracy_vs_gmacs(rows, out / "accuracy_vs_gmacs.png"))
+        written.append(plots.plot_accuracy_vs_gmacs(rows, out / "your_accuracy_vs_gmacs.png", accuracy="your"))
+        written.append(plots.plot_layer_profile(summary("vgg16"), out / "vgg16_layers.png"))
+        _log("wrote " + ", ".join(str(p) for p in written if p is not None))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    _quiet_backends()
+    from jaxconv.compare import RunError, find_runs
+    from jaxconv.compare.report import write_report
+
+    try:
+        runs = find_runs(args.runs)
+    except RunError as e:
+        raise UsageError(str(e)) from None
+    out = pathlib.Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    command = "jaxconv report " + " ".join(args.runs) + f" --out {args.out}"
+    path = write_report(runs, out, title=args.title, command=command)
+    print(path)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.mode == "data":
+        _quiet_backends()
+    else:  # no TensorFlow to quieten (or to wait for while it imports)
+        import warnings
+
+        warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+    _enable_compilation_cache()
+    from jaxconv import bench
+
+    request = bench.Request(args.model, args.mode, args.batch_size, args.image_size, args.dtype, args.steps,
+                            args.warmup, recipe=args.recipe)
+    if args.mode != "data":
+        _log(f"compiling the {args.model} {args.mode} step ...")
+    try:
+        result = bench.run(request)
+    except bench.BenchError as e:
+        raise UsageError(str(e)) from None
+    sys.stdout.write(json.dumps(result, indent=2) + "\n" if args.format == "json" else bench.format_text(result))
+    return 0
+
+
+def _choices(flag: str, text: str, allowed: Sequence[str]) -> tuple[str, ...]:
+    """'a,b' -> ('a', 'b'), each one of ``allowed``."""
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in items if t not in allowed]
+    if bad or not items:
+        raise UsageError(f"{flag} {text!r}: expected a comma-separated list of {', '.join(allowed)}")
+    return items
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    _quiet_backends()
+    from jaxconv import export
+    from jaxconv.registry import UnknownModelError, model_info
+    from jaxconv.train.transfer import TransferError
+
+    if bool(args.workdir) == bool(args.weights):
+        raise UsageError("give either --workdir RUN (a training run's checkpoint) or --model NAME --weights FILE_OR_TAG")
+    if args.weights and not args.model:
+        raise UsageError(f"--weights {args.weights} needs --model NAME (the jaxconv model the weights are for)")
+    if args.workdir and (args.model or args.image_size):
+        raise UsageError("--model and --image-size come from the run's config.json with --workdir; drop them")
+    if args.step and not args.workdir:
+        raise UsageError("--step selects a checkpoint of --workdir")
+    formats = _choices("--format", args.format, export.FORMATS)
+    platforms = _choices("--platforms", args.platforms, export.PLATFORMS)
+    out = pathlib.Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {out}: exists and is not an empty directory; choose a new one")
+    try:
+        if args.workdir:
+            model, variables, shape, metadata = export.from_run(args.workdir, args.step)
+        else:
+            model_info(args.model)
+            model, variables, shape, metadata = export.from_weights(args.model, args.weights, args.image_size)
+        shape = (args.batch_size or shape[0], *shape[1:])
+        record = export.export_model(model, variables, out, input_shape=shape, fold_bn=args.fold_bn,
+                                     dtype=args.dtype, formats=formats, platforms=platforms,
+                                     dynamic_batch=args.batch_size is None, metadata=metadata, check=args.check)
+    except (UnknownModelError, TransferError, FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
+        raise UsageError(str(e).strip("'\"")) from None
+    folded = f"{record['batchnorm_folded']} BatchNorms folded" if record["batchnorm_folded"] else "no BatchNorm folded"
+    print(f"exported {metadata['model']} ({folded}, {record['dtype']}) to {out}: images "
+          f"{tuple(record['input']['shape'])} float32 -> logits (N, {metadata['num_classes']}) float32")
+    for kind, name in record["files"].items():
+        error = record.get("max_relative_error", {}).get(kind)
+        check = f"  max |export - JAX| / max |JAX| = {error:.2g}" if error is not None else ""
+        print(f"  {out / name}{check}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    _quiet_backends()
+    from jaxconv.pretrained import convert, predict, weights
+    from jaxconv.registry import UnknownModelError, model_info
+
+    try:
+        model_info(args.model)
+    except UnknownModelError as e:
+        raise UsageError(str(e)) from None
+    published = weights.WEIGHTS.get(args.model, {})
+    if args.model not in convert.SUPPORTED:
+        raise UsageError(f"--model {args.model}: no ImageNet weights convert to it; models with weights: "
+                         f"{', '.join(weights.WEIGHTS)}")
+    path = pathlib.Path(args.weights).expanduser()
+    is_tag = args.weights in published and not path.exists()
+    if not is_tag and not path.is_file():
+        raise UsageError(f"--weights {args.weights}: neither a file nor a published tag of {args.model} "
+                         f"({', '.join(published)})")
+    if args.weights_tag is not None and args.weights_tag not in published:
+        raise UsageError(f"--weights-tag {args.weights_tag}: {args.model}'s published weights are "
+                         f"{', '.join(published)}")
+    if is_tag and args.weights_tag not in (None, args.weights):
+        raise UsageError("--weights-tag is for a --weights file; a published tag brings its own preprocessing")
+    tag = args.weights if is_tag else (args.weights_tag or next(iter(published)))
+    weight_set = published[tag]
+    try:
+        if is_tag:
+            path = weights.fetch(args.model, tag, args.weights_dir, download=not args.no_download)
+        model, variables = convert.load_pretrained(args.model, path)
+    except (OSError, ValueError) as e:  # not found, hash, mismatch, unreadable file
+        raise UsageError(str(e)) from None
+
+    results, skipped = [], 0
+    for item in predict.predict_files(args.inputs, model, variables, weight_set.preprocessing, top_k=args.top,
+                                      batch_size=args.batch_size):
+        if isinstance(item, predict.Skipped):
+            skipped += 1
+            print(f"jaxconv: skipped {item.reason}", file=sys.stderr)
+            continue
+        results.append(item)
+        if args.format == "text":
+            print(item.file)
+            for index, label, probability in item.top:
+                print(f"  {100 * probability:6.2f}%  {label} ({index})")
+    if args.format == "json":
+        pre = weight_set.preprocessing
+        print(json.dumps({
+            "model": args.model,
+            "weights": str(path),
+            "preprocessing": {"tag": tag, "resize": pre.resize, "crop": pre.crop,
+                              "interpolation": pre.interpolation, "mean": pre.mean, "std": pre.std},
+            "results": [r.as_dict() for r in results],
+            "skipped": skipped,
+        }, indent=2))
+    if not results:
+        raise UsageError(f"none of the {skipped} input(s) is an image that could be read")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxconv", description="Convolutional networks in JAX/Flax.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
@@ -356,10 +591,78 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
     p.add_argument("--format", choices=("table", "md", "json"), default="table")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("export", help="export a run's checkpoint or pretrained weights for inference "
+                                      "(TensorFlow SavedModel, StableHLO)")
+    p.add_argument("--out", required=True, help="a new (or empty) directory for the export")
+    p.add_argument("--workdir", help="a `jaxconv train` workdir: its latest (or --step) checkpoint")
+    p.add_argument("--step", type=_positive_int, help="the checkpoint's step (default: the latest)")
+    p.add_argument("--model", help="a registered model name, with --weights")
+    p.add_argument("--weights", help="a torchvision .pth/.safetensors file or a published tag (IMAGENET1K_V1)")
+    p.add_argument("--image-size", type=_positive_int, help="input size (default: the weights' crop size)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="weights and compute")
+    p.add_argument("--no-fold-bn", dest="fold_bn", action="store_false", help="keep BatchNorm layers as they are")
+    p.add_argument("--format", default="saved_model,jax_export", help="saved_model and/or jax_export")
+    p.add_argument("--platforms", default="cpu,cuda,tpu", help="where the export may run: cpu, cuda, rocm, tpu")
+    p.add_argument("--batch-size", type=_positive_int, help="a fixed batch size (default: any)")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="skip running the export against the JAX model on two random images")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="top-k ImageNet classes of images with pretrained weights")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders of them")
+    p.add_argument("--model", default="resnet50", help="a model with ImageNet weights (default resnet50)")
+    p.add_argument("--weights", required=True, metavar="TAG_OR_FILE",
+                   help="a published tag (IMAGENET1K_V2) or a torchvision .pth/.safetensors file")
+    p.add_argument("--weights-tag", metavar="TAG", help="with a file: whose preprocessing to use "
+                                                          "(default: the model's first published tag)")
+    p.add_argument("--weights-dir", help="where published weights are kept "
+                                         "(default $JAXCONV_WEIGHTS_DIR or ~/.cache/jaxconv/weights)")
+    p.add_argument("--no-download", action="store_true", help="never download; say what to download instead")
+    p.add_argument("--top", type=_positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("compare", help="the ILSVRC architectures side by side: params, GMACs, memory, speed, accuracy")
+    p.add_argument("models", nargs="*", help="registered names (default: alexnet zfnet vgg16 vgg19 googlenet "
+                                             "resnet18..152 efficientnet_b0)")
+    p.add_argument("--format", choices=("md", "csv", "json"), default="md")
+    p.add_argument("--out", help="also write compare.md/.csv/.json and the plots (PNG) into this directory")
+    p.add_argument("--runs", nargs="+", metavar="DIR", help="training workdirs (or their parents) whose best "
+                                                             "evaluation fills the 'your top-1' columns")
+    p.add_argument("--no-speed", dest="speed", action="store_false",
+                   help="skip timing inference and training on this device (static figures only)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="batch for the timings (default 8)")
+    p.add_argument("--steps", type=_positive_int, default=5, help="timed steps per measurement (default 5)")
+    p.add_argument("--image-size", type=_positive_int, help="one input size for all (default: each model's own)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="gather training runs into one markdown report with tables and plots")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="training workdirs, or directories holding them")
+    p.add_argument("--out", default="report", help="directory for report.md and its plots (default: report/)")
+    p.add_argument("--title", default="jaxconv report")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bench", help="training / inference / input-pipeline throughput, compile time, FLOP/s, MFU")
+    p.add_argument("model", help="a registered model name (see `jaxconv list`)")
+    p.add_argument("--mode", choices=("train", "eval", "data"), default="train",
+                   help="train step, eval (forward) step, or the input pipeline alone (default train)")
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="global batch (default 128)")
+    p.add_argument("--image-size", type=_positive_int, help="input size (default: the model's own)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
+    p.add_argument("--steps", type=_positive_int, default=20, help="timed steps (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling (default 3)")
+    p.add_argument("--recipe", choices=("imagenet", "cifar"),
+                   help="--mode data: JPEG + Inception crop, or 32 px PNG + pad-and-crop "
+                        "(default: imagenet for inputs of 64 px and more)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    apply_default_xla_flags()
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
