@@ -230,3 +230,43 @@ def test_activation_definitions():
     np.testing.assert_allclose(derivative, f + sig * (1 - f), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="relu"):
         layers.get_activation("gelu_fast")
+
+
+# --- convolutions on maps smaller than the kernel ------------------------------------------
+
+
+@pytest.mark.parametrize("height,width,kernel,stride,pad", [
+    (2, 2, 3, 1, 1),  # ResNet-18's stage 3 at 32 px
+    (1, 1, 3, 1, 1),  # its stage 4
+    (2, 3, 3, 2, 1),  # stride 2, uneven map, floor of the output-size rule
+    (3, 3, 7, 2, 3),
+    (5, 5, 3, 2, 0),  # input larger than the kernel, output (2x2) smaller
+])
+def test_small_map_convolution_matches_the_plain_one(height, width, kernel, stride, pad):
+    from jax import lax
+
+    from jaxconv.layers.conv import NHWC, convolve
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((3, height, width, 4)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((kernel, kernel, 4, 5)), jnp.float32)
+    pads = ((pad, pad), (pad, pad))
+
+    def plain(x, w):
+        return lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=NHWC)
+
+    def ours(x, w):
+        return convolve(x, w, (stride, stride), pads)
+
+    expected, plain_vjp = jax.vjp(plain, x, w)
+    got, our_vjp = jax.vjp(ours, x, w)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    grad = jnp.asarray(rng.standard_normal(expected.shape), jnp.float32)
+    for ours_grad, plain_grad in zip(our_vjp(grad), plain_vjp(grad)):
+        np.testing.assert_allclose(ours_grad, plain_grad, rtol=1e-5, atol=1e-5)
+    # What it is for: XLA swaps the operands of the plain convolution (a window-reversed
+    # convolution, which its CPU backend runs on a slow generic loop), and of neither of ours.
+    def compiled(f):
+        return jax.jit(lambda x, w, g: jax.vjp(f, x, w)[1](g)).lower(x, w, grad).compile().as_text()
+
+    assert "rhs_reversal" not in compiled(ours)

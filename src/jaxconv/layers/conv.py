@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -72,15 +74,83 @@ class Conv(nn.Module):
         )
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel_param, bias = nn.dtypes.promote_dtype(x, kernel_param, bias, dtype=self.dtype)
-        y = lax.conv_general_dilated(
-            x,
-            kernel_param,
-            window_strides=stride,
-            padding=pads,
-            rhs_dilation=dilation,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=self.groups,
-        )
+        y = convolve(x, kernel_param, stride, pads, dilation, self.groups)
         if bias is not None:
             y = y + bias
         return y
+
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def convolve(x: jnp.ndarray, kernel: jnp.ndarray, stride: tuple[int, int], padding, dilation=(1, 1),
+             groups: int = 1) -> jnp.ndarray:
+    """lax.conv_general_dilated of (N, H, W, C) by (kh, kw, C / groups, C_out) with explicit padding.
+
+    A convolution whose kernel has more taps than its input or output map has positions (a
+    3x3 kernel on a 2x2 or 1x1 map: the last stages of an ImageNet ResNet at 32 px) goes
+    through ``small_map_convolution``: XLA would otherwise swap its operands (treating the
+    small map as the kernel), and its CPU backend runs such swapped convolutions on a generic
+    loop 10-15x slower than its convolution library (docs/benchmarks.md). Same values; the
+    summation order, hence the last bits, may differ.
+    """
+    (top, bottom), (left, right) = padding
+    height, width = x.shape[1:3]
+    kh, kw = kernel.shape[:2]
+    out_h = (height + top + bottom - kh) // stride[0] + 1
+    out_w = (width + left + right - kw) // stride[1] + 1
+    taps = kh * kw
+    if groups == 1 and tuple(dilation) == (1, 1) and (taps > height * width or taps > out_h * out_w):
+        pads = ((int(top), int(bottom)), (int(left), int(right)))
+        return small_map_convolution(x, kernel, (int(stride[0]), int(stride[1])), pads)
+    return lax.conv_general_dilated(x, kernel, window_strides=stride, padding=padding, rhs_dilation=dilation,
+                                    dimension_numbers=NHWC, feature_group_count=groups)
+
+
+def _padded(x: jnp.ndarray, padding) -> jnp.ndarray:
+    # The barrier keeps XLA from folding the pad back into the convolution's window (and
+    # then swapping its operands after all).
+    return lax.optimization_barrier(jnp.pad(x, ((0, 0), *padding, (0, 0))))
+
+
+def _valid_convolution(x, kernel, stride):
+    return lax.conv_general_dilated(x, kernel, stride, "VALID", dimension_numbers=NHWC)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def small_map_convolution(x, kernel, stride: tuple[int, int], padding) -> jnp.ndarray:
+    """A convolution on a map smaller than its kernel, as XLA's fast path takes it.
+
+    The input is zero-padded explicitly, so the convolution itself is VALID on a map at least
+    as large as the kernel. The input gradient (custom VJP) is likewise a VALID convolution of
+    the explicitly dilated and padded output gradient with the flipped kernel, not the padded
+    convolution autodiff would emit (which XLA would swap again).
+    """
+    return _valid_convolution(_padded(x, padding), kernel, stride)
+
+
+def _small_map_forward(x, kernel, stride, padding):
+    return small_map_convolution(x, kernel, stride, padding), (x, kernel)
+
+
+def _small_map_backward(stride, padding, residuals, grad):
+    x, kernel = residuals
+    padded = _padded(x, padding)
+    _, kernel_vjp = jax.vjp(lambda k: _valid_convolution(padded, k, stride), kernel)
+    (kernel_grad,) = kernel_vjp(grad)
+    kh, kw = kernel.shape[:2]
+    # d(padded)[i] = sum over the outputs o and taps t with o * s + t = i of grad[o] * kernel[t]:
+    # grad dilated by the stride, padded by k - 1 on both sides, correlated with the kernel
+    # flipped in space and transposed in channels.
+    dilated = lax.pad(grad, jnp.zeros((), grad.dtype), ((0, 0, 0), (kh - 1, kh - 1, stride[0] - 1),
+                                                       (kw - 1, kw - 1, stride[1] - 1), (0, 0, 0)))
+    flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
+    padded_grad = _valid_convolution(lax.optimization_barrier(dilated), flipped, (1, 1))
+    # Rows and columns the forward never read (the floor of the output-size rule) get zero.
+    rows, cols = padded.shape[1] - padded_grad.shape[1], padded.shape[2] - padded_grad.shape[2]
+    padded_grad = jnp.pad(padded_grad, ((0, 0), (0, rows), (0, cols), (0, 0)))
+    (top, _), (left, _) = padding
+    return padded_grad[:, top : top + x.shape[1], left : left + x.shape[2]], kernel_grad
+
+
+small_map_convolution.defvjp(_small_map_forward, _small_map_backward)

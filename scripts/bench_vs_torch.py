@@ -1,0 +1,391 @@
+#!/usr/bin/env python3
+"""jaxconv against PyTorch on the same architectures, timed alternately in one run.
+
+    python scripts/bench_vs_torch.py                          # the four models, CPU
+    python scripts/bench_vs_torch.py --models resnet18 --rounds 5 --format json
+    python scripts/bench_vs_torch.py --device cuda --dtype bfloat16 --models resnet50
+    python scripts/bench_vs_torch.py --models resnet50 --torch-python /path/to/torch/venv/bin/python
+    python scripts/bench_vs_torch.py --models resnet18 --no-torch \\
+        --variant "noynn:XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type="   # jaxconv A/B, no torch
+
+Each side runs in its own worker process (jaxconv's: this Python; PyTorch's: --torch-python,
+which need not have JAX), builds the model, compiles and warms up, then waits. The driver
+then asks them in turn for ``--steps`` timed training steps, for ``--rounds`` rounds
+(A, B, A, B, ...): load from other processes on a shared machine hits both sides alike, and
+the spread over rounds says how much it moved the figures. Only one worker computes at a time.
+
+Both sides train the same network from the same recipe: torchvision's model (ResNet v1.5,
+VGG-16, EfficientNet-B0; 1000 classes) against the jaxconv model with the same parameter
+count, synthetic data at the same batch and resolution, SGD with momentum 0.9 and weight
+decay 1e-4 on the kernels, BatchNorm in training mode, cross-entropy. The PyTorch worker
+first tries its variants (eager / channels_last / torch.compile / both, see
+--torch-variants) for a few steps and keeps the fastest; the report says which. On CUDA,
+--dtype bfloat16 runs PyTorch under bf16 autocast and jaxconv with bfloat16 compute
+(float32 parameters on both sides).
+
+The CUDA path (--device cuda) is written for an NVIDIA GPU host with a CUDA build of torch
+and jax[cuda]; it has not been run on one yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+# (batch on CPU, batch on GPU, image size) per model: the issue's settings, and sizes that keep
+# a CPU step to seconds for VGG-16 and EfficientNet-B0.
+MODELS = {
+    "resnet18": (128, 256, 32),
+    "resnet50": (32, 256, 224),
+    "vgg16": (16, 128, 224),
+    "efficientnet_b0": (32, 256, 224),
+}
+TORCH_VARIANTS = ("eager", "channels_last", "compile", "compile+channels_last")
+NUM_CLASSES = 1000
+LEARNING_RATE, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4
+
+
+# --- workers ------------------------------------------------------------------------------------
+
+
+def _reply(message: dict) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def _serve(run_steps) -> None:
+    """Answers 'run N' with the N step times and the process's CPU seconds per step, until 'quit'.
+
+    CPU time (all threads) is the steadier figure on a machine other jobs share: it grows
+    with the work, not with the time spent waiting for a core.
+    """
+    for line in sys.stdin:
+        command = line.split()
+        if not command or command[0] == "quit":
+            return
+        if command[0] == "run":
+            steps = int(command[1])
+            cpu = time.process_time()
+            times = run_steps(steps)
+            _reply({"times": times, "cpu_s_per_step": (time.process_time() - cpu) / steps})
+
+
+def _pin(args: argparse.Namespace) -> None:
+    """Restricts this worker to --cpus before a framework starts its thread pools (they size
+    themselves from the CPUs the process may use)."""
+    if args.cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+
+
+def jax_worker(args: argparse.Namespace) -> None:
+    _pin(args)
+    from jaxconv.cli import apply_default_xla_flags
+
+    apply_default_xla_flags()  # as `jaxconv train` runs (JAXCONV_XLA_DEFAULTS=0: without)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+    import jax
+
+    from jaxconv.bench import Request, compile_step
+
+    request = Request(args.model, "train", args.batch_size, args.image_size, args.dtype, steps=1, warmup=args.warmup,
+                      num_classes=NUM_CLASSES)
+    step = compile_step(request)
+    warm = step.run(args.warmup)
+    _reply({
+        "ready": True, "framework": "jaxconv", "backend": jax.default_backend(),
+        "device": jax.devices()[0].device_kind, "compile_s": step.compile_s + step.lower_s,
+        "warmup_times": warm, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "params": sum(x.size for x in jax.tree_util.tree_leaves(step.state.params)),
+    })
+    _serve(step.run)
+
+
+def torch_worker(args: argparse.Namespace) -> None:
+    import types
+
+    # torchvision's compiled extension cannot load beside a CPU-only torch of another build;
+    # the models do not need it.
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    _pin(args)
+    import torch
+    import torchvision
+
+    if args.cpus:
+        torch.set_num_threads(len(args.cpus.split(",")))
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True  # as JAX's default precision does
+        torch.backends.cudnn.allow_tf32 = True
+    use_autocast = args.dtype == "bfloat16"
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=generator).to(device)
+    labels = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=generator).to(device)
+
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def build(variant: str):
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, args.model)(num_classes=NUM_CLASSES).to(device)
+        x = images
+        if "channels_last" in variant:
+            model = model.to(memory_format=torch.channels_last)
+            x = images.contiguous(memory_format=torch.channels_last)
+        decay = [p for p in model.parameters() if p.ndim > 1]
+        no_decay = [p for p in model.parameters() if p.ndim <= 1]
+        optimizer = torch.optim.SGD([{"params": decay, "weight_decay": WEIGHT_DECAY},
+                                     {"params": no_decay, "weight_decay": 0.0}], lr=LEARNING_RATE, momentum=MOMENTUM)
+        forward = torch.compile(model) if "compile" in variant else model
+        model.train()
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
+                loss = torch.nn.functional.cross_entropy(forward(x), labels)
+            loss.backward()
+            optimizer.step()
+
+        def run_steps(count: int) -> list[float]:
+            times = []
+            for _ in range(count):
+                started = time.perf_counter()
+                step()
+                synchronize()
+                times.append(time.perf_counter() - started)
+            return times
+
+        return model, run_steps
+
+    trials = {}
+    best = None
+    for variant in args.torch_variants.split(","):
+        started = time.perf_counter()
+        try:
+            model, run_steps = build(variant)
+            run_steps(args.warmup)
+        except Exception as e:  # e.g. torch.compile without a working C++ compiler: report it, try the rest
+            trials[variant] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+            continue
+        setup_s = time.perf_counter() - started
+        median = statistics.median(run_steps(args.select_steps))
+        trials[variant] = {"setup_s": setup_s, "median_step_s": median}
+        if best is None or median < best[1]:
+            best = (variant, median, model, run_steps, setup_s)
+        del model, run_steps  # the losers' memory goes back before the next variant builds
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if best is None:
+        _reply({"ready": False, "error": f"no PyTorch variant ran: {trials}"})
+        return
+    variant, _, model, run_steps, setup_s = best
+    _reply({
+        "ready": True, "framework": "pytorch", "backend": device.type,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "compile_s": setup_s, "variant": variant, "variants": trials, "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "params": sum(p.numel() for p in model.parameters()),
+    })
+    _serve(run_steps)
+
+
+# --- driver -------------------------------------------------------------------------------------
+
+
+class Worker:
+    """One benchmark process, driven over its stdin/stdout."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str] | None = None):
+        self.name = name
+        full_env = {**os.environ, **(env or {})}
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        env=full_env, bufsize=1)
+        self.info = self._read()
+        self.times: list[list[float]] = []
+        self.cpu: list[float] = []
+
+    def _read(self) -> dict:
+        while True:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"worker {self.name} stopped (exit status {self.process.wait()}); "
+                                   "its error is above")
+            line = line.strip()
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def run(self, steps: int) -> list[float]:
+        self.process.stdin.write(f"run {steps}\n")
+        self.process.stdin.flush()
+        reply = self._read()
+        self.times.append(reply["times"])
+        self.cpu.append(reply["cpu_s_per_step"])
+        return reply["times"]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write("quit\n")
+                self.process.stdin.flush()
+                self.process.wait(timeout=60)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+
+
+def summarize(worker: Worker, batch_size: int) -> dict:
+    every = [t for round_times in worker.times for t in round_times]
+    per_round = [batch_size / statistics.median(r) for r in worker.times]
+    median = statistics.median(every)
+    return {
+        "name": worker.name,
+        **{k: v for k, v in worker.info.items() if k not in ("ready", "warmup_times")},
+        "step_time_s": median,
+        "images_per_sec": batch_size / median,
+        "images_per_sec_rounds": per_round,
+        "cpu_s_per_step": statistics.median(worker.cpu),
+        "steps_timed": len(every),
+    }
+
+
+def compare_model(model: str, args: argparse.Namespace) -> dict:
+    if model in MODELS:
+        cpu_batch, gpu_batch, size = MODELS[model]
+    else:  # any jaxconv model, jaxconv variants only (--no-torch)
+        from jaxconv import model_info
+
+        cpu_batch, gpu_batch, size = 128, 256, model_info(model).image_size
+    batch = args.batch_size or (gpu_batch if args.device == "cuda" else cpu_batch)
+    size = args.image_size or size
+    common = ["--model", model, "--batch-size", str(batch), "--image-size", str(size), "--dtype", args.dtype,
+              "--warmup", str(args.warmup), "--device", args.device] + (["--cpus", args.cpus] if args.cpus else [])
+    script = os.path.abspath(__file__)
+    specs = [("jaxconv", [sys.executable, script, "--worker", "jax", *common], {})]
+    for variant in args.variant:
+        label, _, assignment = variant.partition(":")
+        key, _, value = assignment.partition("=")
+        if not label or not key:
+            raise SystemExit(f"--variant {variant!r}: expected NAME:VAR=VALUE")
+        specs.append((f"jaxconv[{label}]", [sys.executable, script, "--worker", "jax", *common], {key: value}))
+    if not args.no_torch:
+        torch_python = shlex.split(args.torch_python) if args.torch_python else [sys.executable]
+        specs.append(("pytorch", [*torch_python, script, "--worker", "torch", *common,
+                                  "--torch-variants", args.torch_variants, "--select-steps", str(args.select_steps)],
+                      {}))
+    workers: list[Worker] = []
+    try:
+        for name, command, env in specs:  # warm-ups one at a time: they would slow each other down
+            if name.startswith("jaxconv"):
+                # On a GPU, JAX would otherwise take 75% of its memory up front, leaving too
+                # little for the PyTorch worker that shares it.
+                env = {"JAX_PLATFORMS": "cpu", **env} if args.device == "cpu" else \
+                    {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", **env}
+            print(f"[{model}] starting {name} ...", file=sys.stderr, flush=True)
+            worker = Worker(name, command, env)
+            if not worker.info.get("ready"):
+                raise RuntimeError(f"{name}: {worker.info.get('error')}")
+            workers.append(worker)
+        for r in range(args.rounds):
+            for worker in workers if r % 2 == 0 else reversed(workers):
+                worker.run(args.steps)
+            line = "  ".join(f"{w.name} {batch / statistics.median(w.times[-1]):.1f} img/s" for w in workers)
+            print(f"[{model}] round {r + 1}/{args.rounds}: {line}", file=sys.stderr, flush=True)
+    finally:
+        for worker in workers:
+            worker.close()
+    results = [summarize(w, batch) for w in workers]
+    entry = {"model": model, "batch_size": batch, "image_size": size, "dtype": args.dtype, "device": args.device,
+             "rounds": args.rounds, "steps_per_round": args.steps, "workers": results}
+    base = results[0]
+    reference = next((r for r in results if r["framework"] == "pytorch"), None)
+    if reference is not None:
+        paired = [a / b for a, b in zip(base["images_per_sec_rounds"], reference["images_per_sec_rounds"])]
+        entry["ratio"] = base["images_per_sec"] / reference["images_per_sec"]
+        entry["ratio_rounds"] = paired
+    return entry
+
+
+def format_table(entries: list[dict]) -> str:
+    lines = ["| model | batch | px | side | img/s (median) | per round | CPU s/step | compile/setup "
+             "| ratio jaxconv/PyTorch |",
+             "|---|---:|---:|---|---:|---|---:|---:|---|"]
+    for e in entries:
+        for w in e["workers"]:
+            rounds = ", ".join(f"{v:.3g}" for v in w["images_per_sec_rounds"])
+            side = w["name"] + (f" ({w['variant']})" if w.get("variant") else "")
+            ratio = ""
+            if w["framework"] == "jaxconv" and w is e["workers"][0] and "ratio" in e:
+                spread = e["ratio_rounds"]
+                ratio = f"**{e['ratio']:.2f}** (rounds {min(spread):.2f}–{max(spread):.2f})"
+            lines.append(f"| {e['model']} | {e['batch_size']} | {e['image_size']} | {side} | "
+                         f"{w['images_per_sec']:.3g} | {rounds} | {w['cpu_s_per_step']:.3g} | {w['compile_s']:.1f} s "
+                         f"| {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per worker per round")
+    parser.add_argument("--rounds", type=int, default=4, help="alternations (A, B, A, B, ...)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
+    parser.add_argument("--batch-size", type=int, help="override the per-model default")
+    parser.add_argument("--image-size", type=int, help="override the per-model default")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--torch-python", help="the Python (with torch, torchvision) of the PyTorch worker; "
+                                               "default: this one")
+    parser.add_argument("--torch-variants", default=None,
+                        help=f"comma-separated, of {', '.join(TORCH_VARIANTS)} (default: all on CUDA; on CPU "
+                             "eager and channels_last, as torch.compile's CPU build takes minutes per model)")
+    parser.add_argument("--select-steps", type=int, default=3, help="timed steps per PyTorch variant to pick one")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE",
+                        help="also time jaxconv with an environment variable set, e.g. XLA_FLAGS=...")
+    parser.add_argument("--no-torch", action="store_true", help="jaxconv variants only")
+    parser.add_argument("--cpus", help="pin every worker to these CPUs, e.g. '0' (one core each side: on a "
+                                       "shared machine, steadier than all cores)")
+    parser.add_argument("--format", choices=("md", "json"), default="md")
+    # Worker mode (internal).
+    parser.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.torch_variants is None:
+        args.torch_variants = ",".join(TORCH_VARIANTS if args.device == "cuda" else TORCH_VARIANTS[:2])
+    unknown = [v for v in args.torch_variants.split(",") if v not in TORCH_VARIANTS]
+    if unknown:
+        parser.error(f"--torch-variants: unknown {', '.join(unknown)}; choose from {', '.join(TORCH_VARIANTS)}")
+    if args.worker == "jax":
+        return jax_worker(args)
+    if args.worker == "torch":
+        return torch_worker(args)
+    models = [m for m in args.models.split(",") if m]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown and not args.no_torch:
+        parser.error(f"--models: {', '.join(unknown)} have no PyTorch twin here; choose from {', '.join(MODELS)} "
+                     "(or time jaxconv variants alone with --no-torch)")
+    if args.dtype == "bfloat16" and args.device == "cpu":
+        print("note: bfloat16 on CPU: jaxconv computes in bfloat16, PyTorch under CPU bf16 autocast",
+              file=sys.stderr)
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    entries = [compare_model(m, args) for m in models]
+    if args.format == "json":
+        print(json.dumps({"started": started, "command": " ".join(map(shlex.quote, sys.argv)), "results": entries},
+                         indent=2))
+    else:
+        print(f"started {started}; command: {' '.join(map(shlex.quote, sys.argv))}\n")
+        print(format_table(entries))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""`jaxconv bench`: the JSON a user scripts against, XLA's FLOP counts against the analyzer, errors.
+
+No timing is asserted: the machines that run this suite are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import jaxconv
+from jaxconv import bench
+from jaxconv.cli import EXIT_USAGE, main
+
+KEYS = {"images_per_sec", "step_time_s", "compile_s", "lower_s", "flops_per_step", "flops_per_image",
+        "achieved_flops_per_sec", "mfu", "peak_memory_bytes", "xla_memory_bytes", "devices", "device_kind"}
+
+
+@pytest.fixture(scope="module")
+def resnet20_steps():
+    """Train and eval measurements of ResNet-20 at batch 8 (one image per test device), one step each."""
+    train = bench.measure_train("resnet20", batch_size=8, steps=1, warmup=0, num_classes=10)
+    forward = bench.measure_eval("resnet20", batch_size=8, steps=1, warmup=0, num_classes=10)
+    return train, forward
+
+
+def run_cli(capsys, *argv):
+    code = main(["bench", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_has_what_scripts_read(capsys):
+    code, out, _ = run_cli(capsys, "lenet5", "--batch-size", "8", "--steps", "2", "--warmup", "1", "--format", "json")
+    assert code == 0
+    result = json.loads(out)
+    assert KEYS <= set(result)
+    assert result["mode"] == "train" and result["model"] == "lenet5"
+    assert result["batch_size"] == 8 and result["image_size"] == 32 and result["steps"] == 2
+    assert result["images_per_sec"] == pytest.approx(8 / result["step_time_s"])
+    assert result["step_time_min_s"] <= result["step_time_s"] <= result["step_time_max_s"]
+    assert result["compile_s"] > 0 and result["flops_per_step"] > 0 and result["xla_memory_bytes"] > 0
+    # A CPU has no entry in the peak table and reports no memory statistics: null, and a note says so.
+    assert result["backend"] == "cpu"
+    assert result["mfu"] is None and result["peak_memory_bytes"] is None
+    assert any("memory" in note for note in result["notes"])
+
+
+def test_text_report(capsys):
+    code, out, _ = run_cli(capsys, "lenet5", "--mode", "eval", "--batch-size", "8", "--steps", "1", "--warmup", "0")
+    assert code == 0
+    assert out.startswith("lenet5 eval step, batch 8 at 32 px, float32")
+    assert "images/s" in out and "compile" in out and "MFU n/a" in out
+
+
+def test_eval_flops_are_two_per_mac_less_padding(resnet20_steps):
+    """XLA counts 2 FLOPs per multiply-accumulate, skipping the taps on zero padding
+    (tests/test_analysis.py), so the forward pass is a little under 2 x the analyzer's MACs."""
+    _, forward = resnet20_steps
+    macs = jaxconv.summary("resnet20", num_classes=10).macs
+    ratio = forward["flops_per_image"] / (2 * macs)
+    assert 0.85 < ratio <= 1.02, ratio
+
+
+def test_training_step_is_about_three_forward_passes(resnet20_steps):
+    """Forward + input gradients + weight gradients: about 3 x the forward FLOPs (the first
+    layer needs no input gradient; BatchNorm and the optimizer add a little)."""
+    train, forward = resnet20_steps
+    ratio = train["flops_per_step"] / forward["flops_per_step"]
+    assert 2.7 < ratio < 3.3, ratio
+    assert train["devices"] == forward["devices"]
+
+
+@pytest.mark.parametrize("recipe,size", [("cifar", 32), ("imagenet", 64)])
+def test_input_pipeline_mode(recipe, size):
+    result = bench.measure_data(recipe, batch_size=4, image_size=size, steps=2, warmup=0)
+    assert result["mode"] == "data" and result["recipe"] == recipe
+    assert result["augment"] == ("inception" if recipe == "imagenet" else "cifar")
+    assert result["images_per_sec"] > 0 and result["step_time_s"] > 0
+    assert result["source"] == ("synthetic_jpeg" if recipe == "imagenet" else "synthetic_png")
+
+
+def test_synthetic_jpeg_records_decode_to_imagenet_sized_images():
+    tf = pytest.importorskip("tensorflow")
+    source = bench.EncodedImageSource(8, image_format="jpeg", size=None, num_classes=1000, distinct=4)
+    assert len(source) == 8
+    records = source.fetch([0, 5])
+    assert records[1] == source.fetch([1])[0]  # 4 distinct images, repeated
+    image, label = source.decode(tf.constant(records[1]))
+    height, width, channels = image.shape
+    assert channels == 3 and 300 <= min(height, width) <= 500 and max(height, width) <= 667
+    assert int(label) == 1
+    assert 10_000 < source.mean_record_bytes < 200_000  # photograph-like JPEGs, not noise nor flat colour
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["resnet5O"], "unknown model 'resnet5O'"),
+        (["vgg16", "--image-size", "16"], "vgg16 cannot take 16 px inputs"),
+        (["lenet5", "--batch-size", "12"], "batch size 12 does not divide over the 8 devices"),
+        (["lenet5", "--warmup", "-1"], "warmup -1"),
+        (["lenet5", "--dtype", "float16"], "invalid choice"),
+        (["lenet5", "--mode", "data", "--recipe", "svhn"], "invalid choice"),
+    ],
+)
+def test_bad_requests_are_usage_errors(capsys, argv, message):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == EXIT_USAGE
+    assert message in err and "Traceback" not in err and out == ""
+
+
+def test_peak_table():
+    # NVIDIA's data sheets: 1,979 (SXM) and 1,513 (PCIe) bf16 TFLOP/s with sparsity, half of it dense.
+    assert bench.peak_flops_per_sec("NVIDIA H100 80GB HBM3", "bfloat16") == pytest.approx(989.4e12)
+    assert bench.peak_flops_per_sec("NVIDIA H100 PCIe", "bfloat16") == pytest.approx(756.5e12)
+    assert bench.peak_flops_per_sec("NVIDIA H200", "bfloat16") == pytest.approx(989.4e12)
+    assert bench.peak_flops_per_sec("NVIDIA A100-SXM4-80GB", "float32") == pytest.approx(156e12)
+    assert bench.peak_flops_per_sec("TPU v4", "bfloat16") == pytest.approx(275e12)
+    assert bench.peak_flops_per_sec("Tesla V100-SXM2-16GB", "bfloat16") is None  # no bf16 tensor cores
+    assert bench.peak_flops_per_sec("cpu", "float32") is None
