@@ -17,6 +17,7 @@ def test_every_model_the_issue_names_is_registered():
         + [f"resnet{d}" for d in (18, 34, 50, 101, 152, 20, 32, 44, 56, 110)]
         + [f"plain{d}" for d in (20, 32, 44, 56, 110)]
         + [f"efficientnet_b{i}" for i in range(8)]
+        + ["inception_small", "inception_small_naive"]  # the Inception study's network (issue 6)
     )
     assert sorted(expected) == sorted(list_models())
 
