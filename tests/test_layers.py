@@ -270,3 +270,35 @@ def test_small_map_convolution_matches_the_plain_one(height, width, kernel, stri
         return jax.jit(lambda x, w, g: jax.vjp(f, x, w)[1](g)).lower(x, w, grad).compile().as_text()
 
     assert "rhs_reversal" not in compiled(ours)
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (5, 2)])
+def test_depthwise_by_taps_matches_the_grouped_convolution(kernel, stride):
+    """EfficientNet's depthwise convolutions run as a sum over taps on the CPU backend."""
+    from jax import lax
+
+    from jaxconv.layers.conv import NHWC, convolve, reference_convolutions
+
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((2, 9, 8, 6)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((kernel, kernel, 1, 6)), jnp.float32)
+    pads = ((kernel // 2, kernel // 2),) * 2
+
+    def grouped(x, w):
+        return lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=NHWC, feature_group_count=6)
+
+    def ours(x, w):
+        return convolve(x, w, (stride, stride), pads, groups=6)
+
+    expected, grouped_vjp = jax.vjp(grouped, x, w)
+    got, our_vjp = jax.vjp(ours, x, w)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    grad = jnp.asarray(rng.standard_normal(expected.shape), jnp.float32)
+    for ours_grad, grouped_grad in zip(our_vjp(grad), grouped_vjp(grad)):
+        np.testing.assert_allclose(ours_grad, grouped_grad, rtol=1e-5, atol=1e-5)
+    # On the CPU backend no grouped convolution is left; the analyzer's reference trace keeps one.
+    compiled = jax.jit(lambda x, w, g: jax.vjp(ours, x, w)[1](g)).lower(x, w, grad).compile().as_text()
+    assert "convolution(" not in compiled
+    with reference_convolutions():
+        traced = str(jax.make_jaxpr(ours)(x, w))
+    assert traced.count("conv_general_dilated") == 1 and "feature_group_count=6" in traced

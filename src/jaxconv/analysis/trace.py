@@ -31,6 +31,8 @@ import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 from jax.extend import core as jex_core
 
+from jaxconv.layers.conv import reference_convolutions
+
 _MARK = "jaxconv_layer"
 _MARK_RE = re.compile(rf"{_MARK}(\d+)")
 
@@ -341,7 +343,9 @@ def trace_model(
         with nn.intercept_methods(recorder):
             return model.init_with_output(rngs, x, **apply_kwargs)
 
-    closed, (_, variables) = jax.make_jaxpr(forward, return_shape=True)(image)
+    # One convolution primitive per conv layer, whatever formulation the backend would run.
+    with reference_convolutions():
+        closed, (_, variables) = jax.make_jaxpr(forward, return_shape=True)(image)
     jaxpr = closed.jaxpr
     ndim = len(input_shape)
     env = {jaxpr.invars[0]: _Geometry((ndim - 3, ndim - 2), (1.0, 1.0), (1.0, 1.0))}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from functools import partial
 from typing import Any
 
@@ -81,18 +83,37 @@ class Conv(nn.Module):
 
 
 NHWC = ("NHWC", "HWIO", "NHWC")
+_REFERENCE = contextvars.ContextVar("jaxconv_reference_convolutions", default=False)
+
+
+@contextlib.contextmanager
+def reference_convolutions():
+    """Within this context ``convolve`` emits one plain lax.conv_general_dilated per call.
+
+    The analyzer (jaxconv.analysis) traces models inside it: it reads MACs and receptive
+    fields from the convolution primitives of the jaxpr, whatever formulation runs.
+    """
+    token = _REFERENCE.set(True)
+    try:
+        yield
+    finally:
+        _REFERENCE.reset(token)
 
 
 def convolve(x: jnp.ndarray, kernel: jnp.ndarray, stride: tuple[int, int], padding, dilation=(1, 1),
              groups: int = 1) -> jnp.ndarray:
     """lax.conv_general_dilated of (N, H, W, C) by (kh, kw, C / groups, C_out) with explicit padding.
 
-    A convolution whose kernel has more taps than its input or output map has positions (a
-    3x3 kernel on a 2x2 or 1x1 map: the last stages of an ImageNet ResNet at 32 px) goes
-    through ``small_map_convolution``: XLA would otherwise swap its operands (treating the
-    small map as the kernel), and its CPU backend runs such swapped convolutions on a generic
-    loop 10-15x slower than its convolution library (docs/benchmarks.md). Same values; the
-    summation order, hence the last bits, may differ.
+    Two cases take another formulation, for XLA's CPU backend (docs/benchmarks.md, issue 7);
+    the values are the same, the summation order (hence the last bits) may differ:
+
+    * a kernel with more taps than its input or output map has positions (a 3x3 kernel on a
+      2x2 or 1x1 map: the last stages of an ImageNet ResNet at 32 px) goes through
+      ``small_map_convolution``: XLA would otherwise swap its operands (the small map becoming
+      the kernel) and run the swapped convolution on a generic loop, 10-15x slower;
+    * on the CPU backend, a depthwise convolution (groups = input = output channels) is a sum
+      over its taps of shifted views times per-channel weights (``depthwise_by_taps``): XLA:CPU
+      runs grouped convolutions and their gradients 7-28x slower than that elementwise loop.
     """
     (top, bottom), (left, right) = padding
     height, width = x.shape[1:3]
@@ -100,11 +121,46 @@ def convolve(x: jnp.ndarray, kernel: jnp.ndarray, stride: tuple[int, int], paddi
     out_h = (height + top + bottom - kh) // stride[0] + 1
     out_w = (width + left + right - kw) // stride[1] + 1
     taps = kh * kw
-    if groups == 1 and tuple(dilation) == (1, 1) and (taps > height * width or taps > out_h * out_w):
-        pads = ((int(top), int(bottom)), (int(left), int(right)))
-        return small_map_convolution(x, kernel, (int(stride[0]), int(stride[1])), pads)
+    stride = (int(stride[0]), int(stride[1]))
+    pads = ((int(top), int(bottom)), (int(left), int(right)))
+    plain = partial(_plain_convolution, stride=stride, padding=pads, dilation=tuple(dilation), groups=groups)
+    if _REFERENCE.get() or tuple(dilation) != (1, 1):
+        return plain(x, kernel)
+    if groups == 1 and (taps > height * width or taps > out_h * out_w):
+        return small_map_convolution(x, kernel, stride, pads)
+    if groups > 1 and groups == x.shape[-1] == kernel.shape[-1]:
+        return lax.platform_dependent(x, kernel, cpu=partial(depthwise_by_taps, stride=stride, padding=pads),
+                                      default=plain)
+    return plain(x, kernel)
+
+
+def _plain_convolution(x, kernel, *, stride, padding, dilation, groups):
     return lax.conv_general_dilated(x, kernel, window_strides=stride, padding=padding, rhs_dilation=dilation,
                                     dimension_numbers=NHWC, feature_group_count=groups)
+
+
+def depthwise_by_taps(x: jnp.ndarray, kernel: jnp.ndarray, *, stride: tuple[int, int], padding) -> jnp.ndarray:
+    """A depthwise convolution, kernel (kh, kw, 1, C), as sum_taps view(x, tap) * kernel[tap].
+
+    view(x, (i, j)) is the padded input from row i and column j on, strided like the output:
+    kh * kw elementwise products XLA fuses into one loop, and whose gradients (pads, products
+    and reductions) it fuses as well. Sums in float32 at least.
+    """
+    kh, kw = kernel.shape[:2]
+    batch, _, _, channels = x.shape
+    padded = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    out_h = (padded.shape[1] - kh) // stride[0] + 1
+    out_w = (padded.shape[2] - kw) // stride[1] + 1
+    accumulate = jnp.promote_types(x.dtype, jnp.float32)
+    total = None
+    for i in range(kh):
+        for j in range(kw):
+            view = lax.slice(padded, (0, i, j, 0),
+                             (batch, i + (out_h - 1) * stride[0] + 1, j + (out_w - 1) * stride[1] + 1, channels),
+                             (1, stride[0], stride[1], 1))
+            term = view.astype(accumulate) * kernel[i, j, 0].astype(accumulate)
+            total = term if total is None else total + term
+    return total.astype(x.dtype)
 
 
 def _padded(x: jnp.ndarray, padding) -> jnp.ndarray:
