@@ -243,3 +243,33 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="batch size"):
         jaxconv.summary("lenet5", batch_size=0)
 
+
+
+def test_layer_gradient_norms_are_each_kernels_gradient_in_forward_order():
+    """scripts/gradient_norms.py and config.log_layer_grad_norms read these; sigmoid's vanish towards the input."""
+    import optax
+    from flax.traverse_util import flatten_dict
+
+    from jaxconv.analysis.gradients import layer_gradient_norms
+
+    images = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
+    labels = jnp.arange(4) % 10
+    ratios = {}
+    for act in ("sigmoid", "relu"):
+        model = jaxconv.get_model("plain20", num_classes=10, act=act, norm=None)
+        variables = model.init(jax.random.key(1), images[:1], train=False)
+        norms = layer_gradient_norms(model, variables, images, labels)
+        assert [name for name, _ in norms][:3] == ["stem/conv", "stage1/block0/conv1", "stage1/block0/conv2"]
+        assert len(norms) == 20 and norms[-1][0] == "head"
+
+        def loss(params, model=model):
+            logits = model.apply({"params": params}, images, train=True)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+        grads = flatten_dict(jax.grad(loss)(variables["params"]))
+        for name, value in norms:
+            expected = float(jnp.linalg.norm(grads[(*name.split("/"), "kernel")].ravel()))
+            assert value == pytest.approx(expected, rel=1e-5)
+        ratios[act] = norms[0][1] / norms[-1][1]
+    # 19 sigmoid layers (derivative at most 1/4) between the first kernel and the head.
+    assert ratios["sigmoid"] < 1e-6 < ratios["relu"]

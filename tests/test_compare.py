@@ -65,13 +65,13 @@ def test_csv_and_json_carry_every_column(ilsvrc_rows):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A real (tiny) training run's workdir."""
+    """A real (tiny) training run's workdir, with per-layer gradient norms logged."""
     from jaxconv.train.config import validate
     from jaxconv.train.loop import train
 
     root = tmp_path_factory.mktemp("compare")
-    config = validate(tiny_config(root / "tfds", num_train_steps=4, eval_every_steps=2, checkpoint_every_steps=4),
-                      device_count=8)
+    config = validate(tiny_config(root / "tfds", num_train_steps=4, eval_every_steps=2, checkpoint_every_steps=4,
+                                  log_layer_grad_norms=True), device_count=8)
     train(config, root / "runs" / "tiny", log=lambda _: None)
     return root / "runs" / "tiny"
 
@@ -84,6 +84,18 @@ def test_runs_are_read_from_workdirs_and_their_parents(tiny_run):
     assert [r.path for r in find_runs([tiny_run.parent])] == [tiny_run]
     with pytest.raises(RunError, match="holds no training run"):
         find_runs([tiny_run / "checkpoints"])
+
+
+def test_per_layer_gradient_norms_are_logged_in_forward_order(tiny_run):
+    """ResNet-8 (CIFAR shortcuts, no projections): the stem, two convolutions per block, the head."""
+    for record in load_run(tiny_run).train:
+        norms = record["layer_grad_norms"]
+        assert list(norms) == ["stem/conv", "stage1/block0/conv1", "stage1/block0/conv2", "stage2/block0/conv1",
+                               "stage2/block0/conv2", "stage3/block0/conv1", "stage3/block0/conv2", "head"]
+        assert all(value > 0 for value in norms.values())
+        # The kernels are part of the parameters whose global gradient norm is logged from the same step.
+        kernels = sum(value**2 for value in norms.values()) ** 0.5
+        assert 0 < kernels <= record["grad_norm"] * (1 + 1e-5)
 
 
 def test_a_torn_last_line_is_ignored_but_damage_inside_is_not(tiny_run, tmp_path):
@@ -111,7 +123,9 @@ def test_report_writes_tables_and_plots(tiny_run, tmp_path):
     text = report.read_text()
     assert "| tiny | resnet20 (depths=[1, 1, 1]) | shapes | 16 |" in text
     assert "![training curves](curves.png)" in text and "![accuracy vs GMACs](accuracy_vs_gmacs.png)" in text
-    for png in ("curves.png", "accuracy_vs_gmacs.png"):
+    assert "![per-layer gradient norms](layer_grad_norms.png)" in text
+    assert "| tiny | 8 |" in text  # first / last layer ratios at the first and last logged step
+    for png in ("curves.png", "accuracy_vs_gmacs.png", "layer_grad_norms.png"):
         assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -90,3 +90,46 @@ def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def layer_norm_snapshots(run: Run, count: int = 4) -> list[dict]:
+    """Up to ``count`` training records with per-layer gradient norms, spread from the first to the last."""
+    logged = [r for r in run.train if r.get("layer_grad_norms")]
+    if len(logged) <= count:
+        return logged
+    picks = sorted({round(i * (len(logged) - 1) / (count - 1)) for i in range(count)})
+    return [logged[i] for i in picks]
+
+
+def plot_layer_gradient_norms(runs: Sequence[Run], path: str | pathlib.Path, *,
+                              title: str | None = None) -> pathlib.Path | None:
+    """Per-layer gradient norms (log scale) against depth, one panel per run, one line per logged step.
+
+    Reads the 'layer_grad_norms' of runs trained with config.log_layer_grad_norms; None when no run has them.
+    Vanishing gradients show as lines falling towards the input (layer 1).
+    """
+    runs = [run for run in runs if layer_norm_snapshots(run)]
+    if not runs:
+        return None
+    columns = min(3, len(runs))
+    rows = -(-len(runs) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.8 * rows), squeeze=False, sharey=True)
+    for ax, run in zip(axes.flat, runs):
+        snapshots = layer_norm_snapshots(run)
+        colours = plt.cm.viridis([i / max(1, len(snapshots) - 1) for i in range(len(snapshots))])
+        for colour, record in zip(colours, snapshots):
+            norms = list(record["layer_grad_norms"].values())
+            ax.plot(range(1, len(norms) + 1), [max(n, 1e-30) for n in norms], color=colour, marker=".",
+                    label=f"step {record['step']}")
+        ax.set_yscale("log")
+        ax.set_title(run.name, fontsize=10)
+        ax.set_xlabel("layer (input → output)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("gradient norm of the kernel")
+    for ax in list(axes.flat)[len(runs):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

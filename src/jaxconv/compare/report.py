@@ -78,10 +78,27 @@ def runs_table(runs: Sequence[Run], costs: dict[pathlib.Path, dict | None]) -> s
     return "\n".join(lines) + "\n"
 
 
+def layer_norm_table(runs: Sequence[Run]) -> str:
+    """First-layer over last-layer gradient norm, at the first and the last logged step of each run."""
+    lines = ["| run | layers | first / last layer, first logged step | same, last logged step |", "|---|---:|---:|---:|"]
+    for run in runs:
+        logged = [r for r in run.train if r.get("layer_grad_norms")]
+        if not logged:
+            continue
+        ratios = []
+        for record in (logged[0], logged[-1]):
+            norms = list(record["layer_grad_norms"].values())
+            ratios.append(f"{norms[0] / norms[-1]:.3g} (step {record['step']})" if norms[-1] > 0 else "n/a")
+        lines.append(f"| {run.name} | {len(logged[0]['layer_grad_norms'])} | {ratios[0]} | {ratios[1]} |")
+    return "\n".join(lines)
+
+
 def write_report(runs: Sequence[Run], out: str | pathlib.Path, *, title: str = "jaxconv report",
                  command: str | None = None) -> pathlib.Path:
     """Writes OUT/report.md with the runs table, the published figures of their models, training
-    curves (OUT/curves.png) and accuracy against GMACs (OUT/accuracy_vs_gmacs.png). Returns the report's path."""
+    curves (OUT/curves.png), per-layer gradient norms of runs that logged them
+    (OUT/layer_grad_norms.png) and accuracy against GMACs (OUT/accuracy_vs_gmacs.png).
+    Returns the report's path."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     costs = {run.path: run_cost(run) for run in runs}
@@ -104,6 +121,11 @@ def write_report(runs: Sequence[Run], out: str | pathlib.Path, *, title: str = "
     curves = plots.plot_training_curves(runs, out / "curves.png", title=title)
     if curves:
         parts += ["## Training curves", "", f"![training curves]({curves.name})", ""]
+    gradients = plots.plot_layer_gradient_norms(runs, out / "layer_grad_norms.png",
+                                                title="Per-layer gradient norms during training")
+    if gradients:
+        parts += ["## Gradient norms layer by layer", "", layer_norm_table(runs), "",
+                  f"![per-layer gradient norms]({gradients.name})", ""]
     bubbles = [
         {"model": run.name, "params": costs[run.path]["params"], "gmacs": costs[run.path]["gmacs"],
          "your_top1": 100 * run.best_eval["top1"]}

@@ -79,6 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Bookkeeping.
     c.seed = 0
     c.log_every_steps = 50
+    c.log_layer_grad_norms = False  # also log every kernel's gradient norm (metrics.jsonl 'layer_grad_norms')
     c.eval_every_steps = 1000
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3  # the last N, plus the best by top-1
@@ -268,8 +269,9 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
         raise ConfigError("seed", c.seed, "must be a non-negative integer")
     if not isinstance(c.nesterov, bool):
         raise ConfigError("nesterov", c.nesterov, "must be true or false")
-    if not isinstance(c.ten_crop, bool):
-        raise ConfigError("ten_crop", c.ten_crop, "must be true or false")
+    for key in ("ten_crop", "log_layer_grad_norms"):
+        if not isinstance(c[key], bool):
+            raise ConfigError(key, c[key], "must be true or false")
     decay = tuple(c.decay_epochs)
     if any(isinstance(e, bool) or not isinstance(e, (int, float)) or e <= 0 for e in decay) or list(decay) != sorted(decay):
         raise ConfigError("decay_epochs", decay, "must be increasing positive epochs, e.g. 30,60,80")

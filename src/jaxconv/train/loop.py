@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxconv.analysis.gradients import kernel_paths, layer_name
 from jaxconv.checkpoint import Checkpoints
 from jaxconv.data import pipeline
 from jaxconv.data.sources import DatasetSpec, Source, open_dataset
@@ -83,8 +84,6 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
     dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
     options = {**transfer.pretrained_options(config.model, config.init_weights), **dict(config.model_options)}
     model = get_model(config.model, num_classes=spec.num_classes, dtype=dtype, **options)
-    if config.bn_mode == "sync":
-        model = with_batchnorm_axis(model, AXIS)
     steps_per_epoch = len(sources["train"]) // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"the training split has {len(sources['train'])} examples, fewer than one batch")
@@ -98,6 +97,13 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         eval_crop=config.eval_crop,
         dtype="bfloat16" if config.dtype == "bfloat16" else "float32",
     )
+    layer_paths = None
+    if config.log_layer_grad_norms:  # traced on the model before BatchNorm gets its mesh axis
+        images = jax.ShapeDtypeStruct((2, config.image_size, config.image_size, spec.channels), dtype)
+        abstract = jax.eval_shape(partial(model.init, train=False), jax.random.key(0), images)
+        layer_paths = tuple(kernel_paths(model, abstract, images))
+    if config.bn_mode == "sync":
+        model = with_batchnorm_axis(model, AXIS)
     options = StepOptions(
         num_classes=spec.num_classes,
         label_smoothing=config.label_smoothing,
@@ -105,6 +111,7 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         bn_mode=config.bn_mode,
         ema_decay=config.ema_decay,
         axis_name=AXIS,
+        layer_paths=layer_paths,
     )
     tx, apply_fn = build_optimizer(config, schedule), model.apply
     if config.freeze:
@@ -370,6 +377,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
             "grad_norm": float(fetched[-1][1]["grad_norm"]),
             "images_per_sec": window["images"] / elapsed if elapsed > 0 else 0.0,
         }
+        if exp.options.layer_paths:  # the last step's, as grad_norm
+            norms = fetched[-1][1]["layer_grad_norms"]
+            record["layer_grad_norms"] = {layer_name(p): float(n) for p, n in zip(exp.options.layer_paths, norms)}
         writer.write(record)
         progress.update(step, record)
         window.update(start=time.time(), images=0)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from jaxconv.analysis.gradients import kernel_gradient_norms
 from jaxconv.train.state import TrainState
 
 
@@ -32,6 +33,8 @@ class StepOptions:
     bn_mode: str = "sync"
     ema_decay: float | None = None
     axis_name: str = "data"
+    # Kernel paths in forward order: the step also returns each one's gradient norm (config.log_layer_grad_norms).
+    layer_paths: tuple[tuple[str, ...], ...] | None = None
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int, smoothing: float) -> jax.Array:
@@ -90,6 +93,8 @@ def train_step(state: TrainState, batch: dict, options: StepOptions) -> tuple[Tr
         "count": lax.psum(jnp.asarray(losses.shape[0], jnp.float32), axis),
         "grad_norm": optax.tree.norm(grads),
     }
+    if options.layer_paths:
+        metrics["layer_grad_norms"] = kernel_gradient_norms(grads, list(options.layer_paths))
     return new_state, metrics
 
 
