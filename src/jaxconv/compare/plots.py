@@ -113,7 +113,8 @@ def plot_layer_gradient_norms(runs: Sequence[Run], path: str | pathlib.Path, *,
         return None
     columns = min(3, len(runs))
     rows = -(-len(runs) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.8 * rows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, run in zip(axes.flat, runs):
         snapshots = layer_norm_snapshots(run)
         colours = plt.cm.viridis([i / max(1, len(snapshots) - 1) for i in range(len(snapshots))])
@@ -123,13 +124,13 @@ def plot_layer_gradient_norms(runs: Sequence[Run], path: str | pathlib.Path, *,
                     label=f"step {record['step']}")
         ax.set_yscale("log")
         ax.set_title(run.name, fontsize=10)
-        ax.set_xlabel("layer (input → output)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     for ax in axes[:, 0]:
         ax.set_ylabel("gradient norm of the kernel")
     for ax in list(axes.flat)[len(runs):]:
         ax.set_visible(False)
+    fig.supxlabel("layer (input → output)")
     if title:
         fig.suptitle(title)
     return _save(fig, path)
