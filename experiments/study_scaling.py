@@ -1,9 +1,14 @@
-"""Study (g): EfficientNet's compound scaling vs scaling depth, width or resolution alone, at matched MACs.
+"""Study (g): EfficientNet's compound scaling vs scaling depth, width or resolution alone, at (nominally) matched MACs.
 
-From a small base (EfficientNet-B0's stages at 32 px), each run doubles the MACs one way:
+From a small base (EfficientNet-B0's stages at 32 px), each run nominally doubles the MACs one way:
 depth x2 (d=2.0), width x1.41 (w=1.4: MACs grow ~w²), resolution x1.41 (45 px), or all three
 with the paper's coefficients α=1.2, β=1.1, γ=1.15 at φ=1 (α·β²·γ² ≈ 2): d=1.2, w=1.1, 37 px.
 The paper (Fig. 3, 4): single-dimension scaling saturates; compound scaling gains most per MAC.
+
+The multipliers are nominal: EfficientNet rounds stage repeats up, and small maps round up
+under "same" padding, so the measured MACs differ (docs/results/scaling: at 224 px depth
+2.03x, width 1.93x, resolution 2.02x, compound 2.57x; at the quick variant's 32 px compound
+is 4.43x). Check `jaxconv summary` before reading accuracy per MAC off these runs.
 
     python scripts/sweep.py experiments/study_scaling.py --report docs/results/scaling
 
