@@ -113,7 +113,9 @@ def convolve(x: jnp.ndarray, kernel: jnp.ndarray, stride: tuple[int, int], paddi
       the kernel) and run the swapped convolution on a generic loop, 10-15x slower;
     * on the CPU backend, a depthwise convolution (groups = input = output channels) is a sum
       over its taps of shifted views times per-channel weights (``depthwise_by_taps``): XLA:CPU
-      runs grouped convolutions and their gradients 7-28x slower than that elementwise loop.
+      lowers grouped convolutions' gradients to far more work (its cost analysis of an
+      EfficientNet-B0 training step: 7.5 GFLOP per image against 0.89 this way; the step runs
+      5.1x faster). Other backends keep the grouped convolution.
     """
     (top, bottom), (left, right) = padding
     height, width = x.shape[1:3]
