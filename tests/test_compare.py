@@ -196,3 +196,17 @@ def test_every_study_plans_runs_that_validate(tmp_path):
         for variant in ("quick", "full"):
             for run in plan([str(study)], runs_dir=tmp_path, variant=variant):
                 validate(apply_overrides(load_config(run.experiment), dict(run.overrides)), device_count=8)
+
+
+def test_the_full_scaling_study_compares_networks_of_twice_the_base_macs():
+    """Study (g) compares at matched MACs: measured by the analyzer, not the nominal multipliers."""
+    from jaxconv.train.config import apply_overrides
+
+    runs = plan([str(REPO / "experiments" / "study_scaling.py")], variant="full")
+    macs = {}
+    for run in runs:
+        config = apply_overrides(load_config(run.experiment), dict(run.overrides))
+        macs[run.name] = cached_summary(config.model, image_size=config.image_size, **dict(config.model_options)).macs
+    ratios = {name: value / macs["base"] for name, value in macs.items() if name != "base"}
+    assert set(ratios) == {"depth", "width", "resolution", "compound"}
+    assert all(1.95 < ratio < 2.1 for ratio in ratios.values()), ratios
