@@ -235,6 +235,22 @@ def test_activation_definitions():
 # --- convolutions on maps smaller than the kernel ------------------------------------------
 
 
+def _same_values_and_gradients(ours, reference, x, w, rng):
+    """Asserts equal outputs and input/kernel gradients; returns the cotangent used."""
+    expected, reference_vjp = jax.vjp(reference, x, w)
+    got, our_vjp = jax.vjp(ours, x, w)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    grad = jnp.asarray(rng.standard_normal(expected.shape), jnp.float32)
+    for ours_grad, reference_grad in zip(our_vjp(grad), reference_vjp(grad)):
+        np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-5, atol=1e-5)
+    return grad
+
+
+def _compiled_gradient(f, x, w, grad) -> str:
+    """The optimized HLO text of f's vector-Jacobian product."""
+    return jax.jit(lambda x, w, g: jax.vjp(f, x, w)[1](g)).lower(x, w, grad).compile().as_text()
+
+
 @pytest.mark.parametrize("height,width,kernel,stride,pad", [
     (2, 2, 3, 1, 1),  # ResNet-18's stage 3 at 32 px
     (1, 1, 3, 1, 1),  # its stage 4
@@ -258,18 +274,10 @@ def test_small_map_convolution_matches_the_plain_one(height, width, kernel, stri
     def ours(x, w):
         return convolve(x, w, (stride, stride), pads)
 
-    expected, plain_vjp = jax.vjp(plain, x, w)
-    got, our_vjp = jax.vjp(ours, x, w)
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-    grad = jnp.asarray(rng.standard_normal(expected.shape), jnp.float32)
-    for ours_grad, plain_grad in zip(our_vjp(grad), plain_vjp(grad)):
-        np.testing.assert_allclose(ours_grad, plain_grad, rtol=1e-5, atol=1e-5)
+    grad = _same_values_and_gradients(ours, plain, x, w, rng)
     # What it is for: XLA swaps the operands of the plain convolution (a window-reversed
     # convolution, which its CPU backend runs on a slow generic loop), and of neither of ours.
-    def compiled(f):
-        return jax.jit(lambda x, w, g: jax.vjp(f, x, w)[1](g)).lower(x, w, grad).compile().as_text()
-
-    assert "rhs_reversal" not in compiled(ours)
+    assert "rhs_reversal" not in _compiled_gradient(ours, x, w, grad)
 
 
 @pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (5, 2)])
@@ -290,15 +298,9 @@ def test_depthwise_by_taps_matches_the_grouped_convolution(kernel, stride):
     def ours(x, w):
         return convolve(x, w, (stride, stride), pads, groups=6)
 
-    expected, grouped_vjp = jax.vjp(grouped, x, w)
-    got, our_vjp = jax.vjp(ours, x, w)
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-    grad = jnp.asarray(rng.standard_normal(expected.shape), jnp.float32)
-    for ours_grad, grouped_grad in zip(our_vjp(grad), grouped_vjp(grad)):
-        np.testing.assert_allclose(ours_grad, grouped_grad, rtol=1e-5, atol=1e-5)
+    grad = _same_values_and_gradients(ours, grouped, x, w, rng)
     # On the CPU backend no grouped convolution is left; the analyzer's reference trace keeps one.
-    compiled = jax.jit(lambda x, w, g: jax.vjp(ours, x, w)[1](g)).lower(x, w, grad).compile().as_text()
-    assert "convolution(" not in compiled
+    assert "convolution(" not in _compiled_gradient(ours, x, w, grad)
     with reference_convolutions():
         traced = str(jax.make_jaxpr(ours)(x, w))
     assert traced.count("conv_general_dilated") == 1 and "feature_group_count=6" in traced
