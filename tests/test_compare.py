@@ -198,15 +198,16 @@ def test_every_study_plans_runs_that_validate(tmp_path):
                 validate(apply_overrides(load_config(run.experiment), dict(run.overrides)), device_count=8)
 
 
-def test_the_full_scaling_study_compares_networks_of_twice_the_base_macs():
+@pytest.mark.parametrize("variant", ["quick", "full"])
+def test_the_scaling_study_compares_networks_of_twice_the_base_macs(variant):
     """Study (g) compares at matched MACs: measured by the analyzer, not the nominal multipliers."""
     from jaxconv.train.config import apply_overrides
 
-    runs = plan([str(REPO / "experiments" / "study_scaling.py")], variant="full")
+    runs = plan([str(REPO / "experiments" / "study_scaling.py")], variant=variant)
     macs = {}
     for run in runs:
         config = apply_overrides(load_config(run.experiment), dict(run.overrides))
         macs[run.name] = cached_summary(config.model, image_size=config.image_size, **dict(config.model_options)).macs
     ratios = {name: value / macs["base"] for name, value in macs.items() if name != "base"}
     assert set(ratios) == {"depth", "width", "resolution", "compound"}
-    assert all(1.95 < ratio < 2.1 for ratio in ratios.values()), ratios
+    assert all(1.9 < ratio < 2.1 for ratio in ratios.values()), ratios
