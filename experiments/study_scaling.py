@@ -35,6 +35,7 @@ FULL = {"base": (1.0, 1.0, 224), "depth": (2.0, 1.0, 224), "width": (1.0, 1.45, 
         "resolution": (1.0, 1.0, 316), "compound": (1.2**0.6, 1.1**0.6, 244)}
 QUICK = {"base": (1.0, 0.5, 72), "depth": (2.0, 0.5, 72), "width": (1.0, 0.74, 72),
          "resolution": (1.0, 0.5, 107), "compound": (1.2**0.8, 0.5 * 1.1**0.8, 81)}
+SETTINGS = {"full": FULL, "quick": QUICK}
 
 
 def get_config(variant="quick"):
@@ -49,7 +50,7 @@ def get_config(variant="quick"):
         config.eval_every_steps = 100
         config.checkpoint_every_steps = 100
     config.model = "efficientnet_b0"
-    depth, width, image_size = (FULL if variant == "full" else QUICK)["base"]
+    depth, width, image_size = SETTINGS[variant]["base"]
     config.model_options.depth, config.model_options.width, config.image_size = depth, width, image_size
     return config
 
@@ -58,5 +59,5 @@ def get_runs(variant="quick"):
     return {
         name: {"model_options.depth": round(depth, 3), "model_options.width": round(width, 3),
                "image_size": image_size}
-        for name, (depth, width, image_size) in (FULL if variant == "full" else QUICK).items()
+        for name, (depth, width, image_size) in SETTINGS[variant].items()
     }

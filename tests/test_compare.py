@@ -198,8 +198,8 @@ def test_every_study_plans_runs_that_validate(tmp_path):
                 validate(apply_overrides(load_config(run.experiment), dict(run.overrides)), device_count=8)
 
 
-@pytest.mark.parametrize("variant", ["quick", "full"])
-def test_the_scaling_study_compares_networks_of_twice_the_base_macs(variant):
+@pytest.mark.parametrize("variant, low", [("quick", 1.9), ("full", 1.95)])
+def test_the_scaling_study_compares_networks_of_twice_the_base_macs(variant, low):
     """Study (g) compares at matched MACs: measured by the analyzer, not the nominal multipliers."""
     from jaxconv.train.config import apply_overrides
 
@@ -210,4 +210,4 @@ def test_the_scaling_study_compares_networks_of_twice_the_base_macs(variant):
         macs[run.name] = cached_summary(config.model, image_size=config.image_size, **dict(config.model_options)).macs
     ratios = {name: value / macs["base"] for name, value in macs.items() if name != "base"}
     assert set(ratios) == {"depth", "width", "resolution", "compound"}
-    assert all(1.9 < ratio < 2.1 for ratio in ratios.values()), ratios
+    assert all(low < ratio < 2.1 for ratio in ratios.values()), ratios
