@@ -117,6 +117,18 @@ def test_each_process_reads_its_own_part_of_the_same_global_batch(shapes):
         np.testing.assert_array_equal(joined, whole[step]["image"])
 
 
+def test_the_training_pipeline_has_no_generator_dataset(shapes):
+    """On Python 3.11 tf.data's GeneratorDataset kernel pins glibc's mmap threshold at 128 KiB for the
+    whole process; XLA's CPU convolutions then page-fault through fresh buffers at every step and a
+    small network trains at half speed (docs/benchmarks.md). The pipeline must not contain one."""
+    spec, sources, _ = shapes
+    ds = pipeline.train_dataset(sources["train"], preprocess(spec, augment="cifar"), global_batch=24, seed=0)
+    graph = tf.compat.v1.GraphDef.FromString(ds._as_serialized_graph().numpy())
+    ops = {node.op for node in graph.node} | {node.op for f in graph.library.function for node in f.node_def}
+    assert {"MapDataset", "ParallelMapDatasetV2", "BatchDatasetV2"} <= ops  # the whole graph was read
+    assert not {op for op in ops if op.startswith("GeneratorDataset")}
+
+
 def test_an_epoch_visits_every_example_once():
     order = pipeline.epoch_permutation(0, 0, 120)
     assert sorted(order.tolist()) == list(range(120))

@@ -16,6 +16,7 @@ whole number of batches (the same number on every process) and masked.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator
 
@@ -87,23 +88,24 @@ def train_dataset(
     if steps_per_epoch < 1:
         raise ValueError(f"the {source.name} training split has {count} examples, fewer than one batch of {global_batch}")
 
-    def index_batches():
-        step, cached = start_step, (None, None)
-        while True:
-            epoch, batch = divmod(step, steps_per_epoch)
-            if cached[0] != epoch:
-                cached = (epoch, epoch_permutation(seed, epoch, count))
-            begin = batch * global_batch + process_index * local
-            yield cached[1][begin : begin + local].astype(np.int64), np.int64(epoch)
-            step += 1
+    permutation = functools.lru_cache(maxsize=2)(lambda epoch: epoch_permutation(seed, epoch, count))
 
-    ds = tf.data.Dataset.from_generator(
-        index_batches,
-        output_signature=(tf.TensorSpec((local,), tf.int64), tf.TensorSpec((), tf.int64)),
-    )
+    def step_indices(step):
+        epoch, batch = divmod(int(step), steps_per_epoch)
+        begin = batch * global_batch + process_index * local
+        return permutation(epoch)[begin : begin + local].astype(np.int64), np.int64(epoch)
+
     fetch = _fetch_fn(source)
-    ds = ds.map(lambda idx, epoch: (fetch(idx), idx, tf.fill((local,), epoch)))
-    ds = ds.unbatch()
+
+    def records_of(step):
+        indices, epoch = tf.numpy_function(step_indices, [step], (tf.int64, tf.int64), stateful=False)
+        indices = tf.reshape(indices, (local,))
+        return fetch(indices), indices, tf.fill((local,), epoch)
+
+    # Not Dataset.from_generator: on Python 3.11 its kernel calls mallopt(M_MMAP_THRESHOLD, 128 KiB)
+    # for the whole process, after which every larger buffer XLA's CPU convolutions allocate is a
+    # fresh mmap, paid for in page faults at every step (docs/benchmarks.md).
+    ds = tf.data.Dataset.counter(start_step).map(records_of).unbatch()
     dtype = tf.dtypes.as_dtype(preprocess.dtype)
 
     def example(record, index, epoch):
