@@ -7,6 +7,7 @@
     python scripts/bench_vs_torch.py --models resnet50 --torch-python /path/to/torch/venv/bin/python
     python scripts/bench_vs_torch.py --models resnet18 --no-torch \\
         --variant "noynn:XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type="   # jaxconv A/B, no torch
+    python scripts/bench_vs_torch.py --layers --models resnet50 --batch-size 8   # convolution by convolution
 
 Each side runs in its own worker process (jaxconv's: this Python; PyTorch's: --torch-python,
 which need not have JAX), builds the model, compiles and warms up, then waits. The driver
@@ -22,6 +23,13 @@ first tries its variants (eager / channels_last / torch.compile / both, see
 --torch-variants) for a few steps and keeps the fastest; the report says which. On CUDA,
 --dtype bfloat16 runs PyTorch under bf16 autocast and jaxconv with bfloat16 compute
 (float32 parameters on both sides).
+
+With --layers, the two sides time the model's convolutions one by one instead of training
+steps: every distinct convolution (from ``jaxconv bench MODEL --mode layers``'s list), forward,
+input gradient and kernel gradient, on the same shapes, alternately layer by layer. PyTorch
+runs them as aten's conv2d and convolution_backward in each memory format of --torch-variants
+(eager: contiguous NCHW, channels_last) and keeps the faster per layer; torch.compile does not
+apply to single kernels. The table says which convolutions, and which pass, make the gap.
 
 The CUDA path (--device cuda) is written for an NVIDIA GPU host with a CUDA build of torch
 and jax[cuda]; it has not been run on one yet.
@@ -200,6 +208,111 @@ def torch_worker(args: argparse.Namespace) -> None:
     _serve(run_steps)
 
 
+def jax_layers_worker(args: argparse.Namespace) -> None:
+    """Lists the model's distinct convolutions, then times the one each 'layer <json>' names."""
+    _pin(args)
+    from jaxconv.cli import apply_default_xla_flags
+
+    apply_default_xla_flags()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import dataclasses
+
+    import jax
+
+    from jaxconv.bench import ConvLayer, conv_layers, time_conv_layer
+
+    layers = conv_layers(args.model, args.batch_size, args.image_size, NUM_CLASSES)
+    _reply({"ready": True, "framework": "jaxconv", "backend": jax.default_backend(),
+            "device": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "layers": [dataclasses.asdict(layer) for layer in layers]})
+
+    def run_layer(spec: dict) -> dict:
+        layer = ConvLayer(**{k: tuple(map(tuple, v)) if k == "padding" else tuple(v) if isinstance(v, list) else v
+                             for k, v in spec["layer"].items()})
+        return time_conv_layer(layer, args.dtype, spec["reps"], spec["warmup"])
+
+    _serve_layers(run_layer)
+
+
+def _serve_layers(run_layer) -> None:
+    for line in sys.stdin:
+        command, _, payload = line.strip().partition(" ")
+        if command != "layer":
+            return
+        _reply(run_layer(json.loads(payload)))
+
+
+def torch_layers_worker(args: argparse.Namespace) -> None:
+    """Times 'layer <json>' convolutions with aten's kernels, in each memory format asked for."""
+    import types
+
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    _pin(args)
+    import torch
+
+    if args.cpus:
+        torch.set_num_threads(len(args.cpus.split(",")))
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = True
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    formats = {"eager": torch.contiguous_format, "channels_last": torch.channels_last}
+    chosen = [v for v in args.torch_variants.split(",") if v in formats] or ["channels_last"]
+    _reply({"ready": True, "framework": "pytorch", "backend": device.type, "torch": torch.__version__,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "threads": torch.get_num_threads(), "memory_formats": chosen})
+
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def run_layer(spec: dict) -> dict:
+        layer, reps, warmup = spec["layer"], spec["reps"], spec["warmup"]
+        n, h, w, c = layer["input_shape"]
+        (top, bottom), (left, right) = layer["padding"]
+        stride, dilation, groups = layer["stride"], layer["dilation"], layer["groups"]
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(n, c, h, w, generator=generator)
+        if top != bottom or left != right:  # conv2d pads symmetrically: pad the input beforehand
+            x = torch.nn.functional.pad(x, (left, right, top, bottom))
+            padding = [0, 0]
+        else:
+            padding = [top, left]
+        weight = torch.randn(layer["features"], c // groups, *layer["kernel"], generator=generator)
+        out = torch.nn.functional.conv2d(x, weight, None, stride, padding, dilation, groups)
+        grad = torch.randn(out.shape, generator=generator)
+        passes = {
+            "forward": lambda x, weight, grad: torch.nn.functional.conv2d(x, weight, None, stride, padding,
+                                                                          dilation, groups),
+            "input_grad": lambda x, weight, grad: torch.ops.aten.convolution_backward(
+                grad, x, weight, None, stride, padding, dilation, False, [0, 0], groups, [True, False, False]),
+            "kernel_grad": lambda x, weight, grad: torch.ops.aten.convolution_backward(
+                grad, x, weight, None, stride, padding, dilation, False, [0, 0], groups, [False, True, False]),
+        }
+        if not layer.get("input_grad", True):
+            del passes["input_grad"]
+        results = {}
+        for variant in chosen:
+            operands = [t.to(device=device, dtype=dtype).contiguous(memory_format=formats[variant])
+                        for t in (x, weight, grad)]
+            times: dict[str, list[float]] = {name: [] for name in passes}
+            with torch.no_grad():
+                for rep in range(warmup + reps):
+                    for name, function in passes.items():
+                        synchronize()
+                        began = time.perf_counter()
+                        function(*operands)
+                        synchronize()
+                        if rep >= warmup:
+                            times[name].append(time.perf_counter() - began)
+            results[variant] = times
+        best = min(results, key=lambda v: sum(statistics.median(t) for t in results[v].values()))
+        return {"times": results[best], "variant": best}
+
+    _serve_layers(run_layer)
+
+
 # --- driver -------------------------------------------------------------------------------------
 
 
@@ -225,10 +338,13 @@ class Worker:
             if line.startswith("{"):
                 return json.loads(line)
 
-    def run(self, steps: int) -> list[float]:
-        self.process.stdin.write(f"run {steps}\n")
+    def ask(self, line: str) -> dict:
+        self.process.stdin.write(line + "\n")
         self.process.stdin.flush()
-        reply = self._read()
+        return self._read()
+
+    def run(self, steps: int) -> list[float]:
+        reply = self.ask(f"run {steps}")
         self.times.append(reply["times"])
         self.cpu.append(reply["cpu_s_per_step"])
         return reply["times"]
@@ -260,14 +376,7 @@ def summarize(worker: Worker, batch_size: int) -> dict:
 
 
 def compare_model(model: str, args: argparse.Namespace) -> dict:
-    if model in MODELS:
-        cpu_batch, gpu_batch, size = MODELS[model]
-    else:  # any jaxconv model, jaxconv variants only (--no-torch)
-        from jaxconv import model_info
-
-        cpu_batch, gpu_batch, size = 128, 256, model_info(model).image_size
-    batch = args.batch_size or (gpu_batch if args.device == "cuda" else cpu_batch)
-    size = args.image_size or size
+    batch, size = _batch_and_size(model, args)
     common = ["--model", model, "--batch-size", str(batch), "--image-size", str(size), "--dtype", args.dtype,
               "--warmup", str(args.warmup), "--device", args.device] + (["--cpus", args.cpus] if args.cpus else [])
     script = os.path.abspath(__file__)
@@ -316,6 +425,110 @@ def compare_model(model: str, args: argparse.Namespace) -> dict:
     return entry
 
 
+def _batch_and_size(model: str, args: argparse.Namespace) -> tuple[int, int]:
+    if model in MODELS:
+        cpu_batch, gpu_batch, size = MODELS[model]
+    else:  # any jaxconv model, jaxconv variants only (--no-torch)
+        from jaxconv import model_info
+
+        cpu_batch, gpu_batch, size = 128, 256, model_info(model).image_size
+    return args.batch_size or (gpu_batch if args.device == "cuda" else cpu_batch), args.image_size or size
+
+
+def compare_layers(model: str, args: argparse.Namespace) -> dict:
+    """Each distinct convolution of ``model``, timed by both sides alternately (--layers)."""
+    batch, size = _batch_and_size(model, args)
+    common = ["--model", model, "--batch-size", str(batch), "--image-size", str(size), "--dtype", args.dtype,
+              "--device", args.device, "--torch-variants", args.torch_variants] + \
+        (["--cpus", args.cpus] if args.cpus else [])
+    script = os.path.abspath(__file__)
+    jax_env = {"JAX_PLATFORMS": "cpu"} if args.device == "cpu" else {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    specs = [("jaxconv", [sys.executable, script, "--worker", "jax-layers", *common], jax_env)]
+    if not args.no_torch:
+        torch_python = shlex.split(args.torch_python) if args.torch_python else [sys.executable]
+        specs.append(("pytorch", [*torch_python, script, "--worker", "torch-layers", *common], {}))
+    workers: list[Worker] = []
+    rows = []
+    try:
+        for name, command, env in specs:
+            print(f"[{model} layers] starting {name} ...", file=sys.stderr, flush=True)
+            worker = Worker(name, command, env)
+            if not worker.info.get("ready"):
+                raise RuntimeError(f"{name}: {worker.info.get('error')}")
+            workers.append(worker)
+        layers = workers[0].info["layers"]
+        for index, layer in enumerate(layers):
+            times = {w.name: {} for w in workers}
+            variant = None
+            for r in range(args.rounds):
+                for worker in workers if r % 2 == 0 else reversed(workers):
+                    reply = worker.ask("layer " + json.dumps({"layer": layer, "reps": args.steps,
+                                                              "warmup": args.warmup}))
+                    for name, values in reply["times"].items():
+                        times[worker.name].setdefault(name, []).extend(values)
+                    variant = reply.get("variant", variant)
+            row = {"layer": layer, "count": layer["count"], "torch_variant": variant}
+            for side, passes in times.items():
+                row[side] = {name: statistics.median(values) for name, values in passes.items()}
+            rows.append(row)
+            text = "  ".join(f"{side} {1e3 * sum(row[side].values()):.1f} ms" for side in times)
+            print(f"[{model} layers] {index + 1}/{len(layers)} {_describe(layer)} x{layer['count']}: {text}",
+                  file=sys.stderr, flush=True)
+    finally:
+        for worker in workers:
+            worker.close()
+    entry = {"model": model, "batch_size": batch, "image_size": size, "dtype": args.dtype, "device": args.device,
+             "mode": "layers", "rounds": args.rounds, "reps_per_round": args.steps,
+             "workers": [{k: v for k, v in w.info.items() if k not in ("ready", "layers")} | {"name": w.name}
+                         for w in workers],
+             "layers": rows}
+    totals = {}
+    for w in workers:
+        totals[w.name] = {name: sum(r[w.name].get(name, 0.0) * r["count"] for r in rows)
+                          for name in ("forward", "input_grad", "kernel_grad")}
+    entry["totals_s"] = totals
+    if "pytorch" in totals:
+        entry["ratio"] = sum(totals["pytorch"].values()) / sum(totals["jaxconv"].values())
+    return entry
+
+
+def _describe(layer: dict) -> str:
+    n, h, w, c = layer["input_shape"]
+    (top, bottom), (left, right) = layer["padding"]
+    pad = f"{top}" if top == bottom == left == right else str(layer["padding"])
+    groups = f" g{layer['groups']}" if layer["groups"] > 1 else ""
+    return f"{layer['kernel'][0]}x{layer['kernel'][1]}/{layer['stride'][0]} p{pad}{groups} {h}x{w}x{c}->{layer['features']}"
+
+
+def format_layers_table(entry: dict) -> str:
+    sides = [w["name"] for w in entry["workers"]]
+    passes = ("forward", "input_grad", "kernel_grad")
+    head = " | ".join(f"{side} fwd / in / kernel ms" for side in sides)
+    lines = [f"{entry['model']}, batch {entry['batch_size']} at {entry['image_size']} px, {entry['dtype']}, "
+             f"{entry['device']}: median of {entry['rounds']} x {entry['reps_per_round']} per pass",
+             "", f"| layer | count | {head} |" + (" PyTorch memory format | ratio |" if len(sides) > 1 else ""),
+             "|---|---:|" + "---:|" * len(sides) + ("---|---:|" if len(sides) > 1 else "")]
+
+    def cells(times: dict) -> str:
+        return " / ".join(f"{1e3 * times[p]:.2f}" if p in times else "-" for p in passes)
+
+    for row in entry["layers"]:
+        line = f"| {_describe(row['layer'])} | {row['count']} | " + " | ".join(cells(row[s]) for s in sides) + " |"
+        if len(sides) > 1:
+            ratio = sum(row["pytorch"].values()) / sum(row["jaxconv"].values())
+            line += f" {row['torch_variant']} | {ratio:.2f} |"
+        lines.append(line)
+    totals = entry["totals_s"]
+    line = f"| **all (x count)** | {sum(r['count'] for r in entry['layers'])} | " + \
+        " | ".join(" / ".join(f"{1e3 * totals[s][p]:.1f}" for p in passes) for s in sides) + " |"
+    if len(sides) > 1:
+        line += f" | **{entry['ratio']:.2f}** |"
+    lines.append(line)
+    if len(sides) > 1:
+        lines.append("\nratio = PyTorch's time / jaxconv's time for the same passes (jaxconv/PyTorch speed).")
+    return "\n".join(lines) + "\n"
+
+
 def format_table(entries: list[dict]) -> str:
     lines = ["| model | batch | px | side | img/s (median) | per round | CPU s/step | compile/setup "
              "| ratio jaxconv/PyTorch |",
@@ -355,9 +568,12 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true", help="jaxconv variants only")
     parser.add_argument("--cpus", help="pin every worker to these CPUs, e.g. '0' (one core each side: on a "
                                        "shared machine, steadier than all cores)")
+    parser.add_argument("--layers", action="store_true",
+                        help="time each distinct convolution (forward, input and kernel gradient) instead of "
+                             "training steps; --steps timings per pass per round")
     parser.add_argument("--format", choices=("md", "json"), default="md")
     # Worker mode (internal).
-    parser.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("jax", "torch", "jax-layers", "torch-layers"), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.torch_variants is None:
@@ -369,6 +585,10 @@ def main() -> None:
         return jax_worker(args)
     if args.worker == "torch":
         return torch_worker(args)
+    if args.worker == "jax-layers":
+        return jax_layers_worker(args)
+    if args.worker == "torch-layers":
+        return torch_layers_worker(args)
     models = [m for m in args.models.split(",") if m]
     unknown = [m for m in models if m not in MODELS]
     if unknown and not args.no_torch:
@@ -378,13 +598,13 @@ def main() -> None:
         print("note: bfloat16 on CPU: jaxconv computes in bfloat16, PyTorch under CPU bf16 autocast",
               file=sys.stderr)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    entries = [compare_model(m, args) for m in models]
+    entries = [(compare_layers if args.layers else compare_model)(m, args) for m in models]
     if args.format == "json":
         print(json.dumps({"started": started, "command": " ".join(map(shlex.quote, sys.argv)), "results": entries},
                          indent=2))
     else:
         print(f"started {started}; command: {' '.join(map(shlex.quote, sys.argv))}\n")
-        print(format_table(entries))
+        print("\n".join(map(format_layers_table, entries)) if args.layers else format_table(entries))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pytest
 import jaxconv
 from jaxconv import bench
 from jaxconv.cli import EXIT_USAGE, main
+from reference import TORCHVISION
 
 KEYS = {"images_per_sec", "step_time_s", "compile_s", "lower_s", "flops_per_step", "flops_per_image",
         "achieved_flops_per_sec", "mfu", "peak_memory_bytes", "xla_memory_bytes", "devices", "device_kind"}
@@ -94,11 +95,48 @@ def test_synthetic_jpeg_records_decode_to_imagenet_sized_images():
     assert 10_000 < source.mean_record_bytes < 200_000  # photograph-like JPEGs, not noise nor flat colour
 
 
+def test_resnet50_convolutions_one_by_one_add_up_to_its_published_macs():
+    """torchvision's ResNet-50: 53 convolutions (the stem, 3 per bottleneck block, 4 projection
+    shortcuts) whose MACs and the classifier's 2,048 x 1,000 make its published 4.089 GMACs."""
+    layers = bench.conv_layers("resnet50", batch_size=2)
+    assert sum(layer.count for layer in layers) == 53
+    assert len(layers) == len({(layer.input_shape, layer.kernel, layer.stride, layer.features) for layer in layers})
+    stem = layers[0]
+    assert (stem.input_shape, stem.kernel, stem.stride, stem.padding) == ((2, 224, 224, 3), (7, 7), (2, 2),
+                                                                           ((3, 3), (3, 3)))
+    assert not stem.input_grad and all(layer.input_grad for layer in layers[1:])
+    macs_per_image = sum(layer.macs * layer.count for layer in layers) / 2 + 2048 * 1000
+    assert round(macs_per_image / 1e9, 3) == TORCHVISION["resnet50"][1]
+    assert stem.describe() == "7x7/2 p3 224x224x3->64"
+
+
+def test_layers_mode(capsys):
+    code, out, _ = run_cli(capsys, "lenet5", "--mode", "layers", "--batch-size", "2", "--steps", "2", "--warmup", "0",
+                           "--format", "json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["mode"] == "layers" and result["conv_layers"] == len(result["layers"]) == 3  # C1, C3, C5
+    assert {"images_per_sec", "step_time_s", "compile_s"} <= set(result)
+    first, *others = result["layers"]
+    assert first["input_grad_s"] is None and first["input_grad_flops_per_sec"] is None  # the images' layer
+    assert all(row[f"{name}_s"] > 0 for row in others for name in bench.PASSES)
+    assert result["step_time_s"] == pytest.approx(sum(result["totals"].values()))
+    assert result["images_per_sec"] == pytest.approx(2 / result["step_time_s"])
+    # The layers' MACs are the analyzer's, which reads them off the jaxpr's convolutions.
+    analyzed = [row.macs for row in jaxconv.summary("lenet5").layers if row.kind == "Conv"]
+    assert [row["macs"] // 2 for row in result["layers"]] == analyzed
+
+    code, out, _ = run_cli(capsys, "lenet5", "--mode", "layers", "--batch-size", "2", "--steps", "1", "--warmup", "0")
+    assert code == 0 and out.startswith("lenet5: its 3 convolutions (3 distinct), batch 2 at 32 px")
+    assert "all layers (x count)" in out
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [
         (["resnet5O"], "unknown model 'resnet5O'"),
         (["vgg16", "--image-size", "16"], "vgg16 cannot take 16 px inputs"),
+        (["vgg16", "--mode", "layers", "--image-size", "16"], "vgg16 cannot take 16 px inputs"),
         (["lenet5", "--batch-size", "12"], "batch size 12 does not divide over the 8 devices"),
         (["lenet5", "--warmup", "-1"], "warmup -1"),
         (["lenet5", "--dtype", "float16"], "invalid choice"),

@@ -17,6 +17,12 @@ Data mode times the input pipeline alone (``jaxconv.data.pipeline.train_dataset`
 fetch, decode, augmentation, normalisation, batching in tf.data on the host's cores) on
 synthetic encoded records: ImageNet-sized JPEGs for the 'imagenet' recipe, 32 x 32 PNGs for
 the 'cifar' recipe, as TFDS stores those datasets.
+
+Layers mode takes the model apart: each distinct convolution (input shape, kernel, stride,
+padding, groups) is timed alone, forward, input gradient and kernel gradient, as the model runs
+it (``jaxconv.layers.conv.convolve``), to show which convolutions and which pass a training
+step spends its time in. ``scripts/bench_vs_torch.py --layers`` times PyTorch's kernels on the
+same list.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from functools import partial
 
 import numpy as np
 
-MODES = ("train", "eval", "data")
+MODES = ("train", "eval", "data", "layers")
 DTYPES = ("float32", "bfloat16")
 RECIPES = ("imagenet", "cifar")
 
@@ -341,6 +347,206 @@ def measure_eval(model: str, batch_size: int = 128, image_size: int | None = Non
     return measure_step(Request(model, "eval", batch_size, image_size, dtype, steps, warmup, num_classes))
 
 
+# --- the convolutions one by one -----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvLayer:
+    """One distinct convolution of a model: its input (with the batch), kernel and geometry.
+
+    ``count`` is how many layers of the model have exactly this convolution; ``names`` are their
+    module paths. ``macs`` are per layer for the whole batch. ``input_grad`` is False for a
+    convolution of the images themselves, whose input gradient a training step never computes.
+    """
+
+    input_shape: tuple[int, int, int, int]
+    features: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[tuple[int, int], tuple[int, int]]
+    dilation: tuple[int, int]
+    groups: int
+    count: int
+    names: tuple[str, ...]
+    input_grad: bool = True  # False for a layer on the images: a training step needs no gradient there
+
+    @property
+    def output_hw(self) -> tuple[int, int]:
+        (top, bottom), (left, right) = self.padding
+        sizes = []
+        for size, lo, hi, k, s, d in zip(self.input_shape[1:3], (top, left), (bottom, right), self.kernel,
+                                         self.stride, self.dilation):
+            sizes.append((size + lo + hi - (k - 1) * d - 1) // s + 1)
+        return sizes[0], sizes[1]
+
+    @property
+    def macs(self) -> int:
+        out_h, out_w = self.output_hw
+        per_output = self.kernel[0] * self.kernel[1] * self.input_shape[3] // self.groups
+        return self.input_shape[0] * out_h * out_w * self.features * per_output
+
+    def describe(self) -> str:
+        n, h, w, c = self.input_shape
+        (top, bottom), (left, right) = self.padding
+        pad = f"{top}" if top == bottom == left == right else f"{self.padding}"
+        groups = f" g{self.groups}" if self.groups > 1 else ""
+        return (f"{self.kernel[0]}x{self.kernel[1]}/{self.stride[0]} p{pad}{groups} "
+                f"{h}x{w}x{c}->{self.features}")
+
+
+def conv_layers(model: str, batch_size: int = 1, image_size: int | None = None,
+                num_classes: int | None = None) -> list[ConvLayer]:
+    """The distinct convolutions of ``model`` on a (batch_size, size, size, C) input, in order of
+    first use, each with the number of layers that have it (traced with jax.eval_shape: no compute)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from jaxconv.layers import Conv, GeometryError
+    from jaxconv.layers.geometry import as_pair, explicit_padding
+    from jaxconv.registry import get_model
+
+    info = _model_info(model)
+    size = image_size or info.image_size
+    network = get_model(model, num_classes=num_classes or info.num_classes)
+    found: dict[tuple, list[str]] = {}
+
+    def record(next_fun, args, kwargs, context):
+        module = context.module
+        if isinstance(module, Conv) and context.method_name == "__call__":
+            x = args[0]
+            kernel = as_pair(module.kernel_size, "kernel_size")
+            stride = as_pair(module.stride, "stride")
+            dilation = as_pair(module.dilation, "dilation")
+            padding = explicit_padding(module.padding, x.shape[1:3], kernel, stride, dilation)
+            key = (tuple(x.shape), module.features, kernel, stride, padding, dilation, module.groups)
+            found.setdefault(key, []).append("/".join(module.scope.path))
+        return next_fun(*args, **kwargs)
+
+    images = jnp.zeros((batch_size, size, size, info.in_channels), jnp.float32)
+    try:
+        with nn.intercept_methods(record):
+            jax.eval_shape(partial(network.init, train=False), jax.random.PRNGKey(0), images)
+    except GeometryError as e:
+        raise BenchError(f"{model} cannot take {size} px inputs: {e} (its default size is {info.image_size})") from None
+    return [ConvLayer(*key, count=len(names), names=tuple(names), input_grad=key[0] != images.shape)
+            for key, names in found.items()]
+
+
+def time_conv_layer(layer: ConvLayer, dtype: str = "float32", reps: int = 5, warmup: int = 1) -> dict:
+    """Wall times (s) of one convolution's forward pass, input gradient and kernel gradient.
+
+    Each is its own jitted function of device-resident operands, run as the model runs it
+    (``jaxconv.layers.conv.convolve``: the formulations it picks on this backend included) and
+    waited for; the three are interleaved, ``reps`` times each after ``warmup``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from jaxconv.layers.conv import convolve
+
+    compute = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
+    rng = np.random.default_rng(0)
+    n, _, _, c = layer.input_shape
+    out_h, out_w = layer.output_hw
+    x = jnp.asarray(rng.standard_normal(layer.input_shape, np.float32), compute)
+    fan_in = layer.kernel[0] * layer.kernel[1] * c // layer.groups
+    w = jnp.asarray(rng.standard_normal((*layer.kernel, c // layer.groups, layer.features), np.float32)
+                    / np.sqrt(fan_in), compute)
+    g = jnp.asarray(rng.standard_normal((n, out_h, out_w, layer.features), np.float32), compute)
+
+    def conv(x, w):
+        return convolve(x, w, layer.stride, layer.padding, layer.dilation, layer.groups)
+
+    functions = {
+        "forward": jax.jit(conv),
+        "input_grad": jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0]),
+        "kernel_grad": jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0]),
+    }
+    if not layer.input_grad:
+        del functions["input_grad"]
+    operands = {"forward": (x, w), "input_grad": (x, w, g), "kernel_grad": (x, w, g)}
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    started = time.perf_counter()
+    for name, function in functions.items():
+        jax.block_until_ready(function(*operands[name]))
+    compile_s = time.perf_counter() - started
+    for rep in range(warmup + reps):
+        for name, function in functions.items():
+            began = time.perf_counter()
+            jax.block_until_ready(function(*operands[name]))
+            if rep >= warmup:
+                times[name].append(time.perf_counter() - began)
+    return {"times": times, "compile_s": compile_s}
+
+
+PASSES = ("forward", "input_grad", "kernel_grad")
+
+
+def layer_row(layer: ConvLayer, times: dict[str, list[float]]) -> dict:
+    """One layer's entry in a layers report: its geometry, median times and FLOP/s per pass
+    (None for a pass that was not timed: the input gradient of a convolution of the images)."""
+    medians = {name: statistics.median(times[name]) if times.get(name) else None for name in PASSES}
+    flops = 2 * layer.macs
+    return {
+        "layer": layer.describe(),
+        "count": layer.count,
+        "names": list(layer.names),
+        "input_shape": list(layer.input_shape),
+        "features": layer.features,
+        "kernel": list(layer.kernel),
+        "stride": list(layer.stride),
+        "padding": [list(p) for p in layer.padding],
+        "groups": layer.groups,
+        "macs": layer.macs,
+        **{f"{name}_s": medians[name] for name in PASSES},
+        **{f"{name}_flops_per_sec": None if medians[name] is None else flops / medians[name] for name in PASSES},
+    }
+
+
+def measure_layers(request: Request) -> dict:
+    """Every distinct convolution of the model timed alone: forward, input and kernel gradient.
+
+    ``step_time_s`` is the sum over the model's convolution layers of the passes a training
+    step runs (each distinct convolution times its count; no input gradient for the images):
+    the convolutions' part of one training step, run one at a time. Compare it with ``jaxconv bench MODEL`` (the whole step) to see how much of
+    the step the convolutions are, and each row to see which of them cost most.
+    """
+    import jax
+
+    layers = conv_layers(request.model, request.batch_size, request.image_size, request.num_classes)
+    rows, compile_s = [], 0.0
+    for layer in layers:
+        timed = time_conv_layer(layer, request.dtype, request.steps, request.warmup)
+        compile_s += timed["compile_s"]
+        rows.append(layer_row(layer, timed["times"]))
+    totals = {f"{name}_s": sum((r[f"{name}_s"] or 0.0) * r["count"] for r in rows) for name in PASSES}
+    total = sum(totals.values())
+    macs = sum(r["macs"] * r["count"] for r in rows)
+    work = sum(r["macs"] * r["count"] * sum(r[f"{name}_s"] is not None for name in PASSES) for r in rows)
+    return {
+        "mode": "layers",
+        "model": request.model,
+        "batch_size": request.batch_size,
+        "image_size": request.image_size or _model_info(request.model).image_size,
+        "dtype": request.dtype,
+        "steps": request.steps,
+        "warmup": request.warmup,
+        "backend": jax.default_backend(),
+        "device_kind": jax.devices()[0].device_kind,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "conv_layers": sum(r["count"] for r in rows),
+        "distinct_layers": len(rows),
+        "macs_per_step": macs,
+        "step_time_s": total,
+        "images_per_sec": request.batch_size / total,
+        "compile_s": compile_s,
+        "totals": totals,
+        "achieved_flops_per_sec": 2 * work / total,
+        "layers": rows,
+    }
+
+
 # --- the input pipeline ---------------------------------------------------------------------------
 
 
@@ -476,8 +682,10 @@ def measure_data(recipe: str = "imagenet", batch_size: int = 128, image_size: in
 
 
 def run(request: Request) -> dict:
-    """Dispatches a request to measure_step or measure_data."""
+    """Dispatches a request to measure_step, measure_layers or measure_data."""
     _check_request(request)
+    if request.mode == "layers":
+        return measure_layers(request)
     if request.mode != "data":
         return measure_step(request)
     info = _model_info(request.model)
@@ -485,6 +693,32 @@ def run(request: Request) -> dict:
     recipe = request.recipe or ("imagenet" if size >= 64 else "cifar")
     result = measure_data(recipe, request.batch_size, size, request.dtype, request.steps, request.warmup)
     return {"model": request.model, **result}
+
+
+def _format_layers(result: dict, si) -> str:
+    head = (f"{result['model']}: its {result['conv_layers']} convolutions ({result['distinct_layers']} distinct), "
+            f"batch {result['batch_size']} at {result['image_size']} px, {result['dtype']}, "
+            f"{result['device_kind']} ({result['backend']}); median of {result['steps']} after {result['warmup']}")
+    columns = ("layer", "count", "forward ms", "input grad ms", "kernel grad ms", "GFLOP/s fwd / in / kernel")
+    table = []
+    for row in result["layers"]:
+        ms = ["-" if row[f"{name}_s"] is None else f"{row[f'{name}_s'] * 1e3:.2f}" for name in PASSES]
+        rates = ["-" if row[f"{name}_flops_per_sec"] is None else f"{row[f'{name}_flops_per_sec'] / 1e9:.0f}"
+                 for name in PASSES]
+        table.append([row["layer"], str(row["count"]), *ms, " / ".join(rates)])
+    totals = result["totals"]
+    table.append(["all layers (x count)", str(result["conv_layers"]),
+                  *(f"{totals[f'{name}_s'] * 1e3:.1f}" for name in PASSES),
+                  f"{result['achieved_flops_per_sec'] / 1e9:.0f} overall"])
+    widths = [max(len(columns[i]), *(len(r[i]) for r in table)) for i in range(len(columns))]
+
+    def line(cells):
+        return "  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    lines = [head, line(columns), *(line(r) for r in table),
+             f"  the convolutions of one training step, one at a time: {result['step_time_s'] * 1e3:.1f} ms "
+             f"({si(result['macs_per_step'], 'MAC')} forward); compile {result['compile_s']:.1f} s"]
+    return "\n".join(lines) + "\n"
 
 
 def format_text(result: dict) -> str:
@@ -498,6 +732,8 @@ def format_text(result: dict) -> str:
                 return f"{value / factor:.2f} {prefix}{unit}"
         return f"{value:.3g} {unit}"
 
+    if result["mode"] == "layers":
+        return _format_layers(result, si)
     if result["mode"] == "data":
         head = (f"input pipeline, {result['recipe']} recipe ({result['augment']} augmentation) at "
                 f"{result['image_size']} px, batch {result['batch_size']}, {result['host_cpus']} host CPUs")
@@ -527,6 +763,6 @@ def format_text(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["BenchError", "CompiledStep", "EncodedImageSource", "PEAK_TFLOPS", "Request", "compile_step",
-           "format_text", "measure_data", "measure_eval", "measure_step", "measure_train", "peak_flops_per_sec",
-           "run", "synthetic_images"]
+__all__ = ["BenchError", "CompiledStep", "ConvLayer", "EncodedImageSource", "PEAK_TFLOPS", "Request", "compile_step",
+           "conv_layers", "format_text", "measure_data", "measure_eval", "measure_layers", "measure_step",
+           "measure_train", "peak_flops_per_sec", "run", "synthetic_images", "time_conv_layer"]

@@ -434,7 +434,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     request = bench.Request(args.model, args.mode, args.batch_size, args.image_size, args.dtype, args.steps,
                             args.warmup, recipe=args.recipe)
-    if args.mode != "data":
+    if args.mode == "layers":
+        _log(f"timing the convolutions of {args.model} one by one ...")
+    elif args.mode != "data":
         _log(f"compiling the {args.model} {args.mode} step ...")
     try:
         result = bench.run(request)
@@ -646,8 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="training / inference / input-pipeline throughput, compile time, FLOP/s, MFU")
     p.add_argument("model", help="a registered model name (see `jaxconv list`)")
-    p.add_argument("--mode", choices=("train", "eval", "data"), default="train",
-                   help="train step, eval (forward) step, or the input pipeline alone (default train)")
+    p.add_argument("--mode", choices=("train", "eval", "data", "layers"), default="train",
+                   help="train step, eval (forward) step, the input pipeline alone, or each convolution "
+                        "alone (forward, input and kernel gradient; --steps timings each) (default train)")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="global batch (default 128)")
     p.add_argument("--image-size", type=_positive_int, help="input size (default: the model's own)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
