@@ -105,6 +105,10 @@ def jax_worker(args: argparse.Namespace) -> None:
 
     from jaxconv.bench import Request, compile_step
 
+    problem = _check_jax_device(args)
+    if problem:
+        _reply({"ready": False, "error": problem})
+        return
     request = Request(args.model, "train", args.batch_size, args.image_size, args.dtype, steps=1, warmup=args.warmup,
                       num_classes=NUM_CLASSES)
     step = compile_step(request)
@@ -185,6 +189,8 @@ def torch_worker(args: argparse.Namespace) -> None:
             run_steps(args.warmup)
         except Exception as e:  # e.g. torch.compile without a working C++ compiler: report it, try the rest
             trials[variant] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # what the failed variant allocated (an out-of-memory error's rest)
             continue
         setup_s = time.perf_counter() - started
         median = statistics.median(run_steps(args.select_steps))
@@ -221,6 +227,10 @@ def jax_layers_worker(args: argparse.Namespace) -> None:
 
     from jaxconv.bench import ConvLayer, conv_layers, time_conv_layer
 
+    problem = _check_jax_device(args)
+    if problem:
+        _reply({"ready": False, "error": problem})
+        return
     layers = conv_layers(args.model, args.batch_size, args.image_size, NUM_CLASSES)
     _reply({"ready": True, "framework": "jaxconv", "backend": jax.default_backend(),
             "device": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -375,31 +385,54 @@ def summarize(worker: Worker, batch_size: int) -> dict:
     }
 
 
+def _environments(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, str]]:
+    """The environments of the jaxconv and PyTorch workers.
+
+    On the CPU, JAX is kept off any GPU. On CUDA both sides get the same single GPU (the first
+    visible one: JAX would otherwise spread the batch over every GPU of the host against
+    PyTorch's one), and JAX does not preallocate 75% of its memory, leaving room for the PyTorch
+    worker. (The JAX worker checks that it did get the GPU, not a silent fallback to the CPU.)
+    """
+    if args.device == "cpu":
+        return {"JAX_PLATFORMS": "cpu"}, {}
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
+    one = {"CUDA_VISIBLE_DEVICES": gpu}
+    return {**one, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}, one
+
+
+def _check_jax_device(args: argparse.Namespace) -> str | None:
+    """Why this JAX cannot stand for --device (None when it can)."""
+    import jax
+
+    if args.device == "cuda" and (jax.default_backend() != "gpu" or jax.device_count() != 1):
+        return (f"--device cuda: JAX runs on {jax.device_count()} {jax.default_backend()} device(s), not one GPU; "
+                "install jax[cuda12] (its CUDA libraries must load beside torch's: a separate environment for "
+                "torch via --torch-python avoids clashes)")
+    return None
+
+
 def compare_model(model: str, args: argparse.Namespace) -> dict:
     batch, size = _batch_and_size(model, args)
     common = ["--model", model, "--batch-size", str(batch), "--image-size", str(size), "--dtype", args.dtype,
               "--warmup", str(args.warmup), "--device", args.device] + (["--cpus", args.cpus] if args.cpus else [])
     script = os.path.abspath(__file__)
-    specs = [("jaxconv", [sys.executable, script, "--worker", "jax", *common], {})]
+    jax_env, torch_env = _environments(args)
+    specs = [("jaxconv", [sys.executable, script, "--worker", "jax", *common], jax_env)]
     for variant in args.variant:
         label, _, assignment = variant.partition(":")
         key, _, value = assignment.partition("=")
         if not label or not key:
             raise SystemExit(f"--variant {variant!r}: expected NAME:VAR=VALUE")
-        specs.append((f"jaxconv[{label}]", [sys.executable, script, "--worker", "jax", *common], {key: value}))
+        specs.append((f"jaxconv[{label}]", [sys.executable, script, "--worker", "jax", *common],
+                      {**jax_env, key: value}))
     if not args.no_torch:
         torch_python = shlex.split(args.torch_python) if args.torch_python else [sys.executable]
         specs.append(("pytorch", [*torch_python, script, "--worker", "torch", *common,
                                   "--torch-variants", args.torch_variants, "--select-steps", str(args.select_steps)],
-                      {}))
+                      torch_env))
     workers: list[Worker] = []
     try:
         for name, command, env in specs:  # warm-ups one at a time: they would slow each other down
-            if name.startswith("jaxconv"):
-                # On a GPU, JAX would otherwise take 75% of its memory up front, leaving too
-                # little for the PyTorch worker that shares it.
-                env = {"JAX_PLATFORMS": "cpu", **env} if args.device == "cpu" else \
-                    {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", **env}
             print(f"[{model}] starting {name} ...", file=sys.stderr, flush=True)
             worker = Worker(name, command, env)
             if not worker.info.get("ready"):
@@ -442,11 +475,11 @@ def compare_layers(model: str, args: argparse.Namespace) -> dict:
               "--device", args.device, "--torch-variants", args.torch_variants] + \
         (["--cpus", args.cpus] if args.cpus else [])
     script = os.path.abspath(__file__)
-    jax_env = {"JAX_PLATFORMS": "cpu"} if args.device == "cpu" else {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    jax_env, torch_env = _environments(args)
     specs = [("jaxconv", [sys.executable, script, "--worker", "jax-layers", *common], jax_env)]
     if not args.no_torch:
         torch_python = shlex.split(args.torch_python) if args.torch_python else [sys.executable]
-        specs.append(("pytorch", [*torch_python, script, "--worker", "torch-layers", *common], {}))
+        specs.append(("pytorch", [*torch_python, script, "--worker", "torch-layers", *common], torch_env))
     workers: list[Worker] = []
     rows = []
     try:
@@ -598,7 +631,10 @@ def main() -> None:
         print("note: bfloat16 on CPU: jaxconv computes in bfloat16, PyTorch under CPU bf16 autocast",
               file=sys.stderr)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    entries = [(compare_layers if args.layers else compare_model)(m, args) for m in models]
+    try:
+        entries = [(compare_layers if args.layers else compare_model)(m, args) for m in models]
+    except RuntimeError as e:  # a worker that could not start or stopped: its reason, without the driver's trace
+        raise SystemExit(f"error: {e}") from None
     if args.format == "json":
         print(json.dumps({"started": started, "command": " ".join(map(shlex.quote, sys.argv)), "results": entries},
                          indent=2))

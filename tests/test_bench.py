@@ -14,7 +14,7 @@ from jaxconv import bench
 from jaxconv.cli import EXIT_USAGE, main
 from reference import TORCHVISION
 
-KEYS = {"images_per_sec", "step_time_s", "compile_s", "lower_s", "flops_per_step", "flops_per_image",
+KEYS = {"images_per_sec", "step_time_s", "compile_s", "lower_s", "flops_per_step", "flops_per_image", "model_flops_per_step",
         "achieved_flops_per_sec", "mfu", "peak_memory_bytes", "xla_memory_bytes", "devices", "device_kind"}
 
 
@@ -71,6 +71,18 @@ def test_training_step_is_about_three_forward_passes(resnet20_steps):
     ratio = train["flops_per_step"] / forward["flops_per_step"]
     assert 2.7 < ratio < 3.3, ratio
     assert train["devices"] == forward["devices"]
+
+
+def test_mfu_is_quoted_in_model_flops(resnet20_steps):
+    """Achieved FLOP/s (and MFU on a known accelerator) count the model's FLOPs, 2 per MAC and
+    3 passes per training step, not XLA's count, which on GPUs leaves out cuDNN and cuBLAS."""
+    train, forward = resnet20_steps
+    macs = jaxconv.summary("resnet20", num_classes=10).macs
+    assert train["model_flops_per_step"] == 3 * 2 * macs * 8
+    assert forward["model_flops_per_step"] == 2 * macs * 8
+    assert train["achieved_flops_per_sec"] == pytest.approx(train["model_flops_per_step"] / train["step_time_s"])
+    # On the CPU XLA counts what the convolutions do, so the two agree (within the padding XLA skips).
+    assert 0.85 < train["flops_per_step"] / train["model_flops_per_step"] <= 1.02
 
 
 @pytest.mark.parametrize("recipe,size", [("cifar", 32), ("imagenet", 64)])
@@ -154,6 +166,8 @@ def test_peak_table():
     assert bench.peak_flops_per_sec("NVIDIA H100 80GB HBM3", "bfloat16") == pytest.approx(989.4e12)
     assert bench.peak_flops_per_sec("NVIDIA H100 PCIe", "bfloat16") == pytest.approx(756.5e12)
     assert bench.peak_flops_per_sec("NVIDIA H200", "bfloat16") == pytest.approx(989.4e12)
+    assert bench.peak_flops_per_sec("NVIDIA H100 NVL", "bfloat16") == pytest.approx(835.5e12)  # 1,671 sparse
+    assert bench.peak_flops_per_sec("NVIDIA H200 NVL", "float32") == pytest.approx(417.5e12)
     assert bench.peak_flops_per_sec("NVIDIA A100-SXM4-80GB", "float32") == pytest.approx(156e12)
     assert bench.peak_flops_per_sec("TPU v4", "bfloat16") == pytest.approx(275e12)
     assert bench.peak_flops_per_sec("Tesla V100-SXM2-16GB", "bfloat16") is None  # no bf16 tensor cores

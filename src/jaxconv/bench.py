@@ -8,10 +8,13 @@ BatchNorm in training mode, the state donated) through the same DataParallel run
 training loop, on a synthetic batch already on the devices, so they measure the model's compute
 alone. The step is lowered and compiled explicitly (both timed; the persistent compilation
 cache applies), then run ``warmup`` times untimed and ``steps`` times, each step waited for
-with block_until_ready: the median is the step time. FLOPs come from XLA's cost analysis of the
-compiled step (XLA skips the multiply-adds that land on zero padding, so they are a little
-below 2 x the analyzer's MACs); MFU divides the achieved FLOP/s by the device's published dense
-peak (``PEAK_TFLOPS``), and is None where the device is not in the table (every CPU).
+with block_until_ready: the median is the step time. ``flops_per_step`` is XLA's cost analysis
+of the compiled step (on the CPU a little below 2 x the analyzer's MACs per pass, as XLA skips
+the multiply-adds that land on zero padding; on GPUs it leaves out the convolutions and matmuls
+handed to cuDNN and cuBLAS, and the report says so). Achieved FLOP/s and MFU use the model's
+FLOPs, ``model_flops_per_step`` (2 x the analyzer's MACs, x 3 for a training step), the
+convention MFU is quoted in; MFU divides them by the device's published dense peak
+(``PEAK_TFLOPS``), and is None where the device is not in the table (every CPU).
 
 Data mode times the input pipeline alone (``jaxconv.data.pipeline.train_dataset``: record
 fetch, decode, augmentation, normalisation, batching in tf.data on the host's cores) on
@@ -50,9 +53,10 @@ class BenchError(ValueError):
 # precision: TF32 tensor cores on Ampere and newer NVIDIA GPUs, bfloat16 passes on TPU
 # (https://docs.jax.dev/en/latest/201/precision.html), so those are the float32 peaks here.
 # NVIDIA's data sheets quote tensor-core figures "with sparsity": the dense figure is half.
-#   H100 SXM / PCIe: https://www.nvidia.com/en-us/data-center/h100/ (BF16 1,979 / 1,513,
-#     TF32 989 / 756 with sparsity)
-#   H200 SXM: https://www.nvidia.com/en-us/data-center/h200/ (BF16 1,979, TF32 989 with sparsity)
+#   H100 SXM / PCIe / NVL: https://www.nvidia.com/en-us/data-center/h100/ (BF16 1,979 / 1,513 /
+#     1,671, TF32 989 / 756 / 835 with sparsity)
+#   H200 SXM / NVL: https://www.nvidia.com/en-us/data-center/h200/ (BF16 1,979 / 1,671, TF32 989 /
+#     835 with sparsity)
 #   A100: https://www.nvidia.com/en-us/data-center/a100/ (BF16 312, TF32 156 dense)
 #   V100 SXM2: https://www.nvidia.com/en-us/data-center/v100/ (FP32 15.7; no bfloat16 tensor cores)
 #   TPU v3 (a JAX device is one of a chip's two cores, 123 TFLOP/s per chip),
@@ -62,7 +66,9 @@ class BenchError(ValueError):
 # Keys are matched against ``device.device_kind`` (lower-cased), most specific first.
 PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
     ("h100 pcie", {"bfloat16": 756.5, "float32": 378.0}),
+    ("h100 nvl", {"bfloat16": 835.5, "float32": 417.5}),
     ("h100", {"bfloat16": 989.4, "float32": 494.7}),  # SXM5 ("NVIDIA H100 80GB HBM3")
+    ("h200 nvl", {"bfloat16": 835.5, "float32": 417.5}),
     ("h200", {"bfloat16": 989.4, "float32": 494.7}),
     ("a100", {"bfloat16": 312.0, "float32": 156.0}),
     ("v100", {"float32": 15.7}),
@@ -288,6 +294,17 @@ def _peak_memory(devices) -> int | None:
     return max(peaks) if peaks else None
 
 
+def model_flops_per_step(request: Request, image_size: int) -> float:
+    """The model's FLOPs for one step of the whole batch: 2 per multiply-accumulate of its
+    convolutions and dense layers (the analyzer's MACs), times 3 for a training step (forward,
+    input gradients, kernel gradients), the convention MFU is quoted in."""
+    from jaxconv.analysis.summary import summary
+
+    info = _model_info(request.model)
+    macs = summary(request.model, image_size=image_size, num_classes=request.num_classes or info.num_classes).macs
+    return 2.0 * macs * request.batch_size * (3 if request.mode == "train" else 1)
+
+
 def measure_step(request: Request) -> dict:
     """Median step time, images/s, compile time, FLOPs, MFU and memory of a train or eval step."""
     import jax
@@ -314,21 +331,30 @@ def measure_step(request: Request) -> dict:
         "compile_s": compiled.compile_s,
     }
     flops_per_step = None if compiled.flops is None else compiled.flops * len(devices)
-    achieved = None if flops_per_step is None else flops_per_step / result["step_time_s"]
+    model_flops = model_flops_per_step(request, compiled.image_size)
+    achieved = model_flops / result["step_time_s"]
     peak = peak_flops_per_sec(kind, request.dtype)
     result.update({
         "flops_per_step": flops_per_step,
         "flops_per_image": None if flops_per_step is None else flops_per_step / request.batch_size,
+        "model_flops_per_step": model_flops,
         "achieved_flops_per_sec": achieved,
         "peak_flops_per_sec": None if peak is None else peak * len(devices),
-        "mfu": None if achieved is None or peak is None else achieved / (peak * len(devices)),
+        "mfu": None if peak is None else achieved / (peak * len(devices)),
         "peak_memory_bytes": _peak_memory(devices),
         "xla_memory_bytes": compiled.memory_bytes,
     })
     notes = []
+    if flops_per_step is not None and flops_per_step < 0.5 * model_flops:
+        notes.append(f"XLA's cost analysis counts {flops_per_step:.3g} FLOPs against the model's {model_flops:.3g}: "
+                     f"on the {result['backend']} backend it leaves out the convolutions and matmuls it hands to "
+                     "libraries (cuDNN, cuBLAS), so achieved FLOP/s and MFU use the model's FLOPs")
     if result["peak_memory_bytes"] is None:
         notes.append(f"the {result['backend']} backend reports no device memory statistics "
                      "(peak_memory_bytes is null; xla_memory_bytes is XLA's static estimate for the step)")
+    else:
+        notes.append("peak_memory_bytes is the device allocator's peak since the process started (building "
+                     "the state and compiling included); xla_memory_bytes is XLA's estimate for the step alone")
     if peak is None:
         notes.append(f"no published peak for {kind!r} in {request.dtype}, so no MFU")
     result["notes"] = notes
@@ -756,7 +782,9 @@ def format_text(result: dict) -> str:
              f"  compile       {result['compile_s']:.2f} s (+ {result['lower_s']:.2f} s lowering)",
              f"  XLA FLOPs     {si(result['flops_per_step'], 'FLOP')} per step, "
              f"{si(result['flops_per_image'], 'FLOP')} per image",
-             f"  achieved      {si(result['achieved_flops_per_sec'], 'FLOP/s')}  MFU {mfu}",
+             f"  model FLOPs   {si(result['model_flops_per_step'], 'FLOP')} per step (2 x MACs"
+             f"{' x 3' if result['mode'] == 'train' else ''})",
+             f"  achieved      {si(result['achieved_flops_per_sec'], 'FLOP/s')} of model FLOPs  MFU {mfu}",
              f"  memory        peak {si(result['peak_memory_bytes'], 'B')}, XLA estimate "
              f"{si(result['xla_memory_bytes'], 'B')}"]
     lines += [f"  note: {note}" for note in result.get("notes", [])]
