@@ -71,3 +71,43 @@ def test_list_json(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == ["vgg16", "vgg16_bn"]
     assert rows[0]["params"] == 138_357_544 and rows[0]["gmacs"] == 15.47 and rows[0]["image_size"] == 224
+
+
+_MALLOC_PROBE = """
+import ctypes, resource
+from jaxconv.cli import apply_default_malloc
+applied = apply_default_malloc()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+faults = []
+for _ in range(6):  # a 64 MiB buffer allocated, written and freed, as XLA:CPU does with a step's temporaries
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    buffer = libc.malloc(64 << 20)
+    ctypes.memset(buffer, 1, 64 << 20)
+    libc.free(buffer)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(applied, max(faults[1:]))
+"""
+
+
+def _malloc_probe(**env):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "JAXCONV_MALLOC", "JAX_PLATFORMS"))}
+    result = subprocess.run([sys.executable, "-c", _MALLOC_PROBE], env={**clean, **env}, capture_output=True,
+                            text=True, check=True)
+    applied, faults = result.stdout.split()
+    return applied == "True", int(faults)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_cpu_only_runs_keep_large_buffers_mapped():
+    """On a CPU-only install the CLI tunes glibc's malloc so that a large buffer freed and
+    allocated again is reused, not unmapped and faulted in page by page (docs/benchmarks.md)."""
+    applied, faults = _malloc_probe()
+    assert applied and faults < 100  # reused: no fresh pages
+    applied, faults = _malloc_probe(JAXCONV_MALLOC_DEFAULTS="0")
+    assert not applied and faults > 10_000  # 16,384 pages of 4 KiB faulted in again each time
+    # The user's own malloc settings, and a JAX that may run on an accelerator, are left alone.
+    assert _malloc_probe(MALLOC_ARENA_MAX="4")[0] is False
+    assert _malloc_probe(JAX_PLATFORMS="cuda")[0] is False
+    assert _malloc_probe(JAX_PLATFORMS="cpu")[0] is True
