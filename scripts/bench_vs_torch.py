@@ -94,10 +94,10 @@ def _pin(args: argparse.Namespace) -> None:
 
 def jax_worker(args: argparse.Namespace) -> None:
     _pin(args)
-    from jaxconv.cli import apply_default_malloc, apply_default_xla_flags
+    from jaxconv.cli import apply_default_xla_flags, apply_malloc_tuning
 
     apply_default_xla_flags()  # as `jaxconv train` runs (JAXCONV_XLA_DEFAULTS=0: without)
-    apply_default_malloc()  # likewise (JAXCONV_MALLOC_DEFAULTS=0: without)
+    apply_malloc_tuning()  # likewise, when asked for (JAXCONV_MALLOC_TUNING=1)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import warnings
 
@@ -218,10 +218,10 @@ def torch_worker(args: argparse.Namespace) -> None:
 def jax_layers_worker(args: argparse.Namespace) -> None:
     """Lists the model's distinct convolutions, then times the one each 'layer <json>' names."""
     _pin(args)
-    from jaxconv.cli import apply_default_malloc, apply_default_xla_flags
+    from jaxconv.cli import apply_default_xla_flags, apply_malloc_tuning
 
     apply_default_xla_flags()
-    apply_default_malloc()
+    apply_malloc_tuning()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import dataclasses
 

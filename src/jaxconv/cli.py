@@ -179,39 +179,24 @@ def apply_default_xla_flags() -> None:
 
 
 # glibc's malloc hands XLA:CPU's large per-step buffers (a ResNet-50 step at batch 8 has 1.3 GB
-# of temporaries) to fresh mmaps or thread-arena heaps it gives back after the step, so every
-# step faults them in again, page by page: a tenth of a ResNet-50 step's CPU time. One arena
-# that neither maps nor trims keeps them: ResNet-50 training on 2 cores runs ~1.3x faster
-# (docs/benchmarks.md). It also makes tf.data's threads share that arena (the ImageNet decode
-# pipeline ran ~12% slower), which only matters where the input pipeline can be the limit,
-# next to an accelerator: so it applies only where JAX can run on nothing but the CPU.
+# of temporaries) to fresh mmaps or to thread-arena heaps it gives back after the step, so every
+# step faults them in again, page by page. JAXCONV_MALLOC_TUNING=1 asks for one arena that
+# neither maps nor trims, so the buffers are reused: ResNet-50 training on 2 cores ran
+# 1.2-1.3x faster. It is not the default because memory freed at the top of that one heap is
+# never given back: EfficientNet-B0 at batch 32 peaked at 16.5 GB of RSS against 8.5 without,
+# and tf.data's decoding threads, sharing the arena, ran ~12% slower (docs/benchmarks.md).
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
-MALLOC_DEFAULTS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))  # -1: never trim (mallopt(3))
+MALLOC_TUNING = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))  # -1: never trim (mallopt(3))
 
 
-def _accelerator_plugins() -> list[str]:
-    """The JAX PJRT plugins installed beside jaxlib (CUDA, ROCm, TPU...), found as JAX finds them."""
-    import importlib.util
-    import pkgutil
-    from importlib.metadata import entry_points
+def apply_malloc_tuning() -> bool:
+    """Sets MALLOC_TUNING with mallopt(3) when JAXCONV_MALLOC_TUNING=1; True if it did.
 
-    found = [entry.name for entry in entry_points(group="jax_plugins")]
-    spec = importlib.util.find_spec("jax_plugins")
-    if spec is not None and spec.submodule_search_locations:
-        found += [module.name for module in pkgutil.iter_modules(spec.submodule_search_locations)]
-    if importlib.util.find_spec("libtpu") is not None:
-        found.append("libtpu")
-    return found
-
-
-def apply_default_malloc() -> bool:
-    """Sets MALLOC_DEFAULTS with mallopt(3) when JAX will run on the CPU alone; True if it did.
-
-    Only on glibc, only before JAX and TensorFlow start their threads, and never over the
-    user's own malloc settings (MALLOC_* variables, glibc.malloc tunables).
-    JAXCONV_MALLOC_DEFAULTS=0 leaves malloc alone.
+    Only on glibc, only before JAX and TensorFlow start their threads (the arena limit binds
+    threads created later), and never over the user's own malloc settings (MALLOC_* variables,
+    glibc.malloc tunables).
     """
-    if os.environ.get("JAXCONV_MALLOC_DEFAULTS", "1") == "0" or "jax" in sys.modules or "tensorflow" in sys.modules:
+    if os.environ.get("JAXCONV_MALLOC_TUNING", "0") != "1" or "jax" in sys.modules or "tensorflow" in sys.modules:
         return False
     if any(k.startswith("MALLOC_") for k in os.environ) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
@@ -219,14 +204,11 @@ def apply_default_malloc() -> bool:
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
-    platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
-    if platforms != "cpu" and (platforms or _accelerator_plugins()):
-        return False
     import ctypes
 
     try:
         libc = ctypes.CDLL(None)
-        return all(libc.mallopt(option, value) == 1 for option, value in MALLOC_DEFAULTS)
+        return all(libc.mallopt(option, value) == 1 for option, value in MALLOC_TUNING)
     except (OSError, AttributeError):
         return False
 
@@ -719,7 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     apply_default_xla_flags()
-    apply_default_malloc()
+    apply_malloc_tuning()
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
