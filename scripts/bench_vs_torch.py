@@ -123,7 +123,8 @@ def jax_worker(args: argparse.Namespace) -> None:
     _serve(step.run)
 
 
-def torch_worker(args: argparse.Namespace) -> None:
+def _start_torch(args: argparse.Namespace):
+    """Imports torch for a worker (pinned, threads, cuDNN settings); returns (torch, device)."""
     import types
 
     # torchvision's compiled extension cannot load beside a CPU-only torch of another build;
@@ -131,7 +132,6 @@ def torch_worker(args: argparse.Namespace) -> None:
     sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
     _pin(args)
     import torch
-    import torchvision
 
     if args.cpus:
         torch.set_num_threads(len(args.cpus.split(",")))
@@ -140,6 +140,12 @@ def torch_worker(args: argparse.Namespace) -> None:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True  # as JAX's default precision does
         torch.backends.cudnn.allow_tf32 = True
+    return torch, device
+
+
+def torch_worker(args: argparse.Namespace) -> None:
+    torch, device = _start_torch(args)
+    import torchvision
     use_autocast = args.dtype == "bfloat16"
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=generator).to(device)
@@ -256,18 +262,7 @@ def _serve_layers(run_layer) -> None:
 
 def torch_layers_worker(args: argparse.Namespace) -> None:
     """Times 'layer <json>' convolutions with aten's kernels, in each memory format asked for."""
-    import types
-
-    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
-    _pin(args)
-    import torch
-
-    if args.cpus:
-        torch.set_num_threads(len(args.cpus.split(",")))
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cudnn.allow_tf32 = True
+    torch, device = _start_torch(args)
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     formats = {"eager": torch.contiguous_format, "channels_last": torch.channels_last}
     chosen = [v for v in args.torch_variants.split(",") if v in formats] or ["channels_last"]
