@@ -92,24 +92,33 @@ def _pin(args: argparse.Namespace) -> None:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
 
 
-def jax_worker(args: argparse.Namespace) -> None:
+def _start_jax(args: argparse.Namespace):
+    """Imports JAX for a worker as `jaxconv train` starts it; returns jax, or None (after telling
+    the driver why) when it is not on the device asked for."""
     _pin(args)
     from jaxconv.cli import apply_default_xla_flags, apply_malloc_tuning
 
-    apply_default_xla_flags()  # as `jaxconv train` runs (JAXCONV_XLA_DEFAULTS=0: without)
-    apply_malloc_tuning()  # likewise, when asked for (JAXCONV_MALLOC_TUNING=1)
+    apply_default_xla_flags()  # JAXCONV_XLA_DEFAULTS=0: without
+    apply_malloc_tuning()  # when asked for (JAXCONV_MALLOC_TUNING=1)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import warnings
 
     warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
     import jax
 
-    from jaxconv.bench import Request, compile_step
-
     problem = _check_jax_device(args)
     if problem:
         _reply({"ready": False, "error": problem})
+        return None
+    return jax
+
+
+def jax_worker(args: argparse.Namespace) -> None:
+    jax = _start_jax(args)
+    if jax is None:
         return
+    from jaxconv.bench import Request, compile_step
+
     request = Request(args.model, "train", args.batch_size, args.image_size, args.dtype, steps=1, warmup=args.warmup,
                       num_classes=NUM_CLASSES)
     step = compile_step(request)
@@ -223,31 +232,20 @@ def torch_worker(args: argparse.Namespace) -> None:
 
 def jax_layers_worker(args: argparse.Namespace) -> None:
     """Lists the model's distinct convolutions, then times the one each 'layer <json>' names."""
-    _pin(args)
-    from jaxconv.cli import apply_default_xla_flags, apply_malloc_tuning
-
-    apply_default_xla_flags()
-    apply_malloc_tuning()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    jax = _start_jax(args)
+    if jax is None:
+        return
     import dataclasses
-
-    import jax
 
     from jaxconv.bench import ConvLayer, conv_layers, time_conv_layer
 
-    problem = _check_jax_device(args)
-    if problem:
-        _reply({"ready": False, "error": problem})
-        return
     layers = conv_layers(args.model, args.batch_size, args.image_size, NUM_CLASSES)
     _reply({"ready": True, "framework": "jaxconv", "backend": jax.default_backend(),
             "device": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "layers": [dataclasses.asdict(layer) for layer in layers]})
 
     def run_layer(spec: dict) -> dict:
-        layer = ConvLayer(**{k: tuple(map(tuple, v)) if k == "padding" else tuple(v) if isinstance(v, list) else v
-                             for k, v in spec["layer"].items()})
-        return time_conv_layer(layer, args.dtype, spec["reps"], spec["warmup"])
+        return time_conv_layer(ConvLayer.from_dict(spec["layer"]), args.dtype, spec["reps"], spec["warmup"])
 
     _serve_layers(run_layer)
 
@@ -523,11 +521,9 @@ def compare_layers(model: str, args: argparse.Namespace) -> dict:
 
 
 def _describe(layer: dict) -> str:
-    n, h, w, c = layer["input_shape"]
-    (top, bottom), (left, right) = layer["padding"]
-    pad = f"{top}" if top == bottom == left == right else str(layer["padding"])
-    groups = f" g{layer['groups']}" if layer["groups"] > 1 else ""
-    return f"{layer['kernel'][0]}x{layer['kernel'][1]}/{layer['stride'][0]} p{pad}{groups} {h}x{w}x{c}->{layer['features']}"
+    from jaxconv.bench import ConvLayer  # no JAX: the driver stays off the devices
+
+    return ConvLayer.from_dict(layer).describe()
 
 
 def format_layers_table(entry: dict) -> str:

@@ -396,14 +396,20 @@ class ConvLayer:
     names: tuple[str, ...]
     input_grad: bool = True  # False for a layer on the images: a training step needs no gradient there
 
+    @classmethod
+    def from_dict(cls, fields: dict) -> ConvLayer:
+        """The inverse of dataclasses.asdict after a JSON round trip (lists back to tuples)."""
+        return cls(**{k: tuple(map(tuple, v)) if k == "padding" else tuple(v) if isinstance(v, list) else v
+                      for k, v in fields.items()})
+
     @property
     def output_hw(self) -> tuple[int, int]:
-        (top, bottom), (left, right) = self.padding
-        sizes = []
-        for size, lo, hi, k, s, d in zip(self.input_shape[1:3], (top, left), (bottom, right), self.kernel,
-                                         self.stride, self.dilation):
-            sizes.append((size + lo + hi - (k - 1) * d - 1) // s + 1)
-        return sizes[0], sizes[1]
+        from jaxconv.layers.geometry import output_size
+
+        h, w = (output_size(size, k, s, pad, dilation=d, fit="floor")
+                for size, k, s, pad, d in zip(self.input_shape[1:3], self.kernel, self.stride, self.padding,
+                                              self.dilation))
+        return h, w
 
     @property
     def macs(self) -> int:
@@ -535,8 +541,9 @@ def measure_layers(request: Request) -> dict:
 
     ``step_time_s`` is the sum over the model's convolution layers of the passes a training
     step runs (each distinct convolution times its count; no input gradient for the images):
-    the convolutions' part of one training step, run one at a time. Compare it with ``jaxconv bench MODEL`` (the whole step) to see how much of
-    the step the convolutions are, and each row to see which of them cost most.
+    the convolutions' part of one training step, run one at a time. Compare it with
+    ``jaxconv bench MODEL`` (the whole step) to see how much of the step the convolutions are,
+    and each row to see which of them cost most.
     """
     import jax
 
