@@ -108,3 +108,30 @@ def test_malloc_tuning_keeps_large_buffers_mapped():
     applied, faults = _malloc_probe()  # the default: glibc as it comes
     assert not applied and faults > 10_000  # 16,384 pages of 4 KiB faulted in again each time
     assert _malloc_probe(JAXCONV_MALLOC_TUNING="1", MALLOC_ARENA_MAX="4")[0] is False  # the user's settings win
+
+
+_WITHOUT_TENSORFLOW = """
+import json, sys
+for name in ("tensorflow", "tensorflow_datasets", "tensorboard"):
+    sys.modules[name] = None  # `import name` now fails as if it were not installed
+from jaxconv.cli import main
+code = main(["bench", "lenet5", "--batch-size", "8", "--steps", "1", "--warmup", "0", "--format", "json"])
+print(json.dumps({"code": code}))
+sys.exit(main(["bench", "resnet50", "--mode", "data", "--batch-size", "8", "--steps", "1"]))
+"""
+
+
+def test_bench_runs_without_tensorflow_and_says_what_is_missing():
+    """GPU images often come with JAX and PyTorch but no TensorFlow: a training-step benchmark
+    needs none, and a command that does need it names the package instead of a traceback."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", _WITHOUT_TENSORFLOW], capture_output=True, text=True, env=env,
+                            timeout=300)
+    lines = result.stdout.splitlines()
+    assert json.loads(lines[-1]) == {"code": 0}, result.stderr
+    assert json.loads("\n".join(lines[:-1]))["images_per_sec"] > 0
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert ("jaxconv bench resnet50 --mode data --batch-size 8 --steps 1: needs the Python package "
+            "'tensorflow_datasets'") in result.stderr
+    assert "pip install tensorflow-datasets" in result.stderr

@@ -1,7 +1,7 @@
 """The `jaxconv` command. Thin: it parses arguments and calls the library.
 
-User mistakes (an unknown model, an image size the network cannot take, a bad flag) end
-with one line on stderr and exit status 2, never a traceback.
+User mistakes (an unknown model, an image size the network cannot take, a bad flag, a package
+missing from the environment) end with one line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +20,33 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 class UsageError(Exception):
     """A mistake in what the user asked for; reported in one line with exit status 2."""
+
+
+# The packages jaxconv's commands import, by import name: what to `pip install` when one is missing.
+# `pip install jaxconv` brings them all; partial environments (a GPU image with JAX and PyTorch
+# preinstalled, say) may lack some, and only the commands that need them fail.
+_PIP_NAMES = {
+    "tensorflow": "tensorflow-cpu (or tensorflow)",
+    "tensorflow_datasets": "tensorflow-datasets",
+    "tensorboard": "tensorboard",
+    "ml_collections": "ml_collections",
+    "orbax": "orbax-checkpoint",
+    "optax": "optax",
+    "flax": "flax",
+    "jax": "jax",
+    "safetensors": "safetensors",
+    "matplotlib": "matplotlib",
+    "torch": "torch (the extra: pip install 'jaxconv[torch]')",
+}
+
+
+def _missing_dependency(error: ModuleNotFoundError, argv: Sequence[str]) -> str | None:
+    """One line for a dependency missing from the environment, or None for any other import error."""
+    top = (error.name or "").partition(".")[0]
+    if top not in _PIP_NAMES:
+        return None
+    return (f"{' '.join(['jaxconv', *argv])}: needs the Python package {top!r}, which is not installed in this environment "
+            f"({sys.executable}); pip install {_PIP_NAMES[top]}, or pip install jaxconv for all of them")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -702,6 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     apply_default_xla_flags()
     apply_malloc_tuning()
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
@@ -715,6 +743,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except UsageError as e:
         print(f"jaxconv: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as e:
+        message = _missing_dependency(e, argv)
+        if message is None:
+            raise
+        print(f"jaxconv: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("jaxconv: interrupted", file=sys.stderr)
