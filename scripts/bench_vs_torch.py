@@ -401,8 +401,8 @@ def _check_jax_device(args: argparse.Namespace) -> str | None:
 
     if args.device == "cuda" and (jax.default_backend() != "gpu" or jax.device_count() != 1):
         return (f"--device cuda: JAX runs on {jax.device_count()} {jax.default_backend()} device(s), not one GPU; "
-                "install jax[cuda12] (its CUDA libraries must load beside torch's: a separate environment for "
-                "torch via --torch-python avoids clashes)")
+                "install jax[cuda12] or jax[cuda13] (its CUDA libraries must load beside torch's: a separate "
+                "environment for torch via --torch-python avoids clashes)")
     return None
 
 
@@ -598,6 +598,7 @@ def main() -> None:
                         help="time each distinct convolution (forward, input and kernel gradient) instead of "
                              "training steps; --steps timings per pass per round")
     parser.add_argument("--format", choices=("md", "json"), default="md")
+    parser.add_argument("--json-out", metavar="FILE", help="also write the results as JSON to FILE")
     # Worker mode (internal).
     parser.add_argument("--worker", choices=("jax", "torch", "jax-layers", "torch-layers"), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -620,6 +621,8 @@ def main() -> None:
     if unknown and not args.no_torch:
         parser.error(f"--models: {', '.join(unknown)} have no PyTorch twin here; choose from {', '.join(MODELS)} "
                      "(or time jaxconv variants alone with --no-torch)")
+    if args.json_out and not os.path.isdir(os.path.dirname(os.path.abspath(args.json_out))):
+        parser.error(f"--json-out {args.json_out}: its directory does not exist")
     if args.dtype == "bfloat16" and args.device == "cpu":
         print("note: bfloat16 on CPU: jaxconv computes in bfloat16, PyTorch under CPU bf16 autocast",
               file=sys.stderr)
@@ -628,11 +631,15 @@ def main() -> None:
         entries = [(compare_layers if args.layers else compare_model)(m, args) for m in models]
     except RuntimeError as e:  # a worker that could not start or stopped: its reason, without the driver's trace
         raise SystemExit(f"error: {e}") from None
+    command = " ".join(map(shlex.quote, sys.argv))
+    report = json.dumps({"started": started, "command": command, "results": entries}, indent=2)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            f.write(report + "\n")
     if args.format == "json":
-        print(json.dumps({"started": started, "command": " ".join(map(shlex.quote, sys.argv)), "results": entries},
-                         indent=2))
+        print(report)
     else:
-        print(f"started {started}; command: {' '.join(map(shlex.quote, sys.argv))}\n")
+        print(f"started {started}; command: {command}\n")
         print("\n".join(map(format_layers_table, entries)) if args.layers else format_table(entries))
 
 

@@ -6,7 +6,13 @@ No timing is asserted: the machines that run this suite are shared and noisy.
 from __future__ import annotations
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
+from functools import partial
 
+import jax
 import pytest
 
 import jaxconv
@@ -172,3 +178,24 @@ def test_peak_table():
     assert bench.peak_flops_per_sec("TPU v4", "bfloat16") == pytest.approx(275e12)
     assert bench.peak_flops_per_sec("Tesla V100-SXM2-16GB", "bfloat16") is None  # no bf16 tensor cores
     assert bench.peak_flops_per_sec("cpu", "float32") is None
+
+
+GPU_BENCH = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "gpu_bench.sh"
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="on a GPU host the stages would run for minutes")
+def test_gpu_bench_script_records_the_machine_and_reports_failed_stages(tmp_path):
+    """scripts/gpu_bench.sh on a machine without a GPU: the environment stage still records what
+    is installed, a stage that needs the GPU fails with its reason and leaves no empty result
+    files, and a stage name it does not know stops it before anything is written."""
+    env = {**os.environ, "PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    run = partial(subprocess.run, capture_output=True, text=True, env=env, cwd=GPU_BENCH.parents[1], timeout=300)
+    out = tmp_path / "gpu"
+    bad = run(["bash", str(GPU_BENCH), str(out), "env", "tagret"])
+    assert bad.returncode == 2 and "unknown stage 'tagret'" in bad.stderr and not out.exists()
+    result = run(["bash", str(GPU_BENCH), str(out), "env", "torch50"])
+    assert result.returncode == 1
+    assert "failed: torch50" in result.stderr and "not one GPU" in result.stderr
+    assert f"jax {jax.__version__}" in (out / "environment.txt").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["env.log", "environment.txt", "torch50.log"]
+

@@ -45,8 +45,8 @@ def _missing_dependency(error: ModuleNotFoundError, argv: Sequence[str]) -> str 
     top = (error.name or "").partition(".")[0]
     if top not in _PIP_NAMES:
         return None
-    return (f"{' '.join(['jaxconv', *argv])}: needs the Python package {top!r}, which is not installed in this environment "
-            f"({sys.executable}); pip install {_PIP_NAMES[top]}, or pip install jaxconv for all of them")
+    return (f"{' '.join(['jaxconv', *argv])}: needs the Python package {top!r}, which is not installed in this "
+            f"environment ({sys.executable}); pip install {_PIP_NAMES[top]}, or pip install jaxconv for all of them")
 
 
 class _Parser(argparse.ArgumentParser):
