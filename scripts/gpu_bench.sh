@@ -2,16 +2,17 @@
 # The GPU benchmarks of docs/benchmarks.md (issue 7's targets), each stage's results in OUTDIR.
 #
 #   scripts/gpu_bench.sh OUTDIR                 # every stage, in the order below
-#   scripts/gpu_bench.sh OUTDIR target torch50  # some of them
+#   scripts/gpu_bench.sh OUTDIR target vs-resnet50   # some of them
 #
 # Stages:
-#   env      the machine: GPU, driver, Python packages, commit          -> environment.txt
-#   target   jaxconv alone: ResNet-50 bf16 training, batch 256          -> resnet50_bf16_b256.{json,txt}
-#   torch50  ResNet-50 against PyTorch's fastest variant, alternately   -> vs_torch_resnet50.{md,json}
-#   torch    ResNet-18 (32 px), VGG-16, EfficientNet-B0 against PyTorch -> vs_torch_others.{md,json}
-#   layers   ResNet-50's convolutions one by one, XLA against cuDNN     -> layers_resnet50.{md,json}
-#   data     the ImageNet and CIFAR input pipelines on the host's cores -> data_{imagenet,cifar}.json
-#            (needs TensorFlow; the other stages need only JAX, Flax, Optax, ml_collections and torch)
+#   env       the machine: GPU, driver, Python packages, commit          -> environment.txt
+#   target    jaxconv alone: ResNet-50 bf16 training, batch 256          -> resnet50_bf16_b256.{json,txt}
+#   vs-MODEL  MODEL against PyTorch's fastest variant, timed alternately -> vs_torch_MODEL.{md,json}
+#             (MODEL: resnet50 at batch 256, resnet18 at 32 px, vgg16, efficientnet_b0; each a few
+#             minutes, most of it torch.compile)
+#   layers    ResNet-50's convolutions one by one, XLA against cuDNN     -> layers_resnet50.{md,json}
+#   data      the ImageNet and CIFAR input pipelines on the host's cores -> data_{imagenet,cifar}.json
+#             (needs TensorFlow; the other stages need only JAX, Flax, Optax, ml_collections and torch)
 #
 # Environment: PYTHON (default python3) runs jaxconv; TORCH_PYTHON, if set, runs the PyTorch
 # worker (a separate environment, when the two frameworks' CUDA libraries clash). Run from the
@@ -19,13 +20,14 @@
 # a stage that fails does not stop the others, and the exit status is 1 if any failed.
 set -uo pipefail
 
-usage() { echo "usage: scripts/gpu_bench.sh OUTDIR [env|target|torch50|torch|layers|data ...]" >&2; exit 2; }
+all=(env target vs-resnet50 vs-resnet18 vs-vgg16 vs-efficientnet_b0 layers data)
+usage() { echo "usage: scripts/gpu_bench.sh OUTDIR [${all[*]}] (default: all)" >&2; exit 2; }
 [[ $# -ge 1 && $1 != -* ]] || usage
 out=$1; shift
 stages=("$@")
-[[ ${#stages[@]} -gt 0 ]] || stages=(env target torch50 torch layers data)
+[[ ${#stages[@]} -gt 0 ]] || stages=("${all[@]}")
 for stage in "${stages[@]}"; do
-  case $stage in env|target|torch50|torch|layers|data) ;; *) echo "gpu_bench.sh: unknown stage '$stage'" >&2; usage ;; esac
+  [[ " ${all[*]} " == *" $stage "* ]] || { echo "gpu_bench.sh: unknown stage '$stage'" >&2; usage; }
 done
 mkdir -p "$out" || exit 2
 
@@ -59,13 +61,8 @@ stage_target() {
     "$out/resnet50_bf16_b256.json" | tee "$out/resnet50_bf16_b256.txt"
 }
 
-stage_torch50() {
-  "${vs_torch[@]}" --models resnet50 --json-out "$out/vs_torch_resnet50.json" | tee "$out/vs_torch_resnet50.md"
-}
-
-stage_torch() {
-  "${vs_torch[@]}" --models resnet18,vgg16,efficientnet_b0 --json-out "$out/vs_torch_others.json" \
-    | tee "$out/vs_torch_others.md"
+stage_vs() {  # MODEL at bench_vs_torch.py's GPU batch size and resolution
+  "${vs_torch[@]}" --models "$1" --json-out "$out/vs_torch_$1.json" | tee "$out/vs_torch_$1.md"
 }
 
 stage_layers() {
@@ -86,6 +83,8 @@ for stage in "${stages[@]}"; do
   if [[ $stage == env ]]; then
     stage_env > "$out/environment.txt" 2> "$out/env.log"; status=$?
     cat "$out/environment.txt"
+  elif [[ $stage == vs-* ]]; then
+    stage_vs "${stage#vs-}" 2> "$out/$stage.log"; status=$?
   else
     "stage_$stage" 2> "$out/$stage.log"; status=$?
   fi

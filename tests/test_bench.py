@@ -193,9 +193,9 @@ def test_gpu_bench_script_records_the_machine_and_reports_failed_stages(tmp_path
     out = tmp_path / "gpu"
     bad = run(["bash", str(GPU_BENCH), str(out), "env", "tagret"])
     assert bad.returncode == 2 and "unknown stage 'tagret'" in bad.stderr and not out.exists()
-    result = run(["bash", str(GPU_BENCH), str(out), "env", "torch50"])
+    result = run(["bash", str(GPU_BENCH), str(out), "env", "vs-resnet50"])
     assert result.returncode == 1
-    assert "failed: torch50" in result.stderr and "not one GPU" in result.stderr
+    assert "failed: vs-resnet50" in result.stderr and "not one GPU" in result.stderr
     assert f"jax {jax.__version__}" in (out / "environment.txt").read_text()
-    assert sorted(p.name for p in out.iterdir()) == ["env.log", "environment.txt", "torch50.log"]
+    assert sorted(p.name for p in out.iterdir()) == ["env.log", "environment.txt", "vs-resnet50.log"]
 
