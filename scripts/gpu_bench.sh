@@ -36,6 +36,10 @@ vs_torch=("$python" scripts/bench_vs_torch.py --device cuda --dtype bfloat16)
 [[ -n ${TORCH_PYTHON:-} ]] && vs_torch+=(--torch-python "$TORCH_PYTHON")
 
 stage_env() {
+  machine | tee "$out/environment.txt"
+}
+
+machine() {
   date -u '+%Y-%m-%d %H:%M:%S UTC'
   echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (modified)')"
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
@@ -80,10 +84,7 @@ failed=()
 for stage in "${stages[@]}"; do
   echo "== $stage ($(date -u +%H:%M:%S))" >&2
   start=$SECONDS
-  if [[ $stage == env ]]; then
-    stage_env > "$out/environment.txt" 2> "$out/env.log"; status=$?
-    cat "$out/environment.txt"
-  elif [[ $stage == vs-* ]]; then
+  if [[ $stage == vs-* ]]; then
     stage_vs "${stage#vs-}" 2> "$out/$stage.log"; status=$?
   else
     "stage_$stage" 2> "$out/$stage.log"; status=$?
