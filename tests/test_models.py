@@ -168,6 +168,48 @@ def test_googlenet_aux_logits_are_sown_in_training():
     assert aux["aux1_logits"][0].shape == (2, 3) and aux["aux2_logits"][0].shape == (2, 3)
 
 
+def matmul_dtypes(jaxpr, found=None) -> dict:
+    """(primitive, lhs, rhs, out dtype) -> count for every convolution and dot in a jaxpr and its sub-jaxprs."""
+    from jax.extend.core import jaxprs_in_params
+
+    found = {} if found is None else found
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("conv_general_dilated", "dot_general"):
+            key = (eqn.primitive.name, *(v.aval.dtype.name for v in (*eqn.invars[:2], eqn.outvars[0])))
+            found[key] = found.get(key, 0) + 1
+        for sub in jaxprs_in_params(eqn.params):
+            matmul_dtypes(sub, found)
+    return found
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "googlenet_tv", "vgg11_bn"])
+def test_bfloat16_training_runs_every_convolution_in_bfloat16(name):
+    """Mixed precision as the accelerators want it: with dtype=bfloat16 the forward convolutions,
+    both of their gradients and the classifier's matmuls take and give bfloat16 (tensor-core
+    work), while the parameter gradients come back in float32 for the optimizer."""
+    info = jaxconv.model_info(name)
+    model = jaxconv.get_model(name, num_classes=3, dtype=jnp.bfloat16)
+    size = small_input_size(name)
+    x = jax.ShapeDtypeStruct((2, size, size, info.in_channels), jnp.bfloat16)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+
+    def loss(params, state, x):
+        logits, _ = model.apply({"params": params, **state}, x, train=True, mutable=list(state),
+                                rngs={"dropout": jax.random.key(0)})
+        return logits.astype(jnp.float32).sum()
+
+    forward = matmul_dtypes(jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, x).jaxpr)
+    training = matmul_dtypes(jax.make_jaxpr(jax.grad(loss))(params, state, x).jaxpr)
+    convolutions = sum(n for (op, *_), n in forward.items() if op == "conv_general_dilated")
+    assert convolutions >= 5
+    # Each convolution's kernel gradient and (but for the first) input gradient is a convolution too.
+    assert sum(n for (op, *_), n in training.items() if op == "conv_general_dilated") >= 3 * convolutions - 1
+    assert {key[1:] for key in training} == {("bfloat16", "bfloat16", "bfloat16")}, training
+    grads = jax.eval_shape(jax.grad(loss), params, state, x)
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(grads)} == {jnp.dtype(jnp.float32)}
+
+
 def test_bfloat16_compute_keeps_float32_parameters():
     model = jaxconv.get_model("resnet18", num_classes=3, dtype=jnp.bfloat16)
     x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
