@@ -36,10 +36,7 @@ vs_torch=("$python" scripts/bench_vs_torch.py --device cuda --dtype bfloat16)
 [[ -n ${TORCH_PYTHON:-} ]] && vs_torch+=(--torch-python "$TORCH_PYTHON")
 
 stage_env() {
-  machine | tee "$out/environment.txt"
-}
-
-machine() {
+  {
   date -u '+%Y-%m-%d %H:%M:%S UTC'
   echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (modified)')"
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
@@ -56,6 +53,7 @@ for name in ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin", "flax", 
 import jax
 print("jax devices", jax.devices())
 EOF
+  } | tee "$out/environment.txt"
 }
 
 stage_target() {

@@ -200,14 +200,14 @@ def test_bfloat16_training_runs_every_convolution_in_bfloat16(name):
         return logits.astype(jnp.float32).sum()
 
     forward = matmul_dtypes(jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, x).jaxpr)
-    training = matmul_dtypes(jax.make_jaxpr(jax.grad(loss))(params, state, x).jaxpr)
+    gradient = jax.make_jaxpr(jax.grad(loss))(params, state, x)
+    training = matmul_dtypes(gradient.jaxpr)
     convolutions = sum(n for (op, *_), n in forward.items() if op == "conv_general_dilated")
     assert convolutions >= 5
     # Each convolution's kernel gradient and (but for the first) input gradient is a convolution too.
     assert sum(n for (op, *_), n in training.items() if op == "conv_general_dilated") >= 3 * convolutions - 1
     assert {key[1:] for key in training} == {("bfloat16", "bfloat16", "bfloat16")}, training
-    grads = jax.eval_shape(jax.grad(loss), params, state, x)
-    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(grads)} == {jnp.dtype(jnp.float32)}
+    assert {aval.dtype for aval in gradient.out_avals} == {jnp.dtype(jnp.float32)}
 
 
 def test_bfloat16_compute_keeps_float32_parameters():
