@@ -14,7 +14,6 @@ from jax.sharding import Mesh
 from jaxconv.blocks import BasicBlock
 from jaxconv.models import CifarStem, ResNet
 from jaxconv.parallel import AXIS, DataParallel
-from jaxconv.train.loop import with_batchnorm_axis
 from jaxconv.train.state import create_state
 from jaxconv.train.steps import StepOptions, train_step
 
@@ -33,9 +32,8 @@ def batches(count, size=32, seed=0):
 def run(kind, devices, bn_mode, data, learning_rate=0.1, dtype=jnp.float32, ema_decay=None, full_state=False):
     """Trains a tiny ResNet on ``data`` over the first ``devices`` devices; returns host state and metrics."""
     parallel = DataParallel(kind, mesh=Mesh(np.asarray(jax.devices()[:devices]), (AXIS,)))
-    model = ResNet(block=BasicBlock, depths=(1,), widths=(8,), stem=CifarStem, stem_width=8, num_classes=4, dtype=dtype)
-    if bn_mode == "sync":
-        model = with_batchnorm_axis(model, AXIS)
+    model = ResNet(block=BasicBlock, depths=(1,), widths=(8,), stem=CifarStem, stem_width=8, num_classes=4, dtype=dtype,
+                   axis_name=AXIS if bn_mode == "sync" else None)
     state = create_state(model, optax.sgd(learning_rate), jax.random.PRNGKey(0), (1, 8, 8, 3), ema=ema_decay is not None)
     state = parallel.replicate(jax.device_put(state, parallel.replicated))
     options = StepOptions(num_classes=4, bn_mode=bn_mode, ema_decay=ema_decay)

@@ -185,12 +185,6 @@ class CompiledStep:
         return times
 
 
-def _with_batchnorm_axis(model, axis_name: str):
-    # As jaxconv.train.loop.with_batchnorm_axis, which cannot be imported without TensorFlow.
-    norm = getattr(model, "norm", None)
-    return model if norm is None else model.clone(norm=partial(norm, axis_name=axis_name))
-
-
 def _cost(compiled) -> tuple[float | None, int | None]:
     """XLA's FLOPs and memory estimate of a compiled step (None where the backend has none)."""
     flops = None
@@ -226,7 +220,7 @@ def compile_step(request: Request) -> CompiledStep:
 
     from jaxconv.layers import GeometryError
     from jaxconv.parallel import AXIS, DataParallel
-    from jaxconv.registry import get_model
+    from jaxconv.registry import get_model, runtime_options
     from jaxconv.train.config import base_config
     from jaxconv.train.optim import build_optimizer
     from jaxconv.train.state import create_state
@@ -241,7 +235,11 @@ def compile_step(request: Request) -> CompiledStep:
         raise BenchError(f"batch size {request.batch_size} does not divide over the {len(devices)} devices; "
                          f"use a multiple of {len(devices)}")
     dtype = jnp.bfloat16 if request.dtype == "bfloat16" else jnp.float32
-    model = _with_batchnorm_axis(get_model(request.model, num_classes=num_classes, dtype=dtype), AXIS)
+    try:
+        runtime = runtime_options(request.model, dtype=dtype, axis_name=AXIS)
+    except ValueError as e:
+        raise BenchError(str(e)) from None
+    model = get_model(request.model, num_classes=num_classes, **runtime)
     input_shape = (1, size, size, info.in_channels)
     try:
         jax.eval_shape(partial(model.init, train=False), jax.random.PRNGKey(0), jnp.zeros(input_shape, jnp.float32))
@@ -262,7 +260,7 @@ def compile_step(request: Request) -> CompiledStep:
         "image": images.astype(jnp.bfloat16) if request.dtype == "bfloat16" else images,
         "label": rng.integers(0, num_classes, request.batch_size).astype(np.int32),
     }
-    options = StepOptions(num_classes=num_classes, bn_mode="sync", axis_name=AXIS)
+    options = StepOptions(num_classes=num_classes, bn_mode="sync" if "axis_name" in runtime else "local", axis_name=AXIS)
     if request.mode == "train":
         step = parallel.compile(partial(train_step, options=options), donate_state=True, returns_state=True)
     else:

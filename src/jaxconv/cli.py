@@ -13,6 +13,8 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
+from jaxconv.user_modules import ENV_VAR, UserModuleError, env_specs, import_modules, merge
+
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -300,14 +302,40 @@ def _config_overrides(extra: list[str]) -> dict[str, str]:
     return overrides
 
 
-def _resolved_config(path: pathlib.Path | None, overrides: dict[str, str]):
+def _stored_config(workdir: pathlib.Path):
+    """A run's own config.json as a ConfigDict; one line when it is missing or damaged."""
+    import ml_collections
+
+    config_path = workdir / "config.json"
+    if not config_path.is_file():
+        raise UsageError(f"--workdir {workdir}: no config.json there (is it a `jaxconv train` workdir?)")
+    try:
+        stored = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{config_path}: unreadable ({e}); the run's config is damaged") from None
+    if not isinstance(stored, dict):
+        raise UsageError(f"{config_path}: holds a {type(stored).__name__}, not a config; the run's config is damaged")
+    return ml_collections.ConfigDict(stored)
+
+
+def _resolved_config(source, overrides: dict[str, str], imports: Sequence[str] = ()):
+    """The validated config of an experiment file (or base config, or a stored ConfigDict) with overrides.
+
+    ``imports`` (what --import brought in) go first in ``config.imports``, which the run records.
+    """
     import jax
+    import ml_collections
 
     from jaxconv.train.config import ConfigError, apply_overrides, base_config, load_config, validate
 
     try:
-        config = load_config(path) if path is not None else base_config()
+        if isinstance(source, ml_collections.ConfigDict):
+            config = source
+        else:
+            config = load_config(source) if source is not None else base_config()
         config = apply_overrides(config, overrides)
+        if imports:
+            config.imports = tuple(merge(imports, config.get("imports", ())))
         return validate(config, device_count=jax.device_count(), process_count=jax.process_count())
     except ConfigError as e:
         raise UsageError(str(e)) from None
@@ -323,17 +351,24 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     overrides = _config_overrides(extra)
     _enable_compilation_cache()
     _start_processes(args)
+    imported = import_modules(args.imports)
     from jaxconv.train.config import split_variant
 
-    path, variant = split_variant(args.config) if args.config else (default_experiment(), None)
-    if path is not None and not path.is_file():
-        raise UsageError(f"--config {args.config}: no such experiment file (see experiments/)")
-    config = _resolved_config(args.config or path, overrides)
-    name = (path.stem + (f"_{variant}" if variant else "")) if path is not None else "default"
-    workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / name)
+    if args.config is None and args.workdir and (pathlib.Path(args.workdir) / "config.json").is_file():
+        # `jaxconv train --workdir RUN`: resume the run as it was configured (its own imports included)
+        workdir = pathlib.Path(args.workdir)
+        config = _resolved_config(_stored_config(workdir), overrides, imported)
+        _log(f"resuming {workdir.absolute()} with its config.json")
+    else:
+        path, variant = split_variant(args.config) if args.config else (default_experiment(), None)
+        if path is not None and not path.is_file():
+            raise UsageError(f"--config {args.config}: no such experiment file (see experiments/)")
+        config = _resolved_config(args.config or path, overrides, imported)
+        name = (path.stem + (f"_{variant}" if variant else "")) if path is not None else "default"
+        workdir = pathlib.Path(args.workdir or pathlib.Path("runs") / name)
+        _log(f"experiment {path or 'base config'} -> workdir {workdir.absolute()}")
     if workdir.exists() and not workdir.is_dir():
         raise UsageError(f"--workdir {workdir}: exists and is not a directory")
-    _log(f"experiment {path or 'base config'} -> workdir {workdir.absolute()}")
     try:
         summary = train(config, workdir, log=_log)
     except (DatasetUnavailable, CheckpointMismatch, WorkdirError, TransferError) as e:
@@ -379,18 +414,14 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
 
     _enable_compilation_cache()
     workdir = pathlib.Path(args.workdir)
-    config_path = workdir / "config.json"
-    if not config_path.is_file():
-        raise UsageError(f"--workdir {workdir}: no config.json there (is it a `jaxconv train` workdir?)")
-    import ml_collections
-
-    stored = json.loads(config_path.read_text())
+    stored = _stored_config(workdir)
     devices = jax.device_count()
-    stored["eval_batch_size"] = -(-stored.get("eval_batch_size") // devices) * devices
+    if isinstance(stored.get("eval_batch_size"), int) and stored.eval_batch_size > 0:  # fit this machine's devices
+        stored.eval_batch_size = -(-stored.eval_batch_size // devices) * devices
     try:
-        config = validate(ml_collections.ConfigDict(stored), device_count=devices, process_count=jax.process_count())
+        config = validate(stored, device_count=devices, process_count=jax.process_count())
     except ConfigError as e:
-        raise UsageError(f"{config_path}: {e}") from None
+        raise UsageError(f"{workdir / 'config.json'}: {e}") from None
     try:
         result = evaluate_checkpoint(config, workdir, step=args.step, split=args.split, ten_crop=args.ten_crop,
                                      log=_log)
@@ -618,10 +649,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="jaxconv", description="Convolutional networks in JAX/Flax.")
+    parser = _Parser(prog="jaxconv", description="Convolutional networks in JAX/Flax.",
+                     epilog=f"Every command takes --import MODULE_OR_FILE (repeatable; also ${ENV_VAR}, "
+                            f"separated by '{os.pathsep}' or ','): your own models and blocks, registered with "
+                            "jaxconv.register when imported. See docs/extending.md.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
+                        help=f"import your module or .py file first (its models become known); repeatable; "
+                             f"also ${ENV_VAR}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
-    p = sub.add_parser("summary", help="per-layer shapes, parameters, MACs, activations, receptive fields")
+    p = sub.add_parser("summary", parents=[common], help="per-layer shapes, parameters, MACs, activations, receptive fields")
     p.add_argument("model", help="a registered model name (see `jaxconv list`)")
     p.add_argument("--image-size", type=_image_size, help="N or HxW (default: the model's own)")
     p.add_argument("--batch-size", type=_positive_int, default=1, help="for shapes and the memory estimate")
@@ -631,7 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "md", "csv", "json"), default="table")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("train", help="train an experiment (default: experiments/default.py); resumes a workdir")
+    p = sub.add_parser("train", parents=[common], help="train an experiment (default: experiments/default.py); resumes a workdir")
     p.add_argument("--config", help="an experiment file defining get_config() (default: experiments/default.py)")
     p.add_argument("--workdir", help="where checkpoints, metrics and the summary go (default: runs/<experiment>)")
     launch = p.add_argument_group("multi-process runs (SLURM `srun` and Cloud TPU pods are detected by themselves)")
@@ -643,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.epilog = "Any config value can be overridden with --config.KEY=VALUE, e.g. --config.num_train_steps=100."
     p.set_defaults(func=cmd_train, takes_extra=True)
 
-    p = sub.add_parser("eval", help="evaluate a training run's latest (or given) checkpoint")
+    p = sub.add_parser("eval", parents=[common], help="evaluate a training run's latest (or given) checkpoint")
     p.add_argument("--workdir", required=True, help="a `jaxconv train` workdir")
     p.add_argument("--step", type=_positive_int, help="the checkpoint's step (default: the latest)")
     p.add_argument("--split", help="the split to evaluate (default: the dataset's evaluation split)")
@@ -651,12 +689,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_eval, takes_extra=True)
 
-    p = sub.add_parser("list", help="every registered model with parameters, GMACs and default input size")
+    p = sub.add_parser("list", parents=[common], help="every registered model with parameters, GMACs and default input size")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
     p.add_argument("--format", choices=("table", "md", "json"), default="table")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("export", help="export a run's checkpoint or pretrained weights for inference "
+    p = sub.add_parser("export", parents=[common], help="export a run's checkpoint or pretrained weights for inference "
                                       "(TensorFlow SavedModel, StableHLO)")
     p.add_argument("--out", required=True, help="a new (or empty) directory for the export")
     p.add_argument("--workdir", help="a `jaxconv train` workdir: its latest (or --step) checkpoint")
@@ -673,7 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip running the export against the JAX model on two random images")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("predict", help="top-k ImageNet classes of images with pretrained weights")
+    p = sub.add_parser("predict", parents=[common], help="top-k ImageNet classes of images with pretrained weights")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders of them")
     p.add_argument("--model", default="resnet50", help="a model with ImageNet weights (default resnet50)")
     p.add_argument("--weights", required=True, metavar="TAG_OR_FILE",
@@ -688,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("compare", help="the ILSVRC architectures side by side: params, GMACs, memory, speed, accuracy")
+    p = sub.add_parser("compare", parents=[common], help="the ILSVRC architectures side by side: params, GMACs, memory, speed, accuracy")
     p.add_argument("models", nargs="*", help="registered names (default: alexnet zfnet vgg16 vgg19 googlenet "
                                              "resnet18..152 efficientnet_b0)")
     p.add_argument("--format", choices=("md", "csv", "json"), default="md")
@@ -702,13 +740,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=_positive_int, help="one input size for all (default: each model's own)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("report", help="gather training runs into one markdown report with tables and plots")
+    p = sub.add_parser("report", parents=[common], help="gather training runs into one markdown report with tables and plots")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="training workdirs, or directories holding them")
     p.add_argument("--out", default="report", help="directory for report.md and its plots (default: report/)")
     p.add_argument("--title", default="jaxconv report")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("bench", help="training / inference / input-pipeline throughput, compile time, FLOP/s, MFU")
+    p = sub.add_parser("bench", parents=[common], help="training / inference / input-pipeline throughput, compile time, FLOP/s, MFU")
     p.add_argument("model", help="a registered model name (see `jaxconv list`)")
     p.add_argument("--mode", choices=("train", "eval", "data", "layers"), default="train",
                    help="train step, eval (forward) step, the input pipeline alone, or each convolution "
@@ -736,12 +774,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
+        args.imports = merge(env_specs(), args.imports)
+        if args.command != "train":  # train imports them once the processes of a multi-process run have met
+            args.imports = import_modules(args.imports)
         if getattr(args, "takes_extra", False):
             return args.func(args, extra)
         if extra:
             raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
         return args.func(args)
-    except UsageError as e:
+    except (UsageError, UserModuleError) as e:
         print(f"jaxconv: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ModuleNotFoundError as e:

@@ -60,7 +60,7 @@ def inference_function(model, variables: Mapping[str, Any], *, input_shape: Sequ
             model, variables = fold_batchnorm(model, variables, tuple(input_shape))
         except ValueError as e:
             raise ValueError(f"cannot fold BatchNorm of {type(model).__name__}: {e}; "
-                             "export with fold_bn=False") from None
+                             "export it unfolded (jaxconv export --no-fold-bn, or fold_bn=False)") from None
     compute = DTYPES[dtype]
     if "dtype" in {f.name for f in dataclasses.fields(model)}:
         model = model.clone(dtype=compute)
@@ -179,12 +179,14 @@ def from_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Any,
     from jaxconv.data.sources import DATASETS
     from jaxconv.registry import get_model
     from jaxconv.train.transfer import checkpoint_variables, pretrained_options
+    from jaxconv.user_modules import import_run_modules
 
     workdir = pathlib.Path(workdir)
     config_path = workdir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{workdir}: no config.json there (is it a `jaxconv train` workdir?)")
     config = json.loads(config_path.read_text())
+    import_run_modules(config, where=str(workdir))
     variables, meta = checkpoint_variables(workdir, step)
     spec = DATASETS[config["dataset"]]
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in (config.get("model_options") or {}).items()}

@@ -8,6 +8,7 @@ import fnmatch
 import functools
 import importlib
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,12 @@ class ModelInfo:
     in_channels: int = 3
     family: str = ""
     description: str = ""
+    source_module: str = ""  # the module that registered it ('jaxconv.archs.resnet', 'my_blocks', '__main__')
+    source_file: str | None = None  # that module's file, when it has one
+
+    @property
+    def builtin(self) -> bool:
+        return self.source_module.startswith("jaxconv.")
 
     @property
     def module_class(self) -> type[nn.Module]:
@@ -68,23 +75,36 @@ def register(
 ) -> Callable[..., nn.Module]:
     """Registers ``factory`` (a Module class or partial) under ``name``; returns the factory.
 
+    ``factory(num_classes=..., **options)`` must build a Flax module called as
+    ``model.apply(variables, x, train=...)`` on (N, H, W, C) images; its dataclass fields are
+    the options ``get_model`` accepts (a ``dtype`` field receives the compute dtype, an
+    ``axis_name`` field the data-parallel axis that synchronises its BatchNorm).
     ``image_size`` is the default input resolution, ``num_classes`` the default head size.
-    Registering a name twice raises ValueError.
+    A name registered by other code raises ValueError; the same code registering it again
+    (a module run twice, a notebook cell re-run) replaces its own entry.
     """
     if not name or not isinstance(name, str):
         raise ValueError(f"model name must be a non-empty string, got {name!r}")
-    if not factory_is_builtin(factory):
+    if not callable(factory):
+        raise ValueError(f"register({name!r}, ...): the factory must be a Flax module class or a partial of one, "
+                         f"got {type(factory).__name__}")
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+        raise ValueError(f"register({name!r}, ...): image_size must be a positive int, got {image_size!r}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"register({name!r}, ...): num_classes must be a positive int, got {num_classes!r}")
+    caller = sys._getframe(1).f_globals
+    source_module, source_file = caller.get("__name__", ""), caller.get("__file__")
+    if not source_module.startswith("jaxconv."):
         _load_builtins()  # so that a user's model cannot take a built-in name first
-    if name in _REGISTRY:
-        raise ValueError(f"a model named {name!r} is already registered ({_REGISTRY[name].module_class.__name__})")
-    _REGISTRY[name] = ModelInfo(name, factory, image_size, num_classes, in_channels, family, description)
+    previous = _REGISTRY.get(name)
+    if previous is not None and (previous.builtin or (previous.source_module, previous.source_file) != (
+            source_module, source_file)):
+        where = "jaxconv" if previous.builtin else (previous.source_file or previous.source_module)
+        raise ValueError(f"a model named {name!r} is already registered ({previous.module_class.__name__}, "
+                         f"by {where}); choose another name")
+    _REGISTRY[name] = ModelInfo(name, factory, image_size, num_classes, in_channels, family, description,
+                                source_module, source_file)
     return factory
-
-
-def factory_is_builtin(factory: Callable[..., nn.Module]) -> bool:
-    while isinstance(factory, functools.partial):
-        factory = factory.func
-    return getattr(factory, "__module__", "").startswith("jaxconv.archs")
 
 
 def model_info(name: str) -> ModelInfo:
@@ -95,6 +115,7 @@ def model_info(name: str) -> ModelInfo:
     except KeyError:
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=4, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `jaxconv list` shows them all"
+        hint += " (a model of your own: --import MODULE_OR_FILE, or $JAXCONV_IMPORT)"
         raise UnknownModelError(f"unknown model {name!r}{hint}") from None
 
 
@@ -148,3 +169,28 @@ def get_model(
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     return info.factory(num_classes=num_classes, **overrides)
+
+
+
+def runtime_options(name: str, *, dtype: Any = None, axis_name: str | None = None) -> dict[str, Any]:
+    """The fields the training system (and bench) sets on model ``name``: the one documented path.
+
+    ``dtype``: the compute dtype, given to a ``dtype`` field (a model without one computes in
+    float32; asking it for another dtype raises ValueError). ``axis_name``: the data-parallel
+    device axis, given to an ``axis_name`` field (every built-in family has one; a user's model
+    opts in by declaring ``axis_name: str | None = None`` and passing it to its ``nn.BatchNorm``
+    layers), whose BatchNorm statistics are then those of the global batch (sync BatchNorm).
+    A model without the field normalises each device's share of the batch (local BatchNorm):
+    ``"axis_name" in result`` tells which.
+    """
+    options = model_info(name).options
+    result: dict[str, Any] = {}
+    if dtype is not None:
+        if "dtype" in options:
+            result["dtype"] = dtype
+        elif getattr(dtype, "__name__", str(dtype)) != "float32":
+            raise ValueError(f"{name} has no dtype field, so it cannot compute in {getattr(dtype, '__name__', dtype)}; "
+                             f"give the module a `dtype: Any = jnp.float32` field and pass it to its layers")
+    if axis_name is not None and "axis_name" in options:
+        result["axis_name"] = axis_name
+    return result

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jaxconv.archs.common import classifier_output
 from jaxconv.blocks.base import Activation, ModuleDef
 from jaxconv.layers import Conv, Dropout, GlobalAvgPool, relu
+from jaxconv.layers.norm import norm_factory
 from jaxconv.registry import register
 
 
@@ -33,10 +34,12 @@ class AllConvNet(nn.Module):
     dropout: float = 0.5
     input_dropout: float = 0.2
     dtype: Any = jnp.float32
+    axis_name: str | None = None  # sync BatchNorm over this device axis (set by the training system)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
         conv = partial(Conv, use_bias=self.norm is None, fit="floor", dtype=self.dtype)
+        norm = norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name)
         features: dict[str, jnp.ndarray] = {}
         index = 0
 
@@ -44,8 +47,8 @@ class AllConvNet(nn.Module):
             nonlocal index
             index += 1
             x = conv(features_out, kernel, stride, padding=padding, name=f"conv{index}")(x)
-            if self.norm is not None:
-                x = self.norm(dtype=self.dtype, name=f"norm{index}")(x, use_running_average=not train)
+            if norm is not None:
+                x = norm(name=f"norm{index}")(x)
             return self.act(x)
 
         x = Dropout(self.input_dropout, name="input_dropout")(x, deterministic=not train)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxconv.blocks.base import Activation, ModuleDef
 from jaxconv.layers import BatchNorm, Conv, Dropout, GlobalAvgPool, MaxPool, relu
+from jaxconv.layers.norm import bind_training_mode
 
 Features = dict[str, jnp.ndarray]
 
@@ -50,7 +51,7 @@ class ImageNetStem(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         x = self.conv(self.features, 7, 2, padding=3, name="conv")(x)
         if self.norm is not None:
-            x = self.norm(name="norm")(x, use_running_average=not train)
+            x = bind_training_mode(self.norm, train)(name="norm")(x)
         x = self.act(x)
         return MaxPool(3, 2, padding=1, fit="floor", name="pool")(x)
 
@@ -67,5 +68,5 @@ class CifarStem(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         x = self.conv(self.features, 3, 1, padding=1, name="conv")(x)
         if self.norm is not None:
-            x = self.norm(name="norm")(x, use_running_average=not train)
+            x = bind_training_mode(self.norm, train)(name="norm")(x)
         return self.act(x)

@@ -13,6 +13,7 @@ from jaxconv.archs.common import classifier_output, pooled_head
 from jaxconv.blocks import ConvNormAct, MBConv, make_divisible
 from jaxconv.blocks.base import Activation, ModuleDef
 from jaxconv.layers import BatchNorm, Conv, swish
+from jaxconv.layers.norm import norm_factory
 from jaxconv.registry import register
 from jaxconv.stages import StageSpec, build_stages
 
@@ -60,6 +61,7 @@ class EfficientNet(nn.Module):
     norm: ModuleDef | None = BatchNorm
     act: Activation = swish
     dtype: Any = jnp.float32
+    axis_name: str | None = None  # sync BatchNorm over this device axis (set by the training system)
 
     def stage_specs(self) -> list[StageSpec]:
         return [
@@ -76,7 +78,7 @@ class EfficientNet(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
         # torchvision pads (k - 1)/2 symmetrically and drops the remainder at stride 2.
         conv = partial(Conv, use_bias=self.norm is None, fit="floor", dtype=self.dtype)
-        norm = partial(self.norm, dtype=self.dtype) if self.norm is not None else None
+        norm = norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name)
         unit = partial(ConvNormAct, conv=conv, norm=norm, act=self.act)
         features: dict[str, jnp.ndarray] = {}
         x = unit(make_divisible(32 * self.width), 2, kernel_size=3, name="stem")(x, train)

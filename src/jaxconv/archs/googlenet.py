@@ -12,6 +12,7 @@ from jaxconv.archs.common import classifier_output, pooled_head
 from jaxconv.blocks import ConvNormAct, Inception
 from jaxconv.blocks.base import Activation, ModuleDef
 from jaxconv.layers import AvgPool, BatchNorm, Conv, Dropout, LocalResponseNorm, MaxPool, relu
+from jaxconv.layers.norm import norm_factory
 from jaxconv.registry import register
 
 # Table 1 of the paper: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) per module.
@@ -83,11 +84,12 @@ class GoogLeNet(nn.Module):
     dropout: float = 0.4
     act: Activation = relu
     dtype: Any = jnp.float32
+    axis_name: str | None = None  # sync BatchNorm over this device axis (set by the training system)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
         conv = partial(Conv, use_bias=self.norm is None, fit="floor", dtype=self.dtype)
-        norm = partial(self.norm, dtype=self.dtype) if self.norm is not None else None
+        norm = norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name)
         unit = partial(ConvNormAct, conv=conv, norm=norm, act=self.act)
         features: dict[str, jnp.ndarray] = {}
 

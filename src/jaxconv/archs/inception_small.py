@@ -19,6 +19,7 @@ from jaxconv.archs.common import classifier_output, pooled_head
 from jaxconv.blocks import ConvNormAct, Inception, InceptionNaive
 from jaxconv.blocks.base import Activation, ModuleDef
 from jaxconv.layers import BatchNorm, Conv, MaxPool, relu
+from jaxconv.layers.norm import norm_factory
 from jaxconv.registry import register
 
 # (n1x1, n3x3_reduce, n3x3, n5x5_reduce, n5x5, pool_proj): GoogLeNet's inception (3a) at half width.
@@ -39,13 +40,14 @@ class SmallInception(nn.Module):
     act: Activation = relu
     dropout: float = 0.0
     dtype: Any = jnp.float32
+    axis_name: str | None = None  # sync BatchNorm over this device axis (set by the training system)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
         if self.module not in ("naive", "reduced"):
             raise ValueError(f"module must be 'naive' or 'reduced', got {self.module!r}")
         conv = partial(Conv, use_bias=self.norm is None, dtype=self.dtype)
-        norm = partial(self.norm, dtype=self.dtype) if self.norm is not None else None
+        norm = norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name)
         n1, n3_reduce, n3, n5_reduce, n5, pool_proj = self.widths
         if self.module == "naive":
             block, widths = InceptionNaive, (n1, n3, n5)

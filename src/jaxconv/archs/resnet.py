@@ -17,6 +17,7 @@ from jaxconv.archs.common import CifarStem, ImageNetStem, classifier_output, poo
 from jaxconv.blocks import BasicBlock, Bottleneck, PlainBasicBlock, PlainBottleneck
 from jaxconv.blocks.base import Activation, ModuleDef
 from jaxconv.layers import BatchNorm, Conv, relu
+from jaxconv.layers.norm import norm_factory
 from jaxconv.registry import register
 from jaxconv.stages import StageSpec, build_stages
 
@@ -65,6 +66,7 @@ class ResNet(nn.Module):
     dropout: float = 0.0
     drop_path_rate: float = 0.0
     dtype: Any = jnp.float32
+    axis_name: str | None = None  # sync BatchNorm over this device axis (set by the training system)
 
     def stage_specs(self) -> list[StageSpec]:
         block = self.block
@@ -88,7 +90,7 @@ class ResNet(nn.Module):
         # torchvision's geometry: every stride-2 layer on an even size drops its last padding
         # row ((56 - 3 + 2)/2 + 1 = 28.5 -> 28), hence fit='floor'.
         conv = partial(Conv, use_bias=self.norm is None, fit="floor", dtype=self.dtype)
-        norm = partial(self.norm, dtype=self.dtype) if self.norm is not None else None
+        norm = norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name)
         features: dict[str, jnp.ndarray] = {}
         x = self.stem(self.stem_width, conv=conv, norm=norm, act=self.act, name="stem")(x, train)
         features["stem"] = x

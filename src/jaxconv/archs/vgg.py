@@ -13,6 +13,7 @@ from jaxconv.archs.common import classifier_output
 from jaxconv.blocks import ConvNormAct
 from jaxconv.blocks.base import Activation, ModuleDef
 from jaxconv.layers import AdaptiveAvgPool, BatchNorm, Conv, Dropout, MaxPool, relu
+from jaxconv.layers.norm import norm_factory
 from jaxconv.registry import register
 from jaxconv.stages import Stage, StageSpec
 
@@ -40,11 +41,12 @@ class VGG(nn.Module):
     dropout: float = 0.5
     pool_to: int | None = 7
     dtype: Any = jnp.float32
+    axis_name: str | None = None  # sync BatchNorm over this device axis (set by the training system)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
         conv = partial(Conv, dtype=self.dtype)
-        norm = partial(self.norm, dtype=self.dtype) if self.norm is not None else None
+        norm = norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name)
         features: dict[str, jnp.ndarray] = {}
         for i, (depth, width) in enumerate(zip(self.depths, self.widths), start=1):
             block = ConvNormAct if self.kernel_size == 3 else partial(ConvNormAct, kernel_size=self.kernel_size)

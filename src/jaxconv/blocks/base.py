@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxconv.layers import BatchNorm, Conv, relu
+from jaxconv.layers.norm import bind_training_mode
 
 ModuleDef = Any  # a module class or a functools.partial of one
 Activation = Callable[[jnp.ndarray], jnp.ndarray]
@@ -19,7 +20,8 @@ class Block(nn.Module):
 
     The layers are injected, pre-configured: ``conv`` builds a convolution (e.g.
     ``partial(Conv, use_bias=False, fit='floor')``), ``norm`` a normalisation called as
-    ``norm(name=...)(x, use_running_average=not train)`` (or None for no normalisation),
+    ``norm(name=...)(x)``, set up once by the model (``jaxconv.layers.norm_factory``: training
+    mode, dtype and sync axis bound; a bare BatchNorm gets the mode from ``train``), or None,
     ``act`` is a function. ``features`` is what the block outputs: its channel count
     (a tuple of branch widths for Inception modules). ``stride`` is the block's spatial
     downsampling. The stage builder (``jaxconv.stages``) builds any subclass, including
@@ -36,7 +38,7 @@ class Block(nn.Module):
         """Applies the injected norm (if any) as submodule ``name``."""
         if self.norm is None:
             return x
-        return self.norm(name=name, **norm_kwargs)(x, use_running_average=not train)
+        return bind_training_mode(self.norm, train)(name=name, **norm_kwargs)(x)
 
     def activate(self, x: jnp.ndarray) -> jnp.ndarray:
         return x if self.act is None else self.act(x)

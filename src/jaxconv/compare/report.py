@@ -28,7 +28,12 @@ def run_cost(run: Run) -> dict | None:
     """Parameters and GMACs of the run's model at its input size and class count; None if it cannot be built."""
     from jaxconv.analysis import summary
     from jaxconv.data.sources import DATASETS
+    from jaxconv.user_modules import UserModuleError, import_run_modules
 
+    try:
+        import_run_modules(run.config, where=str(run.path))
+    except UserModuleError:
+        return None
     spec = DATASETS.get(run.dataset)
     num_classes = spec.num_classes if spec and spec.num_classes else None
     options = dict(run.config.get("model_options") or {})

@@ -13,7 +13,7 @@ from jaxconv.layers.activations import (
 from jaxconv.layers.conv import Conv, he_normal_fan_out
 from jaxconv.layers.dropout import DropPath, Dropout
 from jaxconv.layers.geometry import GeometryError, output_size
-from jaxconv.layers.norm import BatchNorm, LocalResponseNorm
+from jaxconv.layers.norm import NORMS, BatchNorm, GroupNorm, LayerNorm, LocalResponseNorm, norm_factory
 from jaxconv.layers.pooling import AdaptiveAvgPool, AvgPool, GlobalAvgPool, MaxPool
 from jaxconv.layers.squeeze_excite import SqueezeExcite
 
@@ -27,12 +27,16 @@ __all__ = [
     "Dropout",
     "GeometryError",
     "GlobalAvgPool",
+    "GroupNorm",
+    "LayerNorm",
+    "NORMS",
     "LocalResponseNorm",
     "MaxPool",
     "SqueezeExcite",
     "get_activation",
     "he_normal_fan_out",
     "leaky_relu",
+    "norm_factory",
     "output_size",
     "relu",
     "sigmoid",

@@ -115,7 +115,11 @@ def convolve(x: jnp.ndarray, kernel: jnp.ndarray, stride: tuple[int, int], paddi
       over its taps of shifted views times per-channel weights (``depthwise_by_taps``): XLA:CPU
       lowers grouped convolutions' gradients to far more work (its cost analysis of an
       EfficientNet-B0 training step: 7.5 GFLOP per image against 0.89 this way; the step runs
-      5.1x faster). Other backends keep the grouped convolution.
+      5.1x faster). Other backends keep the grouped convolution;
+    * on the CPU backend, any other grouped convolution (ResNeXt's, AlexNet's two towers) goes
+      through ``grouped_by_dense``: dense convolutions over bundles of groups, concatenated.
+      XLA:CPU runs grouped convolutions and their gradients 90-600x slower per MAC than a dense
+      convolution of the same MACs; this way 1.5-6x (docs/benchmarks.md, issue 18).
     """
     (top, bottom), (left, right) = padding
     height, width = x.shape[1:3]
@@ -133,7 +137,55 @@ def convolve(x: jnp.ndarray, kernel: jnp.ndarray, stride: tuple[int, int], paddi
     if groups > 1 and groups == x.shape[-1] == kernel.shape[-1]:
         return lax.platform_dependent(x, kernel, cpu=partial(depthwise_by_taps, stride=stride, padding=pads),
                                       default=plain)
+    if groups > 1:
+        return lax.platform_dependent(x, kernel, cpu=partial(grouped_by_dense, stride=stride, padding=pads,
+                                                             groups=groups), default=plain)
     return plain(x, kernel)
+
+
+def group_bundle(groups: int, group_channels: int, min_channels: int = 16) -> int:
+    """How many neighbouring groups ``grouped_by_dense`` convolves together.
+
+    One group at a time while a group has 8 or more input channels; narrower groups are
+    bundled until a bundle has ``min_channels`` (the largest divisor of ``groups`` that does
+    not exceed it): XLA:CPU's dense convolutions are so slow per MAC at 4 channels that
+    computing the zero blocks of a bundle's block-diagonal kernel costs less
+    (docs/benchmarks.md, issue 18).
+    """
+    if group_channels >= 8:
+        return 1
+    limit = max(1, min_channels // group_channels)
+    return max(d for d in range(1, min(groups, limit) + 1) if groups % d == 0)
+
+
+def block_diagonal(kernel: jnp.ndarray, groups: int) -> jnp.ndarray:
+    """A grouped kernel (kh, kw, C / G, C_out) as the dense kernel (kh, kw, C, C_out) it stands for:
+    group g's block on the diagonal, zeros elsewhere."""
+    kh, kw, group_in, out = kernel.shape
+    blocks = kernel.reshape(kh, kw, group_in, groups, out // groups)
+    dense = jnp.einsum("hwcpo,pq->hwpcqo", blocks, jnp.eye(groups, dtype=kernel.dtype))
+    return dense.reshape(kh, kw, groups * group_in, out)
+
+
+def grouped_by_dense(x: jnp.ndarray, kernel: jnp.ndarray, *, stride: tuple[int, int], padding,
+                     groups: int) -> jnp.ndarray:
+    """A grouped convolution, kernel (kh, kw, C / G, C_out), as dense convolutions, concatenated.
+
+    Each bundle of ``group_bundle`` neighbouring groups is one dense convolution of its input
+    channels by its block-diagonal kernel; the outputs are concatenated in group order.
+    Values and gradients are those of the grouped convolution.
+    """
+    group_in = x.shape[-1] // groups
+    group_out = kernel.shape[-1] // groups
+    bundle = group_bundle(groups, group_in)
+    outputs = []
+    for first in range(0, groups, bundle):
+        part = x[..., first * group_in:(first + bundle) * group_in]
+        weights = kernel[..., first * group_out:(first + bundle) * group_out]
+        if bundle > 1:
+            weights = block_diagonal(weights, bundle)
+        outputs.append(convolve(part, weights, stride, padding))  # dense: its own CPU paths apply
+    return jnp.concatenate(outputs, axis=-1)
 
 
 def _plain_convolution(x, kernel, *, stride, padding, dilation, groups):

@@ -9,7 +9,6 @@ value and what is allowed.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import math
 import pathlib
 from typing import Any
@@ -39,6 +38,9 @@ def base_config() -> ml_collections.ConfigDict:
     # What to train.
     c.model = "resnet20"
     c.model_options = ml_collections.ConfigDict()  # keyword overrides for get_model, e.g. variant="v1"
+    # Modules or .py files to import before the model is looked up (your own models). A run records
+    # here what it imported, the file that registered its model included.
+    c.imports = ()
     c.dataset = "shapes"
     c.data_dir = config_dict.placeholder(str)  # TFDS data dir; default $TFDS_DATA_DIR or ~/tensorflow_datasets
     c.folder = config_dict.placeholder(str)  # the 'folder' dataset's root: root/<class>/<image>
@@ -110,9 +112,12 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
     path, variant = split_variant(path)
     if not path.is_file():
         raise ConfigError("file", str(path), "no such experiment file (see experiments/)")
-    spec = importlib.util.spec_from_file_location(f"jaxconv_experiment_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    from jaxconv.user_modules import UserModuleError, import_file
+
+    try:  # its folder becomes importable, so that it can `import my_blocks` from beside it
+        module = import_file(path, what=f"experiment file {path}")
+    except UserModuleError as e:
+        raise ConfigError("file", str(path), str(e).split(": ", 1)[1]) from None
     if not hasattr(module, "get_config"):
         raise ConfigError("file", str(path), "an experiment file must define get_config()")
     if variant is None:
@@ -130,6 +135,12 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
     unknown = sorted(set(config.keys()) - set(base_config().keys()))
     if unknown:
         raise ConfigError(unknown[0], config[unknown[0]], f"unknown key; the keys are {', '.join(base_config().keys())}")
+    if "imports" in config and isinstance(config.imports, (tuple, list)):  # files relative to the experiment's folder
+        from jaxconv.user_modules import is_file_spec
+
+        config.imports = tuple(str((path.parent / spec).resolve()) if isinstance(spec, str) and is_file_spec(spec)
+                               and not pathlib.Path(spec).expanduser().is_absolute() else spec
+                               for spec in config.imports)
     return config
 
 
@@ -153,6 +164,8 @@ def _parse(key: str, text: str, current: Any, field_type: type | None) -> Any:
             return value
         if target is float:
             return float(text)
+        if key == "imports":  # module names and paths, unquoted: --config.imports=my_blocks,lib/nets.py
+            return tuple(part.strip() for part in text.split(",") if part.strip())
         if target in (tuple, list):
             value = ast.literal_eval(text if text.strip().startswith(("(", "[")) else f"({text},)")
             return target(value)
@@ -229,6 +242,7 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     from jaxconv.data.augment import AUGMENTATIONS, EVAL_CROPS
     from jaxconv.data.sources import DATASETS
     from jaxconv.registry import model_info
+    from jaxconv.user_modules import source_spec
 
     c = config_dict.ConfigDict(config.to_dict())
     unknown = sorted(set(c.keys()) - set(base_config().keys()))
@@ -237,10 +251,14 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     for key in base_config().keys():  # a config written for an older jaxconv gets the new keys' defaults
         if key not in c:
             c[key] = base_config()[key]
+    c.imports = _import_user_modules(c.imports)
     try:
         info = model_info(c.model)
     except ValueError as e:
         raise ConfigError("model", c.model, str(e).split("; ", 1)[-1]) from None
+    source = source_spec(info.source_module, info.source_file)
+    if source is not None and source not in c.imports:  # so that eval, export and resume find the model again
+        c.imports = (*c.imports, source)
     _choice(c, "dataset", tuple(DATASETS))
     if c.dataset == "folder" and not c.folder:
         raise ConfigError("folder", c.folder, "dataset 'folder' needs the root of the class subfolders")
@@ -301,6 +319,18 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     return c
 
 
+def _import_user_modules(specs: Any) -> tuple[str, ...]:
+    """Imports ``config.imports``; returns them as the run records them (absolute paths for files)."""
+    from jaxconv.user_modules import UserModuleError, import_modules
+
+    if isinstance(specs, str) or not isinstance(specs, (tuple, list)) or not all(isinstance(s, str) for s in specs):
+        raise ConfigError("imports", specs, "must be a list of module names or .py files, e.g. ('my_blocks.py',)")
+    try:
+        return tuple(import_modules(specs, source="config.imports"))
+    except UserModuleError as e:
+        raise ConfigError("imports", tuple(specs), str(e).split(": ", 1)[1]) from None
+
+
 def _check_model(c: ml_collections.ConfigDict, channels: int) -> None:
     """Builds the model with its options and traces its shapes at the image size (no compute)."""
     import jax
@@ -319,6 +349,11 @@ def _check_model(c: ml_collections.ConfigDict, channels: int) -> None:
         jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
     except GeometryError as e:
         raise ConfigError("image_size", c.image_size, f"{c.model} cannot take it: {e}") from None
+    except (ValueError, TypeError) as e:  # an option the model refuses once it is built (norm='grop', shortcut='Z')
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if options:
+            raise ConfigError("model_options", options, f"{c.model} refuses them: {reason}") from None
+        raise ConfigError("model", c.model, f"tracing it on {x.shape} images failed: {reason}") from None
     if c.init_weights is not None or c.freeze is not None:
         from jaxconv.train.transfer import TransferError, check_config
 

@@ -32,7 +32,7 @@ from jaxconv.checkpoint import Checkpoints
 from jaxconv.data import pipeline
 from jaxconv.data.sources import DatasetSpec, Source, open_dataset
 from jaxconv.parallel import AXIS, DataParallel, on_first_process
-from jaxconv.registry import get_model
+from jaxconv.registry import get_model, runtime_options
 from jaxconv.train import transfer
 from jaxconv.train.optim import build_optimizer, learning_rate_schedule
 from jaxconv.train.report import MetricsWriter, Progress
@@ -62,14 +62,6 @@ class Experiment:
     apply_fn: Callable | None = None  # the model's apply; with config.freeze, one that keeps frozen parts fixed
 
 
-def with_batchnorm_axis(model, axis_name: str):
-    """The model with its BatchNorm layers synchronised over ``axis_name`` (sync BN mode)."""
-    norm = getattr(model, "norm", None)
-    if norm is None:
-        return model
-    return model.clone(norm=partial(norm, axis_name=axis_name))
-
-
 def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print) -> Experiment:
     """Opens the dataset (preparing it if needed) and builds the model and optimizer."""
     spec, sources = open_dataset(
@@ -83,7 +75,15 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
     )
     dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
     options = {**transfer.pretrained_options(config.model, config.init_weights), **dict(config.model_options)}
-    model = get_model(config.model, num_classes=spec.num_classes, dtype=dtype, **options)
+    runtime = runtime_options(config.model, dtype=dtype, axis_name=AXIS if config.bn_mode == "sync" else None)
+    model = get_model(config.model, num_classes=spec.num_classes, **runtime, **options)
+    bn_mode = config.bn_mode
+    if bn_mode == "sync" and "axis_name" not in runtime:  # a user's model that does not take the axis
+        bn_mode = "local"
+        images = jax.ShapeDtypeStruct((1, config.image_size, config.image_size, spec.channels), dtype)
+        if "batch_stats" in jax.eval_shape(partial(model.init, train=False), jax.random.key(0), images):
+            log(f"{config.model} has no axis_name field, so its BatchNorm normalises each device's share of the "
+                f"batch (local BatchNorm; running statistics averaged over the devices after each step)")
     steps_per_epoch = len(sources["train"]) // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"the training split has {len(sources['train'])} examples, fewer than one batch")
@@ -98,17 +98,16 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         dtype="bfloat16" if config.dtype == "bfloat16" else "float32",
     )
     layer_paths = None
-    if config.log_layer_grad_norms:  # traced on the model before BatchNorm gets its mesh axis
+    if config.log_layer_grad_norms:  # traced outside the mesh: on the model without its BatchNorm axis
         images = jax.ShapeDtypeStruct((2, config.image_size, config.image_size, spec.channels), dtype)
-        abstract = jax.eval_shape(partial(model.init, train=False), jax.random.key(0), images)
-        layer_paths = tuple(kernel_paths(model, abstract, images))
-    if config.bn_mode == "sync":
-        model = with_batchnorm_axis(model, AXIS)
+        local = model.clone(axis_name=None) if "axis_name" in runtime else model
+        abstract = jax.eval_shape(partial(local.init, train=False), jax.random.key(0), images)
+        layer_paths = tuple(kernel_paths(local, abstract, images))
     options = StepOptions(
         num_classes=spec.num_classes,
         label_smoothing=config.label_smoothing,
         aux_loss_weight=config.aux_loss_weight,
-        bn_mode=config.bn_mode,
+        bn_mode=bn_mode,
         ema_decay=config.ema_decay,
         axis_name=AXIS,
         layer_paths=layer_paths,

@@ -370,13 +370,23 @@ def freezing_apply(apply_fn: Callable, frozen: frozenset[str]) -> Callable:
 
     def inference_norms(next_fun, args, kwargs, context):
         module = context.module
-        if (context.method_name == "__call__" and isinstance(module, nn.BatchNorm)
+        if not (context.method_name == "__call__" and isinstance(module, nn.BatchNorm)
                 and "/".join(module.scope.path) in norms):
+            return next_fun(*args, **kwargs)
+        if module.use_running_average is None:  # the mode is given at the call
             if len(args) > 1:  # use_running_average given positionally
                 args = (args[0], True, *args[2:])
             else:
                 kwargs = {**kwargs, "use_running_average": True}
-        return next_fun(*args, **kwargs)
+            return next_fun(*args, **kwargs)
+        # The model bound the mode into the layer (norm_factory): Flax refuses it a second time at
+        # the call, so this bound copy of the layer is switched to inference for the call alone.
+        bound_mode = module.use_running_average
+        object.__setattr__(module, "use_running_average", True)
+        try:
+            return next_fun(*args, **kwargs)
+        finally:
+            object.__setattr__(module, "use_running_average", bound_mode)
 
     def apply(variables, *args, **kwargs):
         variables = dict(variables)

@@ -1,0 +1,127 @@
+"""Grouped convolutions on this backend: XLA's own against jaxconv's formulation, per MAC of a dense one.
+
+For each layer shape, three convolutions are timed (forward, input gradient and kernel
+gradient, each jitted alone, medians), alternately in one run:
+
+* ``xla``: ``lax.conv_general_dilated`` with ``feature_group_count`` (what XLA:CPU runs natively);
+* ``jaxconv``: ``jaxconv.layers.conv.convolve`` (on the CPU: dense convolutions over bundles of
+  groups, ``grouped_by_dense``);
+* ``dense``: a dense convolution of about the same MACs (C' = sqrt(C * C_out / groups) channels).
+
+Cost per MAC is reported relative to the dense convolution's. Usage:
+
+    python scripts/bench_grouped_conv.py [--batch 8] [--reps 5] [--skip-xla-above 2e9] [--json-out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import time
+
+from jaxconv.cli import apply_default_xla_flags
+
+apply_default_xla_flags()  # jaxconv's XLA:CPU settings, as every jaxconv command runs (before JAX starts)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax import lax  # noqa: E402
+
+from jaxconv.layers.conv import NHWC, convolve  # noqa: E402
+
+# (name, channels in, channels out, groups, size, kernel, stride)
+LAYERS = (
+    ("issue 18: C=128 g8 32px", 128, 128, 8, 32, 3, 1),
+    ("issue 18: C=256 g32 28px", 256, 256, 32, 28, 3, 1),
+    ("ResNeXt-50 32x4d stage 1", 128, 128, 32, 56, 3, 1),
+    ("ResNeXt-50 32x4d stage 3", 512, 512, 32, 14, 3, 1),
+    ("ResNeXt-50 32x4d stage 4", 1024, 1024, 32, 7, 3, 1),
+    ("ResNeXt-101 64x4d stage 1", 256, 256, 64, 56, 3, 1),
+    ("AlexNet conv2 (2 towers)", 96, 256, 2, 27, 5, 1),
+)
+PASSES = ("forward", "input_grad", "kernel_grad")
+
+
+def functions(channels, out, groups, kernel, stride, formulation):
+    pads = ((kernel // 2, kernel // 2),) * 2
+
+    def conv(x, w):
+        if formulation == "jaxconv":
+            return convolve(x, w, (stride, stride), pads, groups=groups)
+        count = groups if formulation == "xla" else 1
+        return lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=NHWC,
+                                        feature_group_count=count)
+
+    return {
+        "forward": jax.jit(conv),
+        "input_grad": jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0]),
+        "kernel_grad": jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0]),
+    }
+
+
+def operands(batch, size, channels, out, groups, kernel, stride, rng):
+    x = jnp.asarray(rng.standard_normal((batch, size, size, channels)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((kernel, kernel, channels // groups, out)) / math.sqrt(kernel * kernel * channels / groups),
+                    jnp.float32)
+    out_size = (size + 2 * (kernel // 2) - kernel) // stride + 1
+    g = jnp.asarray(rng.standard_normal((batch, out_size, out_size, out)), jnp.float32)
+    macs = batch * out_size * out_size * out * kernel * kernel * channels // groups
+    return (x, w, g), macs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--skip-xla-above", type=float, default=2e9,
+                        help="skip XLA's grouped convolution for layers of more MACs (it takes seconds)")
+    parser.add_argument("--json-out")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    print(f"# XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    print(f"# {jax.devices()[0].device_kind} ({jax.default_backend()}), {platform.processor() or platform.machine()}, "
+          f"jax {jax.__version__}, batch {args.batch}, {time.strftime('%Y-%m-%d')}")
+    print("| layer | MACs | dense (ms) | jaxconv (ms) | XLA grouped (ms) | jaxconv per MAC vs dense | XLA per MAC vs dense |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for name, channels, out, groups, size, kernel, stride in LAYERS:
+        grouped_ops, macs = operands(args.batch, size, channels, out, groups, kernel, stride, rng)
+        dense_width = max(1, round(math.sqrt(channels * out / groups)))
+        dense_ops, dense_macs = operands(args.batch, size, dense_width, dense_width, 1, kernel, stride, rng)
+        variants = {"dense": (functions(dense_width, dense_width, 1, kernel, stride, "dense"), dense_ops, dense_macs),
+                    "jaxconv": (functions(channels, out, groups, kernel, stride, "jaxconv"), grouped_ops, macs)}
+        if macs * 3 <= args.skip_xla_above:
+            variants["xla"] = (functions(channels, out, groups, kernel, stride, "xla"), grouped_ops, macs)
+        times = {v: {p: [] for p in PASSES} for v in variants}
+        for variant, (fns, ops, _) in variants.items():  # compile
+            for p, fn in fns.items():
+                jax.block_until_ready(fn(*ops[:2]) if p == "forward" else fn(*ops))
+        for _ in range(args.reps):  # alternately
+            for variant, (fns, ops, _) in variants.items():
+                for p, fn in fns.items():
+                    began = time.perf_counter()
+                    jax.block_until_ready(fn(*ops[:2]) if p == "forward" else fn(*ops))
+                    times[variant][p].append(time.perf_counter() - began)
+        total = {v: sum(statistics.median(times[v][p]) for p in PASSES) for v in variants}
+        per_mac = {v: total[v] / variants[v][2] for v in variants}
+        row = {"layer": name, "channels": channels, "out": out, "groups": groups, "size": size, "kernel": kernel,
+               "macs": macs, "dense_width": dense_width, "dense_macs": dense_macs,
+               "seconds": {v: {p: statistics.median(times[v][p]) for p in PASSES} for v in variants},
+               "per_mac_vs_dense": {v: per_mac[v] / per_mac["dense"] for v in variants}}
+        rows.append(row)
+        xla = f"{1e3 * total['xla']:.1f}" if "xla" in total else "(skipped)"
+        xla_ratio = f"{row['per_mac_vs_dense']['xla']:.1f}x" if "xla" in total else "—"
+        print(f"| {name} | {macs / 1e6:.0f}M | {1e3 * total['dense']:.1f} | {1e3 * total['jaxconv']:.1f} | {xla} "
+              f"| {row['per_mac_vs_dense']['jaxconv']:.2f}x | {xla_ratio} |", flush=True)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

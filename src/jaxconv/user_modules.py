@@ -1,0 +1,186 @@
+"""Users' own code in every command: ``--import MODULE_OR_FILE``, $JAXCONV_IMPORT, and what a run records.
+
+A user's module registers models (``jaxconv.register``) or blocks when it is imported. Every
+``jaxconv`` command imports the modules named by ``--import`` (repeatable) and by
+$JAXCONV_IMPORT (separated by ``os.pathsep`` or commas) before it looks a model up; a training
+run records them in its config (``config.imports``), so that ``eval``, ``report``, ``export``
+and a resume of that run import them again from the workdir alone.
+
+A spec is a module name (``my_blocks``, ``lab.models.resnext``), found on ``sys.path`` and in
+the working directory, or a Python file (``path/to/my_blocks.py``), whose folder becomes
+importable so that its own ``import sibling`` lines work. Importing runs the code: import only
+code you trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import pathlib
+import sys
+import traceback
+from collections.abc import Iterable, Sequence
+from types import ModuleType
+
+ENV_VAR = "JAXCONV_IMPORT"
+
+
+class UserModuleError(ImportError):
+    """A user's module that could not be imported; the message is one line naming it and the error."""
+
+
+def env_specs(environ: dict[str, str] | None = None) -> list[str]:
+    """The specs in $JAXCONV_IMPORT, in order."""
+    text = (os.environ if environ is None else environ).get(ENV_VAR, "")
+    return [part.strip() for chunk in text.split(os.pathsep) for part in chunk.split(",") if part.strip()]
+
+
+def is_file_spec(spec: str) -> bool:
+    """A path to a .py file (or anything with a path separator) rather than a module name."""
+    return spec.endswith(".py") or "/" in spec or os.sep in spec
+
+
+def _cause(error: BaseException) -> str:
+    """'SyntaxError: invalid syntax (my_blocks.py, line 3)' -- the error, where in the user's code it arose."""
+    if isinstance(error, SyntaxError):
+        where = f" ({pathlib.Path(error.filename or '?').name}, line {error.lineno})" if error.lineno else ""
+        return f"SyntaxError: {error.msg}{where}"
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if "importlib" not in f.filename]
+    where = f" ({pathlib.Path(frames[-1].filename).name}, line {frames[-1].lineno})" if frames else ""
+    message = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {message}{where}".replace(": (", " (")
+
+
+def _already_imported(path: pathlib.Path) -> ModuleType | None:
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and os.path.basename(file) == path.name and pathlib.Path(file).resolve() == path:
+            return module
+    return None
+
+
+def _add_to_path(folder: pathlib.Path) -> None:
+    entry = str(folder)
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+
+
+def import_file(path: str | pathlib.Path, *, what: str | None = None) -> ModuleType:
+    """Imports a Python file as a module (once: a file imported before, by name or path, is reused).
+
+    Its folder is put on ``sys.path`` first, so that the file can import its neighbours. The
+    module is named after the file when that name is free, so that a later ``import my_blocks``
+    finds this same module instead of running the file a second time.
+    """
+    given = str(path)
+    what = what or given
+    path = pathlib.Path(given).expanduser()
+    if not path.is_file():
+        problem = "is a directory" if path.is_dir() else "no such file"
+        raise UserModuleError(f"{what}: {problem} (give a .py file or a module name)")
+    path = path.resolve()
+    module = _already_imported(path)
+    if module is not None:
+        return module
+    _add_to_path(path.parent)
+    name = path.stem
+    if not name.isidentifier() or name in sys.modules:
+        name = f"jaxconv_user_{hashlib.sha256(str(path).encode()).hexdigest()[:10]}_{''.join(c if c.isalnum() else '_' for c in path.stem)}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UserModuleError(f"{what}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses (Flax modules) look their module up while the file runs
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as e:
+        sys.modules.pop(name, None)
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise UserModuleError(f"{what}: importing it failed: {_cause(e)}") from e
+    return module
+
+
+def import_name(name: str, *, what: str | None = None) -> ModuleType:
+    """Imports a module by name, looking in the working directory too (as ``python -m`` does)."""
+    what = what or name
+    if not all(part.isidentifier() for part in name.split(".")):
+        raise UserModuleError(f"{what}: not a module name or a .py file")
+    _add_to_path(pathlib.Path.cwd())
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name and name.startswith(e.name):
+            raise UserModuleError(
+                f"{what}: no module named {e.name!r} on the Python path or in {pathlib.Path.cwd()} "
+                f"(give the file's path, e.g. --import path/to/{name.rsplit('.', 1)[-1]}.py)") from e
+        raise UserModuleError(f"{what}: importing it failed: {_cause(e)}") from e
+    except Exception as e:  # noqa: BLE001 -- any error in the user's code is reported in one line
+        raise UserModuleError(f"{what}: importing it failed: {_cause(e)}") from e
+
+
+def import_one(spec: str, *, what: str | None = None) -> ModuleType:
+    """Imports one spec, a module name or a .py file."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise UserModuleError(f"{what or 'import'} {spec!r}: expected a module name or a .py file")
+    spec = spec.strip()
+    return import_file(spec, what=what) if is_file_spec(spec) else import_name(spec, what=what)
+
+
+def import_modules(specs: Iterable[str], *, source: str = "--import") -> list[str]:
+    """Imports every spec in order; returns them as a run records them (see ``recorded_spec``).
+
+    ``source`` names where the specs came from in error messages ('--import', 'config.imports').
+    """
+    recorded = []
+    for spec in specs:
+        module = import_one(spec, what=f"{source} {spec}")
+        record = recorded_spec(spec, module)
+        if record not in recorded:
+            recorded.append(record)
+    return recorded
+
+
+def recorded_spec(spec: str, module: ModuleType) -> str:
+    """How a run records an import so that it works again from another working directory.
+
+    A file becomes its absolute path; a top-level module found in the working directory becomes
+    its file's absolute path; an installed module keeps its name.
+    """
+    file = getattr(module, "__file__", None)
+    if is_file_spec(spec):
+        return str(pathlib.Path(file or spec).resolve())
+    if file and "." not in spec and not file.endswith("__init__.py"):
+        resolved = pathlib.Path(file).resolve()
+        if resolved.parent == pathlib.Path.cwd().resolve():
+            return str(resolved)
+    return spec
+
+
+def source_spec(module_name: str | None, module_file: str | None) -> str | None:
+    """What to import to get back a model registered by code in ``module_name`` (None: a built-in)."""
+    if not module_name or module_name.startswith("jaxconv.") or module_name == "jaxconv":
+        return None
+    if module_file:
+        return str(pathlib.Path(module_file).resolve())
+    return None if module_name == "__main__" else module_name
+
+
+def merge(*groups: Sequence[str]) -> list[str]:
+    """The specs of every group, in order, each once."""
+    merged: list[str] = []
+    for group in groups:
+        for spec in group:
+            if spec not in merged:
+                merged.append(spec)
+    return merged
+
+
+def import_run_modules(config: dict, where: str = "the run") -> list[str]:
+    """Imports what a training run recorded in its config.json ('imports'), so that its model is known."""
+    specs = config.get("imports") or ()
+    if isinstance(specs, str) or not isinstance(specs, (list, tuple)):
+        raise UserModuleError(f"{where}: config 'imports' is {specs!r}, not a list of modules")
+    return import_modules(specs, source=f"{where} imported")

@@ -1,0 +1,298 @@
+"""Users' own models in every command (issue 18): docs/extending.md executed, --import, the registry's
+rules for user code, normalisation as a model option, sync BatchNorm through the model's axis_name."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+from functools import partial
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxconv
+from jaxconv import registry
+from jaxconv.cli import main
+
+DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "extending.md"
+# The guide's training runs, shrunk: 16 px images, 256 training examples, N steps -> N // 200.
+TINY_TRAINING = ("--config.image_size=16", "--config.shapes_train_examples=256", "--config.shapes_test_examples=40",
+                 "--config.log_every_steps=2", "--config.checkpoint_every_steps=2", "--config.eval_every_steps=1000")
+
+
+@pytest.fixture
+def user_space(tmp_path, monkeypatch):
+    """A user's folder as the working directory; the registry, sys.modules and sys.path as they were after."""
+    registry.list_models()  # the built-ins registered first
+    saved_registry = dict(registry._REGISTRY)
+    saved_path = list(sys.path)
+    saved_modules = set(sys.modules)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JAXCONV_IMPORT", raising=False)
+    yield tmp_path
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved_registry)
+    sys.path[:] = saved_path
+    for name in set(sys.modules) - saved_modules:  # the user's modules (not the libraries they imported)
+        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(str(tmp_path)):
+            del sys.modules[name]
+
+
+def run_in_fresh_process(args: list[str], cwd: pathlib.Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("JAXCONV_IMPORT", None)
+    return subprocess.run([sys.executable, "-m", "jaxconv.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=600)
+
+
+def guide_sections() -> list[str]:
+    return re.findall(r"^## (.+)$", DOC.read_text(encoding="utf-8"), re.M)
+
+
+def guide_steps(section: str) -> list[tuple[str, str, str]]:
+    """('file', name, text) and ('run', command, '') in the order a section of docs/extending.md gives them."""
+    text = DOC.read_text(encoding="utf-8").split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    steps = []
+    for match in re.finditer(r"<!-- (file: (\S+)|run) -->\n```\w+\n(.*?)```", text, re.S):
+        if match.group(2):
+            steps.append(("file", match.group(2), match.group(3)))
+        else:
+            steps += [("run", line.strip(), "") for line in match.group(3).splitlines() if line.strip()]
+    return steps
+
+
+def shrunk(args: list[str], data_dir: pathlib.Path) -> list[str]:
+    if args[0] != "train":
+        return args
+    out = []
+    for arg in args:
+        if arg.startswith("--config.num_train_steps="):
+            arg = f"--config.num_train_steps={max(2, int(arg.split('=')[1]) // 200)}"
+        out.append(arg)
+    if not any(a.startswith("--config.num_train_steps=") for a in out):  # the experiment's 1000 steps
+        out.append("--config.num_train_steps=5")
+    return [*out, *TINY_TRAINING, f"--config.data_dir={data_dir}"]
+
+
+@pytest.mark.parametrize("section", guide_sections())
+def test_every_example_of_the_extending_guide_runs(section, user_space, tmp_path_factory, capsys):
+    """Files written as shown, commands run as shown (training shrunk). A run's evaluation and its
+    resume run in a fresh process, from another folder: the workdir alone must bring the user's model."""
+    data_dir = tmp_path_factory.mktemp("extending_data")
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    steps = guide_steps(section)
+    for kind, what, text in steps:
+        if kind == "file":
+            (user_space / what).write_text(text, encoding="utf-8")
+            continue
+        args = shrunk(shlex.split(what)[1:], data_dir)
+        workdir_only = args[0] == "eval" or (args[0] == "train" and not any(
+            a.startswith(("--config=", "--import", "--config.model=")) or a == "--config" for a in args))
+        if workdir_only:
+            args = [str(user_space / a) if (user_space / a).is_dir() else a for a in args]
+            result = run_in_fresh_process(args, elsewhere)
+            assert result.returncode == 0, f"{what}\n{result.stderr[-3000:]}"
+            output = result.stdout
+        else:
+            code = main(args)
+            captured = capsys.readouterr()
+            assert code == 0, f"{what}\n{captured.err[-3000:]}"
+            output = captured.out
+        if args[0] == "summary" and args[1] == "resnext_cifar":
+            assert "parameters                           249,898" in output
+        if args[0] == "list":
+            assert output.splitlines()[1].startswith("resnext_cifar")
+        if args[0] == "compare":
+            assert "| resnext_cifar | 32 | 0.25 | 0.043 |" in output
+
+    if section.startswith("1."):
+        resnext = json.loads((user_space / "runs/resnext/config.json").read_text())
+        assert resnext["imports"] == [str(user_space / "my_blocks.py")]  # recorded by the experiment's own import
+        assert json.loads((user_space / "runs/resnext/summary.json").read_text())["steps"] == 6  # resumed, extended
+        report = (user_space / "report/report.md").read_text()
+        assert "| resnext | resnext_cifar | shapes | 16 | 249,898 |" in report  # its parameters, not "—"
+        assert (user_space / "exported/model.jax_export").is_file()
+    elif section.startswith("2."):
+        small = json.loads((user_space / "runs/small_cnn/config.json").read_text())
+        assert small["imports"] == [str(user_space / "flax_cnn.py")]
+        assert (user_space / "exported_cnn/model.jax_export").is_file()
+    elif section.startswith("3."):
+        group_norm = json.loads((user_space / "runs/resnet20_gn/config.json").read_text())
+        assert group_norm["model_options"] == {"norm": "group"} and group_norm["imports"] == []
+
+
+def test_the_guide_runs_a_dozen_commands_in_three_sections():
+    assert [s.split(".")[0] for s in guide_sections()] == ["1", "2", "3"]
+    assert sum(kind == "run" for section in guide_sections() for kind, _, _ in guide_steps(section)) >= 14
+
+
+BAD_MODULES = {
+    "syntax.py": ("def broken(:\n", "--import syntax.py: importing it failed: SyntaxError: invalid syntax (syntax.py, line 1)"),
+    "raises.py": ("import flax\n\nraise RuntimeError('no GPU here')\n",
+                  "--import raises.py: importing it failed: RuntimeError: no GPU here (raises.py, line 3)"),
+    "needs.py": ("import not_a_module_anywhere\n",
+                 "--import needs.py: importing it failed: ModuleNotFoundError: No module named 'not_a_module_anywhere'"),
+}
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["summary", "resnet20", "--import", "missing.py"], "--import missing.py: no such file"),
+    (["summary", "resnet20", "--import", "no_such_module"], "--import no_such_module: no module named 'no_such_module'"),
+    (["summary", "resnet20", "--import", "bad name"], "--import bad name: not a module name or a .py file"),
+    *[(["list", "--import", name], needle) for name, (_, needle) in BAD_MODULES.items()],
+    (["summary", "qqqq"], "unknown model 'qqqq'; `jaxconv list` shows them all (a model of your own: --import"),
+    (["train", "--config.model=resnet20", "--config.model_options.norm=grop"],
+     "config.model_options={'norm': 'grop'}: resnet20 refuses them: ValueError: norm='grop': expected one of batch, "
+     "group, layer or None"),
+    (["train", "--config.model=resnet20", "--config.model_options.shortcut=Z"], "shortcut must be 'A', 'B' or 'C'"),
+    (["train", "--config.imports=missing.py"], "config.imports=('missing.py',): no such file"),
+])
+def test_a_module_that_cannot_be_imported_is_one_line_with_status_2(user_space, capsys, args, needle):
+    for name, (text, _) in BAD_MODULES.items():
+        (user_space / name).write_text(text)
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jaxconv: error: ") and needle in lines[0], captured.err
+
+
+def test_jaxconv_import_variable_in_a_real_process(tmp_path):
+    (tmp_path / "net_a.py").write_text(
+        "from functools import partial\nimport jaxconv\nfrom jaxconv.models import ResNet, CifarStem\n"
+        "from jaxconv.blocks import BasicBlock\n"
+        "jaxconv.register('net_a', partial(ResNet, block=BasicBlock, depths=(1,), widths=(8,), stem=CifarStem, "
+        "stem_width=8), image_size=32, num_classes=10)\n")
+    (tmp_path / "broken.py").write_text("x = 1 / 0\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "JAXCONV_IMPORT": f"{tmp_path / 'net_a.py'}"}
+    ok = subprocess.run([sys.executable, "-m", "jaxconv.cli", "list", "net_*"], capture_output=True, text=True,
+                        env=env, timeout=300)
+    assert ok.returncode == 0 and ok.stdout.splitlines()[1].split()[:2] == ["net_a", "1,506"], ok.stderr
+    env["JAXCONV_IMPORT"] += f"{os.pathsep}{tmp_path / 'broken.py'}"
+    bad = subprocess.run([sys.executable, "-m", "jaxconv.cli", "list"], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == (f"jaxconv: error: --import {tmp_path / 'broken.py'}: importing it failed: "
+                                  "ZeroDivisionError: division by zero (broken.py, line 1)")
+
+
+def test_an_experiment_file_with_a_syntax_error_is_one_line(user_space, capsys):
+    (user_space / "exp.py").write_text("def get_config(:\n    pass\n")
+    assert main(["train", "--config", "exp.py"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "jaxconv: error: config.file='exp.py': importing it failed: SyntaxError: invalid syntax (exp.py, line 1)"
+    assert not (user_space / "runs").exists()
+
+
+def _tiny_net(**fields):
+    from jaxconv.blocks import BasicBlock
+    from jaxconv.models import CifarStem, ResNet
+
+    return partial(ResNet, block=BasicBlock, depths=(1,), widths=(8,), stem=CifarStem, stem_width=8, **fields)
+
+
+def test_a_name_is_refused_to_other_code_and_replaced_by_the_code_that_registered_it(user_space):
+    source = "import jaxconv\nfrom tests_helper_net import NET\njaxconv.register('mine', NET, image_size=32)\n"
+    (user_space / "tests_helper_net.py").write_text(
+        "from functools import partial\nfrom jaxconv.models import ResNet, CifarStem\n"
+        "from jaxconv.blocks import BasicBlock\n"
+        "NET = partial(ResNet, block=BasicBlock, depths=(1,), widths=(8,), stem=CifarStem, stem_width=8)\n")
+    (user_space / "mine.py").write_text(source)
+    from jaxconv.user_modules import import_file
+
+    module = import_file(user_space / "mine.py")
+    exec(compile(source, str(user_space / "mine.py"), "exec"), module.__dict__)  # the same file run again
+    assert jaxconv.model_info("mine").source_file == str(user_space / "mine.py")
+    with pytest.raises(ValueError, match=r"a model named 'mine' is already registered \(ResNet, by .*mine.py\)"):
+        jaxconv.register("mine", _tiny_net(), image_size=32)  # from this test: other code
+    with pytest.raises(ValueError, match="already registered.*by jaxconv"):
+        exec(compile("import jaxconv\njaxconv.register('resnet20', None.__class__, image_size=32)", str(
+            user_space / "mine.py"), "exec"), module.__dict__)
+    with pytest.raises(ValueError, match="image_size must be a positive int"):
+        jaxconv.register("other", _tiny_net(), image_size="32")
+
+
+def test_training_options_reach_the_model_through_its_fields(user_space):
+    """dtype and the sync-BatchNorm axis go to fields of those names; a model without them is told apart."""
+
+    class Plain(nn.Module):  # the Flax examples' convention, without dtype or axis_name
+        num_classes: int = 10
+
+        @nn.compact
+        def __call__(self, x, train=False):
+            x = nn.BatchNorm(use_running_average=not train)(nn.Conv(4, (3, 3))(x))
+            return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
+
+    jaxconv.register("plain_flax", Plain, image_size=8, num_classes=10)
+    assert registry.runtime_options("resnet20", dtype=jnp.bfloat16, axis_name="data") == {
+        "dtype": jnp.bfloat16, "axis_name": "data"}
+    assert registry.runtime_options("plain_flax", dtype=jnp.float32, axis_name="data") == {}
+    with pytest.raises(ValueError, match="plain_flax has no dtype field, so it cannot compute in bfloat16"):
+        registry.runtime_options("plain_flax", dtype=jnp.bfloat16)
+    model = jaxconv.get_model("resnet20", **registry.runtime_options("resnet20", axis_name="data"))
+    assert model.axis_name == "data"
+
+
+FAMILIES = ["resnet20", "resnet50", "plain20", "vgg11_bn", "googlenet_tv", "efficientnet_b0", "inception_small",
+            "allcnn_c"]
+
+
+def _abstract_variables(name, **options):
+    model = jaxconv.get_model(name, **options)
+    size = jaxconv.model_info(name).image_size
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+
+
+def _count(tree) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_takes_group_and_layer_norm_or_none(name):
+    """A GroupNorm or LayerNorm has BatchNorm's learned parameters (a scale and a bias per channel) and no
+    running statistics, so the parameter count stays the published one; without a norm, biases come back."""
+    batch = _abstract_variables(name, norm="batch")
+    expected = _count(batch["params"])
+    for norm in ("group", "layer"):
+        variables = _abstract_variables(name, norm=norm)
+        assert "batch_stats" not in variables and _count(variables["params"]) == expected
+    bare = _abstract_variables(name, norm=None)
+    assert "batch_stats" not in bare
+    assert any(path[-1].key == "bias" and "conv" in str(path) for path, _ in
+               jax.tree_util.tree_flatten_with_path(bare["params"])[0])
+    if name == "resnet50":
+        assert expected == 25_557_032  # torchvision's count, with any of the three
+
+
+def test_group_norm_matches_flax_and_fits_any_width(rng):
+    from jaxconv.layers import GroupNorm
+
+    x = jnp.asarray(rng.standard_normal((2, 5, 5, 64)) * 3 + 1, jnp.float32)
+    ours = GroupNorm()
+    reference = nn.GroupNorm(num_groups=32, epsilon=1e-5)
+    variables = ours.init(jax.random.key(0), x)
+    np.testing.assert_allclose(ours.apply(variables, x), reference.apply(variables, x), rtol=1e-5, atol=1e-5)
+    narrow = jnp.asarray(rng.standard_normal((2, 4, 4, 24)), jnp.float32)  # 24 channels: 24 groups of one
+    y = GroupNorm().apply(GroupNorm().init(jax.random.key(0), narrow), narrow)
+    np.testing.assert_allclose(y.mean(axis=(1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var(axis=(1, 2)), 1, atol=1e-3)
+
+
+def test_a_group_norm_resnet_trains_the_same_at_any_batch_split(rng):
+    """No batch statistics: the loss of a batch is the mean of its examples' losses."""
+    model = jaxconv.get_model("resnet20", norm="group", depths=(1, 1, 1))
+    x = jnp.asarray(rng.standard_normal((4, 16, 16, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), x, train=True)
+    assert set(variables) == {"params"}
+    whole = model.apply(variables, x, train=True)
+    halves = jnp.concatenate([model.apply(variables, x[:2], train=True), model.apply(variables, x[2:], train=True)])
+    np.testing.assert_allclose(whole, halves, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(whole, model.apply(variables, x, train=False), rtol=1e-6)
