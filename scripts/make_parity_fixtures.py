@@ -34,26 +34,19 @@ import types
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))  # jaxconv.pretrained.synthetic and .convert import without JAX
+sys.path.insert(0, str(ROOT / "src"))
 
-from jaxconv.pretrained.convert import SUPPORTED, TORCHVISION_NAMES  # noqa: E402
+from jaxconv.pretrained.convert import SUPPORTED, torchvision_keys  # noqa: E402 -- the families' declarations
 from jaxconv.pretrained.synthetic import checksum, random_images, random_state_dict  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "parity"
 WEIGHT_SEED = 0
 INPUT_SEED = 1
 BATCH = 2
-# One model per family, at small sizes that torchvision and jaxconv both take; the odd sizes
-# exercise PyTorch's floor (convolutions) and ceil_mode (GoogLeNet's pools) rounding, and
-# AlexNet/VGG end on a 2x2 map, so their adaptive pools and flatten order see distinct values.
-PARITY_SIZES = {
-    "alexnet_tv": 95,
-    "vgg11_bn": 64,
-    "googlenet_tv": 67,
-    "resnet18": 64,
-    "resnet50": 67,
-    "efficientnet_b0": 64,
-}
+# One model per family (its declaration's parity_size), at a small size that torchvision and jaxconv
+# both take; the odd sizes exercise PyTorch's floor (convolutions) and ceil_mode (GoogLeNet's pools)
+# rounding, and AlexNet/VGG end on a 2x2 map, so their adaptive pools and flatten order see distinct values.
+PARITY_SIZES = {name: torchvision_keys(name).parity_size for name in SUPPORTED if torchvision_keys(name).parity_size}
 
 
 def import_torchvision():
@@ -65,14 +58,11 @@ def import_torchvision():
 
 def build_torch_model(name: str, for_parity: bool):
     """The torchvision model for jaxconv's ``name``, with the options of its published weights."""
-    models = import_torchvision().models
-    builder = getattr(models, TORCHVISION_NAMES.get(name, name))
-    if name == "googlenet_tv":
-        # The published file has the auxiliary heads; the published model runs with
-        # transform_input=True and without them.
-        options = {"aux_logits": not for_parity, "transform_input": True, "init_weights": False}
-        return builder(weights=None, **options)
-    return builder(weights=None)
+    keys = torchvision_keys(name)
+    builder = getattr(import_torchvision().models, keys.builder or name)
+    # GoogLeNet's published file has the auxiliary heads; the published model runs without them.
+    options = keys.parity_options if for_parity and keys.parity_options is not None else keys.builder_options
+    return builder(weights=None, **options)
 
 
 def layout_of(model) -> list[list]:

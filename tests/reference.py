@@ -1,48 +1,28 @@
 """Numbers published by others, which the tests check jaxconv against.
 
-Sources: torchvision.models weights metadata (num_params, _ops in "GFLOPS" = GMACs);
+The models' own published figures are declared once, in their families' files
+(``register(..., published=...)``), and read from there; this file holds the rest. Sources:
+torchvision.models weights metadata (num_params, _ops in "GFLOPS" = GMACs);
 the papers' layer lists as tabulated in shared/REFERENCE.md; He et al. 2016 Table 6
 (CIFAR ResNet sizes); Springenberg et al. 2015 (All-CNN-C); LeCun et al. 1998 as
 rebuilt with full C3 connectivity; the lecture notes in shared/lectures/.
 """
 
-# torchvision, 1000 classes: (trainable parameters, GMACs, the size they are quoted at).
-TORCHVISION = {
-    "alexnet_tv": (61_100_840, 0.714, 224),
-    "vgg11": (132_863_336, 7.609, 224),
-    "vgg11_bn": (132_868_840, 7.609, 224),
-    "vgg13": (133_047_848, 11.308, 224),
-    "vgg16": (138_357_544, 15.470, 224),
-    "vgg16_bn": (138_365_992, 15.470, 224),
-    "vgg19": (143_667_240, 19.632, 224),
-    "vgg19_bn": (143_678_248, 19.632, 224),
-    "googlenet_tv": (6_624_904, 1.498, 224),
-    "resnet18": (11_689_512, 1.814, 224),
-    "resnet34": (21_797_672, 3.664, 224),
-    "resnet50": (25_557_032, 4.089, 224),
-    "resnet101": (44_549_160, 7.801, 224),
-    "resnet152": (60_192_808, 11.514, 224),
-    "efficientnet_b0": (5_288_548, 0.386, 224),
-    "efficientnet_b1": (7_794_184, 0.687, 240),
-    "efficientnet_b2": (9_109_994, 1.088, 288),
-    "efficientnet_b3": (12_233_232, 1.827, 300),
-    "efficientnet_b4": (19_341_616, 4.394, 380),
-    "efficientnet_b5": (30_389_784, 10.266, 456),
-    "efficientnet_b6": (43_040_704, 19.068, 528),
-    "efficientnet_b7": (66_347_960, 37.746, 600),
-}
-# vgg13_bn is not in REFERENCE.md; torchvision publishes 133,053,736 for it.
-TORCHVISION_EXTRA_PARAMS = {"vgg13_bn": 133_053_736}
+import jaxconv.models  # noqa: F401 -- registers the families, whose files declare what others published
+from jaxconv.compare.published import published_models
+
+# torchvision, 1000 classes: (trainable parameters, GMACs, the size they are quoted at), as each family's
+# file declares them from torchvision's weights metadata (num_params, _ops in "GFLOPS" = GMACs).
+TORCHVISION = {name: (p.params, p.gmacs, p.image_size) for name, p in published_models().items() if p.from_torchvision}
 
 # torchvision's ResNet-50 with the paper's v1 bottleneck (stride on the first 1x1).
 RESNET50_V1_GMACS = 3.858
 
-# Paper architectures, biases included, 1000 classes (REFERENCE.md).
+# Paper architectures, biases included, 1000 classes (REFERENCE.md): alexnet, zfnet and googlenet as their
+# families declare them, and two option variants nobody declares.
 PAPER_PARAMS = {
-    "alexnet": 62_378_344,  # ungrouped
+    **{name: p.params for name, p in published_models().items() if not p.from_torchvision and p.params},
     "alexnet_groups2": 60_965_224,  # the two-GPU channel groups: the paper's "60M"
-    "zfnet": 62_357_608,
-    "googlenet": 6_998_552,  # without the auxiliary heads
     "googlenet_aux": 13_378_280,
 }
 

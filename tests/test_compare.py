@@ -12,7 +12,7 @@ from conftest import cached_summary
 from tiny import tiny_config
 
 from jaxconv import cli
-from jaxconv.compare import ILSVRC_MODELS, PUBLISHED, RunError, compare_rows, find_runs, format_rows, load_run
+from jaxconv.compare import ILSVRC_MODELS, RunError, compare_rows, find_runs, format_rows, load_run, published
 from jaxconv.compare.report import write_report
 from jaxconv.train.config import ConfigError, load_config
 from jaxconv.train.sweep import SweepError, plan, slurm_array
@@ -49,7 +49,7 @@ def test_the_default_table_is_the_lectures_lineage_with_published_counts_reprodu
 
 
 def test_published_accuracies_are_torchvisions(ilsvrc_rows):
-    assert PUBLISHED["resnet50"].top1 == 76.130 and PUBLISHED["efficientnet_b0"].top5 == 93.532
+    assert published("resnet50").top1 == 76.130 and published("efficientnet_b0").top5 == 93.532
     text = format_rows(ilsvrc_rows, "md")
     assert "| resnet50 | 224 | 25.56 | 4.089 |" in text
     assert "published top-1 %" in text and "torchvision weights metadata" in text

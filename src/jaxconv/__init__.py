@@ -15,10 +15,10 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "get_model": "jaxconv.registry",
-    "list_models": "jaxconv.registry",
-    "model_info": "jaxconv.registry",
-    "register": "jaxconv.registry",
+    "get_model": "jaxconv.models",
+    "list_models": "jaxconv.models",
+    "model_info": "jaxconv.models",
+    "register": "jaxconv.models",
     "summary": "jaxconv.analysis",
     "format_summary": "jaxconv.analysis",
     "fold_batchnorm": "jaxconv.analysis",

@@ -127,7 +127,7 @@ def _check_request(request: Request) -> None:
 
 
 def _model_info(name: str):
-    from jaxconv.registry import UnknownModelError, model_info
+    from jaxconv.models import UnknownModelError, model_info
 
     try:
         return model_info(name)
@@ -220,7 +220,7 @@ def compile_step(request: Request) -> CompiledStep:
 
     from jaxconv.layers import GeometryError
     from jaxconv.parallel import AXIS, DataParallel
-    from jaxconv.registry import get_model, runtime_options
+    from jaxconv.models import get_model, runtime_options
     from jaxconv.train.config import base_config
     from jaxconv.train.optim import build_optimizer
     from jaxconv.train.state import create_state
@@ -434,7 +434,7 @@ def conv_layers(model: str, batch_size: int = 1, image_size: int | None = None,
 
     from jaxconv.layers import Conv, GeometryError
     from jaxconv.layers.geometry import as_pair, explicit_padding
-    from jaxconv.registry import get_model
+    from jaxconv.models import get_model
 
     info = _model_info(model)
     size = image_size or info.image_size

@@ -77,7 +77,7 @@ def _image_size(text: str) -> int | tuple[int, int]:
 def cmd_summary(args: argparse.Namespace) -> int:
     from jaxconv.analysis import format_summary, summary
     from jaxconv.layers import GeometryError
-    from jaxconv.registry import UnknownModelError, model_info
+    from jaxconv.models import UnknownModelError, model_info
 
     try:
         info = model_info(args.model)
@@ -108,7 +108,7 @@ def registry_rows(pattern: str = "*", summarize=None) -> list[dict]:
     ``summarize(name)`` defaults to ``jaxconv.summary`` at the model's defaults.
     """
     from jaxconv.analysis import summary
-    from jaxconv.registry import list_models, model_info
+    from jaxconv.models import list_models, model_info
 
     summarize = summarize or summary
     rows = []
@@ -140,7 +140,7 @@ def registry_markdown(rows: list[dict]) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from jaxconv.registry import list_models
+    from jaxconv.models import list_models
 
     if not list_models(args.pattern):
         raise UsageError(f"no model matches {args.pattern!r}; `jaxconv list` shows them all")
@@ -453,7 +453,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from jaxconv.compare import ILSVRC_MODELS, RunError, compare_rows, find_runs, format_rows
     from jaxconv.compare import plots
     from jaxconv.layers import GeometryError
-    from jaxconv.registry import UnknownModelError, model_info
+    from jaxconv.models import UnknownModelError, model_info
 
     models = args.models or list(ILSVRC_MODELS)
     try:
@@ -551,7 +551,7 @@ def _choices(flag: str, text: str, allowed: Sequence[str]) -> tuple[str, ...]:
 def cmd_export(args: argparse.Namespace) -> int:
     _quiet_backends()
     from jaxconv import export
-    from jaxconv.registry import UnknownModelError, model_info
+    from jaxconv.models import UnknownModelError, model_info
     from jaxconv.train.transfer import TransferError
 
     if bool(args.workdir) == bool(args.weights):
@@ -592,7 +592,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     _quiet_backends()
     from jaxconv.pretrained import convert, predict, weights
-    from jaxconv.registry import UnknownModelError, model_info
+    from jaxconv.models import UnknownModelError, model_info
 
     try:
         model_info(args.model)

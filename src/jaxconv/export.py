@@ -177,7 +177,7 @@ def from_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Any,
     are the ones evaluation uses (the moving average when the run kept one).
     """
     from jaxconv.data.sources import DATASETS
-    from jaxconv.registry import get_model
+    from jaxconv.models import get_model
     from jaxconv.train.transfer import checkpoint_variables, pretrained_options
     from jaxconv.user_modules import import_run_modules
 
@@ -212,7 +212,7 @@ def from_weights(name: str, source: str, image_size: int | None = None) -> tuple
     """
     from jaxconv.pretrained.convert import load_pretrained
     from jaxconv.pretrained.weights import WEIGHTS, fetch
-    from jaxconv.registry import model_info
+    from jaxconv.models import model_info
 
     info = model_info(name)
     published = WEIGHTS.get(name, {})

@@ -1,4 +1,10 @@
-"""Models by name: register, get_model, list_models, model_info."""
+"""Models by name: ``register``, ``model_info``, ``list_models``, ``build_model``.
+
+The registry is a leaf: it imports nothing from the rest of jaxconv except the declaration
+records (``jaxconv.declarations``). The families register into it when ``jaxconv.archs`` is
+imported; ``jaxconv.models`` (and ``jaxconv.get_model``, ``jaxconv.register``) import the
+families first, so look models up through them.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,14 @@ import dataclasses
 import difflib
 import fnmatch
 import functools
-import importlib
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
+
+from jaxconv.declarations import Published, TorchvisionKeys, WeightSet
 
 
 class UnknownModelError(ValueError):
@@ -32,6 +39,9 @@ class ModelInfo:
     description: str = ""
     source_module: str = ""  # the module that registered it ('jaxconv.archs.resnet', 'my_blocks', '__main__')
     source_file: str | None = None  # that module's file, when it has one
+    published: Published | None = None  # figures others published for it
+    weights: tuple[WeightSet, ...] = ()  # its published weight sets, the default first
+    torchvision: TorchvisionKeys | None = None  # how torchvision's state dicts load into it
 
     @property
     def builtin(self) -> bool:
@@ -52,15 +62,6 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
-_BUILTINS_LOADED = False
-
-
-def _load_builtins() -> None:
-    """Imports the built-in architectures (which register themselves) on the first lookup."""
-    global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        importlib.import_module("jaxconv.archs")
 
 
 def register(
@@ -72,6 +73,9 @@ def register(
     in_channels: int = 3,
     family: str = "",
     description: str = "",
+    published: Published | None = None,
+    weights: Sequence[WeightSet] = (),
+    torchvision: TorchvisionKeys | None = None,
 ) -> Callable[..., nn.Module]:
     """Registers ``factory`` (a Module class or partial) under ``name``; returns the factory.
 
@@ -79,8 +83,9 @@ def register(
     ``model.apply(variables, x, train=...)`` on (N, H, W, C) images; its dataclass fields are
     the options ``get_model`` accepts (a ``dtype`` field receives the compute dtype, an
     ``axis_name`` field the data-parallel axis that synchronises its BatchNorm).
-    ``image_size`` is the default input resolution, ``num_classes`` the default head size.
-    A name registered by other code raises ValueError; the same code registering it again
+    ``image_size`` is the default input resolution, ``num_classes`` the default head size;
+    ``published``, ``weights`` and ``torchvision`` declare what is known about the model
+    (``jaxconv.declarations``). A name registered by other code raises ValueError; the same code registering it again
     (a module run twice, a notebook cell re-run) replaces its own entry.
     """
     if not name or not isinstance(name, str):
@@ -94,22 +99,26 @@ def register(
         raise ValueError(f"register({name!r}, ...): num_classes must be a positive int, got {num_classes!r}")
     caller = sys._getframe(1).f_globals
     source_module, source_file = caller.get("__name__", ""), caller.get("__file__")
-    if not source_module.startswith("jaxconv."):
-        _load_builtins()  # so that a user's model cannot take a built-in name first
     previous = _REGISTRY.get(name)
     if previous is not None and (previous.builtin or (previous.source_module, previous.source_file) != (
             source_module, source_file)):
         where = "jaxconv" if previous.builtin else (previous.source_file or previous.source_module)
         raise ValueError(f"a model named {name!r} is already registered ({previous.module_class.__name__}, "
                          f"by {where}); choose another name")
+    tags = [w.tag for w in weights]
+    if len(set(tags)) != len(tags):
+        raise ValueError(f"register({name!r}, ...): weight tags must be distinct, got {tags}")
+    if weights and published is not None and published.top1 is None:  # the default weights' accuracy
+        published = dataclasses.replace(published, top1=weights[0].top1, top5=weights[0].top5)
+    params = published.params if published is not None else None
+    weights = tuple(dataclasses.replace(w, model=name, num_params=w.num_params or params) for w in weights)
     _REGISTRY[name] = ModelInfo(name, factory, image_size, num_classes, in_channels, family, description,
-                                source_module, source_file)
+                                source_module, source_file, published, weights, torchvision)
     return factory
 
 
 def model_info(name: str) -> ModelInfo:
     """The registry entry for ``name``; raises UnknownModelError with the closest names."""
-    _load_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -121,7 +130,8 @@ def model_info(name: str) -> ModelInfo:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style ``pattern`` ('resnet*', '*_bn'), sorted naturally."""
-    _load_builtins()
+    if not isinstance(pattern, str):
+        raise TypeError(f"list_models takes a shell-style pattern string like 'resnet*', got {pattern!r}")
 
     def natural(name: str) -> list:
         return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
@@ -129,47 +139,22 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted((n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern)), key=natural)
 
 
-def get_model(
-    name: str,
-    num_classes: int | None = None,
-    *,
-    weights: str | None = None,
-    weights_dir: Any = None,
-    download: bool = True,
-    **overrides: Any,
-) -> Any:
-    """Builds the registered model ``name``.
+def build_model(name: str, num_classes: int | None = None, **overrides: Any) -> Any:
+    """Builds the registered model ``name`` (see ``jaxconv.models.get_model``, which callers use).
 
-    ``num_classes`` defaults to the model's (1000 for ImageNet models); other keyword
-    arguments override the model's fields (e.g. ``dtype=jnp.bfloat16``, ``variant='v1'``).
-    An override the model does not have raises ValueError listing the ones it has.
-
-    With ``weights='IMAGENET1K_V2'`` (a tag of ``jaxconv.pretrained.WEIGHTS[name]``) it returns
-    ``(model, variables)`` with the published weights, read from ``weights_dir`` (default
-    $JAXCONV_WEIGHTS_DIR or ~/.cache/jaxconv/weights) after checking their SHA-256, and
-    downloaded there first when missing and ``download`` is true.
+    ``num_classes`` defaults to the model's; other keyword arguments override the model's
+    fields. An override the model does not have raises ValueError listing the ones it has.
     """
-    if weights is not None:
-        from jaxconv.pretrained.weights import load_published  # weight I/O only when asked for
-
-        return load_published(
-            name, weights, weights_dir=weights_dir, download=download, num_classes=num_classes, **overrides
-        )
     info = model_info(name)
     unknown = sorted(set(overrides) - set(info.options))
     if unknown:
         raise ValueError(
             f"{name} has no option {', '.join(map(repr, unknown))}; its options are: {', '.join(info.options)}"
         )
-    if isinstance(overrides.get("act"), str):  # configs name activations: act="tanh"
-        from jaxconv.layers.activations import get_activation
-
-        overrides["act"] = get_activation(overrides["act"])
     num_classes = info.num_classes if num_classes is None else num_classes
-    if not isinstance(num_classes, int) or num_classes < 1:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     return info.factory(num_classes=num_classes, **overrides)
-
 
 
 def runtime_options(name: str, *, dtype: Any = None, axis_name: str | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxconv.analysis.trace import own_parameter_count, parameter_count, trace_model
-from jaxconv.registry import get_model, model_info
+from jaxconv.models import get_model, model_info
 
 FORMATS = ("table", "md", "csv", "json")
 DTYPES = {"float32": (jnp.float32, 4), "bfloat16": (jnp.bfloat16, 2), "float16": (jnp.float16, 2)}

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jaxconv.archs.common import classifier_output
 from jaxconv.blocks.base import Activation
 from jaxconv.layers import AdaptiveAvgPool, Conv, Dropout, LocalResponseNorm, MaxPool, relu
+from jaxconv.declarations import PAPER_COUNT, Published, TorchvisionKeys, torchvision_figures, torchvision_weights
 from jaxconv.registry import register
 
 
@@ -183,12 +184,30 @@ class ZFNet(nn.Module):
         return classifier_output(logits, features, return_features)
 
 
+def torchvision_prefix(module: tuple[str, ...], params) -> str:
+    """jaxconv module path -> torchvision's AlexNet module: ('conv2',) -> 'features.3'."""
+    names = {
+        "conv1": "features.0",
+        "conv2": "features.3",
+        "conv3": "features.6",
+        "conv4": "features.8",
+        "conv5": "features.10",
+        "fc6": "classifier.1",
+        "fc7": "classifier.4",
+        "head": "classifier.6",
+    }
+    return names[module[0]]
+
+
 register(
     "alexnet",
     AlexNet,
     image_size=227,
     family="alexnet",
     description="AlexNet 2012 (LRN, overlapping pooling; groups=2 for the two-GPU split)",
+    # Only the competition figure was published for this exact network.
+    published=Published(62_378_344, count_source=PAPER_COUNT + " (ungrouped)", ilsvrc_entry="AlexNet, ILSVRC 2012",
+                        ilsvrc_top5_error=16.4),
 )
 register(
     "alexnet_tv",
@@ -196,6 +215,10 @@ register(
     image_size=224,
     family="alexnet",
     description="torchvision's AlexNet (64-192-384-256-256, no LRN)",
+    published=torchvision_figures(61_100_840, 0.714),
+    weights=[torchvision_weights("IMAGENET1K_V1", "alexnet-owt-7be5be79.pth", 56.522, 79.066)],
+    # 95 px: AlexNet ends on a 2x2 map, so its adaptive pool and flatten order see distinct values.
+    torchvision=TorchvisionKeys(torchvision_prefix, flattened_input="fc6", builder="alexnet", parity_size=95),
 )
 register(
     "zfnet",
@@ -203,4 +226,6 @@ register(
     image_size=224,
     family="alexnet",
     description="ZFNet 2013 (7x7/2 conv1; widths=(96, 256, 512, 1024, 512) for the lecture's variant)",
+    published=Published(62_357_608, count_source=PAPER_COUNT, ilsvrc_entry="ZFNet, ILSVRC 2013",
+                        ilsvrc_top5_error=11.7),
 )

@@ -14,6 +14,7 @@ from jaxconv.blocks import ConvNormAct, MBConv, make_divisible
 from jaxconv.blocks.base import Activation, ModuleDef
 from jaxconv.layers import BatchNorm, Conv, swish
 from jaxconv.layers.norm import norm_factory
+from jaxconv.declarations import TorchvisionKeys, torchvision_figures, torchvision_weights
 from jaxconv.registry import register
 from jaxconv.stages import StageSpec, build_stages
 
@@ -102,12 +103,56 @@ class EfficientNet(nn.Module):
         return classifier_output(logits, features, return_features)
 
 
+def torchvision_prefix(module: tuple[str, ...], params) -> str:
+    """jaxconv module path -> torchvision's EfficientNet module: ('stage2', 'block0', 'depthwise', 'norm') ->
+    'features.2.0.block.1.1'."""
+    unit = {"conv": "0", "norm": "1"}
+    if module[0] == "stem":
+        return f"features.0.{unit[module[1]]}"
+    if module[0] == "head":
+        return "classifier.1"
+    if module[0] == "head_conv":
+        stages = sum(1 for key in params if key.startswith("stage"))
+        return f"features.{stages + 1}.{unit[module[1]]}"
+    stage, block, part = module[:3]
+    layers = [name for name in ("expand", "depthwise", "se", "project") if name in params[stage][block]]
+    base = f"features.{int(stage.removeprefix('stage'))}.{int(block.removeprefix('block'))}.block.{layers.index(part)}"
+    return f"{base}.{module[3]}" if part == "se" else f"{base}.{unit[module[3]]}"
+
+
+# torchvision's weights metadata per variant: parameters, GMACs at the published size, and the weight
+# sets (file, top-1, top-5, resize, crop, interpolation). B1 has a second, better-trained set.
+PUBLISHED = {
+    0: (5_288_548, 0.386, 224, [
+        ("IMAGENET1K_V1", "efficientnet_b0_rwightman-7f5810bc.pth", 77.692, 93.532, 256, 224, "bicubic")]),
+    1: (7_794_184, 0.687, 240, [
+        ("IMAGENET1K_V1", "efficientnet_b1_rwightman-bac287d4.pth", 78.642, 94.186, 256, 240, "bicubic"),
+        ("IMAGENET1K_V2", "efficientnet_b1-c27df63c.pth", 79.838, 94.934, 255, 240, "bilinear")]),
+    2: (9_109_994, 1.088, 288, [
+        ("IMAGENET1K_V1", "efficientnet_b2_rwightman-c35c1473.pth", 80.608, 95.310, 288, 288, "bicubic")]),
+    3: (12_233_232, 1.827, 300, [
+        ("IMAGENET1K_V1", "efficientnet_b3_rwightman-b3899882.pth", 82.008, 96.054, 320, 300, "bicubic")]),
+    4: (19_341_616, 4.394, 380, [
+        ("IMAGENET1K_V1", "efficientnet_b4_rwightman-23ab8bcd.pth", 83.384, 96.594, 384, 380, "bicubic")]),
+    5: (30_389_784, 10.266, 456, [
+        ("IMAGENET1K_V1", "efficientnet_b5_lukemelas-1a07897c.pth", 83.444, 96.628, 456, 456, "bicubic")]),
+    6: (43_040_704, 19.068, 528, [
+        ("IMAGENET1K_V1", "efficientnet_b6_lukemelas-24a108a5.pth", 84.008, 96.916, 528, 528, "bicubic")]),
+    7: (66_347_960, 37.746, 600, [
+        ("IMAGENET1K_V1", "efficientnet_b7_lukemelas-c5b4e57e.pth", 84.122, 96.908, 600, 600, "bicubic")]),
+}
+
 for _variant, (_width, _depth, _resolution, _dropout) in COEFFICIENTS.items():
     _norm = {"norm": partial(BatchNorm, epsilon=1e-3, momentum=0.99)} if _variant >= 5 else {}
+    _params, _gmacs, _published_size, _weights = PUBLISHED[_variant]
     register(
         f"efficientnet_b{_variant}",
         partial(EfficientNet, width=_width, depth=_depth, dropout=_dropout, **_norm),
         image_size=_resolution,
         family="efficientnet",
         description=f"EfficientNet-B{_variant} (width x{_width}, depth x{_depth}, {_resolution} px)",
+        published=torchvision_figures(_params, _gmacs, image_size=_published_size),
+        weights=[torchvision_weights(tag, file, top1, top5, resize=resize, crop=crop, interpolation=interpolation)
+                 for tag, file, top1, top5, resize, crop, interpolation in _weights],
+        torchvision=TorchvisionKeys(torchvision_prefix, parity_size=64 if _variant == 0 else None),
     )

@@ -13,6 +13,7 @@ from jaxconv.blocks import ConvNormAct, Inception
 from jaxconv.blocks.base import Activation, ModuleDef
 from jaxconv.layers import AvgPool, BatchNorm, Conv, Dropout, LocalResponseNorm, MaxPool, relu
 from jaxconv.layers.norm import norm_factory
+from jaxconv.declarations import PAPER_COUNT, Published, TorchvisionKeys, torchvision_figures, torchvision_weights
 from jaxconv.registry import register
 
 # Table 1 of the paper: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) per module.
@@ -127,12 +128,38 @@ class GoogLeNet(nn.Module):
         return classifier_output(logits, features, return_features)
 
 
+def torchvision_prefix(module: tuple[str, ...], params) -> str:
+    """jaxconv module path -> torchvision's GoogLeNet module: ('inception3a', 'branch2', 'norm') -> 'inception3a.branch2.1.bn'."""
+    if module[0] == "head":
+        return "fc"
+    if module[0].startswith("aux"):
+        raise ValueError(
+            "googlenet_tv with aux_logits=True cannot take torchvision's auxiliary heads: torchvision's pool "
+            "to 4x4 adaptively where jaxconv's AuxHead uses the paper's 5x5/3 pooling; load with "
+            "aux_logits=False (torchvision also drops them when it loads its published weights)"
+        )
+    layer = {"conv": "conv", "norm": "bn"}[module[-1]]
+    if module[0].startswith("conv"):
+        return f"{module[0]}.{layer}"
+    branch = {
+        "branch1": "branch1",
+        "branch2_reduce": "branch2.0",
+        "branch2": "branch2.1",
+        "branch3_reduce": "branch3.0",
+        "branch3": "branch3.1",
+        "branch4": "branch4.1",
+    }[module[1]]
+    return f"{module[0]}.{branch}.{layer}"
+
+
 register(
     "googlenet",
     GoogLeNet,
     image_size=224,
     family="googlenet",
     description="GoogLeNet 2014 (paper: 5x5 branches, LRN; aux_logits=True for the auxiliary heads)",
+    published=Published(6_998_552, count_source=PAPER_COUNT + " (without auxiliary heads)",
+                        ilsvrc_entry="GoogLeNet, ILSVRC 2014", ilsvrc_top5_error=6.7),
 )
 register(
     "googlenet_tv",
@@ -140,4 +167,18 @@ register(
     image_size=224,
     family="googlenet",
     description="torchvision's GoogLeNet (BatchNorm, 3x3 in the '5x5' branch, no aux heads)",
+    published=torchvision_figures(6_624_904, 1.498),
+    weights=[torchvision_weights(
+        "IMAGENET1K_V1", "googlenet-1378be20.pth", 69.778, 89.530,
+        note="trained on (x - 0.5) / 0.5 inputs: loaded with transform_input=True, so it takes ImageNet-normalized "
+             "images like the others; the file's auxiliary heads are dropped")],
+    # torchvision loads these weights with transform_input=True: they were trained on (x - 0.5) / 0.5
+    # inputs, and the model re-normalises ImageNet-normalized images to that. The file carries the
+    # auxiliary heads, which torchvision drops too.
+    # Parity at 67 px exercises PyTorch's ceil_mode pools on odd sizes.
+    torchvision=TorchvisionKeys(torchvision_prefix, ignored=("aux1.*", "aux2.*"),
+                                load_options={"transform_input": True}, builder="googlenet",
+                                builder_options={"aux_logits": True, "transform_input": True, "init_weights": False},
+                                parity_options={"aux_logits": False, "transform_input": True, "init_weights": False},
+                                parity_size=67),
 )

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jaxconv.archs.common import CifarStem, ImageNetStem, classifier_output, pooled_head
 from jaxconv.blocks import BasicBlock, Bottleneck, PlainBasicBlock, PlainBottleneck
 from jaxconv.blocks.base import Activation, ModuleDef
+from jaxconv.declarations import TorchvisionKeys, WeightSet, torchvision_figures, torchvision_weights
 from jaxconv.layers import BatchNorm, Conv, relu
 from jaxconv.layers.norm import norm_factory
 from jaxconv.registry import register
@@ -112,14 +113,67 @@ class ResNet(nn.Module):
 
 IMAGENET_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
+
+def torchvision_prefix(module: tuple[str, ...], params) -> str:
+    """jaxconv module path -> torchvision's ResNet module: ('stage1', 'block0', 'norm1') -> 'layer1.0.bn1'."""
+    if module[0] == "stem":
+        return {"conv": "conv1", "norm": "bn1"}[module[1]]
+    if module[0] == "head":
+        return "fc"
+    stage, block, layer = module
+    base = f"layer{int(stage.removeprefix('stage'))}.{int(block.removeprefix('block'))}"
+    renamed = {"shortcut_conv": "downsample.0", "shortcut_norm": "downsample.1"}
+    if layer in renamed:
+        return f"{base}.{renamed[layer]}"
+    if layer.startswith("norm"):
+        return f"{base}.bn{layer.removeprefix('norm')}"
+    return f"{base}.{layer}"
+
+
+_V1_TIMM = "timm's {} republishes torchvision's first upload of these weights ({})"
+
+
+def _v1(depth: int, file: str, top1: float, top5: float, first_upload: str) -> WeightSet:
+    timm = f"resnet{depth}.tv_in1k"
+    return torchvision_weights("IMAGENET1K_V1", file, top1, top5, timm=timm, note=_V1_TIMM.format(timm, first_upload))
+
+
+def _v2(depth: int, file: str, top1: float, top5: float) -> WeightSet:
+    return torchvision_weights("IMAGENET1K_V2", file, top1, top5, resize=232, timm=f"resnet{depth}.tv2_in1k")
+
+
+# torchvision's weights metadata: parameters, GMACs, the V1 (and V2) weights with their ImageNet accuracy;
+# V1 comes first (torchvision's DEFAULT is V2, the better recipe: 80.858% for ResNet-50).
+IMAGENET_RESNETS = {
+    18: (torchvision_figures(11_689_512, 1.814),
+         [_v1(18, "resnet18-f37072fd.pth", 69.758, 89.078, "resnet18-5c106cde.pth")]),
+    34: (torchvision_figures(21_797_672, 3.664),
+         [_v1(34, "resnet34-b627a593.pth", 73.314, 91.420, "resnet34-333f7ec4.pth")]),
+    50: (torchvision_figures(25_557_032, 4.089),
+         [_v1(50, "resnet50-0676ba61.pth", 76.130, 92.862, "resnet50-19c8e357.pth"),
+          _v2(50, "resnet50-11ad3fa6.pth", 80.858, 95.434)]),
+    101: (torchvision_figures(44_549_160, 7.801),
+          [_v1(101, "resnet101-63fe2227.pth", 77.374, 93.546, "resnet101-5d3b4d8f.pth"),
+           _v2(101, "resnet101-cd907fc2.pth", 81.886, 95.780)]),
+    152: (torchvision_figures(60_192_808, 11.514, ilsvrc_entry="ResNet, ILSVRC 2015",
+                              ilsvrc_top5_error=3.57),
+          [_v1(152, "resnet152-394f9c45.pth", 78.312, 94.046, "resnet152-b121ed2d.pth"),
+           _v2(152, "resnet152-f82ba261.pth", 82.284, 96.002)]),
+}
+
 for _depth, _stages in IMAGENET_DEPTHS.items():
     _block = BasicBlock if _depth < 50 else Bottleneck
+    _published, _weights = IMAGENET_RESNETS[_depth]
     register(
         f"resnet{_depth}",
         partial(ResNet, block=_block, depths=_stages),
         image_size=224,
         family="resnet",
         description=f"ResNet-{_depth} (v1.5 bottlenecks as torchvision; variant='v1' for the paper's)",
+        published=_published,
+        weights=_weights,
+        # Parity for resnet18 (basic blocks) at 64 px and resnet50 (bottlenecks) at 67 px: PyTorch's floor on odd sizes.
+        torchvision=TorchvisionKeys(torchvision_prefix, parity_size={18: 64, 50: 67}.get(_depth)),
     )
 for _depth in (18, 34):
     register(

@@ -44,7 +44,7 @@ def compare_rows(
     defaults to ``jaxconv.summary``.
     """
     from jaxconv.analysis import summary
-    from jaxconv.registry import model_info
+    from jaxconv.models import model_info
 
     summarize = summarize or (lambda name, size: summary(name, image_size=size))
     rows = []

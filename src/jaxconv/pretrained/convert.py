@@ -28,27 +28,14 @@ from typing import Any
 
 import numpy as np
 
-# jaxconv name -> torchvision builder, for the models whose names differ.
-TORCHVISION_NAMES = {"alexnet_tv": "alexnet", "googlenet_tv": "googlenet"}
-SUPPORTED = (
-    "alexnet_tv",
-    *(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")),
-    "googlenet_tv",
-    *(f"resnet{d}" for d in (18, 34, 50, 101, 152)),
-    *(f"efficientnet_b{i}" for i in range(8)),
-)
-# Model options that torchvision's published weights need (overridable by the caller).
-LOAD_DEFAULTS: dict[str, dict[str, Any]] = {
-    # torchvision loads its GoogLeNet weights with transform_input=True: they were trained on
-    # (x - 0.5) / 0.5 inputs, and the model re-normalises ImageNet-normalized images to that.
-    "googlenet_tv": {"transform_input": True},
-}
-# Entries of a torchvision file that have no jaxconv counterpart and are dropped.
-IGNORED = {
-    "*": ("*.num_batches_tracked",),
-    # torchvision's published GoogLeNet file carries the auxiliary heads (torchvision drops them too).
-    "googlenet_tv": ("aux1.*", "aux2.*"),
-}
+import jaxconv.archs  # noqa: F401 -- registers the built-in models, whose declarations say how torchvision's keys map
+from jaxconv.declarations import TorchvisionKeys
+from jaxconv.registry import build_model as _build, list_models, model_info
+
+# The models torchvision's state dicts load into: those whose family declares the key mapping.
+SUPPORTED = tuple(name for name in list_models() if model_info(name).torchvision is not None)
+# Entries of every torchvision file that have no jaxconv counterpart and are dropped.
+ALWAYS_IGNORED = ("*.num_batches_tracked",)
 
 
 class WeightsMismatchError(ValueError):
@@ -96,99 +83,6 @@ class Entry:
         return array
 
 
-# ----------------------------------------------------------------------------------------------
-# Per-family names: a jaxconv module path -> the torchvision module prefix.
-
-
-def _resnet_prefix(module: tuple[str, ...], tree: Mapping) -> str:
-    if module[0] == "stem":
-        return {"conv": "conv1", "norm": "bn1"}[module[1]]
-    if module[0] == "head":
-        return "fc"
-    stage, block, layer = module
-    base = f"layer{int(stage.removeprefix('stage'))}.{int(block.removeprefix('block'))}"
-    renamed = {"shortcut_conv": "downsample.0", "shortcut_norm": "downsample.1"}
-    if layer in renamed:
-        return f"{base}.{renamed[layer]}"
-    if layer.startswith("norm"):
-        return f"{base}.bn{layer.removeprefix('norm')}"
-    return f"{base}.{layer}"
-
-
-def _vgg_prefix(module: tuple[str, ...], tree: Mapping) -> str:
-    classifier = {"fc6": "classifier.0", "fc7": "classifier.3", "head": "classifier.6"}
-    if module[0] in classifier:
-        return classifier[module[0]]
-    # torchvision's `features` is one Sequential: conv, [bn], relu per layer and a pool per stage.
-    with_bn = any("norm" in block for block in tree["stage1"].values())
-    index = 0
-    for stage_number in range(1, int(module[0].removeprefix("stage"))):
-        index += len(tree[f"stage{stage_number}"]) * (3 if with_bn else 2) + 1
-    index += int(module[1].removeprefix("block")) * (3 if with_bn else 2)
-    return f"features.{index + (module[2] == 'norm')}"
-
-
-def _alexnet_prefix(module: tuple[str, ...], tree: Mapping) -> str:
-    names = {
-        "conv1": "features.0",
-        "conv2": "features.3",
-        "conv3": "features.6",
-        "conv4": "features.8",
-        "conv5": "features.10",
-        "fc6": "classifier.1",
-        "fc7": "classifier.4",
-        "head": "classifier.6",
-    }
-    return names[module[0]]
-
-
-def _googlenet_prefix(module: tuple[str, ...], tree: Mapping) -> str:
-    if module[0] == "head":
-        return "fc"
-    if module[0].startswith("aux"):
-        raise WeightsFormatError(
-            "googlenet_tv with aux_logits=True cannot take torchvision's auxiliary heads: torchvision's pool "
-            "to 4x4 adaptively where jaxconv's AuxHead uses the paper's 5x5/3 pooling; load with "
-            "aux_logits=False (torchvision also drops them when it loads its published weights)"
-        )
-    layer = {"conv": "conv", "norm": "bn"}[module[-1]]
-    if module[0].startswith("conv"):
-        return f"{module[0]}.{layer}"
-    branch = {
-        "branch1": "branch1",
-        "branch2_reduce": "branch2.0",
-        "branch2": "branch2.1",
-        "branch3_reduce": "branch3.0",
-        "branch3": "branch3.1",
-        "branch4": "branch4.1",
-    }[module[1]]
-    return f"{module[0]}.{branch}.{layer}"
-
-
-def _efficientnet_prefix(module: tuple[str, ...], tree: Mapping) -> str:
-    unit = {"conv": "0", "norm": "1"}
-    if module[0] == "stem":
-        return f"features.0.{unit[module[1]]}"
-    if module[0] == "head":
-        return "classifier.1"
-    if module[0] == "head_conv":
-        stages = sum(1 for key in tree if key.startswith("stage"))
-        return f"features.{stages + 1}.{unit[module[1]]}"
-    stage, block, part = module[:3]
-    layers = [name for name in ("expand", "depthwise", "se", "project") if name in tree[stage][block]]
-    base = f"features.{int(stage.removeprefix('stage'))}.{int(block.removeprefix('block'))}.block.{layers.index(part)}"
-    return f"{base}.{module[3]}" if part == "se" else f"{base}.{unit[module[3]]}"
-
-
-FAMILIES: dict[str, Callable[[tuple[str, ...], Mapping], str]] = {
-    "resnet": _resnet_prefix,
-    "vgg": _vgg_prefix,
-    "alexnet": _alexnet_prefix,
-    "googlenet": _googlenet_prefix,
-    "efficientnet": _efficientnet_prefix,
-}
-# Dense layers whose input is a flattened (H, W, C) feature map, per family.
-FLATTENED_INPUT = {"vgg": "fc6", "alexnet": "fc6"}
 _LEAVES = {
     ("params", "kernel"): "weight",
     ("params", "bias"): "bias",
@@ -198,30 +92,28 @@ _LEAVES = {
 }
 
 
-def _check_supported(name: str) -> None:
-    if name not in SUPPORTED:
-        from jaxconv.registry import model_info
+def torchvision_keys(name: str) -> TorchvisionKeys:
+    """How torchvision's state dicts map onto ``name`` (its family's declaration); ValueError if they do not."""
+    keys = model_info(name).torchvision  # an unknown name raises UnknownModelError with suggestions
+    if keys is None:
+        raise ValueError(f"no torchvision weights convert to {name!r}; convertible models: {', '.join(SUPPORTED)}")
+    return keys
 
-        model_info(name)  # an unknown name raises UnknownModelError with suggestions
-        raise ValueError(
-            f"no torchvision weights convert to {name!r}; convertible models: {', '.join(SUPPORTED)}"
-        )
+
+def torchvision_builder(name: str) -> str:
+    """torchvision's builder for ``name`` ('alexnet' for alexnet_tv)."""
+    return torchvision_keys(name).builder or name
 
 
 def build_model(name: str, **model_overrides: Any):
     """jaxconv.get_model(name) with the options torchvision's weights need (e.g. GoogLeNet's transform_input)."""
-    from jaxconv.registry import get_model
-
-    _check_supported(name)
-    return get_model(name, **{**LOAD_DEFAULTS.get(name, {}), **model_overrides})
+    return _build(name, **{**torchvision_keys(name).load_options, **model_overrides})
 
 
 def variable_shapes(name: str, model=None, **model_overrides: Any) -> dict:
     """The jaxconv variables' shapes ({'params': ..., 'batch_stats': ...} of ShapeDtypeStruct), no compute."""
     import jax
     import jax.numpy as jnp
-
-    from jaxconv.registry import model_info
 
     info = model_info(name)
     model = model if model is not None else build_model(name, **model_overrides)
@@ -257,25 +149,25 @@ def _cached_plan(name: str, overrides: tuple) -> tuple[Entry, ...]:
 
 
 def _plan(name: str, model=None, **model_overrides: Any) -> tuple[Entry, ...]:
-    from jaxconv.registry import model_info
-
-    _check_supported(name)
-    family = model_info(name).family
-    prefix_of = FAMILIES[family]
+    keys = torchvision_keys(name)
     shapes = variable_shapes(name, model, **model_overrides)
     params = shapes["params"]
     entries = []
     for collection in ("params", "batch_stats"):
         for path, leaf in _walk(shapes.get(collection, {})):
             module, leaf_name = path[:-1], path[-1]
-            torch_key = f"{prefix_of(module, params)}.{_LEAVES[(collection, leaf_name)]}"
+            try:
+                prefix = keys.prefix(module, params)
+            except ValueError as e:  # a module torchvision's files do not have (GoogLeNet's aux heads)
+                raise WeightsFormatError(str(e)) from None
+            torch_key = f"{prefix}.{_LEAVES[(collection, leaf_name)]}"
             shape = tuple(leaf.shape)
             kind, chw = "copy", None
             if leaf_name == "kernel" and len(shape) == 4:
                 kind = "conv"
             elif leaf_name == "kernel" and len(shape) == 2:
                 kind = "dense"
-                if FLATTENED_INPUT.get(family) == module[0]:
+                if keys.flattened_input == module[0]:
                     kind, chw = "dense_chw", _flattened_chw(params, shape[0])
             entries.append(Entry(collection, path, torch_key, kind, shape, chw))
     return tuple(entries)
@@ -298,7 +190,7 @@ def torch_layout(name: str, **model_overrides: Any) -> dict[str, tuple[int, ...]
 
 def is_ignored(name: str, key: str) -> bool:
     """Whether ``key`` of a torchvision file for ``name`` is dropped on purpose (num_batches_tracked, aux heads)."""
-    patterns = IGNORED["*"] + IGNORED.get(name, ())
+    patterns = ALWAYS_IGNORED + torchvision_keys(name).ignored
     return any(fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
@@ -450,7 +342,7 @@ def load_pretrained(name: str, path: str | pathlib.Path, **model_overrides: Any)
     weights' mean and std. No hash is required (see ``get_model(name, weights=TAG)`` for the
     published, hash-checked files).
     """
-    _check_supported(name)
+    torchvision_keys(name)
     state_dict = read_state_dict(path)
     model = build_model(name, **model_overrides)
     try:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxconv.pretrained.weights import Preprocessing
+from jaxconv.declarations import Preprocessing
 
 
 class NotAnImageError(ValueError):

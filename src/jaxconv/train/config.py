@@ -241,7 +241,7 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     """
     from jaxconv.data.augment import AUGMENTATIONS, EVAL_CROPS
     from jaxconv.data.sources import DATASETS
-    from jaxconv.registry import model_info
+    from jaxconv.models import model_info
     from jaxconv.user_modules import source_spec
 
     c = config_dict.ConfigDict(config.to_dict())
@@ -337,7 +337,7 @@ def _check_model(c: ml_collections.ConfigDict, channels: int) -> None:
     import jax.numpy as jnp
 
     from jaxconv.layers import GeometryError
-    from jaxconv.registry import get_model
+    from jaxconv.models import get_model
 
     options = dict(c.model_options)
     try:

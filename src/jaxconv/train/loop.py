@@ -32,7 +32,7 @@ from jaxconv.checkpoint import Checkpoints
 from jaxconv.data import pipeline
 from jaxconv.data.sources import DatasetSpec, Source, open_dataset
 from jaxconv.parallel import AXIS, DataParallel, on_first_process
-from jaxconv.registry import get_model, runtime_options
+from jaxconv.models import get_model, runtime_options
 from jaxconv.train import transfer
 from jaxconv.train.optim import build_optimizer, learning_rate_schedule
 from jaxconv.train.report import MetricsWriter, Progress

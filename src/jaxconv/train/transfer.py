@@ -145,9 +145,10 @@ def pretrained_options(model_name: str, source: str | None) -> dict[str, Any]:
     """Model options torchvision's weights need (GoogLeNet's ``transform_input``) when starting from them."""
     if not source or source_kind(source) != "torchvision":
         return {}
-    from jaxconv.pretrained.convert import LOAD_DEFAULTS
+    from jaxconv.models import model_info
 
-    return dict(LOAD_DEFAULTS.get(model_name, {}))
+    keys = model_info(model_name).torchvision
+    return dict(keys.load_options) if keys is not None else {}
 
 
 def load_variables(source: str, model_name: str, model_options: Mapping[str, Any]) -> tuple[dict, str]:
