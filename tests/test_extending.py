@@ -109,9 +109,11 @@ def test_every_example_of_the_extending_guide_runs(section, user_space, tmp_path
         if args[0] == "summary" and args[1] == "resnext_cifar":
             assert "parameters                           249,898" in output
         if args[0] == "list":
-            assert output.splitlines()[1].startswith("resnext_cifar")
-        if args[0] == "compare":
+            assert output.splitlines()[1].startswith(args[1].rstrip("*"))
+        if args[0] == "compare" and "resnext_cifar" in args:
             assert "| resnext_cifar | 32 | 0.25 | 0.043 |" in output
+        if args[0] == "compare" and "squeezenet1_1" in args:
+            assert "| squeezenet1_1 | 224 | 1.24 | 0.349 |" in output and "| 58.178 |" in output
 
     if section.startswith("1."):
         resnext = json.loads((user_space / "runs/resnext/config.json").read_text())
@@ -127,10 +129,31 @@ def test_every_example_of_the_extending_guide_runs(section, user_space, tmp_path
     elif section.startswith("3."):
         group_norm = json.loads((user_space / "runs/resnet20_gn/config.json").read_text())
         assert group_norm["model_options"] == {"norm": "group"} and group_norm["imports"] == []
+    elif section.startswith("4."):
+        check_the_squeezenet_declaration()
 
 
-def test_the_guide_runs_a_dozen_commands_in_three_sections():
-    assert [s.split(".")[0] for s in guide_sections()] == ["1", "2", "3"]
+def check_the_squeezenet_declaration():
+    """The guide's new family against what torchvision publishes for squeezenet1_1."""
+    from jaxconv.pretrained.convert import torch_layout
+
+    info = jaxconv.model_info("squeezenet1_1")
+    counted = jaxconv.summary("squeezenet1_1")
+    assert counted.params == info.published.params == 1_235_496
+    assert counted.macs / 1e9 == pytest.approx(info.published.gmacs, rel=0.01)
+    assert info.weights[0].num_params == 1_235_496 and info.published.top1 == 58.178
+    # torchvision's state-dict layout (torchvision/models/squeezenet.py): features.0, Fire modules at
+    # features.3, 4, 6, 7, 9, 10, 11, 12 (squeeze, expand1x1, expand3x3), classifier.1.
+    layout = torch_layout("squeezenet1_1")
+    assert len(layout) == 2 + 8 * 6 + 2
+    assert layout["features.0.weight"] == (64, 3, 3, 3)
+    assert layout["features.6.expand3x3.weight"] == (128, 32, 3, 3)
+    assert layout["features.12.squeeze.weight"] == (64, 512, 1, 1)
+    assert layout["classifier.1.weight"] == (1000, 512, 1, 1)
+
+
+def test_the_guide_runs_a_dozen_commands_in_four_sections():
+    assert [s.split(".")[0] for s in guide_sections()] == ["1", "2", "3", "4"]
     assert sum(kind == "run" for section in guide_sections() for kind, _, _ in guide_steps(section)) >= 14
 
 

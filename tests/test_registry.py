@@ -60,3 +60,64 @@ def test_model_info_defaults():
     assert [jaxconv.model_info(f"efficientnet_b{i}").image_size for i in range(8)] == [
         224, 240, 260, 300, 380, 456, 528, 600
     ]
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """jaxconv module -> the jaxconv modules it imports, at the top or inside functions (AST, no import)."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(jaxconv.__file__).parent
+    modules = {".".join(f.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): f
+               for f in root.rglob("*.py")}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                targets |= {base} | {f"{base}.{a.name}" for a in node.names}
+        graph[name] = {t for t in map(resolve, (t for t in targets if t.startswith("jaxconv"))) if t and t != name}
+    return graph
+
+
+def test_the_registry_is_a_leaf_and_no_import_cycle_remains():
+    """Issue 18: registry -> archs -> registry and registry -> pretrained -> registry were a 12-module cycle."""
+    graph = _package_imports()
+    assert graph["jaxconv.registry"] == {"jaxconv.declarations"} and graph["jaxconv.declarations"] == set()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            assert state.get(target) != 1, "import cycle: " + " -> ".join((*path, module, target))
+            if target not in state:
+                visit(target, (*path, module))
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, ())
+
+
+def test_a_family_is_its_file():
+    """Every module of jaxconv.archs registers on import; each registered model's figures come from its family's file."""
+    import pkgutil
+
+    import jaxconv.archs
+
+    families = {m.name for m in pkgutil.iter_modules(jaxconv.archs.__path__)} - {"common"}
+    sources = {jaxconv.model_info(name).source_module.rpartition(".")[2] for name in list_models()}
+    assert sources == families

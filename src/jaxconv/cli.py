@@ -598,8 +598,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         model_info(args.model)
     except UnknownModelError as e:
         raise UsageError(str(e)) from None
-    published = weights.WEIGHTS.get(args.model, {})
-    if args.model not in convert.SUPPORTED:
+    published = weights.weight_sets(args.model)
+    if model_info(args.model).torchvision is None:
         raise UsageError(f"--model {args.model}: no ImageNet weights convert to it; models with weights: "
                          f"{', '.join(weights.WEIGHTS)}")
     path = pathlib.Path(args.weights).expanduser()

@@ -211,11 +211,11 @@ def from_weights(name: str, source: str, image_size: int | None = None) -> tuple
     size defaults to the weight set's crop size (else the model's own).
     """
     from jaxconv.pretrained.convert import load_pretrained
-    from jaxconv.pretrained.weights import WEIGHTS, fetch
+    from jaxconv.pretrained.weights import fetch, weight_sets
     from jaxconv.models import model_info
 
     info = model_info(name)
-    published = WEIGHTS.get(name, {})
+    published = weight_sets(name)
     path = pathlib.Path(source).expanduser()
     if not path.exists() and source in published:
         weight_set, path = published[source], fetch(name, source)

@@ -1,4 +1,11 @@
-"""Architectures; importing this package registers every model by name."""
+"""Architectures; importing this package registers every model by name.
+
+Every module of this package is one family (its architecture, its registered variants and what is
+known about them) and is imported here, so a new family is its file alone.
+"""
+
+import importlib
+import pkgutil
 
 from jaxconv.archs.alexnet import AlexNet, AlexNetTorchvision, ZFNet
 from jaxconv.archs.allconv import AllConvNet
@@ -24,3 +31,6 @@ __all__ = [
     "VGG",
     "ZFNet",
 ]
+
+for _family in pkgutil.iter_modules(__path__):  # every family file, including ones named nowhere else
+    importlib.import_module(f"{__name__}.{_family.name}")

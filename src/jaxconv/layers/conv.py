@@ -118,8 +118,8 @@ def convolve(x: jnp.ndarray, kernel: jnp.ndarray, stride: tuple[int, int], paddi
       5.1x faster). Other backends keep the grouped convolution;
     * on the CPU backend, any other grouped convolution (ResNeXt's, AlexNet's two towers) goes
       through ``grouped_by_dense``: dense convolutions over bundles of groups, concatenated.
-      XLA:CPU runs grouped convolutions and their gradients 90-600x slower per MAC than a dense
-      convolution of the same MACs; this way 1.5-6x (docs/benchmarks.md, issue 18).
+      XLA:CPU runs grouped convolutions (forward and both gradients) 80-2,200x slower per MAC
+      than a dense convolution of the same MACs; this way 1.9-9x (docs/benchmarks.md, issue 18).
     """
     (top, bottom), (left, right) = padding
     height, width = x.shape[1:3]

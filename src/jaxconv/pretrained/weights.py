@@ -27,7 +27,7 @@ import jaxconv.archs  # noqa: F401 -- registers the built-in models, whose decla
 from jaxconv.declarations import Preprocessing, WeightSet
 from jaxconv.registry import list_models, model_info
 
-__all__ = ["WEIGHTS", "Preprocessing", "WeightSet", "fetch", "load_published", "weights_info"]
+__all__ = ["WEIGHTS", "Preprocessing", "WeightSet", "fetch", "load_published", "weight_sets", "weights_info"]
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -47,15 +47,21 @@ def published_weights() -> dict[str, dict[str, WeightSet]]:
     return {name: {w.tag: w for w in model_info(name).weights} for name in list_models() if model_info(name).weights}
 
 
-WEIGHTS: dict[str, dict[str, WeightSet]] = published_weights()
+WEIGHTS: dict[str, dict[str, WeightSet]] = published_weights()  # the built-in models'
+
+
+def weight_sets(name: str) -> dict[str, WeightSet]:
+    """tag -> WeightSet of model ``name``, a built-in one or one registered since (empty: none published)."""
+    if name in WEIGHTS:
+        return WEIGHTS[name]
+    return {w.tag: w for w in model_info(name).weights}  # an unknown name raises UnknownModelError
 
 
 def weights_info(name: str, tag: str | None = None) -> WeightSet:
     """The published weight set ``tag`` of model ``name`` (default: its first one)."""
-    if name not in WEIGHTS:
-        model_info(name)  # an unknown model name raises UnknownModelError with suggestions
+    tags = weight_sets(name)
+    if not tags:
         raise KeyError(f"no published weights for {name!r}; models with weights: {', '.join(WEIGHTS)}")
-    tags = WEIGHTS[name]
     if tag is None:
         return next(iter(tags.values()))
     if tag not in tags:

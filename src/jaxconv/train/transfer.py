@@ -112,9 +112,10 @@ def check_config(init_weights: str | None, freeze: str | None, model: nn.Module,
         if not init_weights.strip():
             raise TransferError("init_weights", init_weights, "must name a weights file, a published tag or a "
                                                               "jaxconv workdir (or be None)")
+        from jaxconv.models import model_info
         from jaxconv.pretrained.convert import SUPPORTED
 
-        if source_kind(init_weights) == "torchvision" and model_name not in SUPPORTED:
+        if source_kind(init_weights) == "torchvision" and model_info(model_name).torchvision is None:
             raise TransferError("init_weights", init_weights,
                                 f"not a directory, so torchvision weights, which convert only to "
                                 f"{', '.join(SUPPORTED)}; {model_name} can start from another run's workdir")
@@ -122,9 +123,9 @@ def check_config(init_weights: str | None, freeze: str | None, model: nn.Module,
 
 
 def _tags(model_name: str) -> list[str]:
-    from jaxconv.pretrained.weights import WEIGHTS
+    from jaxconv.pretrained.weights import weight_sets
 
-    return list(WEIGHTS.get(model_name, {}))
+    return list(weight_sets(model_name))
 
 
 def _published_tag(source: str, model_name: str) -> bool:
