@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from jaxconv.analysis.gradients import layer_gradient_norms
 from jaxconv.layers.activations import ACTIVATIONS
-from jaxconv.registry import get_model, model_info
+from jaxconv.models import get_model, model_info
 
 DEFAULT_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "swish")
 

@@ -18,7 +18,7 @@ from jaxconv.cli import main
 from jaxconv.export import export_model, inference_function, load_exported, load_saved_model
 from jaxconv.pretrained.convert import convert_state_dict, torch_layout
 from jaxconv.pretrained.synthetic import random_images, random_state_dict
-from jaxconv.registry import get_model
+from jaxconv.models import get_model
 
 OPTIONS = {"depths": (1, 1, 1, 1), "stem_width": 8}
 SHAPE = (1, 32, 32, 3)

@@ -31,7 +31,7 @@ TINY_TRAINING = ("--config.image_size=16", "--config.shapes_train_examples=256",
 @pytest.fixture
 def user_space(tmp_path, monkeypatch):
     """A user's folder as the working directory; the registry, sys.modules and sys.path as they were after."""
-    registry.list_models()  # the built-ins registered first
+    import jaxconv.models  # noqa: F401 -- the built-ins registered first
     saved_registry = dict(registry._REGISTRY)
     saved_path = list(sys.path)
     saved_modules = set(sys.modules)
@@ -177,6 +177,7 @@ BAD_MODULES = {
      "group, layer or None"),
     (["train", "--config.model=resnet20", "--config.model_options.shortcut=Z"], "shortcut must be 'A', 'B' or 'C'"),
     (["train", "--config.imports=missing.py"], "config.imports=('missing.py',): no such file"),
+    (["train", "--config.model_options.axis_name=data"], "axis_name is set by the training system from config.bn_mode"),
 ])
 def test_a_module_that_cannot_be_imported_is_one_line_with_status_2(user_space, capsys, args, needle):
     for name, (text, _) in BAD_MODULES.items():
@@ -319,3 +320,33 @@ def test_a_group_norm_resnet_trains_the_same_at_any_batch_split(rng):
     halves = jnp.concatenate([model.apply(variables, x[:2], train=True), model.apply(variables, x[2:], train=True)])
     np.testing.assert_allclose(whole, halves, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(whole, model.apply(variables, x, train=False), rtol=1e-6)
+
+
+def test_a_package_module_is_recorded_so_that_it_imports_from_anywhere(user_space, tmp_path_factory):
+    """`--import lab.nets` from the folder holding `lab/`: recorded as lab.nets@FOLDER, its relative imports intact."""
+    from jaxconv.user_modules import import_modules
+
+    (user_space / "lab").mkdir()
+    (user_space / "lab" / "__init__.py").write_text("")
+    (user_space / "lab" / "blocks.py").write_text(
+        "from functools import partial\nfrom jaxconv.models import ResNet, CifarStem\n"
+        "from jaxconv.blocks import BasicBlock\n"
+        "NET = partial(ResNet, block=BasicBlock, depths=(1,), widths=(8,), stem=CifarStem, stem_width=8)\n")
+    (user_space / "lab" / "nets.py").write_text(
+        "import jaxconv\nfrom .blocks import NET\njaxconv.register('lab_net', NET, image_size=32, num_classes=10)\n")
+    (user_space / "top_level.py").write_text("X = 1\n")
+    assert import_modules(["lab.nets", "top_level"]) == [f"lab.nets@{user_space}", str(user_space / "top_level.py")]
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    result = run_in_fresh_process(["list", "lab_*", "--import", f"lab.nets@{user_space}"], elsewhere)
+    assert result.returncode == 0 and result.stdout.splitlines()[1].split()[:2] == ["lab_net", "1,506"], result.stderr
+
+
+def test_a_resumed_run_takes_overrides_of_keys_its_config_json_left_unset():
+    """config.json stores unset keys (grad_clip_norm, data_dir, ...) as plain None; overriding them on resume works."""
+    import ml_collections
+
+    from jaxconv.train.config import apply_overrides, base_config
+
+    stored = ml_collections.ConfigDict(json.loads(json.dumps(base_config().to_dict())))
+    config = apply_overrides(stored, {"grad_clip_norm": "1", "data_dir": "/data", "num_train_steps": "300"})
+    assert (config.grad_clip_norm, config.data_dir, config.num_train_steps) == (1.0, "/data", 300)

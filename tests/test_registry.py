@@ -19,7 +19,7 @@ def test_every_model_the_issue_names_is_registered():
         + [f"efficientnet_b{i}" for i in range(8)]
         + ["inception_small", "inception_small_naive"]  # the Inception study's network (issue 6)
     )
-    assert sorted(expected) == sorted(list_models())
+    assert set(expected) <= set(list_models())  # a new family adds names without touching this test
 
 
 def test_list_models_filters_with_a_pattern_and_sorts_naturally():

@@ -26,7 +26,7 @@ from jaxconv.pretrained import WEIGHTS, convert_state_dict, load_pretrained, wei
 from jaxconv.pretrained.convert import torch_layout
 from jaxconv.pretrained.synthetic import random_images, random_state_dict
 from jaxconv.pretrained.weights import sha256_of
-from jaxconv.registry import get_model
+from jaxconv.models import get_model
 from jaxconv.train.config import ConfigError, base_config, validate
 from jaxconv.train.loop import train
 from jaxconv.train.optim import build_optimizer

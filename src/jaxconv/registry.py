@@ -100,11 +100,16 @@ def register(
     caller = sys._getframe(1).f_globals
     source_module, source_file = caller.get("__name__", ""), caller.get("__file__")
     previous = _REGISTRY.get(name)
-    if previous is not None and (previous.builtin or (previous.source_module, previous.source_file) != (
-            source_module, source_file)):
+    same_code = (previous is not None and not previous.builtin and
+                 (previous.source_file == source_file if source_file else previous.source_module == source_module))
+    if previous is not None and not same_code:
         where = "jaxconv" if previous.builtin else (previous.source_file or previous.source_module)
         raise ValueError(f"a model named {name!r} is already registered ({previous.module_class.__name__}, "
                          f"by {where}); choose another name")
+    for w in weights:
+        if not (8 <= len(w.sha256) <= 64 and all(c in "0123456789abcdefABCDEF" for c in w.sha256)):
+            raise ValueError(f"register({name!r}, ...): weights {w.tag!r} need the file's SHA-256 (at least its first "
+                             f"8 hex digits) to be checked when fetched, got {w.sha256!r}")
     tags = [w.tag for w in weights]
     if len(set(tags)) != len(tags):
         raise ValueError(f"register({name!r}, ...): weight tags must be distinct, got {tags}")

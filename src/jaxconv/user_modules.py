@@ -8,8 +8,10 @@ and a resume of that run import them again from the workdir alone.
 
 A spec is a module name (``my_blocks``, ``lab.models.resnext``), found on ``sys.path`` and in
 the working directory, or a Python file (``path/to/my_blocks.py``), whose folder becomes
-importable so that its own ``import sibling`` lines work. Importing runs the code: import only
-code you trust.
+importable so that its own ``import sibling`` lines work. A run records a module that is not
+installed as its file (a top-level one) or as ``NAME@ROOT`` (a module of a package in the folder
+ROOT), so that it is found again from anywhere. Importing runs the code: import only code you
+trust.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import importlib.util
 import os
 import pathlib
 import sys
+import sysconfig
 import traceback
 from collections.abc import Iterable, Sequence
 from types import ModuleType
@@ -38,8 +41,9 @@ def env_specs(environ: dict[str, str] | None = None) -> list[str]:
 
 
 def is_file_spec(spec: str) -> bool:
-    """A path to a .py file (or anything with a path separator) rather than a module name."""
-    return spec.endswith(".py") or "/" in spec or os.sep in spec
+    """A path to a .py file (or anything with a path separator) rather than a module name (or NAME@ROOT)."""
+    head = spec.partition("@")[0]
+    return spec.endswith(".py") or "/" in head or os.sep in head
 
 
 def _cause(error: BaseException) -> str:
@@ -67,12 +71,14 @@ def _add_to_path(folder: pathlib.Path) -> None:
         sys.path.insert(0, entry)
 
 
-def import_file(path: str | pathlib.Path, *, what: str | None = None) -> ModuleType:
+def import_file(path: str | pathlib.Path, *, what: str | None = None, name: str | None = None,
+                fresh: bool = False) -> ModuleType:
     """Imports a Python file as a module (once: a file imported before, by name or path, is reused).
 
     Its folder is put on ``sys.path`` first, so that the file can import its neighbours. The
-    module is named after the file when that name is free, so that a later ``import my_blocks``
-    finds this same module instead of running the file a second time.
+    module is named ``name``, else after the file when that name is free, so that a later
+    ``import my_blocks`` finds this same module instead of running the file a second time.
+    ``fresh`` runs the file again even when it was imported before (an experiment file).
     """
     given = str(path)
     what = what or given
@@ -81,22 +87,29 @@ def import_file(path: str | pathlib.Path, *, what: str | None = None) -> ModuleT
         problem = "is a directory" if path.is_dir() else "no such file"
         raise UserModuleError(f"{what}: {problem} (give a .py file or a module name)")
     path = path.resolve()
-    module = _already_imported(path)
+    module = None if fresh else _already_imported(path)
     if module is not None:
         return module
     _add_to_path(path.parent)
-    name = path.stem
-    if not name.isidentifier() or name in sys.modules:
-        name = f"jaxconv_user_{hashlib.sha256(str(path).encode()).hexdigest()[:10]}_{''.join(c if c.isalnum() else '_' for c in path.stem)}"
+    if name is None:
+        name = path.stem
+        if not name.isidentifier() or name in sys.modules:
+            tag = hashlib.sha256(str(path).encode()).hexdigest()[:10]
+            name = f"jaxconv_user_{tag}_{''.join(c if c.isalnum() else '_' for c in path.stem)}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise UserModuleError(f"{what}: not a Python file")
     module = importlib.util.module_from_spec(spec)
+    module.__jaxconv_file__ = str(path)  # how a run records it: by its file
+    previous = sys.modules.get(name)
     sys.modules[name] = module  # dataclasses (Flax modules) look their module up while the file runs
     try:
         spec.loader.exec_module(module)
     except BaseException as e:
-        sys.modules.pop(name, None)
+        if previous is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = previous
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
         raise UserModuleError(f"{what}: importing it failed: {_cause(e)}") from e
@@ -104,15 +117,22 @@ def import_file(path: str | pathlib.Path, *, what: str | None = None) -> ModuleT
 
 
 def import_name(name: str, *, what: str | None = None) -> ModuleType:
-    """Imports a module by name, looking in the working directory too (as ``python -m`` does)."""
+    """Imports a module by name, looking in the working directory too (as ``python -m`` does).
+
+    ``NAME@ROOT`` (how a run records a module of a package that is not installed) looks in the
+    folder ROOT first.
+    """
     what = what or name
+    name, _, root = name.partition("@")
     if not all(part.isidentifier() for part in name.split(".")):
         raise UserModuleError(f"{what}: not a module name or a .py file")
     _add_to_path(pathlib.Path.cwd())
+    if root:
+        _add_to_path(pathlib.Path(root))
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as e:
-        if e.name and name.startswith(e.name):
+        if e.name and (name == e.name or name.startswith(e.name + ".")):
             raise UserModuleError(
                 f"{what}: no module named {e.name!r} on the Python path or in {pathlib.Path.cwd()} "
                 f"(give the file's path, e.g. --import path/to/{name.rsplit('.', 1)[-1]}.py)") from e
@@ -143,29 +163,53 @@ def import_modules(specs: Iterable[str], *, source: str = "--import") -> list[st
     return recorded
 
 
-def recorded_spec(spec: str, module: ModuleType) -> str:
-    """How a run records an import so that it works again from another working directory.
+def _installed(file: str) -> bool:
+    """Whether a module's file lies where a plain interpreter finds it (site-packages, the standard library)."""
+    resolved = pathlib.Path(file).resolve()
+    roots = {sysconfig.get_paths()[key] for key in ("purelib", "platlib", "stdlib", "platstdlib")}
+    return any(resolved.is_relative_to(pathlib.Path(root).resolve()) for root in roots)
 
-    A file becomes its absolute path; a top-level module found in the working directory becomes
-    its file's absolute path; an installed module keeps its name.
+
+def module_spec(module: ModuleType) -> str | None:
+    """How a run records ``module`` so that any later command, from any folder, imports it again.
+
+    A file jaxconv imported, or a top-level module that is not installed: its absolute path. A
+    module of a package that is not installed: ``NAME@ROOT``. An installed module: its name.
+    None for jaxconv's own modules and for ``__main__`` (a script cannot be imported again
+    without running it).
     """
+    name = module.__name__
+    if name == "__main__" or name == "jaxconv" or name.startswith("jaxconv."):
+        return None
     file = getattr(module, "__file__", None)
-    if is_file_spec(spec):
-        return str(pathlib.Path(file or spec).resolve())
-    if file and "." not in spec and not file.endswith("__init__.py"):
-        resolved = pathlib.Path(file).resolve()
-        if resolved.parent == pathlib.Path.cwd().resolve():
-            return str(resolved)
-    return spec
+    if getattr(module, "__jaxconv_file__", None):
+        return module.__jaxconv_file__
+    if not file or _installed(file):
+        return name
+    path = pathlib.Path(file).resolve()
+    if "." not in name and path.name != "__init__.py":
+        return str(path)
+    root = path.parent if path.name == "__init__.py" else path.with_suffix("")
+    for _ in name.split("."):
+        root = root.parent
+    return f"{name}@{root}"
+
+
+def recorded_spec(spec: str, module: ModuleType) -> str:
+    """How a run records an import given as ``spec`` (see ``module_spec``)."""
+    return module_spec(module) or spec
 
 
 def source_spec(module_name: str | None, module_file: str | None) -> str | None:
-    """What to import to get back a model registered by code in ``module_name`` (None: a built-in)."""
-    if not module_name or module_name.startswith("jaxconv.") or module_name == "jaxconv":
+    """What to import to get back a model registered by code in ``module_name`` (None: nothing to import)."""
+    if not module_name:
         return None
-    if module_file:
-        return str(pathlib.Path(module_file).resolve())
-    return None if module_name == "__main__" else module_name
+    module = sys.modules.get(module_name)
+    if module is not None:
+        return module_spec(module)
+    if module_name == "__main__" or module_name.startswith("jaxconv."):
+        return None
+    return str(pathlib.Path(module_file).resolve()) if module_file else module_name
 
 
 def merge(*groups: Sequence[str]) -> list[str]:

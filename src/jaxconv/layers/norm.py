@@ -18,11 +18,14 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
+from jaxconv.layers.geometry import layer_name
+
 
 class BatchNorm(nn.BatchNorm):
     """Batch normalisation over (N, H, W) per channel, with running statistics.
 
-    Call it as ``norm(x, use_running_average=not train)``: in training it normalises with
+    Set up by a model as ``norm_factory(BatchNorm, train=...)`` and called as ``norm(name=...)(x)``
+    (on its own: ``BatchNorm()(x, use_running_average=not train)``): in training it normalises with
     the batch statistics and updates ``batch_stats`` (mean, var) by an exponential moving
     average; in evaluation it uses them, and is then a per-channel affine map that
     ``jaxconv.analysis.fold_batchnorm`` folds into the preceding convolution.
@@ -55,6 +58,8 @@ class GroupNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        if isinstance(self.num_groups, bool) or not isinstance(self.num_groups, int) or self.num_groups < 1:
+            raise ValueError(f"{layer_name(self)}: num_groups must be a positive int, got {self.num_groups!r}")
         channels = x.shape[-1]
         groups = max(d for d in range(1, min(self.num_groups, channels) + 1) if channels % d == 0)
         scale = self.param("scale", nn.initializers.ones, (channels,), self.param_dtype)

@@ -39,19 +39,20 @@ class WeightsHashError(ValueError):
 
 
 def published_weights() -> dict[str, dict[str, WeightSet]]:
-    """model -> tag -> WeightSet, from every registered model's declaration.
+    """model -> tag -> WeightSet, from every built-in model's declaration.
 
     The first tag of a model is its default (as torchvision's DEFAULT for single-tag models; for
     ResNet-50/101/152 and EfficientNet-B1, V1 comes first and V2 is the better one).
     """
-    return {name: {w.tag: w for w in model_info(name).weights} for name in list_models() if model_info(name).weights}
+    return {name: {w.tag: w for w in info.weights} for name in list_models()
+            if (info := model_info(name)).weights and info.builtin}
 
 
-WEIGHTS: dict[str, dict[str, WeightSet]] = published_weights()  # the built-in models'
+WEIGHTS: dict[str, dict[str, WeightSet]] = published_weights()  # the built-in models' (which cannot change)
 
 
 def weight_sets(name: str) -> dict[str, WeightSet]:
-    """tag -> WeightSet of model ``name``, a built-in one or one registered since (empty: none published)."""
+    """tag -> WeightSet of model ``name``: a built-in one's, or a user model's as registered now (empty: none)."""
     if name in WEIGHTS:
         return WEIGHTS[name]
     return {w.tag: w for w in model_info(name).weights}  # an unknown name raises UnknownModelError

@@ -115,7 +115,7 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
     from jaxconv.user_modules import UserModuleError, import_file
 
     try:  # its folder becomes importable, so that it can `import my_blocks` from beside it
-        module = import_file(path, what=f"experiment file {path}")
+        module = import_file(path, what=f"experiment file {path}", name=f"jaxconv_experiment_{path.stem}", fresh=True)
     except UserModuleError as e:
         raise ConfigError("file", str(path), str(e).split(": ", 1)[1]) from None
     if not hasattr(module, "get_config"):
@@ -178,6 +178,14 @@ def _parse(key: str, text: str, current: Any, field_type: type | None) -> Any:
         raise ConfigError(key, text, f"expected {kind}") from None
 
 
+def _field_type(config: ml_collections.ConfigDict, key: str) -> type | None:
+    """The declared type of ``config.key`` (None where it has none: a plain None read back from config.json)."""
+    try:
+        return config.get_ref(key).get_type() if key in config else None
+    except ValueError:
+        return None
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]) -> ml_collections.ConfigDict:
     """Applies ``--config.KEY=VALUE`` overrides, typed by the key's current value.
 
@@ -195,8 +203,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
             continue
         if len(parts) != 1 or parts[0] not in known:
             raise ConfigError(key, text, f"unknown key; the keys are {', '.join(sorted(known))}")
-        field = config.get_ref(key) if key in config else None
-        field_type = field.get_type() if field is not None else None
+        field_type = _field_type(config, key) or _field_type(base_config(), key)
         current = config[key] if key in config else base_config()[key]
         value = _parse(key, text, current, field_type)
         if field_type is float and isinstance(value, int):
@@ -340,6 +347,10 @@ def _check_model(c: ml_collections.ConfigDict, channels: int) -> None:
     from jaxconv.models import get_model
 
     options = dict(c.model_options)
+    for key, owner in (("axis_name", "bn_mode"), ("dtype", "dtype"), ("num_classes", "dataset")):
+        if key in options:
+            raise ConfigError("model_options", options, f"{key} is set by the training system from config.{owner}, "
+                                                        f"not as a model option; drop model_options.{key}")
     try:
         model = get_model(c.model, num_classes=10, **options)
     except (ValueError, TypeError) as e:
