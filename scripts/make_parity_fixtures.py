@@ -1,19 +1,23 @@
 """Makes the torchvision parity fixtures in tests/fixtures/parity/ (run once, with torch).
 
-Needs torch and torchvision, not JAX:
+Needs torch and torchvision, and JAX and Flax (the families' declarations say which models to
+make and how torchvision builds them), e.g. in a separate environment:
 
-    pip install torch==2.13.0            # the CPU build
-    pip install --no-deps torchvision==0.29.2
+    python3 -m venv /work/torchenv
+    /work/torchenv/bin/pip install torch==2.13.0            # the CPU build
+    /work/torchenv/bin/pip install --no-deps torchvision==0.29.1
+    /work/torchenv/bin/pip install jax==0.10.2 jaxlib==0.10.2 flax==0.12.8 safetensors pillow
 
 Run from the repository root:
 
-    /work/torchenv/bin/python scripts/make_parity_fixtures.py      # or: python scripts/make_parity_fixtures.py
+    /work/torchenv/bin/python scripts/make_parity_fixtures.py                    # every model
+    /work/torchenv/bin/python scripts/make_parity_fixtures.py --models squeezenet1_0,squeezenet1_1   # a new family
 
 It writes
 - layouts.json.gz: for every model jaxconv converts, torchvision's state-dict key -> shape
   listing, in the layout of the published file (GoogLeNet with its auxiliary heads), and
   the eps and momentum of its BatchNorm layers;
-- <model>.npz for one model per family: torchvision's eval-mode logits for two seeded
+- <model>.npz for one model per family (its declaration's parity_size): torchvision's eval-mode logits for two seeded
   input images, with pseudo-random weights from jaxconv.pretrained.synthetic (the same
   generator the tests use on the same listing), and checksums of both, so that a test can
   tell a changed random stream from a conversion error.
@@ -82,12 +86,23 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=pathlib.Path, default=OUT)
+    parser.add_argument("--models", help="comma-separated: make only these models' fixtures (a new family), "
+                                         "keeping the others' entries in layouts.json.gz")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-
+    names = SUPPORTED
     layouts, batchnorm = {}, {}
-    for name in SUPPORTED:
+    if args.models:
+        names = tuple(n.strip() for n in args.models.split(",") if n.strip())
+        unknown = [n for n in names if n not in SUPPORTED]
+        if unknown:
+            parser.error(f"--models: {', '.join(unknown)} convert from no torchvision weights; models: {', '.join(SUPPORTED)}")
+        with gzip.open(args.out / "layouts.json.gz", "rt", encoding="utf-8") as f:
+            previous = json.load(f)
+        layouts, batchnorm = previous["layouts"], previous["batchnorm"]
+
+    for name in names:
         model = build_torch_model(name, for_parity=False)
         layouts[name] = layout_of(model)
         batchnorm[name] = batchnorm_settings(model)
@@ -97,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(listing, f, separators=(",", ":"))
 
     for name, size in PARITY_SIZES.items():
+        if name not in names:
+            continue
         model = build_torch_model(name, for_parity=True).eval()
         layout = {key: shape for key, shape in layout_of(model)}
         state = random_state_dict(layout, WEIGHT_SEED)

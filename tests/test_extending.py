@@ -61,11 +61,13 @@ def guide_steps(section: str) -> list[tuple[str, str, str]]:
     """('file', name, text) and ('run', command, '') in the order a section of docs/extending.md gives them."""
     text = DOC.read_text(encoding="utf-8").split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
     steps = []
-    for match in re.finditer(r"<!-- (file: (\S+)|run) -->\n```\w+\n(.*?)```", text, re.S):
+    for match in re.finditer(r"<!-- (file: (\S+)|excerpt: (\S+)|run) -->\n```\w+\n(.*?)```", text, re.S):
         if match.group(2):
-            steps.append(("file", match.group(2), match.group(3)))
+            steps.append(("file", match.group(2), match.group(4)))
+        elif match.group(3):
+            steps.append(("excerpt", match.group(3), match.group(4)))
         else:
-            steps += [("run", line.strip(), "") for line in match.group(3).splitlines() if line.strip()]
+            steps += [("run", line.strip(), "") for line in match.group(4).splitlines() if line.strip()]
     return steps
 
 
@@ -93,6 +95,9 @@ def test_every_example_of_the_extending_guide_runs(section, user_space, tmp_path
         if kind == "file":
             (user_space / what).write_text(text, encoding="utf-8")
             continue
+        if kind == "excerpt":  # quoted from the repository: it must be there as shown
+            assert text in (DOC.parents[1] / what).read_text(encoding="utf-8"), f"{what} no longer reads as quoted"
+            continue
         args = shrunk(shlex.split(what)[1:], data_dir)
         workdir_only = args[0] == "eval" or (args[0] == "train" and not any(
             a.startswith(("--config=", "--import", "--config.model=")) or a == "--config" for a in args))
@@ -114,6 +119,7 @@ def test_every_example_of_the_extending_guide_runs(section, user_space, tmp_path
             assert "| resnext_cifar | 32 | 0.25 | 0.043 |" in output
         if args[0] == "compare" and "squeezenet1_1" in args:
             assert "| squeezenet1_1 | 224 | 1.24 | 0.349 |" in output and "| 58.178 |" in output
+            assert "| squeezenet1_0 | 224 | 1.25 | 0.819 |" in output
 
     if section.startswith("1."):
         resnext = json.loads((user_space / "runs/resnext/config.json").read_text())
@@ -134,22 +140,20 @@ def test_every_example_of_the_extending_guide_runs(section, user_space, tmp_path
 
 
 def check_the_squeezenet_declaration():
-    """The guide's new family against what torchvision publishes for squeezenet1_1."""
-    from jaxconv.pretrained.convert import torch_layout
+    """The guide's new family against what torchvision publishes for squeezenet1_0 and squeezenet1_1."""
+    from jaxconv.pretrained.convert import SUPPORTED, torch_layout
 
-    info = jaxconv.model_info("squeezenet1_1")
-    counted = jaxconv.summary("squeezenet1_1")
-    assert counted.params == info.published.params == 1_235_496
-    assert counted.macs / 1e9 == pytest.approx(info.published.gmacs, rel=0.01)
-    assert info.weights[0].num_params == 1_235_496 and info.published.top1 == 58.178
-    # torchvision's state-dict layout (torchvision/models/squeezenet.py): features.0, Fire modules at
-    # features.3, 4, 6, 7, 9, 10, 11, 12 (squeeze, expand1x1, expand3x3), classifier.1.
+    for name, params, gmacs in (("squeezenet1_0", 1_248_424, 0.819), ("squeezenet1_1", 1_235_496, 0.349)):
+        info = jaxconv.model_info(name)
+        counted = jaxconv.summary(name)
+        assert counted.params == info.published.params == params and name in SUPPORTED
+        assert counted.macs / 1e9 == pytest.approx(gmacs, rel=0.01)
+        assert info.weights[0].num_params == params
+    # torchvision's state-dict layout (torchvision/models/squeezenet.py): Fire modules after the pools.
     layout = torch_layout("squeezenet1_1")
-    assert len(layout) == 2 + 8 * 6 + 2
-    assert layout["features.0.weight"] == (64, 3, 3, 3)
-    assert layout["features.6.expand3x3.weight"] == (128, 32, 3, 3)
-    assert layout["features.12.squeeze.weight"] == (64, 512, 1, 1)
-    assert layout["classifier.1.weight"] == (1000, 512, 1, 1)
+    assert len(layout) == 2 + 8 * 6 + 2 and layout["features.6.expand3x3.weight"] == (128, 32, 3, 3)
+    assert sorted(int(k.split(".")[1]) for k in torch_layout("squeezenet1_0") if k.endswith("squeeze.weight")) == [
+        3, 4, 5, 7, 8, 9, 10, 12]
 
 
 def test_the_guide_runs_a_dozen_commands_in_four_sections():
@@ -265,13 +269,13 @@ def test_training_options_reach_the_model_through_its_fields(user_space):
 
 
 FAMILIES = ["resnet20", "resnet50", "plain20", "vgg11_bn", "googlenet_tv", "efficientnet_b0", "inception_small",
-            "allcnn_c"]
+            "allcnn_c", "alexnet", "alexnet_tv", "zfnet", "lenet5"]
 
 
 def _abstract_variables(name, **options):
     model = jaxconv.get_model(name, **options)
-    size = jaxconv.model_info(name).image_size
-    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    info = jaxconv.model_info(name)
+    x = jax.ShapeDtypeStruct((1, info.image_size, info.image_size, info.in_channels), jnp.float32)
     return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
 
 
@@ -285,13 +289,20 @@ def test_every_family_takes_group_and_layer_norm_or_none(name):
     running statistics, so the parameter count stays the published one; without a norm, biases come back."""
     batch = _abstract_variables(name, norm="batch")
     expected = _count(batch["params"])
+    assert "batch_stats" in batch
     for norm in ("group", "layer"):
         variables = _abstract_variables(name, norm=norm)
         assert "batch_stats" not in variables and _count(variables["params"]) == expected
     bare = _abstract_variables(name, norm=None)
     assert "batch_stats" not in bare
-    assert any(path[-1].key == "bias" and "conv" in str(path) for path, _ in
-               jax.tree_util.tree_flatten_with_path(bare["params"])[0])
+    conv_biases = [path for path, _ in jax.tree_util.tree_flatten_with_path(bare["params"])[0]
+                   if path[-1].key == "bias" and re.search(r"conv|^c\d", path[-2].key)]
+    assert conv_biases, "without a norm, the convolutions carry biases"
+    info = jaxconv.model_info(name)
+    factory_options = dict(getattr(info.factory, "keywords", {}))
+    default_norm = factory_options.get("norm", info.module_class.__dataclass_fields__["norm"].default)
+    if default_norm is None and info.published is not None and info.published.params:
+        assert _count(bare["params"]) == info.published.params  # the published network has no norm
     if name == "resnet50":
         assert expected == 25_557_032  # torchvision's count, with any of the three
 

@@ -10,9 +10,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxconv.archs.common import classifier_output
-from jaxconv.blocks.base import Activation
-from jaxconv.layers import AdaptiveAvgPool, Conv, Dropout, LocalResponseNorm, MaxPool, relu
+from jaxconv.blocks.base import Activation, ModuleDef
 from jaxconv.declarations import PAPER_COUNT, Published, TorchvisionKeys, torchvision_figures, torchvision_weights
+from jaxconv.layers import AdaptiveAvgPool, Conv, Dropout, LocalResponseNorm, MaxPool, relu
+from jaxconv.layers.norm import norm_factory
 from jaxconv.registry import register
 
 
@@ -27,6 +28,14 @@ def _classifier(x, *, width, num_classes, dropout, dropout_first, act, train, dt
             x = Dropout(dropout, name=f"{name}_dropout")(x, deterministic=not train)
     features["pre_logits"] = x
     return nn.Dense(num_classes, dtype=dtype, name="head")(x)
+
+
+def _unit(x, features, kernel, stride=1, *, index, conv, norm, act, **options):
+    """conv{index} -> [norm{index}] -> act: every convolution of the AlexNet family."""
+    x = conv(features, kernel, stride, name=f"conv{index}", **options)(x)
+    if norm is not None:
+        x = norm(name=f"norm{index}")(x)
+    return act(x)
 
 
 class AlexNet(nn.Module):
@@ -49,12 +58,15 @@ class AlexNet(nn.Module):
     lrn: bool = True
     classifier_width: int = 4096
     dropout: float = 0.5
+    norm: ModuleDef | None = None  # none in 2012; 'batch', 'group', 'layer' or a module after every conv
     act: Activation = relu
     dtype: Any = jnp.float32
+    axis_name: str | None = None  # sync BatchNorm over this device axis (set by the training system)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
-        conv = partial(Conv, dtype=self.dtype)
+        unit = partial(_unit, conv=partial(Conv, dtype=self.dtype), act=self.act,
+                       norm=norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name))
         w1, w2, w3, w4, w5 = self.widths
         features: dict[str, jnp.ndarray] = {}
 
@@ -63,15 +75,15 @@ class AlexNet(nn.Module):
                 x = LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0, name=f"lrn{i}")(x)
             return MaxPool(3, 2, name=f"pool{i}")(x)
 
-        x = norm_pool(self.act(conv(w1, 11, 4, name="conv1")(x)), 1)
+        x = norm_pool(unit(x, w1, 11, 4, index=1), 1)
         features["conv1"] = x
-        x = norm_pool(self.act(conv(w2, 5, 1, padding=2, groups=self.groups, name="conv2")(x)), 2)
+        x = norm_pool(unit(x, w2, 5, 1, index=2, padding=2, groups=self.groups), 2)
         features["conv2"] = x
-        x = self.act(conv(w3, 3, 1, padding=1, name="conv3")(x))
+        x = unit(x, w3, 3, 1, index=3, padding=1)
         features["conv3"] = x
-        x = self.act(conv(w4, 3, 1, padding=1, groups=self.groups, name="conv4")(x))
+        x = unit(x, w4, 3, 1, index=4, padding=1, groups=self.groups)
         features["conv4"] = x
-        x = self.act(conv(w5, 3, 1, padding=1, groups=self.groups, name="conv5")(x))
+        x = unit(x, w5, 3, 1, index=5, padding=1, groups=self.groups)
         x = MaxPool(3, 2, name="pool5")(x)
         features["conv5"] = x
         logits = _classifier(
@@ -98,22 +110,25 @@ class AlexNetTorchvision(nn.Module):
 
     num_classes: int = 1000
     dropout: float = 0.5
+    norm: ModuleDef | None = None  # torchvision's has none; 'batch', 'group', 'layer' or a module after every conv
     act: Activation = relu
     dtype: Any = jnp.float32
+    axis_name: str | None = None  # sync BatchNorm over this device axis (set by the training system)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
-        conv = partial(Conv, dtype=self.dtype)
+        unit = partial(_unit, conv=partial(Conv, dtype=self.dtype), act=self.act,
+                       norm=norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name))
         features: dict[str, jnp.ndarray] = {}
-        x = MaxPool(3, 2, name="pool1")(self.act(conv(64, 11, 4, padding=2, fit="floor", name="conv1")(x)))
+        x = MaxPool(3, 2, name="pool1")(unit(x, 64, 11, 4, index=1, padding=2, fit="floor"))
         features["conv1"] = x
-        x = MaxPool(3, 2, name="pool2")(self.act(conv(192, 5, 1, padding=2, name="conv2")(x)))
+        x = MaxPool(3, 2, name="pool2")(unit(x, 192, 5, 1, index=2, padding=2))
         features["conv2"] = x
-        x = self.act(conv(384, 3, 1, padding=1, name="conv3")(x))
+        x = unit(x, 384, 3, 1, index=3, padding=1)
         features["conv3"] = x
-        x = self.act(conv(256, 3, 1, padding=1, name="conv4")(x))
+        x = unit(x, 256, 3, 1, index=4, padding=1)
         features["conv4"] = x
-        x = self.act(conv(256, 3, 1, padding=1, name="conv5")(x))
+        x = unit(x, 256, 3, 1, index=5, padding=1)
         x = AdaptiveAvgPool(6, name="adaptive_pool")(MaxPool(3, 2, name="pool5")(x))
         features["conv5"] = x
         logits = _classifier(
@@ -144,12 +159,15 @@ class ZFNet(nn.Module):
     lrn: bool = True
     classifier_width: int = 4096
     dropout: float = 0.5
+    norm: ModuleDef | None = None  # none in 2013; 'batch', 'group', 'layer' or a module after every conv
     act: Activation = relu
     dtype: Any = jnp.float32
+    axis_name: str | None = None  # sync BatchNorm over this device axis (set by the training system)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
-        conv = partial(Conv, dtype=self.dtype)
+        unit = partial(_unit, conv=partial(Conv, dtype=self.dtype), act=self.act,
+                       norm=norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name))
         w1, w2, w3, w4, w5 = self.widths
         features: dict[str, jnp.ndarray] = {}
 
@@ -159,15 +177,15 @@ class ZFNet(nn.Module):
                 x = LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0, name=f"lrn{i}")(x)
             return x
 
-        x = pool_norm(self.act(conv(w1, 7, 2, padding=1, fit="floor", name="conv1")(x)), 1)
+        x = pool_norm(unit(x, w1, 7, 2, index=1, padding=1, fit="floor"), 1)
         features["conv1"] = x
-        x = pool_norm(self.act(conv(w2, 5, 2, name="conv2")(x)), 2)
+        x = pool_norm(unit(x, w2, 5, 2, index=2), 2)
         features["conv2"] = x
-        x = self.act(conv(w3, 3, 1, padding=1, name="conv3")(x))
+        x = unit(x, w3, 3, 1, index=3, padding=1)
         features["conv3"] = x
-        x = self.act(conv(w4, 3, 1, padding=1, name="conv4")(x))
+        x = unit(x, w4, 3, 1, index=4, padding=1)
         features["conv4"] = x
-        x = self.act(conv(w5, 3, 1, padding=1, name="conv5")(x))
+        x = unit(x, w5, 3, 1, index=5, padding=1)
         x = MaxPool(3, 2, name="pool5")(x)
         features["conv5"] = x
         logits = _classifier(

@@ -9,8 +9,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxconv.archs.common import classifier_output
-from jaxconv.blocks.base import Activation
+from jaxconv.blocks.base import Activation, ModuleDef
 from jaxconv.layers import AvgPool, Conv, tanh
+from jaxconv.layers.norm import norm_factory
 from jaxconv.registry import register
 
 
@@ -25,18 +26,26 @@ class LeNet5(nn.Module):
     """
 
     num_classes: int = 10
+    norm: ModuleDef | None = None  # none in 1998; 'batch', 'group', 'layer' or a module after c1, c3, c5
     act: Activation = tanh
     dtype: Any = jnp.float32
+    axis_name: str | None = None  # sync BatchNorm over this device axis (set by the training system)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
         conv = partial(Conv, dtype=self.dtype, kernel_init=nn.initializers.lecun_normal())
+        norm = norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name)
+
+        def unit(x, features, name):
+            x = conv(features, 5, name=name)(x)
+            return self.act(x if norm is None else norm(name=f"{name}_norm")(x))
+
         features: dict[str, jnp.ndarray] = {}
-        x = AvgPool(2, 2, name="s2")(self.act(conv(6, 5, name="c1")(x)))
+        x = AvgPool(2, 2, name="s2")(unit(x, 6, "c1"))
         features["c1"] = x
-        x = AvgPool(2, 2, name="s4")(self.act(conv(16, 5, name="c3")(x)))
+        x = AvgPool(2, 2, name="s4")(unit(x, 16, "c3"))
         features["c3"] = x
-        x = self.act(conv(120, 5, name="c5")(x))
+        x = unit(x, 120, "c5")
         features["c5"] = x
         x = x.reshape(x.shape[0], -1)
         x = self.act(nn.Dense(84, dtype=self.dtype, name="f6")(x))
