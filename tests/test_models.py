@@ -28,7 +28,8 @@ ALL_MODELS = jaxconv.list_models()
 # The biggest are checked by eval_shape only: their forward pass costs compile time, not coverage.
 # B2-B7 are B0/B1 scaled up, the 110-layer CIFAR nets are ResNet-56/plain-56 deeper.
 EVAL_SHAPE_ONLY = {"efficientnet_b2", "efficientnet_b3", "efficientnet_b4", "efficientnet_b5", "efficientnet_b6",
-                   "efficientnet_b7", "resnet101", "resnet152", "resnet110", "plain110", "vgg19", "vgg19_bn"}
+                   "efficientnet_b7", "resnet101", "resnet152", "resnet110", "plain110", "vgg19", "vgg19_bn",
+                   "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2"}
 
 
 def parameter_count(name: str, **overrides) -> int:

@@ -175,6 +175,40 @@ for _depth, _stages in IMAGENET_DEPTHS.items():
         # Parity for resnet18 (basic blocks) at 64 px and resnet50 (bottlenecks) at 67 px: PyTorch's floor on odd sizes.
         torchvision=TorchvisionKeys(torchvision_prefix, parity_size={18: 64, 50: 67}.get(_depth)),
     )
+# ResNeXt (Xie et al. 2017: the bottleneck's 3x3 split into groups) and Wide ResNet (Zagoruyko & Komodakis
+# 2016: its inner width doubled), as torchvision builds them: (depth, groups, width per group), then
+# torchvision's weights metadata (parameters, GMACs, V1 and V2 weights with their ImageNet accuracy).
+WIDER_RESNETS = {
+    "resnext50_32x4d": ((50, 32, 4), torchvision_figures(25_028_904, 4.23), [
+        torchvision_weights("IMAGENET1K_V1", "resnext50_32x4d-7cdf4587.pth", 77.618, 93.698),
+        torchvision_weights("IMAGENET1K_V2", "resnext50_32x4d-1a0047aa.pth", 81.198, 95.340, resize=232)]),
+    "resnext101_32x8d": ((101, 32, 8), torchvision_figures(88_791_336, 16.414), [
+        torchvision_weights("IMAGENET1K_V1", "resnext101_32x8d-8ba56ff5.pth", 79.312, 94.526),
+        torchvision_weights("IMAGENET1K_V2", "resnext101_32x8d-110c445d.pth", 82.834, 96.228, resize=232)]),
+    "resnext101_64x4d": ((101, 64, 4), torchvision_figures(83_455_272, 15.46), [
+        torchvision_weights("IMAGENET1K_V1", "resnext101_64x4d-173b62eb.pth", 83.246, 96.454, resize=232)]),
+    "wide_resnet50_2": ((50, 1, 128), torchvision_figures(68_883_240, 11.398), [
+        torchvision_weights("IMAGENET1K_V1", "wide_resnet50_2-95faca4d.pth", 78.468, 94.086),
+        torchvision_weights("IMAGENET1K_V2", "wide_resnet50_2-9ba9bcbe.pth", 81.602, 95.758, resize=232)]),
+    "wide_resnet101_2": ((101, 1, 128), torchvision_figures(126_886_696, 22.753), [
+        torchvision_weights("IMAGENET1K_V1", "wide_resnet101_2-32ee1156.pth", 78.848, 94.284),
+        torchvision_weights("IMAGENET1K_V2", "wide_resnet101_2-d733dc28.pth", 82.510, 96.020, resize=232)]),
+}
+for _name, ((_depth, _groups, _width), _published, _weights) in WIDER_RESNETS.items():
+    _kind = f"ResNeXt-{_depth} {_groups}x{_width}d" if _groups > 1 else f"Wide ResNet-{_depth}-2"
+    register(
+        _name,
+        partial(ResNet, block=partial(Bottleneck, groups=_groups, width_per_group=_width),
+                depths=IMAGENET_DEPTHS[_depth]),
+        image_size=224,
+        family="resnet",
+        description=f"{_kind} (torchvision's, v1.5 bottlenecks)",
+        published=_published,
+        weights=_weights,
+        # Parity for resnext50_32x4d at 67 px: grouped 3x3 convolutions against PyTorch's.
+        torchvision=TorchvisionKeys(torchvision_prefix, parity_size=67 if _name == "resnext50_32x4d" else None),
+    )
+
 for _depth in (18, 34):
     register(
         f"plain{_depth}",

@@ -75,24 +75,29 @@ class BasicBlock(ResidualBlock):
 
 
 class Bottleneck(ResidualBlock):
-    """1x1 reduce -> 3x3 -> 1x1 expand to ``features`` (ResNet-50/101/152).
+    """1x1 reduce -> 3x3 -> 1x1 expand to ``features`` (ResNet-50/101/152, ResNeXt, Wide ResNet).
 
-    The inner width is features / ``expansion``. ``variant='v1.5'`` (torchvision's default)
-    strides the 3x3 convolution; ``'v1'`` (the paper) strides the first 1x1, which skips
-    three of every four positions before any 3x3 sees them: 3.86 vs 4.09 GMACs for ResNet-50.
+    The inner width is features / ``expansion`` x ``width_per_group`` / 64 x ``groups``, as
+    torchvision computes it: ResNeXt's 32x4d splits the 3x3 into ``groups=32`` of 4 channels
+    (Xie et al. 2017), Wide ResNet-50-2 doubles the inner width (``width_per_group=128``).
+    ``variant='v1.5'`` (torchvision's default) strides the 3x3 convolution; ``'v1'`` (the
+    paper) strides the first 1x1, which skips three of every four positions before any 3x3
+    sees them: 3.86 vs 4.09 GMACs for ResNet-50.
     """
 
     expansion: int = 4
     variant: Literal["v1", "v1.5"] = "v1.5"
+    groups: int = 1
+    width_per_group: int = 64
 
     def branch(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         if self.variant not in ("v1", "v1.5"):
             raise ValueError(f"variant must be 'v1' or 'v1.5', got {self.variant!r}")
-        width = self.features // self.expansion
+        width = int(self.features // self.expansion * self.width_per_group / 64) * self.groups
         stride_1x1, stride_3x3 = (self.stride, 1) if self.variant == "v1" else (1, self.stride)
         y = self.conv(width, 1, stride_1x1, name="conv1")(x)
         y = self.activate(self.normalize(y, "norm1", train))
-        y = self.conv(width, 3, stride_3x3, padding=1, name="conv2")(y)
+        y = self.conv(width, 3, stride_3x3, padding=1, groups=self.groups, name="conv2")(y)
         y = self.activate(self.normalize(y, "norm2", train))
         y = self.conv(self.features, 1, 1, name="conv3")(y)
         return self.last_norm(y, "norm3", train)
