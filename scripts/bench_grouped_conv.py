@@ -66,8 +66,8 @@ def functions(channels, out, groups, kernel, stride, formulation):
 
 def operands(batch, size, channels, out, groups, kernel, stride, rng):
     x = jnp.asarray(rng.standard_normal((batch, size, size, channels)), jnp.float32)
-    w = jnp.asarray(rng.standard_normal((kernel, kernel, channels // groups, out)) / math.sqrt(kernel * kernel * channels / groups),
-                    jnp.float32)
+    fan_in = kernel * kernel * channels / groups
+    w = jnp.asarray(rng.standard_normal((kernel, kernel, channels // groups, out)) / math.sqrt(fan_in), jnp.float32)
     out_size = (size + 2 * (kernel // 2) - kernel) // stride + 1
     g = jnp.asarray(rng.standard_normal((batch, out_size, out_size, out)), jnp.float32)
     macs = batch * out_size * out_size * out * kernel * kernel * channels // groups
@@ -86,7 +86,8 @@ def main() -> None:
     print(f"# XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     print(f"# {jax.devices()[0].device_kind} ({jax.default_backend()}), {platform.processor() or platform.machine()}, "
           f"jax {jax.__version__}, batch {args.batch}, {time.strftime('%Y-%m-%d')}")
-    print("| layer | MACs | dense (ms) | jaxconv (ms) | XLA grouped (ms) | jaxconv per MAC vs dense | XLA per MAC vs dense |")
+    print("| layer | MACs | dense (ms) | jaxconv (ms) | XLA grouped (ms) | jaxconv per MAC vs dense "
+          "| XLA per MAC vs dense |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     rows = []
     for name, channels, out, groups, size, kernel, stride in LAYERS:

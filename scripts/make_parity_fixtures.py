@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         names = tuple(n.strip() for n in args.models.split(",") if n.strip())
         unknown = [n for n in names if n not in SUPPORTED]
         if unknown:
-            parser.error(f"--models: {', '.join(unknown)} convert from no torchvision weights; models: {', '.join(SUPPORTED)}")
+            parser.error(f"--models: {', '.join(unknown)} convert from no torchvision weights; "
+                         f"models: {', '.join(SUPPORTED)}")
         with gzip.open(args.out / "layouts.json.gz", "rt", encoding="utf-8") as f:
             previous = json.load(f)
         layouts, batchnorm = previous["layouts"], previous["batchnorm"]

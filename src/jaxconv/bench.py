@@ -260,7 +260,8 @@ def compile_step(request: Request) -> CompiledStep:
         "image": images.astype(jnp.bfloat16) if request.dtype == "bfloat16" else images,
         "label": rng.integers(0, num_classes, request.batch_size).astype(np.int32),
     }
-    options = StepOptions(num_classes=num_classes, bn_mode="sync" if "axis_name" in runtime else "local", axis_name=AXIS)
+    bn_mode = "sync" if "axis_name" in runtime else "local"  # a user's model without the field: local BatchNorm
+    options = StepOptions(num_classes=num_classes, bn_mode=bn_mode, axis_name=AXIS)
     if request.mode == "train":
         step = parallel.compile(partial(train_step, options=options), donate_state=True, returns_state=True)
     else:

@@ -85,8 +85,8 @@ def register(
     ``axis_name`` field the data-parallel axis that synchronises its BatchNorm).
     ``image_size`` is the default input resolution, ``num_classes`` the default head size;
     ``published``, ``weights`` and ``torchvision`` declare what is known about the model
-    (``jaxconv.declarations``). A name registered by other code raises ValueError; the same code registering it again
-    (a module run twice, a notebook cell re-run) replaces its own entry.
+    (``jaxconv.declarations``). A name registered by other code raises ValueError; the same
+    code registering it again (a module run twice, a notebook cell re-run) replaces its own entry.
     """
     if not name or not isinstance(name, str):
         raise ValueError(f"model name must be a non-empty string, got {name!r}")

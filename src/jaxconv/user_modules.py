@@ -133,8 +133,9 @@ def import_name(name: str, *, what: str | None = None) -> ModuleType:
         return importlib.import_module(name)
     except ModuleNotFoundError as e:
         if e.name and (name == e.name or name.startswith(e.name + ".")):
+            where = f"{pathlib.Path.cwd()}" + (f" or {root}" if root else "")
             raise UserModuleError(
-                f"{what}: no module named {e.name!r} on the Python path or in {pathlib.Path.cwd()} "
+                f"{what}: no module named {e.name!r} on the Python path or in {where} "
                 f"(give the file's path, e.g. --import path/to/{name.rsplit('.', 1)[-1]}.py)") from e
         raise UserModuleError(f"{what}: importing it failed: {_cause(e)}") from e
     except Exception as e:  # noqa: BLE001 -- any error in the user's code is reported in one line

@@ -129,7 +129,8 @@ class GoogLeNet(nn.Module):
 
 
 def torchvision_prefix(module: tuple[str, ...], params) -> str:
-    """jaxconv module path -> torchvision's GoogLeNet module: ('inception3a', 'branch2', 'norm') -> 'inception3a.branch2.1.bn'."""
+    """jaxconv module path -> torchvision's GoogLeNet module: ('inception3a', 'branch2', 'norm') ->
+    'inception3a.branch2.1.bn'."""
     if module[0] == "head":
         return "fc"
     if module[0].startswith("aux"):

@@ -108,5 +108,6 @@ for _depth, _stages in CONFIGS.items():
             published=torchvision_figures(_params, _gmacs, **(ILSVRC_2014 if _depth in (16, 19) and not _bn else {})),
             weights=[torchvision_weights("IMAGENET1K_V1", _file, _top1, _top5, timm=f"{_name}.tv_in1k")],
             # Parity for vgg11_bn at 64 px: it ends on a 2x2 map, so the adaptive pool and flatten order matter.
-            torchvision=dataclasses.replace(TORCHVISION_KEYS, parity_size=64) if _name == "vgg11_bn" else TORCHVISION_KEYS,
+            torchvision=(dataclasses.replace(TORCHVISION_KEYS, parity_size=64) if _name == "vgg11_bn"
+                         else TORCHVISION_KEYS),
         )

@@ -93,7 +93,8 @@ def _module_class(norm: Any) -> type:
 def resolve_norm(norm: Any) -> Any:
     """A model's ``norm`` field as a module class or partial: 'batch', 'group', 'layer', None or a module."""
     if norm is None or not isinstance(norm, str):
-        if norm is not None and not (isinstance(_module_class(norm), type) and issubclass(_module_class(norm), nn.Module)):
+        module_class = _module_class(norm)
+        if norm is not None and not (isinstance(module_class, type) and issubclass(module_class, nn.Module)):
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, None, or a Flax module class (or partial), "
                              f"got {norm!r}")
         return norm

@@ -34,7 +34,8 @@ from jaxconv.registry import build_model as _build, list_models, model_info
 
 # The built-in models torchvision's state dicts load into: those whose family declares the key mapping
 # (a user's family that declares one loads them too).
-SUPPORTED = tuple(name for name in list_models() if model_info(name).torchvision is not None and model_info(name).builtin)
+SUPPORTED = tuple(name for name in list_models()
+                  if model_info(name).torchvision is not None and model_info(name).builtin)
 # Entries of every torchvision file that have no jaxconv counterpart and are dropped.
 ALWAYS_IGNORED = ("*.num_batches_tracked",)
 
