@@ -3,8 +3,8 @@
     jaxconv bench resnext_cifar_g8 --import scripts/grouped_nets.py --batch-size 32
     jaxconv bench resnext_cifar_g1 --import scripts/grouped_nets.py --batch-size 32
 
-The same network as docs/extending.md's example (2-2-2 bottlenecks of 64-128-256 channels, the
-3x3 convolution grouped), with 8 groups and with 1: on XLA:CPU, grouped convolutions ran
+docs/extending.md's example network with two blocks a stage (2-2-2 bottlenecks of 64-128-256
+channels, the 3x3 convolution grouped), with 8 groups and with 1: on XLA:CPU, grouped convolutions ran
 80-2,200x slower per MAC than dense ones before jaxconv's CPU formulation (docs/benchmarks.md).
 """
 

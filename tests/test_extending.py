@@ -28,6 +28,9 @@ TINY_TRAINING = ("--config.image_size=16", "--config.shapes_train_examples=256",
                  "--config.log_every_steps=2", "--config.checkpoint_every_steps=2", "--config.eval_every_steps=1000")
 
 
+_BEFORE: dict = {}  # the registry and sys.path before the user's code, for forget_user_code
+
+
 @pytest.fixture
 def user_space(tmp_path, monkeypatch):
     """A user's folder as the working directory; the registry, sys.modules and sys.path as they were after."""
@@ -35,14 +38,21 @@ def user_space(tmp_path, monkeypatch):
     saved_registry = dict(registry._REGISTRY)
     saved_path = list(sys.path)
     saved_modules = set(sys.modules)
+    _BEFORE.update(registry=saved_registry, path=saved_path, modules=saved_modules)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("JAXCONV_IMPORT", raising=False)
     yield tmp_path
+    forget_user_code(tmp_path)
+
+
+def forget_user_code(space: pathlib.Path) -> None:
+    """Back to a process that never saw the user's code: no models of theirs, their modules unloaded and
+    their folders off sys.path, as a new `jaxconv` process would be."""
     registry._REGISTRY.clear()
-    registry._REGISTRY.update(saved_registry)
-    sys.path[:] = saved_path
-    for name in set(sys.modules) - saved_modules:  # the user's modules (not the libraries they imported)
-        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(str(tmp_path)):
+    registry._REGISTRY.update(_BEFORE["registry"])
+    sys.path[:] = _BEFORE["path"]
+    for name in set(sys.modules) - _BEFORE["modules"]:  # the user's modules (not the libraries they imported)
+        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(str(space)):
             del sys.modules[name]
 
 
@@ -86,8 +96,8 @@ def shrunk(args: list[str], data_dir: pathlib.Path) -> list[str]:
 
 @pytest.mark.parametrize("section", guide_sections())
 def test_every_example_of_the_extending_guide_runs(section, user_space, tmp_path_factory, capsys):
-    """Files written as shown, commands run as shown (training shrunk). A run's evaluation and its
-    resume run in a fresh process, from another folder: the workdir alone must bring the user's model."""
+    """Files written as shown, commands run as shown (training shrunk). A run's evaluation, resume, report
+    and export run from another folder after the user's code is forgotten: the workdir alone brings it."""
     data_dir = tmp_path_factory.mktemp("extending_data")
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     steps = guide_steps(section)
@@ -101,22 +111,22 @@ def test_every_example_of_the_extending_guide_runs(section, user_space, tmp_path
         args = shrunk(shlex.split(what)[1:], data_dir)
         workdir_only = args[0] == "eval" or (args[0] == "train" and not any(
             a.startswith(("--config=", "--import", "--config.model=")) or a == "--config" for a in args))
-        if workdir_only:
-            args = [str(user_space / a) if (user_space / a).is_dir() else a for a in args]
-            result = run_in_fresh_process(args, elsewhere)
-            assert result.returncode == 0, f"{what}\n{result.stderr[-3000:]}"
-            output = result.stdout
-        else:
-            code = main(args)
-            captured = capsys.readouterr()
-            assert code == 0, f"{what}\n{captured.err[-3000:]}"
-            output = captured.out
+        if workdir_only or args[0] in ("report", "export"):  # the workdir alone must bring the user's model
+            forget_user_code(user_space)
+            args = [str(user_space / a) if (user_space / a).exists() or previous in ("--out", "--workdir") else a
+                    for previous, a in zip(["", *args], args)]
+            os.chdir(elsewhere)
+        code = main(args)
+        os.chdir(user_space)
+        captured = capsys.readouterr()
+        assert code == 0, f"{what}\n{captured.err[-3000:]}"
+        output = captured.out
         if args[0] == "summary" and args[1] == "resnext_cifar":
-            assert "parameters                           249,898" in output
+            assert "parameters                           137,898" in output
         if args[0] == "list":
             assert output.splitlines()[1].startswith(args[1].rstrip("*"))
         if args[0] == "compare" and "resnext_cifar" in args:
-            assert "| resnext_cifar | 32 | 0.25 | 0.043 |" in output
+            assert "| resnext_cifar | 32 | 0.14 | 0.026 |" in output
         if args[0] == "compare" and "squeezenet1_1" in args:
             assert "| squeezenet1_1 | 224 | 1.24 | 0.349 |" in output and "| 58.178 |" in output
             assert "| squeezenet1_0 | 224 | 1.25 | 0.819 |" in output
@@ -126,7 +136,7 @@ def test_every_example_of_the_extending_guide_runs(section, user_space, tmp_path
         assert resnext["imports"] == [str(user_space / "my_blocks.py")]  # recorded by the experiment's own import
         assert json.loads((user_space / "runs/resnext/summary.json").read_text())["steps"] == 6  # resumed, extended
         report = (user_space / "report/report.md").read_text()
-        assert "| resnext | resnext_cifar | shapes | 16 | 249,898 |" in report  # its parameters, not "—"
+        assert "| resnext | resnext_cifar | shapes | 16 | 137,898 |" in report  # its parameters, not "—"
         assert (user_space / "exported/model.jax_export").is_file()
     elif section.startswith("2."):
         small = json.loads((user_space / "runs/small_cnn/config.json").read_text())

@@ -29,7 +29,8 @@ ALL_MODELS = jaxconv.list_models()
 # B2-B7 are B0/B1 scaled up, the 110-layer CIFAR nets are ResNet-56/plain-56 deeper.
 EVAL_SHAPE_ONLY = {"efficientnet_b2", "efficientnet_b3", "efficientnet_b4", "efficientnet_b5", "efficientnet_b6",
                    "efficientnet_b7", "resnet101", "resnet152", "resnet110", "plain110", "vgg19", "vgg19_bn",
-                   "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2"}
+                   "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"}
+# (ResNeXt-50 runs in tests/test_pretrained.py's parity test; Wide ResNet-50 is ResNet-50's graph, wider.)
 
 
 def parameter_count(name: str, **overrides) -> int:
