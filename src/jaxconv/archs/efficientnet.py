@@ -1,8 +1,14 @@
-"""EfficientNet B0-B7 (Tan & Le 2019): B0's MBConv stages scaled by width, depth and resolution."""
+"""EfficientNet B0-B7 (Tan & Le 2019): B0's MBConv stages scaled by width, depth and resolution.
+
+``EfficientNet`` builds any network of MBConv stages behind a 3x3/2 stem and before a 1x1 head
+convolution; MobileNetV2 (``jaxconv.archs.mobilenet``) is its configuration without
+squeeze-and-excitation.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -12,9 +18,9 @@ import jax.numpy as jnp
 from jaxconv.archs.common import classifier_output, pooled_head
 from jaxconv.blocks import ConvNormAct, MBConv, make_divisible
 from jaxconv.blocks.base import Activation, ModuleDef
+from jaxconv.declarations import TorchvisionKeys, torchvision_figures, torchvision_weights
 from jaxconv.layers import BatchNorm, Conv, swish
 from jaxconv.layers.norm import norm_factory
-from jaxconv.declarations import TorchvisionKeys, torchvision_figures, torchvision_weights
 from jaxconv.registry import register
 from jaxconv.stages import StageSpec, build_stages
 
@@ -45,6 +51,8 @@ COEFFICIENTS = {
 class EfficientNet(nn.Module):
     """Stem 3x3/2 conv -> seven MBConv stages -> 1x1 conv to 4x the last width -> pool -> linear.
 
+    ``stages`` are (expand ratio, kernel, stride, output channels, blocks) per stage (B0's
+    Table 1 by default); ``se_ratio`` sizes each block's squeeze-and-excitation (0: none).
     ``width`` multiplies every channel count (rounded to multiples of 8), ``depth`` every
     stage's block count (rounded up); the resolution is the registered default image size.
     Stochastic depth rises linearly to ``drop_path_rate`` (0.2) over the blocks. BatchNorm
@@ -56,6 +64,8 @@ class EfficientNet(nn.Module):
 
     width: float = 1.0
     depth: float = 1.0
+    stages: Sequence[tuple[int, int, int, int, int]] = B0_STAGES
+    se_ratio: float = 0.25
     num_classes: int = 1000
     dropout: float = 0.2
     drop_path_rate: float = 0.2
@@ -67,12 +77,12 @@ class EfficientNet(nn.Module):
     def stage_specs(self) -> list[StageSpec]:
         return [
             StageSpec(
-                partial(MBConv, expand_ratio=expand, kernel_size=kernel),
+                partial(MBConv, expand_ratio=expand, kernel_size=kernel, se_ratio=self.se_ratio),
                 depth=int(math.ceil(layers * self.depth)),
                 width=make_divisible(channels * self.width),
                 stride=stride,
             )
-            for expand, kernel, stride, channels, layers in B0_STAGES
+            for expand, kernel, stride, channels, layers in self.stages
         ]
 
     @nn.compact

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 Activation = Callable[[jnp.ndarray], jnp.ndarray]
 
 relu = nn.relu
+relu6 = nn.relu6  # MobileNet's min(max(x, 0), 6)
 leaky_relu = partial(nn.leaky_relu, negative_slope=0.01)
 tanh = jnp.tanh
 sigmoid = nn.sigmoid
@@ -23,6 +24,7 @@ softmax = nn.softmax
 
 ACTIVATIONS: dict[str, Activation] = {
     "relu": relu,
+    "relu6": relu6,
     "leaky_relu": leaky_relu,
     "tanh": tanh,
     "sigmoid": sigmoid,
@@ -33,7 +35,7 @@ ACTIVATIONS: dict[str, Activation] = {
 
 
 def get_activation(name_or_fn: str | Activation) -> Activation:
-    """Returns the activation called ``name`` (relu, leaky_relu, tanh, sigmoid, swish, softmax).
+    """Returns the activation called ``name`` (relu, relu6, leaky_relu, tanh, sigmoid, swish, softmax).
 
     A callable is returned unchanged, so model fields accept either.
     """
