@@ -102,11 +102,6 @@ def torchvision_keys(name: str) -> TorchvisionKeys:
     return keys
 
 
-def torchvision_builder(name: str) -> str:
-    """torchvision's builder for ``name`` ('alexnet' for alexnet_tv)."""
-    return torchvision_keys(name).builder or name
-
-
 def build_model(name: str, **model_overrides: Any):
     """jaxconv.get_model(name) with the options torchvision's weights need (e.g. GoogLeNet's transform_input)."""
     return _build(name, **{**torchvision_keys(name).load_options, **model_overrides})
