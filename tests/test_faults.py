@@ -142,7 +142,7 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, 
     with pytest.raises(CheckpointWriteError) as error:
         train(tiny(data_dir), tmp_path / "run", log=lambda _: None)
     assert "could not write checkpoint 6" in str(error.value)
-    assert "No space left on device" in str(error.value) and "the last good checkpoint (4) is kept" in str(error.value)
+    assert "no space left on the device" in str(error.value) and "the last good checkpoint (4) is kept" in str(error.value)
     assert Checkpoints(tmp_path / "run", read_only=True).all_steps() == [2, 4]
 
 

@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import pathlib
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,6 +33,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from jaxconv.train.workdir import RunWriteError, write_failure
+
 MANIFEST = "jaxconv_manifest.json"
 
 
@@ -41,7 +42,7 @@ class CheckpointMismatch(ValueError):
     """A checkpoint does not fit the model it is restored into."""
 
 
-class CheckpointWriteError(RuntimeError):
+class CheckpointWriteError(RunWriteError):
     """A checkpoint could not be written (full disk, lost permissions, ...)."""
 
 
@@ -70,24 +71,51 @@ def write_manifest(directory: pathlib.Path) -> None:
     os.replace(temporary, directory / MANIFEST)
 
 
-def verify_manifest(directory: pathlib.Path) -> str | None:
-    """None if the directory matches its manifest (or has none yet); else what is wrong."""
+def verify_manifest(directory: pathlib.Path, *, digests: bool = True) -> str | None:
+    """None if the directory matches its manifest (or has none yet); else what is wrong.
+
+    ``digests=False`` checks only that every file is there with its size (no file is read).
+    """
     manifest = directory / MANIFEST
     if not manifest.exists():
         return None
     try:
-        entries = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError) as e:
-        return f"its manifest is unreadable ({e})"
-    for name, expected in entries.items():
+        entries = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+        entries = {str(name): (int(value["size"]), str(value["sha256"])) for name, value in entries.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"its manifest is unreadable ({type(e).__name__}: {e})"
+    for name, (size, sha256) in entries.items():
         path = directory / name
-        if not path.exists():
+        if not path.is_file():
             return f"{name} is missing"
-        size = path.stat().st_size
-        if size != expected["size"]:
-            return f"{name} has {size} bytes, {expected['size']} expected (truncated?)"
-        if _file_digest(path) != expected["sha256"]:
+        actual = path.stat().st_size
+        if actual != size:
+            return f"{name} has {actual} bytes, {size} expected (truncated?)"
+        if digests and _file_digest(path) != sha256:
             return f"{name} does not match its checksum (corrupted)"
+    return None
+
+
+def screen_step(directory: pathlib.Path) -> str | None:
+    """What makes WORKDIR/checkpoints/<step> unusable at a glance (no file is read whole), or None.
+
+    Something that is not a real directory (a symbolic link, a file the user put there), a sealed
+    checkpoint missing files or with files of the wrong size, or metrics that are not JSON (Orbax
+    reads every checkpoint's metrics when it starts).
+    """
+    if directory.is_symlink():
+        return "a symbolic link, not a checkpoint directory"
+    if not directory.is_dir():
+        return "a file, not a checkpoint directory"
+    problem = verify_manifest(directory, digests=False)
+    if problem is not None:
+        return problem
+    metrics = directory / "metrics" / "metrics"
+    if metrics.is_file():
+        try:
+            json.loads(metrics.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            return f"its metrics are unreadable ({type(e).__name__})"
     return None
 
 
@@ -136,7 +164,34 @@ class Checkpoints:
         self.read_only = read_only
         self.log = log
         self._unsealed: list[int] = []
+        self.skipped: dict[int, str] = {}  # read-only: steps left out, and why
+        self._screen()
         self.manager = self._manager()
+
+    def _screen(self) -> None:
+        """Sets aside (read-only: leaves out) what in checkpoints/ is not a usable checkpoint, before
+        Orbax looks: a user's file is moved, never overwritten; a symlink loop is not followed."""
+        if not self.directory.is_dir():
+            return
+        bad = {}
+        if jax.process_index() == 0 or self.read_only:
+            for path in sorted(self.directory.iterdir(), key=lambda p: p.name):
+                if path.name.isdigit():
+                    problem = screen_step(path)
+                    if problem is not None:
+                        bad[int(path.name)] = problem
+        if self.read_only:
+            for step, problem in bad.items():
+                self.log(f"checkpoint {step} in {self.directory} is unusable ({problem}); left out")
+            self.skipped = bad
+            return
+        for step, problem in bad.items():
+            moved = self._move(step)
+            self.log(f"checkpoint {step} is unusable ({problem}); moved it to {moved}")
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("jaxconv_screened")
 
     def _manager(self) -> ocp.CheckpointManager:
         _single_writer_arrays()
@@ -148,6 +203,7 @@ class Checkpoints:
             read_only=self.read_only,
             enable_async_checkpointing=True,
             cleanup_tmp_directories=not self.read_only,  # what an interrupted save left behind
+            lightweight_initialize=self.read_only,  # a reader does not need every checkpoint's metrics
         )
         handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
         return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
@@ -162,7 +218,7 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        return sorted(self.manager.all_steps())
+        return sorted(set(self.manager.all_steps()) - set(self.skipped))
 
     def best_step(self) -> int | None:
         """The kept checkpoint with the highest evaluation top-1."""
@@ -218,8 +274,8 @@ class Checkpoints:
     def _write_error(self, step: int | None, error: Exception) -> CheckpointWriteError:
         kept = [s for s in self.all_steps() if s != step and self.is_sealed(s)]
         last = f"the last good checkpoint ({max(kept)}) is kept" if kept else "there is no earlier checkpoint"
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return CheckpointWriteError(f"could not write checkpoint {step} in {self.directory}: {reason}; {last}")
+        return CheckpointWriteError(f"could not write checkpoint {step} in {self.directory}: "
+                                    f"{write_failure(error, self.directory)}; {last}")
 
     # --- restoring ------------------------------------------------------------------------------
 
@@ -252,18 +308,30 @@ class Checkpoints:
                     raise
                 except Exception as e:  # unreadable: truncated or corrupted files, bad metadata
                     problem = f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            if step is not None or self.read_only:
+            if step is not None:
                 raise ValueError(f"checkpoint {candidate} in {self.directory} is broken ({problem})")
+            if self.read_only:
+                self.log(f"checkpoint {candidate} is broken ({problem}); using the previous one")
+                continue
             moved = self.move_aside(candidate)
             self.log(f"checkpoint {candidate} is broken ({problem}); moved it to {moved}; trying the previous one")
         return None
 
-    def move_aside(self, step: int) -> pathlib.Path:
-        """Moves a broken checkpoint out of the manager's way, keeping it for inspection."""
+    def _move(self, step: int) -> pathlib.Path:
+        """Process 0 moves checkpoints/<step> (whatever it is; a symlink itself, not its target) aside."""
         target = self.broken_directory / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
         if jax.process_index() == 0:
             self.broken_directory.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(self.step_directory(step)), str(target))
+            suffix = 1
+            while target.exists() or target.is_symlink():
+                target = target.with_name(f"{step}-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}")
+                suffix += 1
+            os.rename(self.step_directory(step), target)  # same filesystem: atomic, and never follows a link
+        return target
+
+    def move_aside(self, step: int) -> pathlib.Path:
+        """Moves a broken checkpoint out of the manager's way, keeping it for inspection."""
+        target = self._move(step)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 

@@ -7,6 +7,7 @@ missing from the environment) end with one line on stderr and exit status 2, nev
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import pathlib
@@ -173,8 +174,44 @@ def _quiet_backends() -> None:
 
     absl.logging.set_verbosity(absl.logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
+    # Orbax logs each failed write of a save with its traceback (hundreds of lines for one full disk);
+    # jaxconv reports every checkpoint failure itself, in one line, from the exception Orbax raises.
+    logging.getLogger("absl").addFilter(_not_from_orbax)
     tfds.disable_progress_bar()
     warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+
+
+def _not_from_orbax(record) -> bool:
+    return f"{os.sep}orbax{os.sep}" not in (record.pathname or "")
+
+
+def _ignore_late_storage_callbacks() -> None:
+    """After a failed checkpoint write, TensorStore completes the save's outstanding writes into the
+    asyncio loop Orbax has already closed; each prints a `RuntimeError: Event loop is closed` traceback
+    (through sys.excepthook or sys.unraisablehook, depending on the thread). The failure itself is
+    reported, in one line, from the exception Orbax raises."""
+    import logging
+    import traceback
+
+    def late(value, tb) -> bool:
+        frames = traceback.extract_tb(tb)
+        return (isinstance(value, RuntimeError) and str(value) == "Event loop is closed" and bool(frames)
+                and frames[0].name == "call_soon_threadsafe")
+
+    previous_hook, previous_unraisable = sys.excepthook, sys.unraisablehook
+
+    def hook(kind, value, tb):
+        if not late(value, tb):
+            previous_hook(kind, value, tb)
+
+    def unraisable_hook(unraisable):
+        if not late(unraisable.exc_value, unraisable.exc_traceback):
+            previous_unraisable(unraisable)
+
+    sys.excepthook, sys.unraisablehook = hook, unraisable_hook
+    # ... and asyncio logs the same failed writes again ("exception was never retrieved"); jaxconv itself
+    # runs no asyncio code.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 _LOG_ENABLED = True  # off on every process but the first of a multi-process run
@@ -341,14 +378,38 @@ def _resolved_config(source, overrides: dict[str, str], imports: Sequence[str] =
         raise UsageError(str(e)) from None
 
 
+class _Terminated(BaseException):
+    """SIGTERM before training began (while jaxconv was starting): nothing was written yet."""
+
+
+def _terminated(signum, frame):
+    raise _Terminated()
+
+
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)  # until the run installs its own handler (loop.stop_signals)
+    try:
+        return _train_command(args, extra)
+    except _Terminated:
+        _log("SIGTERM while starting, before anything was written: stopped; run the same command to start")
+        return 0
+    finally:  # the run is over: a SIGTERM now would only turn its exit status into 143
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _train_command(args: argparse.Namespace, extra: list[str]) -> int:
     _quiet_backends()
-    from jaxconv.checkpoint import CheckpointMismatch, CheckpointWriteError
+    from jaxconv.checkpoint import CheckpointMismatch
     from jaxconv.data.sources import DatasetUnavailable
-    from jaxconv.train.loop import TrainingDiverged, WorkdirError, train
+    from jaxconv.train.loop import ConfigChanged, TrainingDiverged, WorkdirError, train
+    from jaxconv.train.workdir import RunWriteError
     from jaxconv.train.transfer import TransferError
 
+    _ignore_late_storage_callbacks()
     overrides = _config_overrides(extra)
+    allow_changes = _allowed_changes(args.allow_change)
     _enable_compilation_cache()
     _start_processes(args)
     imported = import_modules(args.imports)
@@ -370,18 +431,33 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     if workdir.exists() and not workdir.is_dir():
         raise UsageError(f"--workdir {workdir}: exists and is not a directory")
     try:
-        summary = train(config, workdir, log=_log)
-    except (DatasetUnavailable, CheckpointMismatch, WorkdirError, TransferError) as e:
+        summary = train(config, workdir, log=_log, allow_changes=allow_changes)
+    except (DatasetUnavailable, CheckpointMismatch, WorkdirError, TransferError, ConfigChanged) as e:
         raise UsageError(str(e)) from None
     except TrainingDiverged as e:
         _log(f"jaxconv: training stopped: {e}; the last good checkpoint is kept in {workdir / 'checkpoints'}")
         return EXIT_FAILURE
-    except CheckpointWriteError as e:
+    except RunWriteError as e:  # a checkpoint, metrics.jsonl, config.json, ...
         print(f"jaxconv: training stopped: {e}", file=sys.stderr)
         return EXIT_FAILURE
     if _LOG_ENABLED:
         print(format_train_summary(summary))
     return 0
+
+
+def _allowed_changes(values: Sequence[str]) -> frozenset[str]:
+    """--allow-change KEY[,KEY...] (repeatable), or 'all': config keys a resume may change."""
+    from jaxconv.train.config import base_config
+
+    known = set(base_config().keys())
+    keys = {key.strip() for value in values for key in value.split(",") if key.strip()}
+    for key in sorted(keys):
+        if key != "all" and key.partition(".")[0] not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise UsageError(f"--allow-change {key}: not a config key; {hint}give config keys "
+                             f"(e.g. batch_size,learning_rate) or 'all'")
+    return frozenset(keys)
 
 
 def format_train_summary(summary: dict) -> str:
@@ -506,6 +582,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         runs = find_runs(args.runs)
     except RunError as e:
         raise UsageError(str(e)) from None
+    for run in runs:
+        for note in run.notes:
+            print(f"jaxconv: note: {note}", file=sys.stderr)
     out = pathlib.Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
@@ -672,6 +751,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", parents=[common], help="train an experiment (default: experiments/default.py); resumes a workdir")
     p.add_argument("--config", help="an experiment file defining get_config() (default: experiments/default.py)")
     p.add_argument("--workdir", help="where checkpoints, metrics and the summary go (default: runs/<experiment>)")
+    p.add_argument("--allow-change", action="append", default=[], metavar="KEY[,KEY...]",
+                   help="on resume, continue with new values of these config keys (or 'all') although they change "
+                        "what the run is (batch size, learning rate, seed, ...); recorded in config_changes.jsonl")
     launch = p.add_argument_group("multi-process runs (SLURM `srun` and Cloud TPU pods are detected by themselves)")
     launch.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (or JAXCONV_COORDINATOR)")
     launch.add_argument("--num-processes", type=_positive_int, metavar="N", help="or JAXCONV_NUM_PROCESSES")

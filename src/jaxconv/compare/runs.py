@@ -7,6 +7,8 @@ import json
 import pathlib
 from collections.abc import Iterable
 
+from jaxconv.train.workdir import read_records
+
 
 class RunError(ValueError):
     """A path that is not a readable training run (no metrics.jsonl or config.json, bad JSON)."""
@@ -21,6 +23,7 @@ class Run:
     train: tuple[dict, ...]
     evals: tuple[dict, ...]
     summary: dict | None
+    notes: tuple[str, ...] = ()  # what was odd about its files (a torn last line), for the reader to see
 
     @property
     def name(self) -> str:
@@ -58,19 +61,16 @@ class Run:
         return self.summary.get("wall_time_s") if self.summary else None
 
 
-def _records(path: pathlib.Path) -> list[dict]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines):  # a run killed mid-write leaves at most a torn last line
-                break
+def _records(path: pathlib.Path) -> tuple[list[dict], tuple[str, ...]]:
+    records, bad = read_records(path)
+    lines = sum(1 for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip())
+    notes = []
+    for number, _ in bad:
+        if number < lines:
             raise RunError(f"{path}:{number}: not a JSON line") from None
-    return records
+        # A run killed while writing leaves at most a torn last line; its next session sets it aside.
+        notes.append(f"{path}:{number}: the last line is cut short (a run killed while writing it); read without it")
+    return records, tuple(notes)
 
 
 def load_run(path: str | pathlib.Path) -> Run:
@@ -83,17 +83,28 @@ def load_run(path: str | pathlib.Path) -> Run:
         raise RunError(f"{path}: not a training run (a `jaxconv train` workdir has config.json and metrics.jsonl)")
     try:
         config_dict = json.loads(config.read_text(encoding="utf-8"))
-        summary_path = path / "summary.json"
-        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
-    except json.JSONDecodeError as e:
-        raise RunError(f"{path}: unreadable JSON ({e})") from None
-    records = _records(metrics)
+    except (OSError, ValueError) as e:
+        raise RunError(f"{config}: unreadable ({e})") from None
+    if not isinstance(config_dict, dict):
+        raise RunError(f"{config}: holds a {type(config_dict).__name__}, not a config")
+    try:
+        records, notes = _records(metrics)
+    except OSError as e:
+        raise RunError(f"{metrics}: unreadable ({e.strerror or e})") from None
+    summary_path, summary = path / "summary.json", None
+    if summary_path.is_file():  # the closing summary is a convenience: a damaged one is noted, not fatal
+        try:
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            notes += (f"{summary_path}: unreadable ({e}); read as a run without its summary",)
+        if not isinstance(summary, dict):
+            summary = None
     # A resumed run re-logs the steps after its checkpoint: keep the last record of each step.
     by_key = {(r.get("split"), r.get("step")): r for r in records}
     ordered = sorted(by_key.values(), key=lambda r: r.get("step", 0))
     train = tuple(r for r in ordered if r.get("split") == "train")
     evals = tuple(r for r in ordered if r.get("split") == "eval")
-    return Run(path, config_dict, train, evals, summary)
+    return Run(path, config_dict, train, evals, summary, notes)
 
 
 def find_runs(paths: Iterable[str | pathlib.Path]) -> list[Run]:

@@ -9,8 +9,10 @@ value and what is allowed.
 from __future__ import annotations
 
 import ast
+import json
 import math
 import pathlib
+from collections.abc import Collection
 from typing import Any
 
 import ml_collections
@@ -22,6 +24,17 @@ PARALLEL = ("shard_map", "pmap")
 BN_MODES = ("sync", "local")
 DTYPES = ("float32", "bfloat16")
 NAN_POLICIES = ("stop", "rollback")
+
+
+# What a resumed run may change without being told to: when it logs, evaluates and checkpoints, how
+# long it goes on, where its files and data live, how it is parallelised. Every other key changes
+# what the run computes (the model, data, batch, augmentation, optimizer, schedule, seed, ...) or
+# what its evaluations mean, and is refused unless allowed by name (`jaxconv train --allow-change`).
+RESUMABLE_KEYS = frozenset({
+    "num_train_steps", "num_epochs", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+    "keep_checkpoints", "eval_batch_size", "log_layer_grad_norms", "nan_policy", "max_rollbacks",
+    "rollback_lr_factor", "parallel", "data_dir", "imports", "init_weights",
+})
 
 
 class ConfigError(ValueError):
@@ -372,3 +385,50 @@ def _check_model(c: ml_collections.ConfigDict, channels: int) -> None:
             check_config(c.init_weights, c.freeze, model, c.model, x.shape)
         except TransferError as e:
             raise ConfigError(e.key, c[e.key], e.reason) from None
+
+
+class ConfigChanged(ValueError):
+    """A resume with a config that changes what the run is."""
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def config_changes(stored: dict, config: ml_collections.ConfigDict) -> dict[str, tuple[Any, Any]]:
+    """``{key: (the run's value, the new value)}`` for every key that differs; model options as
+    ``model_options.NAME``. Keys the stored config lacks (an older jaxconv's) count at their default."""
+    defaults = _plain(base_config().to_dict())
+    old, new = _plain(stored), _plain(config.to_dict())
+    changes = {}
+    for key in sorted(set(defaults) | set(old) | set(new)):
+        before, after = old.get(key, defaults.get(key)), new.get(key, defaults.get(key))
+        if key == "model_options" and isinstance(before, dict) and isinstance(after, dict):
+            for name in sorted(set(before) | set(after)):
+                if before.get(name) != after.get(name):
+                    changes[f"model_options.{name}"] = (before.get(name), after.get(name))
+        elif before != after:
+            changes[key] = (before, after)
+    return changes
+
+
+def check_resume(stored: dict, config: ml_collections.ConfigDict, allow: Collection[str] = (), *,
+                 where: str = "the workdir") -> dict[str, tuple[Any, Any]]:
+    """The changes a resume makes to the run's config; raises ConfigChanged for those that change what
+    the run is, unless ``allow`` names them (or is ``{'all'}``)."""
+    changes = config_changes(stored, config)
+    refused = {key: values for key, values in changes.items()
+               if key.partition(".")[0] not in RESUMABLE_KEYS and "all" not in allow
+               and key not in allow and key.partition(".")[0] not in allow}
+    if refused:
+        listed = ", ".join(f"{key} {_short(before)} -> {_short(after)}" for key, (before, after) in refused.items())
+        raise ConfigChanged(
+            f"{where} holds a run trained with other values: {listed}; these change what the run is, so resume "
+            f"without them, give a new run another --workdir, or continue with them anyway with "
+            f"--allow-change {','.join(refused)} (recorded in config_changes.jsonl)")
+    return changes
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -15,11 +15,14 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import pathlib
+import shutil
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from functools import partial
 
 import jax
@@ -36,8 +39,14 @@ from jaxconv.models import get_model, runtime_options
 from jaxconv.train import transfer
 from jaxconv.train.optim import build_optimizer, learning_rate_schedule
 from jaxconv.train.report import MetricsWriter, Progress
+from jaxconv.train.config import ConfigChanged, check_resume
 from jaxconv.train.state import TrainState, create_state
 from jaxconv.train.steps import StepOptions, eval_step, train_step
+from jaxconv.train.workdir import (LOCK, RunLock, WorkdirBusy, WorkdirError, append_line, atomic_write_text,
+                                   ensure_writable, read_records, settle_metrics)
+
+__all__ = ["ConfigChanged", "TrainingDiverged", "WorkdirBusy", "WorkdirError", "evaluate", "evaluate_checkpoint",
+           "train"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -255,60 +264,178 @@ def evaluate(exp: Experiment, state, *, ten_crop: bool = False, limit: int | Non
     return result
 
 
-@contextlib.contextmanager
-def preemption_notice():
-    """Yields ``preempted(step) -> bool``: whether to save a checkpoint and stop after ``step``.
+@dataclasses.dataclass
+class StopRequest:
+    """A request to stop early: SIGTERM (preemption) or a first Ctrl-C.
 
-    One process: a SIGTERM handler sets a flag. Several processes: JAX's preemption service
-    (which owns SIGTERM then) makes every process agree on the same step, so that they all
-    save the same checkpoint.
+    ``at_step(step)``: whether to save a checkpoint and stop after ``step``. ``before_training()``:
+    whether one came while the run was still preparing (nothing to save then). ``reason`` names it.
+    """
+
+    at_step: Callable[[int], bool]
+    before_training: Callable[[], bool]
+    reason: Callable[[], str]
+
+
+@contextlib.contextmanager
+def stop_signals(log: Callable[[str], None] = print):
+    """Yields a StopRequest, for the whole run, preparation included.
+
+    One process: SIGTERM, or a first Ctrl-C, sets a flag (the run finishes its step, saves a
+    checkpoint and returns normally); a second Ctrl-C ends the process at once, with a line and
+    without a traceback (a checkpoint write it cuts short is never restored: see checkpoint.py).
+    Several processes: JAX's preemption service (which owns SIGTERM then) makes every process agree
+    on the same step, so that they all save the same checkpoint.
     """
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
-        yield multihost_utils.reached_preemption_sync_point
+        yield StopRequest(multihost_utils.reached_preemption_sync_point, lambda: False, lambda: "SIGTERM")
         return
-    flag = threading.Event()
+    flag, reason = threading.Event(), []
+    request = StopRequest(lambda step: flag.is_set(), flag.is_set, lambda: reason[0] if reason else "SIGTERM")
     if threading.current_thread() is not threading.main_thread():
-        yield lambda step: flag.is_set()
+        yield request
         return
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: flag.set())
+
+    def on_term(*_):
+        reason.append("SIGTERM")
+        flag.set()
+
+    def on_interrupt(*_):
+        if flag.is_set():
+            print("\njaxconv: interrupted again: stopped at once; the last complete checkpoint is kept",
+                  file=sys.stderr, flush=True)
+            os._exit(130)
+        reason.append("Ctrl-C")
+        flag.set()
+        print("\njaxconv: Ctrl-C: stopping after this step and saving a checkpoint "
+              "(Ctrl-C again to stop at once, without saving)", file=sys.stderr, flush=True)
+
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_interrupt)
     try:
-        yield lambda step: flag.is_set()
+        yield request
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
 
 
-class WorkdirError(ValueError):
-    """The workdir cannot be used (not a directory, not writable)."""
+@contextlib.contextmanager
+def holding(workdir: pathlib.Path, log: Callable[[str], None]):
+    """The workdir, locked for this run (by process 0 for all); a second run on it is refused.
 
+    A workdir this call created is removed again when the run fails before writing anything to
+    it, so that a mistake caught late leaves nothing behind.
+    """
+    created = not workdir.exists()
+    is_main = jax.process_index() == 0
+    lock, error = None, None
+    if is_main:
+        lock = RunLock(workdir, processes=jax.process_count(), log=log)
+        try:
+            ensure_writable(workdir)
+            lock.acquire()
+        except WorkdirError as e:
+            lock, error = None, e
+    if jax.process_count() > 1:  # every process learns whether process 0 holds the workdir
+        from jax.experimental import multihost_utils
 
-def ensure_writable(workdir: pathlib.Path) -> None:
-    """Creates the workdir and checks that files can be written there, before any work starts."""
-    probe = workdir / ".jaxconv_write_test"
+        held = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+        if not held and error is None:
+            error = WorkdirBusy(f"workdir {workdir}: process 0 could not lock it (see its output)")
+    if error is not None:
+        raise error
     try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise WorkdirError(f"workdir {workdir} is not writable: {e.strerror or e}") from None
+        yield
+    except BaseException:
+        if lock is not None:
+            lock.release()
+            lock = None
+            if created and _holds_nothing(workdir):
+                shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _holds_nothing(workdir: pathlib.Path) -> bool:
+    """Only the lock and an empty checkpoints/ folder: what a run that failed before its first step leaves."""
+    for path in workdir.iterdir():
+        if path.name == LOCK or (path.name == "checkpoints" and path.is_dir() and not any(path.iterdir())):
+            continue
+        return False
+    return True
+
+
+def _has_checkpoints(workdir: pathlib.Path) -> bool:
+    directory = workdir / "checkpoints"
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def _check_resumed_config(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                          allow_changes: Collection[str]) -> dict:
+    """The changes this resume makes to the run's config.json (ConfigChanged for those not allowed)."""
+    path = workdir / "config.json"
+    if not path.exists():
+        return {}
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(stored, dict):
+            raise ValueError(f"it holds a {type(stored).__name__}")
+    except (OSError, ValueError) as e:
+        if "all" in allow_changes:
+            return {}
+        raise ConfigChanged(f"{path} is unreadable ({e}), so this config cannot be checked against the run's; "
+                            f"continue with it anyway with --allow-change all") from None
+    return check_resume(stored, config, allow_changes, where=f"workdir {workdir}")
+
+
+def _record_changes(config, workdir: pathlib.Path, step: int, changes: dict, log: Callable[[str], None]) -> None:
+    for key, (before, after) in changes.items():
+        stretched = key in ("num_train_steps", "num_epochs") and config.schedule != "constant"
+        note = f" (the {config.schedule} learning-rate schedule now spans the new length)" if stretched else ""
+        log(f"resuming with config.{key} {json.dumps(before)} -> {json.dumps(after)}{note}")
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step,
+              "changes": {key: list(values) for key, values in changes.items()}}
+    append_line(workdir / "config_changes.jsonl", json.dumps(record))
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log: Callable[[str], None] = print,
-          progress_stream=None) -> dict:
+          progress_stream=None, allow_changes: Collection[str] = ()) -> dict:
     """Trains (or resumes) the experiment in ``workdir``; returns the closing summary.
 
-    ``config`` must be validated (``jaxconv.train.config.validate``).
+    ``config`` must be validated (``jaxconv.train.config.validate``). A resume whose config
+    changes what the run is raises ConfigChanged unless ``allow_changes`` names the keys
+    (or is ``{'all'}``); the changes it makes are recorded in WORKDIR/config_changes.jsonl.
+    Another run holding ``workdir`` raises WorkdirBusy.
     """
-    started = time.time()
     workdir = pathlib.Path(workdir)
+    with holding(workdir, log), stop_signals(log) as stop:
+        return _train(config, workdir, log=log, progress_stream=progress_stream, allow_changes=allow_changes,
+                      stop=stop)
+
+
+def _stopped_before_training(config, workdir: pathlib.Path, step: int, stop: StopRequest,
+                             log: Callable[[str], None]) -> dict:
+    log(f"{stop.reason()} before the first step: stopped{f' (the checkpoint of step {step} is kept)' if step else ''}; "
+        f"run the same command to {'resume' if step else 'start'}")
+    return {"status": "preempted", "model": config.model, "dataset": config.dataset, "steps": step, "epochs": 0.0,
+            "workdir": str(workdir.absolute())}
+
+
+def _train(config, workdir: pathlib.Path, *, log, progress_stream, allow_changes, stop: StopRequest) -> dict:
+    started = time.time()
     is_main = jax.process_index() == 0
-    if config.init_weights and not any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):
+    resuming = _has_checkpoints(workdir)
+    changes = _check_resumed_config(config, workdir, allow_changes) if resuming else {}
+    if config.init_weights and not resuming:
         transfer.check_source(config.init_weights, config.model)  # a fresh run: before anything is prepared
-    if is_main:
-        ensure_writable(workdir)
     exp = build(config, log=log)
+    if stop.before_training():  # while the dataset was prepared
+        return _stopped_before_training(config, workdir, 0, stop, log)
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, log=log)
     try:
         restored = checkpoints.restore_latest(abstract_state(exp))
@@ -321,11 +448,20 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
         except Exception:
             checkpoints.close()
             raise
+        if resuming:
+            log(f"no readable checkpoint is left in {checkpoints.directory} (the broken ones are in "
+                f"{checkpoints.broken_directory}): starting over from step 0")
     else:
         state, meta, start_step = restored
         log(f"resuming from step {start_step} (epoch {meta.get('epoch', 0):.2f}) in {checkpoints.directory}")
     if is_main:  # only once the checkpoint (if any) is known to fit this config
-        (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        if restored is not None and changes:
+            _record_changes(config, workdir, start_step, changes, log)
+        atomic_write_text(workdir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+        settle_metrics(workdir, start_step, log)
+    if stop.before_training():
+        checkpoints.close()
+        return _stopped_before_training(config, workdir, start_step, stop, log)
     writer = MetricsWriter(workdir, enabled=is_main)
     total = exp.total_steps
     summary_path = workdir / "summary.json"
@@ -333,7 +469,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
         log(f"already trained for {total} steps; nothing to do (see {summary_path})")
         checkpoints.close()
         writer.close()
-        return json.loads(summary_path.read_text()) if summary_path.exists() else {"steps": start_step}
+        return _read_summary(summary_path) or {"steps": start_step}
 
     p_train = exp.parallel.compile(partial(train_step, options=exp.options), donate_state=True, returns_state=True)
     p_eval = exp.parallel.compile(partial(eval_step, options=exp.options), donate_state=False, returns_state=False)
@@ -413,40 +549,40 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
 
     failed = True
     try:
-        with preemption_notice() as preempted:
-            step = start_step
-            while step < total:
-                step += 1
-                state, metrics = p_train(state, next(batches))
-                pending.append((step, metrics))
-                window["images"] += config.batch_size
-                last = step == total
-                stop = preempted(step)
-                save = step % config.checkpoint_every_steps == 0 or last or stop
-                try:
-                    if step % config.log_every_steps == 0 or last or (save and pending):
-                        flush(step)  # never checkpoint a state whose loss has not been checked
-                except TrainingDiverged as e:
-                    step = roll_back(e)
-                    continue
-                evaluated = None
-                if step % config.eval_every_steps == 0 or last:
-                    progress.pause()
-                    evaluated = evaluate(exp, state, ten_crop=config.ten_crop, limit=config.eval_examples,
-                                         compiled=p_eval, progress=progress)
-                    evaluated = {"step": step, "split": "eval", "epoch": step / exp.steps_per_epoch, **evaluated}
-                    writer.write(evaluated)
-                    progress.report_eval(evaluated)
-                    last_eval = evaluated
-                    window["start"] = time.time()
-                if save:
-                    metrics_for_ckpt = {"top1": evaluated["top1"]} if evaluated else None
-                    checkpoints.save(step, exp.parallel.canonical(state), checkpoint_meta(exp, step), metrics_for_ckpt)
-                if stop and not last:
-                    status = "preempted"
-                    progress.close()
-                    log(f"SIGTERM: stopped at step {step} and saved a checkpoint; run the same command to resume")
-                    break
+        step = start_step
+        while step < total:
+            step += 1
+            state, metrics = p_train(state, next(batches))
+            pending.append((step, metrics))
+            window["images"] += config.batch_size
+            last = step == total
+            stopping = stop.at_step(step)
+            save = step % config.checkpoint_every_steps == 0 or last or stopping
+            try:
+                if step % config.log_every_steps == 0 or last or (save and pending):
+                    flush(step)  # never checkpoint a state whose loss has not been checked
+            except TrainingDiverged as e:
+                step = roll_back(e)
+                continue
+            evaluated = None
+            if step % config.eval_every_steps == 0 or last:
+                progress.pause()
+                evaluated = evaluate(exp, state, ten_crop=config.ten_crop, limit=config.eval_examples,
+                                     compiled=p_eval, progress=progress)
+                evaluated = {"step": step, "split": "eval", "epoch": step / exp.steps_per_epoch, **evaluated}
+                writer.write(evaluated)
+                progress.report_eval(evaluated)
+                last_eval = evaluated
+                window["start"] = time.time()
+            if save:
+                metrics_for_ckpt = {"top1": evaluated["top1"]} if evaluated else None
+                checkpoints.save(step, exp.parallel.canonical(state), checkpoint_meta(exp, step), metrics_for_ckpt)
+            if stopping and not last:
+                status = "preempted"
+                progress.close()
+                log(f"{stop.reason()}: stopped at step {step} and saved a checkpoint; run the same command to "
+                    f"resume")
+                break
         failed = False
     finally:
         batches.close()
@@ -478,8 +614,16 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
         "metrics": str((workdir / "metrics.jsonl").absolute()),
     }
     if is_main and status == "completed":
-        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _read_summary(path: pathlib.Path) -> dict | None:
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def best_eval(workdir: pathlib.Path) -> dict | None:
@@ -487,8 +631,8 @@ def best_eval(workdir: pathlib.Path) -> dict | None:
     path = workdir / "metrics.jsonl"
     if not path.exists():
         return None
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    evals = [r for r in records if r.get("split") == "eval"]
+    records, _ = read_records(path)
+    evals = [r for r in records if r.get("split") == "eval" and isinstance(r.get("top1"), (int, float))]
     if not evals:
         return None
     top = max(evals, key=lambda r: r["top1"])
@@ -501,18 +645,18 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathli
     exp = build(config, log=log)
     if split is not None and split != exp.spec.eval_split:
         exp = _with_split(exp, split)
-    checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, log=log)
+    # Read-only: an evaluation moves and cleans nothing, so it is safe beside a run that is still training.
+    checkpoints = Checkpoints(workdir, read_only=True, log=log)
     try:
         steps = checkpoints.all_steps()
         if not steps:
-            raise FileNotFoundError(f"no checkpoint in {checkpoints.directory}")
+            raise FileNotFoundError(f"no usable checkpoint in {checkpoints.directory}")
         if step is not None and step not in steps:
             raise FileNotFoundError(f"no checkpoint for step {step} in {checkpoints.directory}; "
                                     f"there are {', '.join(map(str, steps))}")
         restored = checkpoints.restore_latest(abstract_state(exp), step=step)
         if restored is None:
-            raise FileNotFoundError(f"no readable checkpoint in {checkpoints.directory} (the broken ones were moved "
-                                    f"to {checkpoints.broken_directory})")
+            raise FileNotFoundError(f"no readable checkpoint in {checkpoints.directory}: every one is broken")
         state, _, step = restored
     finally:
         checkpoints.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 import time
@@ -18,16 +17,17 @@ class MetricsWriter:
             return
         import tensorflow as tf
 
+        from jaxconv.train.workdir import MetricsFile
+
         self._tf = tf
         workdir.mkdir(parents=True, exist_ok=True)
-        self._file = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+        self._file = MetricsFile(workdir)
         self._summary = tf.summary.create_file_writer(str(workdir / "tensorboard"))
 
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        self._file.write(record)
         with self._summary.as_default():
             for key, value in record.items():
                 if key not in ("step", "split") and isinstance(value, (int, float)):
