@@ -279,6 +279,8 @@ def test_preemption_and_kill_then_resume_reach_the_same_final_eval(uninterrupted
     assert third.returncode == 0, err
     assert "resuming from step" in err
     assert final_eval(workdir) == final_eval(reference)
+    logged = [(r["split"], r["step"]) for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())]
+    assert len(logged) == len(set(logged))  # the steps redone after the SIGKILL are logged once
 
 
 def test_eval_command_reports_every_example(uninterrupted, capsys):

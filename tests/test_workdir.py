@@ -1,0 +1,282 @@
+"""What users do to a workdir: two runs at once, a resume with another config, damaged or odd files.
+
+Fault injection at the level a user meets it: real processes holding and dying with the lock,
+real runs resumed after their files were damaged, and the one-line answers the CLI gives.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import pytest
+
+from jaxconv.checkpoint import Checkpoints
+from jaxconv.cli import main
+from jaxconv.compare import load_run
+from jaxconv.train.config import ConfigChanged, check_resume, validate
+from jaxconv.train.loop import train
+from jaxconv.train.workdir import LOCK, RunLock, WorkdirBusy, settle_metrics
+from tiny import tiny_config, write_experiment
+
+pytestmark = pytest.mark.xdist_group("faults")  # shares the tiny run's compiled steps with test_faults
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tfds")
+
+
+def tiny(data_dir, **changes):
+    return validate(tiny_config(data_dir, **changes), device_count=jax.device_count())
+
+
+@pytest.fixture(scope="module")
+def four_steps(data_dir, tmp_path_factory):
+    """A finished tiny run of 4 steps (checkpoints 2 and 4), trained once; tests damage copies of it."""
+    workdir = tmp_path_factory.mktemp("four") / "run"
+    train(tiny(data_dir, num_train_steps=4), workdir, log=lambda _: None)
+    return workdir
+
+
+def copy_of(run: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
+    workdir = tmp_path / "run"
+    shutil.copytree(run, workdir, symlinks=True)
+    return workdir
+
+
+def records(workdir: pathlib.Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def steps_logged_once(workdir: pathlib.Path) -> bool:
+    keys = [(r["split"], r["step"]) for r in records(workdir)]
+    return len(keys) == len(set(keys))
+
+
+# --- one run per workdir -------------------------------------------------------------------------------------
+
+
+HOLDER = """
+import pathlib, sys, time
+from jaxconv.train.workdir import RunLock
+RunLock(pathlib.Path(sys.argv[1])).acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def hold(workdir: pathlib.Path) -> subprocess.Popen:
+    """Another process holding the workdir's lock, as a running `jaxconv train` does."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(workdir)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+def test_a_second_run_on_a_workdir_in_use_is_refused_in_one_line_naming_the_holder(data_dir, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    holder = hold(workdir)
+    try:
+        experiment = write_experiment(tmp_path / "exp.py", data_dir)
+        assert main(["train", "--config", str(experiment), "--workdir", str(workdir)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f"workdir {workdir} is in use by another run (pid {holder.pid} on {socket.gethostname()} since" in err
+        assert sorted(p.name for p in workdir.iterdir()) == [LOCK]  # the refused run wrote nothing
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_line(tmp_path):
+    holder = hold(tmp_path)
+    with pytest.raises(WorkdirBusy, match=f"pid {holder.pid}"):
+        RunLock(tmp_path).acquire()
+    holder.send_signal(signal.SIGKILL)  # no chance to release it
+    holder.wait()
+    messages: list[str] = []
+    with RunLock(tmp_path, log=messages.append):
+        assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
+    assert len(messages) == 1 and f"(pid {holder.pid} on" in messages[0] and "no longer running" in messages[0]
+    assert (tmp_path / LOCK).read_text() == ""  # released cleanly: the next run takes it without a word
+    with RunLock(tmp_path, log=messages.append):
+        pass
+    assert len(messages) == 1
+
+
+def test_without_flock_the_holders_pid_decides(tmp_path, monkeypatch):
+    """Filesystems without flock (some network filesystems): a live holder on this host is respected,
+    a dead one is taken over."""
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (tmp_path / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid, "since": 0}))
+        with pytest.raises(WorkdirBusy, match=f"pid {holder.pid}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    messages: list[str] = []
+    with RunLock(tmp_path, log=messages.append):
+        pass
+    assert "no longer running" in messages[0]
+
+
+# --- resuming with another config ---------------------------------------------------------------------------
+
+
+def test_a_resume_refuses_changes_to_what_the_run_is_and_names_each_key(data_dir):
+    stored = json.loads(json.dumps(tiny(data_dir).to_dict()))
+    changed = tiny(data_dir, batch_size=16, image_size=20, learning_rate=0.1, seed=3,
+                   model_options={"depths": (1, 1, 1), "shortcut": "A"})
+    with pytest.raises(ConfigChanged) as refused:
+        check_resume(stored, changed)
+    message = str(refused.value)
+    for part in ("batch_size 32 -> 16", "image_size 16 -> 20", "learning_rate 0.05 -> 0.1", "seed 0 -> 3",
+                 'model_options.shortcut null -> "A"'):
+        assert part in message
+    assert "--allow-change batch_size,image_size,learning_rate,model_options.shortcut,seed" in message
+    assert len(check_resume(stored, changed, {"all"})) == 6  # eval_batch_size follows batch_size, and passes
+    assert set(check_resume(stored, changed, {"batch_size", "image_size", "learning_rate", "seed", "model_options"}))
+    # Keys that do not change what the run is pass without a flag.
+    free = tiny(data_dir, log_every_steps=1, eval_every_steps=4, checkpoint_every_steps=1, num_train_steps=100,
+                keep_checkpoints=9)
+    assert set(check_resume(stored, free)) == {"log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+                                                "num_train_steps", "keep_checkpoints"}
+
+
+def test_a_resumed_run_with_an_allowed_change_records_it(four_steps, tmp_path, capsys):
+    workdir = copy_of(four_steps, tmp_path)
+    base = ["train", "--workdir", str(workdir), "--config.num_train_steps=6"]
+    assert main([*base, "--config.seed=5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"jaxconv: error: workdir {workdir} holds a run trained with other values: seed 0 -> 5")
+    assert Checkpoints(workdir, read_only=True).all_steps() == [2, 4]  # nothing was trained
+    assert main([*base, "--config.seed=5", "--allow-change", "sed"]) == 2
+    assert "--allow-change sed: not a config key; did you mean seed?" in capsys.readouterr().err
+    assert main([*base, "--config.seed=5", "--allow-change", "seed"]) == 0
+    err = capsys.readouterr().err
+    assert "resuming with config.seed 0 -> 5" in err and "resuming with config.num_train_steps 4 -> 6" in err
+    change = json.loads((workdir / "config_changes.jsonl").read_text())
+    assert change["step"] == 4 and change["changes"] == {"num_train_steps": [4, 6], "seed": [0, 5]}
+    assert json.loads((workdir / "config.json").read_text())["seed"] == 5
+    assert steps_logged_once(workdir)
+
+
+# --- the files a run depends on ------------------------------------------------------------------------------
+
+
+def test_a_resume_after_a_crash_logs_each_step_once_and_sets_aside_a_torn_line(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    train(tiny(data_dir, num_train_steps=6), workdir, log=lambda _: None)
+    # As if killed after logging step 6 and while writing the next line, before checkpoint 6 was sealed.
+    Checkpoints(workdir, read_only=True).close()
+    os.rename(workdir / "checkpoints" / "6", tmp_path / "lost-6")
+    (workdir / "summary.json").unlink()
+    with open(workdir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "split": "tra')
+    messages: list[str] = []
+    summary = train(tiny(data_dir, num_train_steps=6), workdir, log=messages.append)
+    assert summary["steps"] == 6 and any("resuming from step 4" in m for m in messages)
+    assert any("metrics.jsonl: moved" in m and "steps after 4" in m and "1 line(s) that are not JSON" in m
+               for m in messages)
+    assert steps_logged_once(workdir) and max(r["step"] for r in records(workdir)) == 6
+    superseded = (workdir / "metrics_superseded.jsonl").read_text().splitlines()
+    assert superseded[-1] == '{"step": 7, "split": "tra'  # kept, not deleted
+    assert load_run(workdir).notes == ()
+
+
+def test_every_checkpoint_damaged_says_it_starts_over_and_keeps_metrics_consistent(data_dir, four_steps, tmp_path):
+    workdir = copy_of(four_steps, tmp_path)
+    for step in (2, 4):
+        for path in (workdir / "checkpoints" / str(step)).rglob("*"):
+            if path.is_file():
+                path.write_bytes(b"\xff\xfe")
+    messages: list[str] = []
+    summary = train(tiny(data_dir, num_train_steps=4), workdir, log=messages.append)
+    assert summary["status"] == "completed" and summary["steps"] == 4
+    assert any("starting over from step 0" in m for m in messages)
+    assert steps_logged_once(workdir)
+    assert len(list((workdir / "broken_checkpoints").iterdir())) == 2  # set aside, not deleted
+
+
+def test_a_torn_last_line_is_reported_by_report_which_goes_on(four_steps, tmp_path, capsys):
+    workdir = copy_of(four_steps, tmp_path)
+    with open(workdir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "spl')
+    assert main(["report", str(workdir), "--out", str(tmp_path / "report")]) == 0
+    err = capsys.readouterr().err
+    assert "metrics.jsonl:" in err and "the last line is cut short" in err
+    assert (tmp_path / "report" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("oddity", ["file", "symlink_loop", "overwritten"])
+def test_an_unusable_latest_checkpoint_is_skipped_by_eval_and_set_aside_by_a_resume(four_steps, tmp_path, capsys,
+                                                                                    oddity):
+    workdir = copy_of(four_steps, tmp_path)
+    latest = workdir / "checkpoints" / "4"
+    if oddity == "overwritten":  # every file of it, the manifest and Orbax's metadata included
+        for path in latest.rglob("*"):
+            if path.is_file():
+                path.write_bytes(b"\xff\xfe\x00x")
+    else:
+        for path in sorted(latest.rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+        latest.rmdir()
+        if oddity == "file":
+            latest.write_text("my notes\n")
+        else:
+            latest.symlink_to(latest)
+    capsys.readouterr()
+    assert main(["eval", "--workdir", str(workdir), "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["step"] == 2 and "checkpoint 4" in err and "Traceback" not in err
+    assert main(["train", "--workdir", str(workdir), "--config.num_train_steps=6"]) == 0
+    err = capsys.readouterr().err
+    assert "checkpoint 4 is unusable" in err and "resuming from step 2" in err
+    (aside,) = (workdir / "broken_checkpoints").iterdir()
+    if oddity == "file":
+        assert aside.read_text() == "my notes\n"  # the user's file, moved, not overwritten
+    assert steps_logged_once(workdir)
+
+
+def test_settling_metrics_keeps_rollbacks_and_earlier_steps(tmp_path):
+    lines = [{"step": 2, "split": "train"}, {"step": 4, "split": "rollback"}, {"step": 4, "split": "eval"},
+             {"step": 6, "split": "train"}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    settle_metrics(tmp_path, 4, log=lambda _: None)
+    assert records(tmp_path) == lines[:3]
+    settle_metrics(tmp_path, 4, log=lambda m: pytest.fail(m))  # nothing left to move: silent
+
+
+# --- stopping ------------------------------------------------------------------------------------------------------
+
+
+def test_sigterm_before_the_first_step_exits_0_with_a_line_and_the_run_starts_again(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    experiment = write_experiment(tmp_path / "exp.py", data_dir, num_train_steps=4)
+    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
+    command = [sys.executable, "-m", "jaxconv.cli", "train", "--config", str(experiment), "--workdir", str(workdir)]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    line = process.stderr.readline()  # "experiment ... -> workdir ...": train() starts now
+    assert "-> workdir" in line
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+    assert "SIGTERM" in err and "run the same command to" in err
+    assert main(command[3:]) == 0  # the same command, run again (in this process: no second start-up)
+    assert steps_logged_once(workdir) and max(r["step"] for r in records(workdir)) == 4
