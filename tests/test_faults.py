@@ -236,16 +236,35 @@ def test_folder_skips_and_counts_bad_files_and_converts_colour_modes(tmp_path):
 
 
 def test_folder_label_outside_the_training_classes_names_the_file(tmp_path):
-    write(tmp_path / "train" / "cat" / "0.png", np.zeros((4, 4, 3), np.uint8))
-    write(tmp_path / "val" / "cat" / "0.png", np.zeros((4, 4, 3), np.uint8))
-    write(tmp_path / "val" / "zebra" / "7.png", np.zeros((4, 4, 3), np.uint8))
-    with pytest.raises(DatasetUnavailable, match=r"val/zebra/7.png has label 'zebra', which is outside the 1 "):
+    for name in ("train/cat/0.png", "train/dog/0.png", "val/cat/0.png", "val/zebra/7.png"):
+        write(tmp_path / name, np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(DatasetUnavailable, match=r"val/zebra/7.png has label 'zebra', which is outside the 2 "):
         folder_splits(tmp_path)
 
 
 def test_folder_empty_split_names_it(tmp_path):
     write(tmp_path / "train" / "cat" / "0.png", np.zeros((4, 4, 3), np.uint8))
+    write(tmp_path / "train" / "dog" / "0.png", np.zeros((4, 4, 3), np.uint8))
     (tmp_path / "val" / "cat").mkdir(parents=True)
     (tmp_path / "val" / "cat" / "junk.png").write_bytes(b"junk")
     with pytest.raises(DatasetUnavailable, match=r"the eval split \(.*val\) has no readable images"):
         folder_splits(tmp_path)
+
+
+def test_folder_class_without_a_readable_image_and_a_single_class_are_refused(tmp_path):
+    write(tmp_path / "cat" / "0.png", np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(DatasetUnavailable, match=r"one class subfolder \(cat\); a classifier needs at least two"):
+        folder_splits(tmp_path)
+    (tmp_path / "dog").mkdir()
+    (tmp_path / "dog" / "1.jpg").write_bytes(b"\xff\xd8 not really")
+    with pytest.raises(DatasetUnavailable, match=r"class folder .*dog has no readable image; add images, or remove"):
+        folder_splits(tmp_path)
+
+
+def test_folder_counts_dangling_symlinks_with_the_skipped_files(tmp_path):
+    for name in ("cat/0.png", "dog/0.png"):
+        write(tmp_path / name, np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "dog" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    messages: list[str] = []
+    folder_splits(tmp_path, log=messages.append)
+    assert len(messages) == 1 and "skipped 1 files" in messages[0] and "dog/gone.png" in messages[0]

@@ -7,10 +7,12 @@ missing from the environment) end with one line on stderr and exit status 2, nev
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import os
 import pathlib
+import shutil
 import sys
 from collections.abc import Sequence
 
@@ -64,7 +66,12 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    if value > _LARGEST:
+        raise argparse.ArgumentTypeError(f"{value} is too large (at most {_LARGEST:,})")
     return value
+
+
+_LARGEST = 2**31 - 1  # sizes and counts become int32 array dimensions
 
 
 def _image_size(text: str) -> int | tuple[int, int]:
@@ -403,7 +410,7 @@ def _train_command(args: argparse.Namespace, extra: list[str]) -> int:
     _quiet_backends()
     from jaxconv.checkpoint import CheckpointMismatch
     from jaxconv.data.sources import DatasetUnavailable
-    from jaxconv.train.loop import ConfigChanged, TrainingDiverged, WorkdirError, train
+    from jaxconv.train.loop import ConfigChanged, ConfigError, TrainingDiverged, WorkdirError, train
     from jaxconv.train.workdir import RunWriteError
     from jaxconv.train.transfer import TransferError
 
@@ -432,7 +439,7 @@ def _train_command(args: argparse.Namespace, extra: list[str]) -> int:
         raise UsageError(f"--workdir {workdir}: exists and is not a directory")
     try:
         summary = train(config, workdir, log=_log, allow_changes=allow_changes)
-    except (DatasetUnavailable, CheckpointMismatch, WorkdirError, TransferError, ConfigChanged) as e:
+    except (DatasetUnavailable, CheckpointMismatch, WorkdirError, TransferError, ConfigChanged, ConfigError) as e:
         raise UsageError(str(e)) from None
     except TrainingDiverged as e:
         _log(f"jaxconv: training stopped: {e}; the last good checkpoint is kept in {workdir / 'checkpoints'}")
@@ -589,9 +596,34 @@ def cmd_report(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
     command = "jaxconv report " + " ".join(args.runs) + f" --out {args.out}"
-    path = write_report(runs, out, title=args.title, command=command)
+    with _output_directory(out):
+        path = write_report(runs, out, title=args.title, command=command)
     print(path)
     return 0
+
+
+@contextlib.contextmanager
+def _output_directory(out: pathlib.Path):
+    """--out DIR: created first (one line when it cannot be), and removed again if the command fails
+    before finishing, when this command created it: nothing half-written is left behind."""
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".jaxconv_write_test.{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+    try:
+        yield
+    except OSError as e:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise UsageError(f"--out {out}: writing failed ({e.strerror or e}){'; removed it' if created else ''}") from None
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -630,8 +662,6 @@ def _choices(flag: str, text: str, allowed: Sequence[str]) -> tuple[str, ...]:
 def cmd_export(args: argparse.Namespace) -> int:
     _quiet_backends()
     from jaxconv import export
-    from jaxconv.models import UnknownModelError, model_info
-    from jaxconv.train.transfer import TransferError
 
     if bool(args.workdir) == bool(args.weights):
         raise UsageError("give either --workdir RUN (a training run's checkpoint) or --model NAME --weights FILE_OR_TAG")
@@ -646,6 +676,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = pathlib.Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"--out {out}: exists and is not an empty directory; choose a new one")
+    with _output_directory(out):
+        record, metadata = _export(args, export, out, formats, platforms)
+    folded = f"{record['batchnorm_folded']} BatchNorms folded" if record["batchnorm_folded"] else "no BatchNorm folded"
+    print(f"exported {metadata['model']} ({folded}, {record['dtype']}) to {out}: images "
+          f"{tuple(record['input']['shape'])} float32 -> logits (N, {metadata['num_classes']}) float32")
+    for kind, name in record["files"].items():
+        error = record.get("max_relative_error", {}).get(kind)
+        check = f"  max |export - JAX| / max |JAX| = {error:.2g}" if error is not None else ""
+        print(f"  {out / name}{check}")
+    return 0
+
+
+def _export(args, export, out: pathlib.Path, formats, platforms) -> tuple[dict, dict]:
+    from jaxconv.models import UnknownModelError, model_info
+    from jaxconv.train.transfer import TransferError
+
     try:
         if args.workdir:
             model, variables, shape, metadata = export.from_run(args.workdir, args.step)
@@ -658,14 +704,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                                      dynamic_batch=args.batch_size is None, metadata=metadata, check=args.check)
     except (UnknownModelError, TransferError, FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
         raise UsageError(str(e).strip("'\"")) from None
-    folded = f"{record['batchnorm_folded']} BatchNorms folded" if record["batchnorm_folded"] else "no BatchNorm folded"
-    print(f"exported {metadata['model']} ({folded}, {record['dtype']}) to {out}: images "
-          f"{tuple(record['input']['shape'])} float32 -> logits (N, {metadata['num_classes']}) float32")
-    for kind, name in record["files"].items():
-        error = record.get("max_relative_error", {}).get(kind)
-        check = f"  max |export - JAX| / max |JAX| = {error:.2g}" if error is not None else ""
-        print(f"  {out / name}{check}")
-    return 0
+    return record, metadata
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -128,9 +128,16 @@ def summary(
         name = type(model).__name__
         image_size = 224 if image_size is None else image_size
         in_channels = 3 if in_channels is None else in_channels
-    height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    sizes = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if (not isinstance(sizes, (tuple, list)) or len(sizes) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes)):
+        raise ValueError(f"image_size must be an int or an (height, width) pair of ints, got {image_size!r}")
+    height, width = sizes
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got {image_size!r}")
+    for key, value in (("batch_size", batch_size), ("in_channels", in_channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive int, got {value!r}")
     compute_dtype, nbytes = DTYPES[dtype]
     input_shape = (batch_size, height, width, in_channels)
     trace = trace_model(model, input_shape, compute_dtype)

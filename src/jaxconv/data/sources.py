@@ -167,7 +167,12 @@ def _class_files(root: pathlib.Path) -> tuple[dict[str, list[str]], list[str]]:
     for c in classes:
         images[c] = []
         for path in sorted((root / c).rglob("*")):
-            if not path.is_file() or path.name.startswith("."):
+            if path.name.startswith("."):
+                continue
+            if path.is_symlink() and not path.exists():  # a dangling link: reported with the skipped files
+                others.append(str(path.relative_to(root)))
+                continue
+            if not path.is_file():
                 continue
             (images[c] if _is_image(path) else others).append(str(path.relative_to(root)))
     return images, others
@@ -223,7 +228,8 @@ class FolderScan:
         if not self.skipped:
             return None
         shown = ", ".join(self.skipped[:5]) + (f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else "")
-        return f"folder {root}: skipped {len(self.skipped)} files that are not readable images ({shown})"
+        return (f"folder {root}: skipped {len(self.skipped)} files that are not readable images or are broken "
+                f"links ({shown})")
 
 
 def folder_splits(root: str | os.PathLike, eval_fraction: float = 0.1,
@@ -264,8 +270,9 @@ def folder_splits(root: str | os.PathLike, eval_fraction: float = 0.1,
                 f"training classes ({', '.join(classes)})"
             )
         parts = {"train": (root / "train", train), "eval": (eval_dir, held_out)}
+        found = train
     else:
-        files = usable(root)
+        files = found = usable(root)
         classes = sorted(files)
         parts = {"train": (root, {}), "eval": (root, {})}
         for c, names in files.items():
@@ -274,6 +281,16 @@ def folder_splits(root: str | os.PathLike, eval_fraction: float = 0.1,
                 parts["eval" if held else "train"][1].setdefault(c, []).append(name)
     if not classes:
         raise DatasetUnavailable(f"dataset 'folder': {root} has no class subfolders (expected root/<class>/<image>)")
+    train_base = parts["train"][0]
+    empty = [c for c in classes if not found[c]]
+    if empty and any(found.values()):
+        raise DatasetUnavailable(
+            f"dataset 'folder': class folder {train_base / empty[0]} has no readable image"
+            + (f" (nor do {', '.join(empty[1:4])}{' …' if len(empty) > 4 else ''})" if len(empty) > 1 else "")
+            + "; add images, or remove the folder so that it is not a class")
+    if len(classes) < 2:
+        raise DatasetUnavailable(f"dataset 'folder': {train_base} has one class subfolder ({classes[0]}); "
+                                 f"a classifier needs at least two (root/<class>/<image>)")
     report = FolderScan(skipped).report(root)
     if report and log is not None:
         log(report)
@@ -350,16 +367,34 @@ def prepare(
                 f"dataset {spec.name!r} is not prepared in {data_path} and needs a manual download: put "
                 f"{' and '.join(missing)} into {manual_dir} (from {spec.manual_source}), then run again"
             )
-    elif spec.download_host and not _reachable(spec.download_host):
+    manual_dir = root / "downloads" / "manual"
+    expected = sorted({info.filename for info in (getattr(builder, "url_infos", None) or {}).values()
+                       if info.filename})
+    # TFDS takes a file it would download from its manual dir when one of that name is there (offline use).
+    present = [name for name in expected if (manual_dir / name).is_file()]
+    if not spec.manual_files and not present and spec.download_host and not _reachable(spec.download_host):
+        manual = (f", or put {' and '.join(expected)} (downloaded elsewhere) into {manual_dir}"
+                  if 0 < len(expected) <= 4 else "")
         raise DatasetUnavailable(
             f"dataset {spec.name!r} is not prepared in {data_path} and {spec.download_host} cannot be reached "
-            f"(no network?). Run once where the network is available, or copy a prepared {spec.tfds_name} "
-            f"(ArrayRecord) into {root}"
+            f"(no network?). Run once where the network is available{manual}, or copy a prepared "
+            f"{spec.tfds_name} (ArrayRecord) into {root}"
         )
     what = "generating" if spec.tfds_name == "jaxconv_shapes" else "downloading and preparing"
-    log(f"{what} {spec.name} into {data_path} (once)")
-    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints its own banner to stdout
-        builder.download_and_prepare(file_format="array_record")
+    log(f"{what} {spec.name} into {data_path} (once)"
+        + (f", from {', '.join(present)} in {manual_dir}" if present else ""))
+    config = tfds.download.DownloadConfig(manual_dir=str(manual_dir)) if spec.tfds_name != "jaxconv_shapes" else None
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints its own banner to stdout
+            builder.download_and_prepare(file_format="array_record", download_config=config)
+    except tfds.core.download.download_manager.NonMatchingChecksumError:
+        raise DatasetUnavailable(
+            f"dataset {spec.name!r}: a file in {manual_dir} ({', '.join(present) or 'a cached download'}) is not the one "
+            f"TFDS expects (its size or SHA-256 differs: a partial or other download); replace it and run again"
+        ) from None
+    except (OSError, tfds.core.download.DownloadError, tf.errors.OpError) as e:
+        raise DatasetUnavailable(f"dataset {spec.name!r}: preparing it in {data_path} failed "
+                                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
 
 def open_dataset(

@@ -71,6 +71,13 @@ class Conv(nn.Module):
         pads = explicit_padding(self.padding, x.shape[1:3], kernel, stride, dilation)
         check_window(x.shape[1:3], kernel, stride, pads, dilation=dilation, fit=self.fit, layer=name)
 
+        if self.has_variable("params", "kernel"):  # applying given weights: do they take this input?
+            expected = self.get_variable("params", "kernel").shape[2] * self.groups
+            if expected != in_features:
+                layout = (f"; it looks like NCHW: jaxconv models take NHWC, x.transpose(0, 2, 3, 1)"
+                          if x.shape[1] == expected else f"; jaxconv models take NHWC images with {expected} channels")
+                raise ValueError(f"{name}: its weights take {expected} input channels, the input has {in_features} "
+                                 f"(shape {tuple(x.shape)}){layout}")
         kernel_param = self.param(
             "kernel", self.kernel_init, (*kernel, in_features // self.groups, self.features), self.param_dtype
         )

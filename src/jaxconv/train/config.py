@@ -24,6 +24,8 @@ PARALLEL = ("shard_map", "pmap")
 BN_MODES = ("sync", "local")
 DTYPES = ("float32", "bfloat16")
 NAN_POLICIES = ("stop", "rollback")
+MAX_IMAGE_SIZE = 4096  # larger than any classification network is trained at; beyond it, a typo
+MAX_SHAPES_EXAMPLES = 5_000_000
 
 
 # What a resumed run may change without being told to: when it logs, evaluates and checkpoints, how
@@ -272,6 +274,14 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
         if key not in c:
             c[key] = base_config()[key]
     c.imports = _import_user_modules(c.imports)
+    if not isinstance(c.model, str) or not c.model:
+        raise ConfigError("model", c.model, "must be a registered model's name, e.g. 'resnet20' (see `jaxconv list`)")
+    if not isinstance(c.model_options, (dict, ml_collections.ConfigDict)):
+        raise ConfigError("model_options", c.model_options, "must be a mapping of model fields, e.g. {'depths': (3, 3, 3)}")
+    for key in ("data_dir", "folder", "init_weights", "freeze"):
+        if c[key] is not None and (not isinstance(c[key], str) or not c[key].strip()):
+            raise ConfigError(key, c[key], "must be a non-empty string or None")
+    _check_directory(c, "data_dir")
     try:
         info = model_info(c.model)
     except ValueError as e:
@@ -289,6 +299,16 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
         _positive_int(c, key)
     for key in ("eval_batch_size", "num_train_steps", "eval_examples", "image_size"):
         _positive_int(c, key, allow_none=True)
+    if c.image_size is not None and c.image_size > MAX_IMAGE_SIZE:
+        raise ConfigError("image_size", c.image_size, f"must be at most {MAX_IMAGE_SIZE} pixels (one such image in "
+                                                      f"float32 is {c.image_size**2 * 12 / 2**30:,.0f} GiB)")
+    for key in ("shapes_train_examples", "shapes_test_examples"):
+        if c[key] > MAX_SHAPES_EXAMPLES:
+            raise ConfigError(key, c[key], f"must be at most {MAX_SHAPES_EXAMPLES:,} (the built-in dataset is "
+                                           f"generated on this machine)")
+    if c.dataset == "shapes" and c.batch_size > c.shapes_train_examples:
+        raise ConfigError("batch_size", c.batch_size, f"must be at most the {c.shapes_train_examples} training "
+                                                      f"examples of the built-in dataset (shapes_train_examples)")
     _number(c, "num_epochs", 0, low_open=True)
     _number(c, "learning_rate", 0, low_open=True)
     _number(c, "momentum", 0, 1, high_open=True)
@@ -310,6 +330,8 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     for key in ("ten_crop", "log_layer_grad_norms"):
         if not isinstance(c[key], bool):
             raise ConfigError(key, c[key], "must be true or false")
+    if not isinstance(c.decay_epochs, (tuple, list)):
+        raise ConfigError("decay_epochs", c.decay_epochs, "must be increasing positive epochs, e.g. 30,60,80")
     decay = tuple(c.decay_epochs)
     if any(isinstance(e, bool) or not isinstance(e, (int, float)) or e <= 0 for e in decay) or list(decay) != sorted(decay):
         raise ConfigError("decay_epochs", decay, "must be increasing positive epochs, e.g. 30,60,80")
@@ -337,6 +359,17 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
         raise ConfigError("augment", c.augment, f"PCA lighting needs RGB images; {c.dataset} has {spec.channels} channel")
     _check_model(c, spec.channels)
     return c
+
+
+def _check_directory(c: ml_collections.ConfigDict, key: str) -> None:
+    """A directory path that exists as a directory, or can be created (its nearest existing parent is one)."""
+    if c[key] is None:
+        return
+    path = pathlib.Path(c[key]).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == path else f"is below {existing}, which is a file"
+        raise ConfigError(key, c[key], f"{where}; give a directory")
 
 
 def _import_user_modules(specs: Any) -> tuple[str, ...]:

@@ -39,13 +39,13 @@ from jaxconv.models import get_model, runtime_options
 from jaxconv.train import transfer
 from jaxconv.train.optim import build_optimizer, learning_rate_schedule
 from jaxconv.train.report import MetricsWriter, Progress
-from jaxconv.train.config import ConfigChanged, check_resume
+from jaxconv.train.config import ConfigChanged, ConfigError, check_resume
 from jaxconv.train.state import TrainState, create_state
 from jaxconv.train.steps import StepOptions, eval_step, train_step
 from jaxconv.train.workdir import (LOCK, RunLock, WorkdirBusy, WorkdirError, append_line, atomic_write_text,
                                    ensure_writable, read_records, settle_metrics)
 
-__all__ = ["ConfigChanged", "TrainingDiverged", "WorkdirBusy", "WorkdirError", "evaluate", "evaluate_checkpoint",
+__all__ = ["ConfigChanged", "ConfigError", "TrainingDiverged", "WorkdirBusy", "WorkdirError", "evaluate", "evaluate_checkpoint",
            "train"]
 
 
@@ -95,7 +95,8 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
                 f"batch (local BatchNorm; running statistics averaged over the devices after each step)")
     steps_per_epoch = len(sources["train"]) // config.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"the training split has {len(sources['train'])} examples, fewer than one batch")
+        raise ConfigError("batch_size", config.batch_size, f"must be at most the {len(sources['train'])} examples "
+                                                           f"of {config.dataset}'s training split")
     total_steps = config.num_train_steps or int(math.ceil(config.num_epochs * steps_per_epoch))
     schedule = learning_rate_schedule(config, steps_per_epoch, total_steps)
     preprocess = pipeline.Preprocess(
