@@ -268,3 +268,44 @@ def test_folder_counts_dangling_symlinks_with_the_skipped_files(tmp_path):
     messages: list[str] = []
     folder_splits(tmp_path, log=messages.append)
     assert len(messages) == 1 and "skipped 1 files" in messages[0] and "dog/gone.png" in messages[0]
+
+
+# --- files in the way, offline datasets, inputs in the wrong layout -------------------------------------------
+
+
+def test_report_and_export_to_a_place_they_cannot_write_say_so_in_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": "resnet20", "dataset": "shapes"}))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "split": "eval", "top1": 0.5, "loss": 1.0}) + "\n")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("in the way")
+    for command in (["report", str(run)], ["export", "--model", "resnet18", "--weights", "IMAGENET1K_V1"]):
+        assert main([*command, "--out", str(blocker / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"jaxconv: error: --out {blocker / 'out'}: cannot write there (Not a directory)"]
+
+
+def test_a_download_already_in_the_manual_dir_is_used_offline(tmp_path, monkeypatch):
+    from jaxconv.data import sources
+
+    monkeypatch.setattr(sources, "_reachable", lambda host, timeout=5.0: pytest.fail("probed the network"))
+    manual = tmp_path / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    (manual / "cifar-10-binary.tar.gz").write_bytes(b"an interrupted download")
+    # TFDS looks there (and checks the file against its registered size and SHA-256) instead of downloading.
+    with pytest.raises(DatasetUnavailable, match=r"cifar-10-binary.tar.gz\) is not the one TFDS expects"):
+        sources.open_dataset("cifar10", data_dir=str(tmp_path), log=lambda _: None)
+
+
+def test_a_model_given_nchw_or_other_channels_says_which_layout_it_takes():
+    from jaxconv.models import get_model
+
+    model = get_model("resnet20")
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), jnp.zeros((1, 32, 32, 3)))
+    variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    with pytest.raises(ValueError, match=r"weights take 3 input channels, the input has 32 \(shape \(1, 3, 32, 32\)\); it "
+                                         r"looks like NCHW: jaxconv models take NHWC, x.transpose\(0, 2, 3, 1\)"):
+        model.apply(variables, jnp.zeros((1, 3, 32, 32)), train=False)
+    with pytest.raises(ValueError, match="jaxconv models take NHWC images with 3 channels"):
+        model.apply(variables, jnp.zeros((1, 32, 32, 1)), train=False)

@@ -68,6 +68,10 @@ def test_overrides_are_typed_by_the_key():
         ({"decay_epochs": "60,30"}, "decay_epochs"),
         ({"model_options.widht": "2"}, "model_options"),
         ({"dataset": "folder"}, "folder"),
+        ({"image_size": "10000000"}, "image_size"),  # would try to allocate hundreds of TiB
+        ({"batch_size": "40000"}, "batch_size"),  # larger than the built-in dataset's 20,000 examples
+        ({"data_dir": __file__}, "data_dir"),  # a file
+        ({"data_dir": f"{__file__}/tfds"}, "data_dir"),  # below a file
     ],
 )
 def test_validation_names_the_key_the_value_and_what_is_allowed(overrides, key):
@@ -75,6 +79,12 @@ def test_validation_names_the_key_the_value_and_what_is_allowed(overrides, key):
         validate(apply_overrides(base_config(), overrides), device_count=8)
     assert error.value.key == key
     assert str(error.value).startswith(f"config.{key}=")
+
+
+def test_wrongly_typed_values_set_in_get_config_are_refused():
+    for key, value in (("decay_epochs", 5), ("model_options", 5), ("model", 5), ("init_weights", 5)):
+        with pytest.raises(ConfigError, match=f"config.{key}=5: must be"):
+            validate(ml_collections.ConfigDict({**base_config().to_dict(), key: value}), device_count=8)
 
 
 @pytest.mark.parametrize(
