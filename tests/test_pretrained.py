@@ -33,7 +33,14 @@ from jaxconv.pretrained import (
     load_pretrained,
     weights_info,
 )
-from jaxconv.pretrained.convert import build_model, conversion_plan, is_ignored, torch_layout, torchvision_keys
+from jaxconv.pretrained.convert import (
+    build_model,
+    conversion_plan,
+    is_ignored,
+    read_state_dict,
+    torch_layout,
+    torchvision_keys,
+)
 from jaxconv.pretrained.predict import imagenet_classes, preprocess, resized_size
 from jaxconv.pretrained.synthetic import checksum, random_images, random_state_dict
 
@@ -175,12 +182,45 @@ def test_timm_vgg_classifier_layout_converts_like_torchvision():
     assert jax.tree_util.tree_all(jax.tree.map(np.array_equal, converted, expected))
 
 
-def test_pth_without_torch_says_how_to_install_it(tmp_path, monkeypatch):
+TORCHFILES = pathlib.Path(__file__).parent / "fixtures" / "torchfile"
+# resnet18_tiny.pth: seeded weights (seed 7) of ResNet-18 with these options, torch.save'd in the legacy
+# format by scripts/make_torchfile_fixtures.py (tests/test_torchfile.py tests the reader itself).
+TINY = {"depths": (1, 1, 1, 1), "stem_width": 1, "num_classes": 3}
+
+
+def test_pth_loads_without_torch(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
-    path = tmp_path / "resnet18.pth"
-    path.write_bytes(b"PK\x03\x04 a zip archive")
-    with pytest.raises(WeightsFormatError, match=r"needs torch \(pip install torch==2.13.0"):
-        load_pretrained("resnet18", path)
+    expected = convert_state_dict("resnet18", random_state_dict(torch_layout("resnet18", **TINY), seed=7), **TINY)
+    nameless = tmp_path / "weights"  # no suffix: known by torch.save's magic number
+    nameless.write_bytes((TORCHFILES / "resnet18_tiny.pth").read_bytes())
+    for path in (TORCHFILES / "resnet18_tiny.pth", nameless):
+        model, variables = load_pretrained("resnet18", path, **TINY)
+        assert model.num_classes == 3
+        assert jax.tree_util.tree_all(jax.tree.map(np.array_equal, variables, expected))
+    # Floating tensors are read as float32 (as torch's .float() gave), integers as they are.
+    state = read_state_dict(TORCHFILES / "tensors.pth")
+    assert {k: state[k].dtype.name for k in ("half", "bfloat", "double", "long", "char", "bn.num_batches_tracked")} \
+        == {"half": "float32", "bfloat": "float32", "double": "float32", "long": "int64", "char": "int8",
+            "bn.num_batches_tracked": "int64"}
+    with pytest.raises(WeightsFormatError, match="evil_system.pth: refuses to unpickle posix.system"):
+        load_pretrained("resnet18", TORCHFILES / "evil_system.pth")
+
+
+def test_integer_weights_are_refused_naming_the_first(tmp_path):
+    """An int8 (quantised) file has the right keys and shapes but not the weights; num_batches_tracked stays int64."""
+    from safetensors.numpy import save_file
+
+    state = random_state_dict(torch_layout("resnet18", **TINY), seed=7)
+    state["bn1.num_batches_tracked"] = np.asarray(1000, np.int64)
+    convert_state_dict("resnet18", state, **TINY)  # the int64 counter is ignored
+    quantised = {k: np.round(v * 50).astype(np.int8) if v.dtype == np.float32 else v for k, v in state.items()}
+    save_file(quantised, str(tmp_path / "int8.safetensors"))
+    first = next(k for k in read_state_dict(tmp_path / "int8.safetensors") if k != "bn1.num_batches_tracked")
+    with pytest.raises(WeightsFormatError, match=rf"int8.safetensors: entry '{first}' is int8: resnet18 needs "
+                                                 r"floating-point weights \(a quantised file\?\)"):
+        load_pretrained("resnet18", tmp_path / "int8.safetensors", **TINY)
+    with pytest.raises(WeightsFormatError, match="entry 'fc.weight' is uint8"):
+        convert_state_dict("resnet18", {**state, "fc.weight": state["fc.weight"].astype(np.uint8)}, **TINY)
 
 
 def test_unreadable_files_and_unsupported_models_are_named(tmp_path):
@@ -386,3 +426,8 @@ def test_predict_without_any_image_exits_2(prediction_inputs, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "skipped" in err and "none of the 1 input(s) is an image" in err
+
+
+def test_a_weights_path_that_is_not_one_is_named():
+    with pytest.raises(TypeError, match="the weights file must be a path .* got None"):
+        load_pretrained("resnet18", None)

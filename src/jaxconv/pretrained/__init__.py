@@ -4,7 +4,8 @@
     >>> model, variables = load_pretrained("resnet50", "resnet50-11ad3fa6.pth")
     >>> logits = model.apply(variables, images, train=False)  # (N, 224, 224, 3), normalized
 
-Modules: ``convert`` (state dict -> variables, per family), ``weights`` (the published
+Modules: ``convert`` (state dict -> variables, per family), ``torchfile`` (PyTorch .pth files
+read without torch, tensors only: no pickled code runs), ``weights`` (the published
 weight sets: URL, hash, preprocessing, accuracy; cache and download), ``predict``
 (image files -> top-k classes), ``synthetic`` (seeded weights for parity tests, numpy only).
 Attributes load on first use, so ``jaxconv.pretrained.synthetic`` imports without JAX.
@@ -21,7 +22,7 @@ _LAZY = {
     "torch_layout": "convert",
     "SUPPORTED": "convert",
     "WeightsMismatchError": "convert",
-    "WeightsFormatError": "convert",
+    "WeightsFormatError": "torchfile",
     "WEIGHTS": "weights",
     "WeightSet": "weights",
     "Preprocessing": "weights",

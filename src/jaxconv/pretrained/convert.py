@@ -22,6 +22,7 @@ import dataclasses
 import fnmatch
 import functools
 import math
+import os
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -30,6 +31,8 @@ import numpy as np
 
 import jaxconv.archs  # noqa: F401 -- registers the built-in models, whose declarations say how torchvision's keys map
 from jaxconv.declarations import TorchvisionKeys
+from jaxconv.pretrained import torchfile
+from jaxconv.pretrained.torchfile import WeightsFormatError
 from jaxconv.registry import build_model as _build, list_models, model_info
 
 # The built-in models torchvision's state dicts load into: those whose family declares the key mapping
@@ -42,10 +45,6 @@ ALWAYS_IGNORED = ("*.num_batches_tracked",)
 
 class WeightsMismatchError(ValueError):
     """A state dict does not fit the model: missing, unexpected or wrongly shaped entries."""
-
-
-class WeightsFormatError(ValueError):
-    """A weights file cannot be read (unknown format, torch missing, not a state dict)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,14 +204,7 @@ def _from_timm_vgg(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
     return out
 
 
-def _unwrap(state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Accepts {'state_dict': ...} / {'model': ...} checkpoints and DataParallel's 'module.' prefix."""
-    for wrapper in ("state_dict", "model"):
-        if set(state_dict) == {wrapper} and isinstance(state_dict[wrapper], Mapping):
-            state_dict = state_dict[wrapper]
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
-    return state_dict
+_unwrap = torchfile.unwrap  # {'state_dict': ...} / {'model': ...} checkpoints and DataParallel's 'module.' prefix
 
 
 def _few(items: list[str], limit: int = 4) -> str:
@@ -246,17 +238,34 @@ def check_state_dict(name: str, state_dict: Mapping[str, Any], plan: Sequence[En
     raise WeightsMismatchError(message)
 
 
+def check_dtypes(name: str, state_dict: Mapping[str, Any], plan: Sequence[Entry]) -> None:
+    """Raises WeightsFormatError naming the first entry the model uses that is not floating point.
+
+    An integer tensor where a weight belongs is a quantised (or otherwise encoded) file, whose numbers
+    are not the weights; entries the model does not use (num_batches_tracked, an int64) are not checked.
+    """
+    used = {e.torch_key for e in plan}
+    for key, value in state_dict.items():
+        dtype = np.dtype(value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype)
+        if key in used and dtype.kind in "biu":
+            raise WeightsFormatError(
+                f"entry {key!r} is {dtype.name}: {name} needs floating-point weights (a quantised file?)"
+            )
+
+
 def convert_state_dict(name: str, state_dict: Mapping[str, Any], **model_overrides: Any) -> dict:
     """A torchvision state dict (key -> array) -> jaxconv variables {'params', 'batch_stats'} (numpy).
 
     Pure numpy on the weights (no torch). ``model_overrides`` are those of ``get_model``
     (e.g. ``dtype``), added to the options the published weights need. Raises
+    WeightsFormatError for an integer (quantised) entry where the model has a weight, and
     WeightsMismatchError listing the missing, unexpected and wrongly shaped entries.
     """
     state_dict = _unwrap(state_dict)
     if any(k.startswith("pre_logits.fc1.") for k in state_dict):
         state_dict = _from_timm_vgg(state_dict)
     plan = conversion_plan(name, **model_overrides)
+    check_dtypes(name, state_dict, plan)
     check_state_dict(name, state_dict, plan)
     variables: dict = {}
     for entry in plan:
@@ -271,24 +280,30 @@ def convert_state_dict(name: str, state_dict: Mapping[str, Any], **model_overrid
 # Files.
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
-INSTALL_TORCH = "pip install torch==2.13.0 (CPU build; or `pip install 'jaxconv[torch]'`)"
 
 
 def read_state_dict(path: str | pathlib.Path) -> dict[str, np.ndarray]:
-    """Reads a weights file into key -> numpy array.
+    """Reads a weights file into key -> numpy array (floating tensors as float32); torch is not needed.
 
-    ``.safetensors``: with the safetensors package (no torch). ``.pth``/``.pt``: with torch,
-    ``torch.load(weights_only=True, map_location='cpu')`` (tensors and plain containers only:
-    never arbitrary pickled objects).
+    ``.safetensors``: with the safetensors package. ``.pth``/``.pt``/``.bin``/``.ckpt`` (and any file
+    that begins as torch.save's zip or legacy format): with ``jaxconv.pretrained.torchfile``, which
+    unpickles tensors and nothing else -- a pickle naming any other function or class is refused
+    with WeightsFormatError, and nothing in the file is run.
     """
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise TypeError(f"the weights file must be a path (str or os.PathLike), got {path!r}")
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
     with path.open("rb") as f:
-        magic = f.read(8)
-    if path.suffix == ".safetensors" or (path.suffix not in TORCH_SUFFIXES and not magic.startswith(b"PK")):
+        magic = f.read(len(torchfile.LEGACY_PREFIX))
+    if path.suffix == ".safetensors" or (
+        path.suffix not in TORCH_SUFFIXES and not magic.startswith((b"PK", torchfile.LEGACY_PREFIX))
+    ):
         return _read_safetensors(path)
-    return _read_torch(path)
+    state = torchfile.read_state_dict(path)
+    return {key: value.astype(np.float32, copy=False) if value.dtype.kind == "f" else value
+            for key, value in state.items()}
 
 
 def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
@@ -303,38 +318,11 @@ def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
         ) from None
 
 
-def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
-    try:
-        import torch
-    except ImportError:
-        raise WeightsFormatError(
-            f"{path} is a PyTorch file: reading it needs torch ({INSTALL_TORCH}); without torch, use the "
-            "weights as a .safetensors file (see jaxconv.pretrained.weights_info(...).safetensors_url)"
-        ) from None
-    try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises pickle, zip and runtime errors alike for a bad file
-        raise WeightsFormatError(
-            f"{path}: torch.load(weights_only=True) cannot read it as a state dict ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''})"
-        ) from None
-    if not isinstance(loaded, Mapping):
-        raise WeightsFormatError(f"{path}: holds a {type(loaded).__name__}, not a state dict (a key -> tensor map)")
-    loaded = _unwrap(loaded)
-    state = {}
-    for key, value in loaded.items():
-        if not isinstance(value, torch.Tensor):
-            raise WeightsFormatError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
-        value = value.detach().cpu()
-        state[key] = (value.float() if value.is_floating_point() else value).numpy()
-    return state
-
-
 def load_pretrained(name: str, path: str | pathlib.Path, **model_overrides: Any):
     """Builds ``name`` and loads a torchvision state dict file into it: returns (model, variables).
 
-    ``path`` is a .pth/.pt file (read with torch, weights_only=True) or a .safetensors file
-    (no torch needed). ``model.apply(variables, images, train=False)`` then gives the
+    ``path`` is a .pth/.pt file (torch.save's zip or legacy format, tensors only) or a .safetensors
+    file; neither needs torch. ``model.apply(variables, images, train=False)`` then gives the
     torchvision model's logits for float32 (N, H, W, 3) images already normalized with the
     weights' mean and std. No hash is required (see ``get_model(name, weights=TAG)`` for the
     published, hash-checked files).
@@ -344,6 +332,6 @@ def load_pretrained(name: str, path: str | pathlib.Path, **model_overrides: Any)
     model = build_model(name, **model_overrides)
     try:
         variables = convert_state_dict(name, state_dict, **model_overrides)
-    except WeightsMismatchError as e:
-        raise WeightsMismatchError(f"{path}: {e}") from None
+    except (WeightsMismatchError, WeightsFormatError) as e:
+        raise type(e)(f"{path}: {e}") from None
     return model, variables

@@ -135,8 +135,8 @@ def fetch(name: str, tag: str, directory: str | os.PathLike | None = None, downl
         except (urllib.error.URLError, OSError) as e:
             reason = f"the download failed: {getattr(e, 'reason', e)}"
     alternative = (
-        f"; without torch, timm's safetensors copy of torchvision's weights, {weight_set.safetensors_url}, "
-        f"loads with jaxconv.load_pretrained({name!r}, PATH)"
+        f"; timm's safetensors copy of torchvision's weights, {weight_set.safetensors_url}, "
+        f"loads too, with jaxconv.load_pretrained({name!r}, PATH)"
         if weight_set.safetensors_url
         else ""
     )
