@@ -8,7 +8,9 @@ to the end while it is interrupted several times: SIGKILL or SIGTERM, sometimes 
 moment and sometimes exactly while a checkpoint is being written (an Orbax temporary
 directory exists). The interrupted run is restarted with the same command each time. At
 the end its final parameters must equal, bit for bit, those of one uninterrupted run.
-Prints one JSON object per iteration and a summary; exits 1 if any iteration differs.
+Every iteration must also log each step once in metrics.jsonl, and no interrupted run may
+print a traceback. Prints one JSON object per iteration and a summary; exits 1 if any
+iteration fails one of these.
 """
 
 from __future__ import annotations
@@ -74,6 +76,12 @@ def final_params(workdir: pathlib.Path):
     return step, {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
 
 
+def steps_logged_once(workdir: pathlib.Path) -> bool:
+    """Every (split, step) once in metrics.jsonl: the steps a resumed run redoes are not logged twice."""
+    keys = [(r.get("split"), r.get("step")) for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())]
+    return len(keys) == len(set(keys))
+
+
 def interrupted_run(experiment, workdir, rng, max_interruptions) -> list[dict]:
     events = []
     while True:
@@ -98,7 +106,9 @@ def interrupted_run(experiment, workdir, rng, max_interruptions) -> list[dict]:
         _, err = process.communicate()
         events.append({"signal": signal.Signals(kind).name, "during_checkpoint_write": hit_write,
                        "exit_code": process.returncode,
-                       "sigterm_saved": "SIGTERM: stopped at step" in err})
+                       "sigterm_saved": "SIGTERM: stopped at step" in err,
+                       "sigterm_before_training": "SIGTERM while starting" in err or "before the first step" in err,
+                       "traceback": "Traceback (most recent call last)" in err})
 
 
 def main() -> int:
@@ -130,6 +140,7 @@ def main() -> int:
         same = step == ref_step and params.keys() == ref_params.keys() and all(
             (params[k] == ref_params[k]).all() for k in params)
         result = {"iteration": i, "interruptions": events, "final_step": step, "identical_to_uninterrupted": bool(same),
+                  "metrics_steps_once": steps_logged_once(workdir),
                   "broken_checkpoints_moved": len(list((workdir / "broken_checkpoints").glob("*")))
                   if (workdir / "broken_checkpoints").exists() else 0,
                   "seconds": round(time.time() - started, 1)}
@@ -145,12 +156,16 @@ def main() -> int:
         "sigterm": sum(e["signal"] == "SIGTERM" for e in kills),
         "during_checkpoint_write": sum(e["during_checkpoint_write"] for e in kills),
         "sigterm_exit_0": sum(e["signal"] == "SIGTERM" and e["exit_code"] == 0 for e in kills),
+        "sigterm_before_training": sum(e.get("sigterm_before_training", False) for e in kills),
+        "tracebacks": sum(e.get("traceback", False) for e in kills),
+        "metrics_steps_once": sum(r["metrics_steps_once"] for r in results),
         "workdir": str(root),
     }
     print(json.dumps({"summary": summary}), flush=True)
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps({"summary": summary, "iterations": results}, indent=2))
-    return 0 if summary["identical"] == summary["iterations"] else 1
+    ok = summary["identical"] == summary["metrics_steps_once"] == summary["iterations"] and not summary["tracebacks"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

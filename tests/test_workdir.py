@@ -278,5 +278,16 @@ def test_sigterm_before_the_first_step_exits_0_with_a_line_and_the_run_starts_ag
     assert process.returncode == 0, err
     assert "Traceback" not in err
     assert "SIGTERM" in err and "run the same command to" in err
+    # Two quick Ctrl-Cs while it trains: the first asks for a checkpoint, the second stops at once; no traceback.
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    while "-> workdir" not in process.stderr.readline():
+        pass
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode in (0, 130), err  # 0: it had finished its step and saved before the second one
+    assert "Traceback" not in err and "Ctrl-C" in err
     assert main(command[3:]) == 0  # the same command, run again (in this process: no second start-up)
     assert steps_logged_once(workdir) and max(r["step"] for r in records(workdir)) == 4
