@@ -292,11 +292,11 @@ def settle_metrics(workdir: pathlib.Path, step: int, log: Callable[[str], None] 
     later = len(drop) - torn
     parts = []
     if later:
-        parts.append(f"{later} record(s) of steps after {step}, which this run redoes" if step else
+        parts.append(f"{later} record(s) of steps after {step} (this run redoes them)" if step else
                      f"all {later} record(s) of the earlier attempt")
     if torn:
-        parts.append(f"{torn} line(s) that are not JSON (a run killed while writing)")
-    log(f"metrics.jsonl: moved {' and '.join(parts)} to {target}")
+        parts.append(f"{torn} line(s) that are not JSON (cut short by a crash)")
+    log(f"metrics.jsonl: moved {'; and '.join(parts)} to {target}")
 
 
 class MetricsFile:
