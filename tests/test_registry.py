@@ -96,7 +96,8 @@ def _package_imports() -> dict[str, set[str]]:
 def test_the_registry_is_a_leaf_and_no_import_cycle_remains():
     """Issue 18: registry -> archs -> registry and registry -> pretrained -> registry were a 12-module cycle."""
     graph = _package_imports()
-    assert graph["jaxconv.registry"] == {"jaxconv.declarations"} and graph["jaxconv.declarations"] == set()
+    assert graph["jaxconv.registry"] == {"jaxconv.declarations", "jaxconv.errors"}
+    assert graph["jaxconv.declarations"] == graph["jaxconv.errors"] == set()
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
     def visit(module: str, path: tuple[str, ...]) -> None:
@@ -121,3 +122,23 @@ def test_a_family_is_its_file():
     families = {m.name for m in pkgutil.iter_modules(jaxconv.archs.__path__)} - {"common"}
     sources = {jaxconv.model_info(name).source_module.rpartition(".")[2] for name in list_models()}
     assert sources == families
+
+
+def test_every_error_jaxconv_raises_is_a_user_error_or_a_run_failure():
+    """The command line answers each kind in one place (one line, exit 2 or 1): a new error class
+    outside both would reach the user as a traceback."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import jaxconv
+    from jaxconv.errors import RunFailure, UserError
+
+    loose = []
+    for module_info in pkgutil.walk_packages(jaxconv.__path__, "jaxconv."):
+        module = importlib.import_module(module_info.name)
+        for name, value in vars(module).items():
+            if (inspect.isclass(value) and issubclass(value, Exception) and value.__module__ == module.__name__
+                    and not issubclass(value, (UserError, RunFailure))):
+                loose.append(f"{module.__name__}.{name}")
+    assert loose == []

@@ -39,12 +39,14 @@ from functools import partial
 
 import numpy as np
 
+from jaxconv.errors import UserError
+
 MODES = ("train", "eval", "data", "layers")
 DTYPES = ("float32", "bfloat16")
 RECIPES = ("imagenet", "cifar")
 
 
-class BenchError(ValueError):
+class BenchError(UserError, ValueError):
     """A benchmark request that cannot run (unknown model, size too small, indivisible batch...)."""
 
 

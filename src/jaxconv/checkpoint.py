@@ -33,12 +33,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from jaxconv.errors import UserError
 from jaxconv.train.workdir import RunWriteError, write_failure
 
 MANIFEST = "jaxconv_manifest.json"
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(UserError, ValueError):
     """A checkpoint does not fit the model it is restored into."""
 
 

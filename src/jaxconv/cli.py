@@ -16,14 +16,15 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from jaxconv.user_modules import ENV_VAR, UserModuleError, env_specs, import_modules, merge
+from jaxconv.errors import RunFailure, UserError
+from jaxconv.user_modules import ENV_VAR, env_specs, import_modules, merge
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A mistake in what the user asked for; reported in one line with exit status 2."""
 
 
@@ -85,12 +86,9 @@ def _image_size(text: str) -> int | tuple[int, int]:
 def cmd_summary(args: argparse.Namespace) -> int:
     from jaxconv.analysis import format_summary, summary
     from jaxconv.layers import GeometryError
-    from jaxconv.models import UnknownModelError, model_info
+    from jaxconv.models import model_info
 
-    try:
-        info = model_info(args.model)
-    except UnknownModelError as e:
-        raise UsageError(str(e)) from None
+    info = model_info(args.model)
     size = args.image_size or info.image_size
     try:
         result = summary(
@@ -408,11 +406,8 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _train_command(args: argparse.Namespace, extra: list[str]) -> int:
     _quiet_backends()
-    from jaxconv.checkpoint import CheckpointMismatch
-    from jaxconv.data.sources import DatasetUnavailable
-    from jaxconv.train.loop import ConfigChanged, ConfigError, TrainingDiverged, WorkdirError, train
+    from jaxconv.train.loop import TrainingDiverged, train
     from jaxconv.train.workdir import RunWriteError
-    from jaxconv.train.transfer import TransferError
 
     _ignore_late_storage_callbacks()
     overrides = _config_overrides(extra)
@@ -439,8 +434,6 @@ def _train_command(args: argparse.Namespace, extra: list[str]) -> int:
         raise UsageError(f"--workdir {workdir}: exists and is not a directory")
     try:
         summary = train(config, workdir, log=_log, allow_changes=allow_changes)
-    except (DatasetUnavailable, CheckpointMismatch, WorkdirError, TransferError, ConfigChanged, ConfigError) as e:
-        raise UsageError(str(e)) from None
     except TrainingDiverged as e:
         _log(f"jaxconv: training stopped: {e}; the last good checkpoint is kept in {workdir / 'checkpoints'}")
         return EXIT_FAILURE
@@ -490,8 +483,6 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     _quiet_backends()
     import jax
 
-    from jaxconv.checkpoint import CheckpointMismatch
-    from jaxconv.data.sources import DatasetUnavailable
     from jaxconv.train.config import ConfigError, validate
     from jaxconv.train.loop import evaluate_checkpoint
 
@@ -508,7 +499,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     try:
         result = evaluate_checkpoint(config, workdir, step=args.step, split=args.split, ten_crop=args.ten_crop,
                                      log=_log)
-    except (DatasetUnavailable, CheckpointMismatch, FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     if args.format == "json":
         print(json.dumps(result, indent=2))
@@ -533,18 +524,15 @@ def _speed_measure(args: argparse.Namespace):
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from jaxconv.analysis import summary
-    from jaxconv.compare import ILSVRC_MODELS, RunError, compare_rows, find_runs, format_rows
+    from jaxconv.compare import ILSVRC_MODELS, compare_rows, find_runs, format_rows
     from jaxconv.compare import plots
     from jaxconv.layers import GeometryError
-    from jaxconv.models import UnknownModelError, model_info
+    from jaxconv.models import model_info
 
     models = args.models or list(ILSVRC_MODELS)
-    try:
-        for name in models:
-            model_info(name)
-        runs = find_runs(args.runs) if args.runs else []
-    except (UnknownModelError, RunError) as e:
-        raise UsageError(str(e)) from None
+    for name in models:
+        model_info(name)
+    runs = find_runs(args.runs) if args.runs else []
     out = pathlib.Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
@@ -560,12 +548,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, image_size=args.image_size)
     except GeometryError as e:
         raise UsageError(f"--image-size {args.image_size}: {e}") from None
-    except ValueError as e:
-        from jaxconv.bench import BenchError
-
-        if isinstance(e, BenchError):
-            raise UsageError(str(e)) from None
-        raise
     text = format_rows(rows, args.format, device=device)
     sys.stdout.write(text)
     if out is not None:
@@ -582,13 +564,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     _quiet_backends()
-    from jaxconv.compare import RunError, find_runs
+    from jaxconv.compare import find_runs
     from jaxconv.compare.report import write_report
 
-    try:
-        runs = find_runs(args.runs)
-    except RunError as e:
-        raise UsageError(str(e)) from None
+    runs = find_runs(args.runs)
     for run in runs:
         for note in run.notes:
             print(f"jaxconv: note: {note}", file=sys.stderr)
@@ -642,10 +621,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _log(f"timing the convolutions of {args.model} one by one ...")
     elif args.mode != "data":
         _log(f"compiling the {args.model} {args.mode} step ...")
-    try:
-        result = bench.run(request)
-    except bench.BenchError as e:
-        raise UsageError(str(e)) from None
+    result = bench.run(request)
     sys.stdout.write(json.dumps(result, indent=2) + "\n" if args.format == "json" else bench.format_text(result))
     return 0
 
@@ -689,8 +665,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export(args, export, out: pathlib.Path, formats, platforms) -> tuple[dict, dict]:
-    from jaxconv.models import UnknownModelError, model_info
-    from jaxconv.train.transfer import TransferError
+    from jaxconv.models import model_info
 
     try:
         if args.workdir:
@@ -702,7 +677,7 @@ def _export(args, export, out: pathlib.Path, formats, platforms) -> tuple[dict, 
         record = export.export_model(model, variables, out, input_shape=shape, fold_bn=args.fold_bn,
                                      dtype=args.dtype, formats=formats, platforms=platforms,
                                      dynamic_batch=args.batch_size is None, metadata=metadata, check=args.check)
-    except (UnknownModelError, TransferError, FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
         raise UsageError(str(e).strip("'\"")) from None
     return record, metadata
 
@@ -710,12 +685,9 @@ def _export(args, export, out: pathlib.Path, formats, platforms) -> tuple[dict, 
 def cmd_predict(args: argparse.Namespace) -> int:
     _quiet_backends()
     from jaxconv.pretrained import convert, predict, weights
-    from jaxconv.models import UnknownModelError, model_info
+    from jaxconv.models import model_info
 
-    try:
-        model_info(args.model)
-    except UnknownModelError as e:
-        raise UsageError(str(e)) from None
+    model_info(args.model)
     published = weights.weight_sets(args.model)
     if model_info(args.model).torchvision is None:
         raise UsageError(f"--model {args.model}: no ImageNet weights convert to it; models with weights: "
@@ -903,9 +875,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra:
             raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
         return args.func(args)
-    except (UsageError, UserModuleError) as e:
+    except (UsageError, UserError) as e:  # every module's user-mistake errors derive from UserError
         print(f"jaxconv: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except RunFailure as e:
+        print(f"jaxconv: stopped: {e}", file=sys.stderr)
+        return EXIT_FAILURE
     except ModuleNotFoundError as e:
         message = _missing_dependency(e, argv)
         if message is None:

@@ -24,10 +24,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxconv.errors import UserError
+
 AXIS = "data"
 
 
-class LaunchError(ValueError):
+class LaunchError(UserError, ValueError):
     """The multi-process launch settings are incomplete or inconsistent."""
 
 

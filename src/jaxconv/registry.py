@@ -1,7 +1,7 @@
 """Models by name: ``register``, ``model_info``, ``list_models``, ``build_model``.
 
 The registry is a leaf: it imports nothing from the rest of jaxconv except the declaration
-records (``jaxconv.declarations``). The families register into it when ``jaxconv.archs`` is
+records (``jaxconv.declarations``) and the error base classes (``jaxconv.errors``). The families register into it when ``jaxconv.archs`` is
 imported; ``jaxconv.models`` (and ``jaxconv.get_model``, ``jaxconv.register``) import the
 families first, so look models up through them.
 """
@@ -20,9 +20,10 @@ from typing import Any
 import flax.linen as nn
 
 from jaxconv.declarations import Published, TorchvisionKeys, WeightSet
+from jaxconv.errors import UserError
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(UserError, ValueError):
     """No model is registered under the requested name."""
 
 

@@ -27,10 +27,12 @@ import traceback
 from collections.abc import Iterable, Sequence
 from types import ModuleType
 
+from jaxconv.errors import UserError
+
 ENV_VAR = "JAXCONV_IMPORT"
 
 
-class UserModuleError(ImportError):
+class UserModuleError(UserError, ImportError):
     """A user's module that could not be imported; the message is one line naming it and the error."""
 
 

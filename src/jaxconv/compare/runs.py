@@ -7,10 +7,11 @@ import json
 import pathlib
 from collections.abc import Iterable
 
+from jaxconv.errors import UserError
 from jaxconv.train.workdir import read_records
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """A path that is not a readable training run (no metrics.jsonl or config.json, bad JSON)."""
 
 

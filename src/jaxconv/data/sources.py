@@ -25,12 +25,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from jaxconv.errors import UserError
+
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
-class DatasetUnavailable(Exception):
+class DatasetUnavailable(UserError):
     """The dataset is not prepared and cannot be prepared here; the message says what to do."""
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, Union
 
+from jaxconv.errors import UserError
+
 Fit = Literal["exact", "floor", "ceil"]
 FITS = ("exact", "floor", "ceil")
 
@@ -25,7 +27,7 @@ FITS = ("exact", "floor", "ceil")
 PaddingLike = Union[int, str, Sequence[int], Sequence[Sequence[int]]]
 
 
-class GeometryError(ValueError):
+class GeometryError(UserError, ValueError):
     """A layer's window does not fit its input (the output-size rule fails)."""
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 import jaxconv.archs  # noqa: F401 -- registers the built-in models, whose declarations say how torchvision's keys map
 from jaxconv.declarations import TorchvisionKeys
+from jaxconv.errors import UserError
 from jaxconv.pretrained import torchfile
 from jaxconv.pretrained.torchfile import WeightsFormatError
 from jaxconv.registry import build_model as _build, list_models, model_info
@@ -43,7 +44,7 @@ SUPPORTED = tuple(name for name in list_models()
 ALWAYS_IGNORED = ("*.num_batches_tracked",)
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(UserError, ValueError):
     """A state dict does not fit the model: missing, unexpected or wrongly shaped entries."""
 
 

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from jaxconv.declarations import Preprocessing
+from jaxconv.errors import UserError
 
 
-class NotAnImageError(ValueError):
+class NotAnImageError(UserError, ValueError):
     """A file that TensorFlow cannot decode as an image."""
 
 

@@ -34,12 +34,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from jaxconv.errors import UserError
+
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PREFIX = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")  # pickle.dumps(LEGACY_MAGIC, 2)
 LEGACY_PROTOCOL = 1001
 
 
-class WeightsFormatError(ValueError):
+class WeightsFormatError(UserError, ValueError):
     """A weights file cannot be read (unknown format, a refused pickle, not a state dict)."""
 
 

@@ -25,16 +25,17 @@ from typing import Any
 
 import jaxconv.archs  # noqa: F401 -- registers the built-in models, whose declarations hold the weights
 from jaxconv.declarations import Preprocessing, WeightSet
+from jaxconv.errors import UserError
 from jaxconv.registry import list_models, model_info
 
 __all__ = ["WEIGHTS", "Preprocessing", "WeightSet", "fetch", "load_published", "weight_sets", "weights_info"]
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(UserError, FileNotFoundError):
     """A published weight file is not in the weights directory and could not be downloaded."""
 
 
-class WeightsHashError(ValueError):
+class WeightsHashError(UserError, ValueError):
     """A weight file's SHA-256 does not match the published one."""
 
 

@@ -18,6 +18,8 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from jaxconv.errors import UserError
+
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
 PARALLEL = ("shard_map", "pmap")
@@ -39,7 +41,7 @@ RESUMABLE_KEYS = frozenset({
 })
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value that cannot be used; the message names the key, the value and what is allowed."""
 
     def __init__(self, key: str, value: Any, allowed: str):
@@ -420,7 +422,7 @@ def _check_model(c: ml_collections.ConfigDict, channels: int) -> None:
             raise ConfigError(e.key, c[e.key], e.reason) from None
 
 
-class ConfigChanged(ValueError):
+class ConfigChanged(UserError, ValueError):
     """A resume with a config that changes what the run is."""
 
 

@@ -34,6 +34,7 @@ from jaxconv.analysis.gradients import kernel_paths, layer_name
 from jaxconv.checkpoint import Checkpoints
 from jaxconv.data import pipeline
 from jaxconv.data.sources import DatasetSpec, Source, open_dataset
+from jaxconv.errors import RunFailure
 from jaxconv.parallel import AXIS, DataParallel, on_first_process
 from jaxconv.models import get_model, runtime_options
 from jaxconv.train import transfer
@@ -49,7 +50,7 @@ __all__ = ["ConfigChanged", "ConfigError", "TrainingDiverged", "WorkdirBusy", "W
            "train"]
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunFailure, RuntimeError):
     """The loss became NaN or infinite."""
 
 

@@ -17,10 +17,11 @@ import shlex
 import sys
 from collections.abc import Mapping, Sequence
 
+from jaxconv.errors import UserError
 from jaxconv.train.config import split_variant
 
 
-class SweepError(ValueError):
+class SweepError(UserError, ValueError):
     """A sweep that cannot be planned: a missing file, an unknown run or variant, a bad override."""
 
 

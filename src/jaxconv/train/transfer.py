@@ -37,12 +37,14 @@ import numpy as np
 import optax
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from jaxconv.errors import UserError
+
 COLLECTIONS = ("params", "batch_stats")
 TORCH_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 BACKBONE = "backbone"
 
 
-class TransferError(ValueError):
+class TransferError(UserError, ValueError):
     """Initial weights that cannot be used, or a freeze pattern that matches nothing; names the config key."""
 
     def __init__(self, key: str, value: Any, reason: str):

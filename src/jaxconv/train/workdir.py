@@ -23,6 +23,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from jaxconv.errors import RunFailure, UserError
+
 LOCK = "run.lock"
 SUPERSEDED = "metrics_superseded.jsonl"
 # How often a lock holder refreshes the lock file's time, and how old it may get before the holder is
@@ -31,7 +33,7 @@ HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0
 
 
-class WorkdirError(ValueError):
+class WorkdirError(UserError, ValueError):
     """The workdir cannot be used (not a directory, not writable, held by another run)."""
 
 
@@ -39,7 +41,7 @@ class WorkdirBusy(WorkdirError):
     """Another run holds the workdir."""
 
 
-class RunWriteError(RuntimeError):
+class RunWriteError(RunFailure, RuntimeError):
     """A file of a run could not be written (a full disk, lost permissions, ...); the run stops."""
 
 
