@@ -86,7 +86,9 @@ def interrupted_run(experiment, workdir, rng, max_interruptions) -> list[dict]:
     events = []
     while True:
         process = launch(experiment, workdir)
-        if len(events) >= max_interruptions:
+        if sum(e["signal"] is None for e in events) > 3:
+            raise RuntimeError(f"the run keeps ending by itself without finishing:\n{events[-1]['stderr_tail']}")
+        if sum(e["signal"] is not None for e in events) >= max_interruptions:
             _, err = process.communicate()
             if process.returncode != 0:
                 raise RuntimeError(f"final run failed:\n{err}")
@@ -98,9 +100,15 @@ def interrupted_run(experiment, workdir, rng, max_interruptions) -> list[dict]:
             if (during_write and writing(workdir)) or (not during_write and time.time() > deadline):
                 break
             time.sleep(0.005)
-        if process.poll() is not None:  # finished before we struck: the run is complete
-            process.communicate()
-            return events
+        if process.poll() is not None:  # it ended before we struck: complete, or something went wrong
+            _, err = process.communicate()
+            if process.returncode == 0 and (workdir / "summary.json").exists():
+                return events
+            # Not a strike of ours: record it (a failure of the soak) and run the same command again.
+            events.append({"signal": None, "unexpected_exit": process.returncode, "stderr_tail": err[-2000:],
+                           "during_checkpoint_write": False, "exit_code": process.returncode,
+                           "sigterm_saved": False, "traceback": "Traceback (most recent call last)" in err})
+            continue
         hit_write = writing(workdir)
         process.send_signal(kind)
         _, err = process.communicate()
@@ -147,7 +155,8 @@ def main() -> int:
         results.append(result)
         print(json.dumps(result), flush=True)
 
-    kills = [e for r in results for e in r["interruptions"]]
+    kills = [e for r in results for e in r["interruptions"] if e["signal"] is not None]
+    unexpected = [e for r in results for e in r["interruptions"] if e["signal"] is None]
     summary = {
         "iterations": len(results),
         "identical": sum(r["identical_to_uninterrupted"] for r in results),
@@ -158,13 +167,15 @@ def main() -> int:
         "sigterm_exit_0": sum(e["signal"] == "SIGTERM" and e["exit_code"] == 0 for e in kills),
         "sigterm_before_training": sum(e.get("sigterm_before_training", False) for e in kills),
         "tracebacks": sum(e.get("traceback", False) for e in kills),
+        "unexpected_exits": len(unexpected),
         "metrics_steps_once": sum(r["metrics_steps_once"] for r in results),
         "workdir": str(root),
     }
     print(json.dumps({"summary": summary}), flush=True)
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps({"summary": summary, "iterations": results}, indent=2))
-    ok = summary["identical"] == summary["metrics_steps_once"] == summary["iterations"] and not summary["tracebacks"]
+    ok = (summary["identical"] == summary["metrics_steps_once"] == summary["iterations"] and not summary["tracebacks"]
+          and not unexpected)
     return 0 if ok else 1
 
 
