@@ -383,12 +383,11 @@ def _resolved_config(source, overrides: dict[str, str], imports: Sequence[str] =
         raise UsageError(str(e)) from None
 
 
-class _Terminated(BaseException):
-    """SIGTERM before training began (while jaxconv was starting): nothing was written yet."""
-
-
 def _terminated(signum, frame):
-    raise _Terminated()
+    """SIGTERM before the run has installed its own handler: nothing has been written yet, so stop now.
+    (Raising here instead could land in a callback of JAX's garbage collector, which swallows it.)"""
+    _log("SIGTERM while starting, before anything was written: stopped; run the same command to start")
+    os._exit(0)
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
@@ -397,9 +396,6 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     signal.signal(signal.SIGTERM, _terminated)  # until the run installs its own handler (loop.stop_signals)
     try:
         return _train_command(args, extra)
-    except _Terminated:
-        _log("SIGTERM while starting, before anything was written: stopped; run the same command to start")
-        return 0
     finally:  # the run is over: a SIGTERM now would only turn its exit status into 143
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 

@@ -137,18 +137,33 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
         raise ConfigError("file", str(path), str(e).split(": ", 1)[1]) from None
     if not hasattr(module, "get_config"):
         raise ConfigError("file", str(path), "an experiment file must define get_config()")
+    try:
+        config = _call_get_config(module, path, variant)
+    except TypeError as e:  # ml_collections refuses a value of another type than the key's
+        if "Could not override field" not in str(e):
+            raise
+        raise ConfigError("file", str(path), f"get_config() sets a value of the wrong type: {str(e).splitlines()[0]}") from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError("file", str(path), "get_config() must return an ml_collections.ConfigDict")
+    return _checked_keys(config, path)
+
+
+def _call_get_config(module, path: pathlib.Path, variant: str | None):
     if variant is None:
-        config = module.get_config()
+        return module.get_config()
     else:
         variants = getattr(module, "VARIANTS", None)
         if variants is not None and variant not in variants:
             raise ConfigError("file", f"{path}:{variant}", f"unknown variant; {path.name} has {', '.join(variants)}")
         try:
-            config = module.get_config(variant)
-        except TypeError:
+            return module.get_config(variant)
+        except TypeError as e:
+            if "Could not override field" in str(e):
+                raise
             raise ConfigError("file", f"{path}:{variant}", "this experiment has no variants (get_config() takes none)") from None
-    if not isinstance(config, ml_collections.ConfigDict):
-        raise ConfigError("file", str(path), "get_config() must return an ml_collections.ConfigDict")
+
+
+def _checked_keys(config: ml_collections.ConfigDict, path: pathlib.Path) -> ml_collections.ConfigDict:
     unknown = sorted(set(config.keys()) - set(base_config().keys()))
     if unknown:
         raise ConfigError(unknown[0], config[unknown[0]], f"unknown key; the keys are {', '.join(base_config().keys())}")
@@ -214,9 +229,15 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
         parts = key.split(".")
         if parts[0] == "model_options" and len(parts) == 2:
             try:
-                config.model_options[parts[1]] = ast.literal_eval(text)
+                value = ast.literal_eval(text)
             except (ValueError, SyntaxError):
-                config.model_options[parts[1]] = text
+                value = text
+            try:
+                config.model_options[parts[1]] = value
+            except TypeError:
+                current = config.model_options[parts[1]]
+                raise ConfigError(key, text, f"must be like the current {current!r} "
+                                             f"({type(current).__name__})") from None
             continue
         if len(parts) != 1 or parts[0] not in known:
             raise ConfigError(key, text, f"unknown key; the keys are {', '.join(sorted(known))}")
@@ -225,7 +246,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
         value = _parse(key, text, current, field_type)
         if field_type is float and isinstance(value, int):
             value = float(value)
-        config[key] = value
+        try:
+            config[key] = value
+        except TypeError as e:
+            raise ConfigError(key, text, f"of the wrong type ({str(e).splitlines()[0]})") from None
     return config
 
 
@@ -301,6 +325,12 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
         _positive_int(c, key)
     for key in ("eval_batch_size", "num_train_steps", "eval_examples", "image_size"):
         _positive_int(c, key, allow_none=True)
+    for key in ("num_train_steps", "batch_size", "eval_batch_size", "checkpoint_every_steps", "eval_every_steps",
+                "log_every_steps"):
+        if c[key] is not None and c[key] > 2**31 - 1:
+            raise ConfigError(key, c[key], f"must be at most {2**31 - 1:,}")
+    if c.dataset == "shapes" and c.image_size is not None and c.image_size < 8:
+        raise ConfigError("image_size", c.image_size, "the built-in shapes dataset is drawn at 8 pixels or more")
     if c.image_size is not None and c.image_size > MAX_IMAGE_SIZE:
         raise ConfigError("image_size", c.image_size, f"must be at most {MAX_IMAGE_SIZE} pixels (one such image in "
                                                       f"float32 is {c.image_size**2 * 12 / 2**30:,.0f} GiB)")

@@ -374,6 +374,8 @@ def _holds_nothing(workdir: pathlib.Path) -> bool:
 
 def _has_checkpoints(workdir: pathlib.Path) -> bool:
     directory = workdir / "checkpoints"
+    if directory.exists() and not directory.is_dir():
+        raise WorkdirError(f"workdir {workdir}: checkpoints is a file, not the run's checkpoint folder; move it away")
     return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 

@@ -156,7 +156,11 @@ class RunLock:
         self._heartbeat: threading.Thread | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise WorkdirError(f"workdir {self.path.parent}: {self.path.name} cannot be opened as the run's lock file "
+                               f"({e.strerror or e}); move it away") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             flock = True
