@@ -304,8 +304,8 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
         raise ConfigError("model", c.model, "must be a registered model's name, e.g. 'resnet20' (see `jaxconv list`)")
     if not isinstance(c.model_options, (dict, ml_collections.ConfigDict)):
         raise ConfigError("model_options", c.model_options, "must be a mapping of model fields, e.g. {'depths': (3, 3, 3)}")
-    for key in ("data_dir", "folder", "init_weights", "freeze"):
-        if c[key] is not None and (not isinstance(c[key], str) or not c[key].strip()):
+    for key in ("data_dir", "folder", "init_weights", "freeze"):  # (what a blank one means: their own checks)
+        if c[key] is not None and (not isinstance(c[key], str) or (key in ("data_dir", "folder") and not c[key].strip())):
             raise ConfigError(key, c[key], "must be a non-empty string or None")
     _check_directory(c, "data_dir")
     try:
