@@ -172,10 +172,8 @@ class Checkpoints:
     def _screen(self) -> None:
         """Sets aside (read-only: leaves out) what in checkpoints/ is not a usable checkpoint, before
         Orbax looks: a user's file is moved, never overwritten; a symlink loop is not followed."""
-        if not self.directory.is_dir():
-            return
         bad = {}
-        if jax.process_index() == 0 or self.read_only:
+        if self.directory.is_dir() and (jax.process_index() == 0 or self.read_only):
             for path in sorted(self.directory.iterdir(), key=lambda p: p.name):
                 if path.name.isdigit():
                     problem = screen_step(path)
