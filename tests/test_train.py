@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
@@ -19,7 +20,8 @@ import pytest
 from jaxconv.checkpoint import CheckpointMismatch, Checkpoints
 from jaxconv.cli import main
 from jaxconv.train.config import ConfigError, apply_overrides, base_config, load_config, validate
-from jaxconv.train.loop import abstract_state, build, checkpoint_meta, train
+from jaxconv.train.experiment import abstract_state, build, checkpoint_meta
+from jaxconv.train.loop import train
 from jaxconv.train.optim import learning_rate_schedule
 from tiny import tiny_config, write_experiment
 
@@ -117,6 +119,49 @@ def test_schedules():
     cosine = learning_rate_schedule(config, steps_per_epoch=10, total_steps=60)
     assert float(cosine(0)) == 0.0 and float(cosine(5)) == pytest.approx(0.05)
     assert float(cosine(10)) == pytest.approx(0.1) and float(cosine(60)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_warm_up_as_long_as_the_run_is_named_with_the_peak_it_reaches():
+    from jaxconv.train.optim import schedule_warnings
+
+    config = base_config()
+    config.schedule, config.warmup_epochs, config.learning_rate = "cosine", 1.0, 0.05
+    short = learning_rate_schedule(config, steps_per_epoch=100, total_steps=60)
+    (warning,) = schedule_warnings(config, short, steps_per_epoch=100, total_steps=60)
+    assert "100 steps" in warning and "(60 steps)" in warning and "0.0295" in warning and "59%" in warning
+    long = learning_rate_schedule(config, steps_per_epoch=100, total_steps=101)
+    assert schedule_warnings(config, long, steps_per_epoch=100, total_steps=101) == []
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_shows_compilation_then_steps_with_a_rate_that_leaves_out_compiling_and_evaluating():
+    from jaxconv.train.report import Progress
+
+    now = [0.0]
+    screen = _Terminal()
+    progress = Progress(total=100, start=0, steps_per_epoch=50, stream=screen, clock=lambda: now[0], refresh_s=60)
+    with progress.phase("compiling the train step", "compiled the train step"):
+        now[0] = 7.0
+        progress.refresh()
+    completed = [0]
+    progress.training(lambda: completed[0], images_per_step=32)
+    now[0], completed[0] = 9.0, 10  # 10 steps in 2 s of training: 5 steps/s, 160 img/s, 90 steps left
+    progress.refresh()
+    progress.update(10, {"step": 10, "epoch": 0.2, "loss": 2.25, "top1": 0.125, "images_per_sec": 160.0})
+    progress.pause()  # an evaluation: 100 s that count neither in the rate nor the ETA
+    now[0] = 109.0
+    progress.report_eval({"step": 10, "epoch": 0.2, "loss": 2.5, "top1": 0.1, "top5": 0.5, "examples": 40})
+    progress.training(lambda: completed[0], images_per_step=32)
+    progress.close()
+    lines = [line.split("\x1b[K")[-1] for line in screen.getvalue().split("\r")]
+    assert "compiling the train step… 0m07s" in lines and "compiled the train step in 7.0 s\n" in lines
+    assert "step 10/100 epoch 0.20 | 160 img/s | ETA 0m18s" in lines[lines.index("compiled the train step in 7.0 s\n") + 2]
+    assert lines[-1].startswith("[##") and "loss 2.2500 top1 12.5% | 160 img/s | ETA 0m18s" in lines[-1]  # after the eval
+    assert any(line.startswith("eval @ step 10") for line in lines)
 
 
 def test_weight_decay_skips_biases_and_normalisation_parameters():
@@ -258,8 +303,18 @@ def test_the_main_job_leaves_checkpoints_metrics_and_a_summary(uninterrupted):
     assert [r["step"] for r in records if r["split"] == "train"] == list(range(2, 25, 2))
     evals = [r for r in records if r["split"] == "eval"]
     assert len(evals) == 1 and evals[0]["examples"] == 40
-    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
     assert json.loads((workdir / "config.json").read_text())["num_train_steps"] == 24
+    # TensorBoard reads the scalars as scalars (the dashboard and EventAccumulator alike) and the hyper-parameters.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(workdir / "tensorboard"))
+    events.Reload()
+    logged = [(r["step"], r["loss"]) for r in records if r["split"] == "train"]
+    scalars = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert [s for s, _ in scalars] == [s for s, _ in logged]
+    assert [v for _, v in scalars] == pytest.approx([v for _, v in logged], rel=1e-6)  # float32 in the events
+    assert [e.value for e in events.Scalars("eval/top1")] == pytest.approx([evals[0]["top1"]])
+    assert "_hparams_/session_start_info" in events.Tags()["tensors"]
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [16, 20, 24]
 
 

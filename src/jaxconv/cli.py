@@ -393,7 +393,7 @@ def _terminated(signum, frame):
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     import signal
 
-    signal.signal(signal.SIGTERM, _terminated)  # until the run installs its own handler (loop.stop_signals)
+    signal.signal(signal.SIGTERM, _terminated)  # until the run installs its own handler (train.signals.stop_signals)
     try:
         return _train_command(args, extra)
     finally:  # the run is over: a SIGTERM now would only turn its exit status into 143
@@ -480,7 +480,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     import jax
 
     from jaxconv.train.config import ConfigError, validate
-    from jaxconv.train.loop import evaluate_checkpoint
+    from jaxconv.train.evaluate import evaluate_checkpoint
 
     _enable_compilation_cache()
     workdir = pathlib.Path(args.workdir)

@@ -30,6 +30,20 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: i
     return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), main], [warmup])
 
 
+def schedule_warnings(config: ml_collections.ConfigDict, schedule: optax.Schedule, steps_per_epoch: int,
+                      total_steps: int) -> list[str]:
+    """Why the learning rate would never reach its peak: a warm-up as long as the run or longer."""
+    warnings = []
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    if warmup >= total_steps:
+        peak = float(schedule(total_steps - 1))
+        warnings.append(f"the warm-up (config.warmup_epochs={config.warmup_epochs:g}, {warmup} steps) is not "
+                        f"shorter than the run ({total_steps} steps): the learning rate peaks at {peak:.4g}, "
+                        f"{peak / config.learning_rate:.0%} of config.learning_rate={config.learning_rate:g}; "
+                        f"shorten the warm-up or lengthen the run")
+    return warnings
+
+
 def decay_mask(params) -> object:
     """True for the weights weight decay applies to: kernels (ndim > 1), not biases or norm parameters."""
     return jax.tree_util.tree_map(lambda p: jnp.ndim(p) > 1, params)

@@ -324,3 +324,60 @@ class MetricsFile:
             os.close(self._fd)
             self._fd = None
 
+
+@contextlib.contextmanager
+def holding(workdir: pathlib.Path, log: Callable[[str], None]):
+    """The workdir, locked for this run (by process 0 for all); a second run on it is refused.
+
+    A workdir this call created is removed again when the run fails before writing anything to
+    it, so that a mistake caught late leaves nothing behind.
+    """
+    import jax
+    import numpy as np
+
+    created = not workdir.exists()
+    is_main = jax.process_index() == 0
+    lock, error = None, None
+    if is_main:
+        lock = RunLock(workdir, processes=jax.process_count(), log=log)
+        try:
+            ensure_writable(workdir)
+            lock.acquire()
+        except WorkdirError as e:
+            lock, error = None, e
+    if jax.process_count() > 1:  # every process learns whether process 0 holds the workdir
+        from jax.experimental import multihost_utils
+
+        held = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+        if not held and error is None:
+            error = WorkdirBusy(f"workdir {workdir}: process 0 could not lock it (see its output)")
+    if error is not None:
+        raise error
+    try:
+        yield
+    except BaseException:
+        if lock is not None:
+            lock.release()
+            lock = None
+            if created and holds_nothing(workdir):
+                shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def holds_nothing(workdir: pathlib.Path) -> bool:
+    """Only the lock and an empty checkpoints/ folder: what a run that failed before its first step leaves."""
+    for path in workdir.iterdir():
+        if path.name == LOCK or (path.name == "checkpoints" and path.is_dir() and not any(path.iterdir())):
+            continue
+        return False
+    return True
+
+
+def has_checkpoints(workdir: pathlib.Path) -> bool:
+    directory = workdir / "checkpoints"
+    if directory.exists() and not directory.is_dir():
+        raise WorkdirError(f"workdir {workdir}: checkpoints is a file, not the run's checkpoint folder; move it away")
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())

@@ -1,0 +1,74 @@
+"""Stopping a run early and cleanly: SIGTERM (preemption) and Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+import jax
+
+
+@dataclasses.dataclass
+class StopRequest:
+    """A request to stop early: SIGTERM (preemption) or a first Ctrl-C.
+
+    ``at_step(step)``: whether to save a checkpoint and stop after ``step``. ``before_training()``:
+    whether one came while the run was still preparing (nothing to save then). ``reason`` names it.
+    """
+
+    at_step: Callable[[int], bool]
+    before_training: Callable[[], bool]
+    reason: Callable[[], str]
+
+
+@contextlib.contextmanager
+def stop_signals(log: Callable[[str], None] = print):
+    """Yields a StopRequest, for the whole run, preparation included.
+
+    One process: SIGTERM, or a first Ctrl-C, sets a flag (the run finishes its step, saves a
+    checkpoint and returns normally); a second Ctrl-C ends the process at once, with a line and
+    without a traceback (a checkpoint write it cuts short is never restored: see checkpoint.py).
+    Several processes: JAX's preemption service (which owns SIGTERM then) makes every process agree
+    on the same step, so that they all save the same checkpoint.
+    """
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        yield StopRequest(multihost_utils.reached_preemption_sync_point, lambda: False, lambda: "SIGTERM")
+        return
+    flag, reason = threading.Event(), []
+    request = StopRequest(lambda step: flag.is_set(), flag.is_set, lambda: reason[0] if reason else "SIGTERM")
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def on_term(*_):
+        reason.append("SIGTERM")
+        flag.set()
+
+    def on_interrupt(*_):
+        if flag.is_set():
+            print("\njaxconv: interrupted again: stopped at once; the last complete checkpoint is kept",
+                  file=sys.stderr, flush=True)
+            os._exit(130)
+        reason.append("Ctrl-C")
+        flag.set()
+        print("\njaxconv: Ctrl-C: stopping after this step and saving a checkpoint "
+              "(Ctrl-C again to stop at once, without saving)", file=sys.stderr, flush=True)
+
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield request
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+
+
+__all__ = ["StopRequest", "stop_signals"]
