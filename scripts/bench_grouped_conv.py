@@ -23,7 +23,7 @@ import platform
 import statistics
 import time
 
-from jaxconv.cli import apply_default_xla_flags
+from jaxconv.cli.startup import apply_default_xla_flags
 
 apply_default_xla_flags()  # jaxconv's XLA:CPU settings, as every jaxconv command runs (before JAX starts)
 

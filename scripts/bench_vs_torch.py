@@ -96,7 +96,7 @@ def _start_jax(args: argparse.Namespace):
     """Imports JAX for a worker as `jaxconv train` starts it; returns jax, or None (after telling
     the driver why) when it is not on the device asked for."""
     _pin(args)
-    from jaxconv.cli import apply_default_xla_flags, apply_malloc_tuning
+    from jaxconv.cli.startup import apply_default_xla_flags, apply_malloc_tuning
 
     apply_default_xla_flags()  # JAXCONV_XLA_DEFAULTS=0: without
     apply_malloc_tuning()  # when asked for (JAXCONV_MALLOC_TUNING=1)

@@ -16,7 +16,7 @@ START, END = "<!-- models:start -->", "<!-- models:end -->"
 
 
 def render(summarize=None) -> str:
-    from jaxconv.cli import registry_markdown, registry_rows
+    from jaxconv.cli.listing import registry_markdown, registry_rows
 
     return registry_markdown(registry_rows(summarize=summarize))
 

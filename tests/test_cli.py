@@ -75,7 +75,7 @@ def test_list_json(capsys):
 
 _MALLOC_PROBE = """
 import ctypes, resource
-from jaxconv.cli import apply_malloc_tuning
+from jaxconv.cli.startup import apply_malloc_tuning
 applied = apply_malloc_tuning()
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p

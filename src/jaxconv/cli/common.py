@@ -1,0 +1,143 @@
+"""What every command shares: exit statuses, the one-line UsageError, argument types, output folders, logging."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import sys
+from collections.abc import Sequence
+
+from jaxconv.errors import UserError
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+
+class UsageError(UserError):
+    """A mistake in what the user asked for; reported in one line with exit status 2."""
+
+
+# The packages jaxconv's commands import, by import name: what to `pip install` when one is missing.
+# `pip install jaxconv` brings them all; partial environments (a GPU image with JAX and PyTorch
+# preinstalled, say) may lack some, and only the commands that need them fail.
+_PIP_NAMES = {
+    "tensorflow": "tensorflow-cpu (or tensorflow)",
+    "tensorflow_datasets": "tensorflow-datasets",
+    "tensorboard": "tensorboard",
+    "ml_collections": "ml_collections",
+    "orbax": "orbax-checkpoint",
+    "optax": "optax",
+    "flax": "flax",
+    "jax": "jax",
+    "safetensors": "safetensors",
+    "matplotlib": "matplotlib",
+    "torch": "torch (the extra: pip install 'jaxconv[torch]')",
+}
+
+
+def missing_dependency(error: ModuleNotFoundError, argv: Sequence[str]) -> str | None:
+    """One line for a dependency missing from the environment, or None for any other import error."""
+    top = (error.name or "").partition(".")[0]
+    if top not in _PIP_NAMES:
+        return None
+    return (f"{' '.join(['jaxconv', *argv])}: needs the Python package {top!r}, which is not installed in this "
+            f"environment ({sys.executable}); pip install {_PIP_NAMES[top]}, or pip install jaxconv for all of them")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + error
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    if value > LARGEST:
+        raise argparse.ArgumentTypeError(f"{value} is too large (at most {LARGEST:,})")
+    return value
+
+
+LARGEST = 2**31 - 1  # sizes and counts become int32 array dimensions
+
+
+def image_size_arg(text: str) -> int | tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) > 2:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
+    sizes = tuple(positive_int(p) for p in parts)
+    return sizes[0] if len(sizes) == 1 else sizes  # type: ignore[return-value]
+
+
+_LOG_ENABLED = True  # off on every process but the first of a multi-process run
+
+
+def log(message: str) -> None:
+    if _LOG_ENABLED:
+        print(message, file=sys.stderr, flush=True)
+
+
+def set_log_enabled(enabled: bool) -> None:
+    global _LOG_ENABLED
+    _LOG_ENABLED = enabled
+
+
+def log_enabled() -> bool:
+    return _LOG_ENABLED
+
+
+def stored_config(workdir: pathlib.Path):
+    """A run's own config.json as a ConfigDict; one line when it is missing or damaged."""
+    import ml_collections
+
+    config_path = workdir / "config.json"
+    if not config_path.is_file():
+        raise UsageError(f"--workdir {workdir}: no config.json there (is it a `jaxconv train` workdir?)")
+    try:
+        stored = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{config_path}: unreadable ({e}); the run's config is damaged") from None
+    if not isinstance(stored, dict):
+        raise UsageError(f"{config_path}: holds a {type(stored).__name__}, not a config; the run's config is damaged")
+    return ml_collections.ConfigDict(stored)
+
+
+def comma_choices(flag: str, text: str, allowed: Sequence[str]) -> tuple[str, ...]:
+    """'a,b' -> ('a', 'b'), each one of ``allowed``."""
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in items if t not in allowed]
+    if bad or not items:
+        raise UsageError(f"{flag} {text!r}: expected a comma-separated list of {', '.join(allowed)}")
+    return items
+
+
+@contextlib.contextmanager
+def output_directory(out: pathlib.Path):
+    """--out DIR: created first (one line when it cannot be), and removed again if the command fails
+    before finishing, when this command created it: nothing half-written is left behind."""
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".jaxconv_write_test.{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+    try:
+        yield
+    except OSError as e:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise UsageError(f"--out {out}: writing failed ({e.strerror or e}){'; removed it' if created else ''}") from None
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise

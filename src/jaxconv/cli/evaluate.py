@@ -1,0 +1,53 @@
+"""`jaxconv eval --workdir RUN`: a run's latest (or given) checkpoint on a split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+from jaxconv.cli.common import UsageError, log, positive_int, stored_config
+from jaxconv.cli.startup import enable_compilation_cache, quiet_backends
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    if extra:
+        raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
+    quiet_backends()
+    import jax
+
+    from jaxconv.train.config import ConfigError, validate
+    from jaxconv.train.evaluate import evaluate_checkpoint
+
+    enable_compilation_cache()
+    workdir = pathlib.Path(args.workdir)
+    stored = stored_config(workdir)
+    devices = jax.device_count()
+    if isinstance(stored.get("eval_batch_size"), int) and stored.eval_batch_size > 0:  # fit this machine's devices
+        stored.eval_batch_size = -(-stored.eval_batch_size // devices) * devices
+    try:
+        config = validate(stored, device_count=devices, process_count=jax.process_count())
+    except ConfigError as e:
+        raise UsageError(f"{workdir / 'config.json'}: {e}") from None
+    try:
+        result = evaluate_checkpoint(config, workdir, step=args.step, split=args.split, ten_crop=args.ten_crop,
+                                     log=log)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"step {result['step']} on {result['split']}{' (10 crops)' if result['ten_crop'] else ''}: "
+              f"top-1 {100 * result['top1']:.2f}%  top-5 {100 * result['top5']:.2f}%  loss {result['loss']:.4f}  "
+              f"({result['examples']} examples)")
+    return 0
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("eval", parents=[common], help="evaluate a training run's latest (or given) checkpoint")
+    p.add_argument("--workdir", required=True, help="a `jaxconv train` workdir")
+    p.add_argument("--step", type=positive_int, help="the checkpoint's step (default: the latest)")
+    p.add_argument("--split", help="the split to evaluate (default: the dataset's evaluation split)")
+    p.add_argument("--ten-crop", action="store_true", help="AlexNet's 10-crop evaluation (softmax averaged)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=run, takes_extra=True)

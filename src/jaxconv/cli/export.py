@@ -1,0 +1,75 @@
+"""`jaxconv export`: a run's checkpoint or pretrained weights as a SavedModel / StableHLO."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+from jaxconv.cli.common import UsageError, comma_choices, output_directory, positive_int
+from jaxconv.cli.startup import quiet_backends
+
+
+def run(args: argparse.Namespace) -> int:
+    quiet_backends()
+    from jaxconv import export
+
+    if bool(args.workdir) == bool(args.weights):
+        raise UsageError("give either --workdir RUN (a training run's checkpoint) or --model NAME --weights FILE_OR_TAG")
+    if args.weights and not args.model:
+        raise UsageError(f"--weights {args.weights} needs --model NAME (the jaxconv model the weights are for)")
+    if args.workdir and (args.model or args.image_size):
+        raise UsageError("--model and --image-size come from the run's config.json with --workdir; drop them")
+    if args.step and not args.workdir:
+        raise UsageError("--step selects a checkpoint of --workdir")
+    formats = comma_choices("--format", args.format, export.FORMATS)
+    platforms = comma_choices("--platforms", args.platforms, export.PLATFORMS)
+    out = pathlib.Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {out}: exists and is not an empty directory; choose a new one")
+    with output_directory(out):
+        record, metadata = _export(args, export, out, formats, platforms)
+    folded = f"{record['batchnorm_folded']} BatchNorms folded" if record["batchnorm_folded"] else "no BatchNorm folded"
+    print(f"exported {metadata['model']} ({folded}, {record['dtype']}) to {out}: images "
+          f"{tuple(record['input']['shape'])} float32 -> logits (N, {metadata['num_classes']}) float32")
+    for kind, name in record["files"].items():
+        error = record.get("max_relative_error", {}).get(kind)
+        check = f"  max |export - JAX| / max |JAX| = {error:.2g}" if error is not None else ""
+        print(f"  {out / name}{check}")
+    return 0
+
+
+def _export(args, export, out: pathlib.Path, formats, platforms) -> tuple[dict, dict]:
+    from jaxconv.models import model_info
+
+    try:
+        if args.workdir:
+            model, variables, shape, metadata = export.from_run(args.workdir, args.step)
+        else:
+            model_info(args.model)
+            model, variables, shape, metadata = export.from_weights(args.model, args.weights, args.image_size)
+        shape = (args.batch_size or shape[0], *shape[1:])
+        record = export.export_model(model, variables, out, input_shape=shape, fold_bn=args.fold_bn,
+                                     dtype=args.dtype, formats=formats, platforms=platforms,
+                                     dynamic_batch=args.batch_size is None, metadata=metadata, check=args.check)
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
+        raise UsageError(str(e).strip("'\"")) from None
+    return record, metadata
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("export", parents=[common], help="export a run's checkpoint or pretrained weights for inference "
+                                      "(TensorFlow SavedModel, StableHLO)")
+    p.add_argument("--out", required=True, help="a new (or empty) directory for the export")
+    p.add_argument("--workdir", help="a `jaxconv train` workdir: its latest (or --step) checkpoint")
+    p.add_argument("--step", type=positive_int, help="the checkpoint's step (default: the latest)")
+    p.add_argument("--model", help="a registered model name, with --weights")
+    p.add_argument("--weights", help="a torchvision .pth/.safetensors file or a published tag (IMAGENET1K_V1)")
+    p.add_argument("--image-size", type=positive_int, help="input size (default: the weights' crop size)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="weights and compute")
+    p.add_argument("--no-fold-bn", dest="fold_bn", action="store_false", help="keep BatchNorm layers as they are")
+    p.add_argument("--format", default="saved_model,jax_export", help="saved_model and/or jax_export")
+    p.add_argument("--platforms", default="cpu,cuda,tpu", help="where the export may run: cpu, cuda, rocm, tpu")
+    p.add_argument("--batch-size", type=positive_int, help="a fixed batch size (default: any)")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="skip running the export against the JAX model on two random images")
+    p.set_defaults(func=run)

@@ -1,0 +1,84 @@
+"""`jaxconv predict IMAGE…`: top-k ImageNet classes with pretrained weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+from jaxconv.cli.common import UsageError, positive_int
+from jaxconv.cli.startup import quiet_backends
+
+
+def run(args: argparse.Namespace) -> int:
+    quiet_backends()
+    from jaxconv.pretrained import convert, predict, weights
+    from jaxconv.models import model_info
+
+    model_info(args.model)
+    published = weights.weight_sets(args.model)
+    if model_info(args.model).torchvision is None:
+        raise UsageError(f"--model {args.model}: no ImageNet weights convert to it; models with weights: "
+                         f"{', '.join(weights.WEIGHTS)}")
+    path = pathlib.Path(args.weights).expanduser()
+    is_tag = args.weights in published and not path.exists()
+    if not is_tag and not path.is_file():
+        raise UsageError(f"--weights {args.weights}: neither a file nor a published tag of {args.model} "
+                         f"({', '.join(published)})")
+    if args.weights_tag is not None and args.weights_tag not in published:
+        raise UsageError(f"--weights-tag {args.weights_tag}: {args.model}'s published weights are "
+                         f"{', '.join(published)}")
+    if is_tag and args.weights_tag not in (None, args.weights):
+        raise UsageError("--weights-tag is for a --weights file; a published tag brings its own preprocessing")
+    tag = args.weights if is_tag else (args.weights_tag or next(iter(published)))
+    weight_set = published[tag]
+    try:
+        if is_tag:
+            path = weights.fetch(args.model, tag, args.weights_dir, download=not args.no_download)
+        model, variables = convert.load_pretrained(args.model, path)
+    except (OSError, ValueError) as e:  # not found, hash, mismatch, unreadable file
+        raise UsageError(str(e)) from None
+
+    results, skipped = [], 0
+    for item in predict.predict_files(args.inputs, model, variables, weight_set.preprocessing, top_k=args.top,
+                                      batch_size=args.batch_size):
+        if isinstance(item, predict.Skipped):
+            skipped += 1
+            print(f"jaxconv: skipped {item.reason}", file=sys.stderr)
+            continue
+        results.append(item)
+        if args.format == "text":
+            print(item.file)
+            for index, label, probability in item.top:
+                print(f"  {100 * probability:6.2f}%  {label} ({index})")
+    if args.format == "json":
+        pre = weight_set.preprocessing
+        print(json.dumps({
+            "model": args.model,
+            "weights": str(path),
+            "preprocessing": {"tag": tag, "resize": pre.resize, "crop": pre.crop,
+                              "interpolation": pre.interpolation, "mean": pre.mean, "std": pre.std},
+            "results": [r.as_dict() for r in results],
+            "skipped": skipped,
+        }, indent=2))
+    if not results:
+        raise UsageError(f"none of the {skipped} input(s) is an image that could be read")
+    return 0
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("predict", parents=[common], help="top-k ImageNet classes of images with pretrained weights")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders of them")
+    p.add_argument("--model", default="resnet50", help="a model with ImageNet weights (default resnet50)")
+    p.add_argument("--weights", required=True, metavar="TAG_OR_FILE",
+                   help="a published tag (IMAGENET1K_V2) or a torchvision .pth/.safetensors file")
+    p.add_argument("--weights-tag", metavar="TAG", help="with a file: whose preprocessing to use "
+                                                          "(default: the model's first published tag)")
+    p.add_argument("--weights-dir", help="where published weights are kept "
+                                         "(default $JAXCONV_WEIGHTS_DIR or ~/.cache/jaxconv/weights)")
+    p.add_argument("--no-download", action="store_true", help="never download; say what to download instead")
+    p.add_argument("--top", type=positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=run)
