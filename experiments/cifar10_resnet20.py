@@ -19,10 +19,10 @@ def get_config():
     config.image_size = 32
     config.batch_size = 128
     config.num_train_steps = ITERATIONS
-    config.optimizer = "sgd"
+    config.optimizer.name = "sgd"
     config.learning_rate = 0.1
-    config.momentum = 0.9
-    config.weight_decay = 1e-4
+    config.optimizer.momentum = 0.9
+    config.optimizer.weight_decay = 1e-4
     config.schedule = "step"
     config.decay_epochs = (32_000 / STEPS_PER_EPOCH, 48_000 / STEPS_PER_EPOCH)
     config.decay_factor = 0.1

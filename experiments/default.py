@@ -14,10 +14,10 @@ def get_config():
     config.image_size = 32
     config.batch_size = 32  # on a CPU, as many images per second as 64, and twice the updates
     config.num_train_steps = 1000  # 32,000 images: 1.6 epochs of the 20,000 training images
-    config.optimizer = "sgd"
+    config.optimizer.name = "sgd"
     config.learning_rate = 0.05
-    config.momentum = 0.9
-    config.weight_decay = 1e-4
+    config.optimizer.momentum = 0.9
+    config.optimizer.weight_decay = 1e-4
     config.schedule = "cosine"
     config.warmup_epochs = 0.3
     config.augment = "flip"

@@ -34,10 +34,10 @@ def get_config():
     config.image_size = 32
     config.batch_size = 32
     config.num_train_steps = 250  # 8,000 images: 2 epochs
-    config.optimizer = "sgd"
+    config.optimizer.name = "sgd"
     config.learning_rate = 0.01
-    config.momentum = 0.9
-    config.weight_decay = 1e-4
+    config.optimizer.momentum = 0.9
+    config.optimizer.weight_decay = 1e-4
     config.schedule = "cosine"
     config.warmup_epochs = 0.2
     config.augment = "flip"

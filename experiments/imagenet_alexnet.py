@@ -19,10 +19,10 @@ def get_config():
     config.image_size = 227
     config.batch_size = 128
     config.num_epochs = 90.0
-    config.optimizer = "sgd"
+    config.optimizer.name = "sgd"
     config.learning_rate = 0.01
-    config.momentum = 0.9
-    config.weight_decay = 5e-4
+    config.optimizer.momentum = 0.9
+    config.optimizer.weight_decay = 5e-4
     config.schedule = "step"
     config.decay_epochs = (30.0, 60.0, 80.0)
     config.decay_factor = 0.1

@@ -1203,8 +1203,9 @@ def lock_cases() -> Iterator[Case]:
 
 
 RESUME_REFUSED = [("batch_size", "64"), ("image_size", "24"), ("learning_rate", "0.01"), ("seed", "1"),
-                  ("model_options.shortcut", "B"), ("optimizer", "adamw"), ("augment", "none"),
-                  ("weight_decay", "0.001"), ("label_smoothing", "0.1"), ("schedule", "cosine"), ("momentum", "0.8"),
+                  ("model_options.shortcut", "B"), ("optimizer.name", "adamw"), ("augment", "none"),
+                  ("optimizer.weight_decay", "0.001"), ("label_smoothing", "0.1"), ("schedule", "cosine"),
+                  ("optimizer.momentum", "0.8"),
                   ("model", "resnet32"), ("dtype", "bfloat16"), ("bn_mode", "local"), ("shapes_train_examples", "512")]
 RESUME_PASSES = [("log_every_steps", "1"), ("eval_every_steps", "5"), ("num_train_steps", "12"),
                  ("checkpoint_every_steps", "3"), ("keep_checkpoints", "1"), ("nan_policy", "rollback")]
@@ -1452,10 +1453,11 @@ VALUE_MISTAKES = [  # key, value: given as --config.KEY=VALUE to the tiny experi
     ("learning_rate", "nan"), ("learning_rate", "inf"), ("learning_rate", "-0.1"), ("learning_rate", "abc"),
     ("num_train_steps", "0"), ("num_train_steps", "-5"), ("num_train_steps", "99999999999999999999999"),
     ("num_epochs", "-1"), ("model_options.shortcut", "Z"), ("model_options.depths", "abc"),
-    ("model_options.bogus", "1"), ("model_options.num_classes", "5"), ("model", "resnt20"), ("optimizer", "adam"),
+    ("model_options.bogus", "1"), ("model_options.num_classes", "5"), ("model", "resnt20"), ("optimizer.name", "adam"),
     ("schedule", "linear"), ("augment", "mixup"), ("dtype", "float16"), ("parallel", "dp"), ("bn_mode", "global"),
-    ("eval_crop", "corner"), ("nan_policy", "ignore"), ("weight_decay", "-1"), ("label_smoothing", "1.5"),
-    ("grad_clip_norm", "-1"), ("ema_decay", "2"), ("warmup_epochs", "-1"), ("momentum", "x"), ("nesterov", "maybe"),
+    ("eval_crop", "corner"), ("nan_policy", "ignore"), ("optimizer.weight_decay", "-1"), ("label_smoothing", "1.5"),
+    ("optimizer.grad_clip_norm", "-1"), ("ema_decay", "2"), ("warmup_epochs", "-1"), ("optimizer.momentum", "x"),
+    ("optimizer.nesterov", "maybe"),
     ("keep_checkpoints", "0"), ("log_every_steps", "0"), ("eval_every_steps", "-1"), ("checkpoint_every_steps", "0"),
     ("seed", "-1"), ("seed", "1.5"), ("eval_batch_size", "0"), ("eval_examples", "-1"),
     ("shapes_train_examples", "0"), ("shapes_test_examples", "-1"), ("dataset", "nope"), ("dataset", "folder"),

@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Regenerates the model table in README.md from the registry (`--check`: exit 1 if it is stale).
+"""Regenerates README.md's model table (from the registry) and config key table (from jaxconv.train.keys),
+and the counts `jaxconv list` reads (src/jaxconv/analysis/counts.json).
+
+`--check`: exit 1 if either is stale.
 
     python scripts/update_readme.py          # rewrite the table
     python scripts/update_readme.py --check  # what the test suite does
@@ -13,6 +16,7 @@ import sys
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- models:start -->", "<!-- models:end -->"
+KEYS_START, KEYS_END = "<!-- config-keys:start -->", "<!-- config-keys:end -->"
 
 
 def render(summarize=None) -> str:
@@ -21,10 +25,16 @@ def render(summarize=None) -> str:
     return registry_markdown(registry_rows(summarize=summarize))
 
 
-def replace_table(text: str, table: str) -> str:
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{table}{END}{tail}"
+def render_keys() -> str:
+    from jaxconv.train.keys import key_table
+
+    return key_table(markdown=True)
+
+
+def replace_table(text: str, table: str, start: str = START, end: str = END) -> str:
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{table}{end}{tail}"
 
 
 def main() -> int:
@@ -32,13 +42,18 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if README.md's table is stale")
     args = parser.parse_args()
     text = README.read_text()
-    updated = replace_table(text, render())
+    from jaxconv.analysis import counts, summary
+
+    updated = replace_table(replace_table(text, render(summarize=summary)), render_keys(), KEYS_START, KEYS_END)
+    stored = counts.render(counts.snapshot(summary))
     if args.check:
-        if updated != text:
-            print("README.md's model table is stale: run python scripts/update_readme.py", file=sys.stderr)
+        if updated != text or not counts.PATH.is_file() or counts.PATH.read_text() != stored:
+            print("README.md's tables or jaxconv/analysis/counts.json are stale: run python scripts/update_readme.py",
+                  file=sys.stderr)
             return 1
         return 0
     README.write_text(updated)
+    counts.PATH.write_text(stored)
     return 0
 
 

@@ -369,5 +369,5 @@ def test_a_resumed_run_takes_overrides_of_keys_its_config_json_left_unset():
     from jaxconv.train.config import apply_overrides, base_config
 
     stored = ml_collections.ConfigDict(json.loads(json.dumps(base_config().to_dict())))
-    config = apply_overrides(stored, {"grad_clip_norm": "1", "data_dir": "/data", "num_train_steps": "300"})
-    assert (config.grad_clip_norm, config.data_dir, config.num_train_steps) == (1.0, "/data", 300)
+    config = apply_overrides(stored, {"optimizer.grad_clip_norm": "1", "data_dir": "/data", "num_train_steps": "300"})
+    assert (config.optimizer.grad_clip_norm, config.data_dir, config.num_train_steps) == (1.0, "/data", 300)

@@ -25,6 +25,20 @@ def test_model_table_is_current():
     assert text == expected, "README.md's model table is stale: run python scripts/update_readme.py"
 
 
+def test_the_counts_jaxconv_list_reads_are_current():
+    from jaxconv.analysis import counts
+
+    assert counts.PATH.read_text() == counts.render(counts.snapshot(cached_summary)), \
+        "src/jaxconv/analysis/counts.json is stale: run python scripts/update_readme.py"
+
+
+def test_config_key_table_is_current():
+    text = (ROOT / "README.md").read_text()
+    expected = update_readme.replace_table(text, update_readme.render_keys(), update_readme.KEYS_START,
+                                           update_readme.KEYS_END)
+    assert text == expected, "README.md's config key table is stale: run python scripts/update_readme.py"
+
+
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     quickstart = readme.split("## Quickstart", 1)[1].split("##", 1)[0]

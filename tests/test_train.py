@@ -19,7 +19,7 @@ import pytest
 
 from jaxconv.checkpoint import CheckpointMismatch, Checkpoints
 from jaxconv.cli import main
-from jaxconv.train.config import ConfigError, apply_overrides, base_config, load_config, validate
+from jaxconv.train.config import ConfigChanged, ConfigError, apply_overrides, base_config, load_config, validate
 from jaxconv.train.experiment import abstract_state, build, checkpoint_meta
 from jaxconv.train.loop import train
 from jaxconv.train.optim import learning_rate_schedule
@@ -42,14 +42,18 @@ def test_every_experiment_loads_and_validates():
 
 def test_overrides_are_typed_by_the_key():
     config = apply_overrides(base_config(), {
-        "num_train_steps": "100", "learning_rate": "1", "nesterov": "true", "decay_epochs": "10,20",
-        "model_options.variant": "v1", "grad_clip_norm": "1.5", "dtype": "bfloat16",
+        "num_train_steps": "100", "learning_rate": "1", "optimizer.nesterov": "true", "decay_epochs": "10,20",
+        "model_options.variant": "v1", "optimizer.grad_clip_norm": "1.5", "dtype": "bfloat16",
     })
     assert config.num_train_steps == 100 and config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
-    assert config.nesterov is True and tuple(config.decay_epochs) == (10, 20)
-    assert config.model_options.variant == "v1" and config.grad_clip_norm == 1.5 and config.dtype == "bfloat16"
-    with pytest.raises(ConfigError, match="unknown key"):
+    assert config.optimizer.nesterov is True and tuple(config.decay_epochs) == (10, 20)
+    assert config.model_options.variant == "v1" and config.optimizer.grad_clip_norm == 1.5 and config.dtype == "bfloat16"
+    with pytest.raises(ConfigError, match="unknown key; did you mean learning_rate?"):
         apply_overrides(base_config(), {"learning_rat": "0.1"})
+    with pytest.raises(ConfigError, match="did you mean optimizer.momentum?"):
+        apply_overrides(base_config(), {"optimizer.momentm": "0.5"})
+    with pytest.raises(ConfigError, match="it is config.optimizer.weight_decay now"):  # an older jaxconv's name
+        apply_overrides(base_config(), {"weight_decay": "0.5"})
     with pytest.raises(ConfigError, match="an integer"):
         apply_overrides(base_config(), {"batch_size": "lots"})
 
@@ -66,7 +70,7 @@ def test_overrides_are_typed_by_the_key():
         ({"parallel": "horovod"}, "parallel"),
         ({"bn_mode": "global"}, "bn_mode"),
         ({"dtype": "float16"}, "dtype"),
-        ({"momentum": "1.0"}, "momentum"),
+        ({"optimizer.momentum": "1.0"}, "optimizer.momentum"),
         ({"decay_epochs": "60,30"}, "decay_epochs"),
         ({"model_options.widht": "2"}, "model_options"),
         ({"dataset": "folder"}, "folder"),
@@ -81,6 +85,51 @@ def test_validation_names_the_key_the_value_and_what_is_allowed(overrides, key):
         validate(apply_overrides(base_config(), overrides), device_count=8)
     assert error.value.key == key
     assert str(error.value).startswith(f"config.{key}=")
+
+
+def test_the_optimizer_group_refuses_settings_its_optimizer_does_not_read():
+    adamw = apply_overrides(base_config(), {"optimizer.name": "adamw", "optimizer.b2": "0.99"})
+    assert validate(adamw, device_count=1).optimizer.b2 == 0.99
+    with pytest.raises(ConfigError, match="optimizer.nesterov=True: only sgd reads it.*'adamw'"):
+        validate(apply_overrides(adamw, {"optimizer.nesterov": "true"}), device_count=1)
+
+
+def test_a_config_json_of_an_older_jaxconv_with_flat_optimizer_keys_still_resumes():
+    from jaxconv.train.config import check_resume
+
+    current = validate(apply_overrides(base_config(), {"optimizer.name": "adamw", "optimizer.weight_decay": "0.05"}),
+                       device_count=1)
+    old = json.loads(json.dumps(current.to_dict()))
+    group = old.pop("optimizer")
+    old.update(optimizer="adamw", momentum=group["momentum"], nesterov=False, rmsprop_decay=0.9, adam_b1=0.9,
+               adam_b2=0.999, epsilon=1e-8, weight_decay=0.05, grad_clip_norm=None)
+    assert validate(ml_collections.ConfigDict(old), device_count=1).optimizer == current.optimizer  # `jaxconv eval`
+    assert check_resume(old, current) == {}
+    changed = apply_overrides(current, {"optimizer.weight_decay": "0.01"})
+    with pytest.raises(ConfigChanged, match=r"optimizer.weight_decay 0.05 -> 0.01"):
+        check_resume(old, changed)
+
+
+@pytest.mark.parametrize("line,needle", [
+    ("c.optimizer = 'adamw'", "set config.optimizer.name"),
+    ("c.momentum = 0.8", "config.momentum=0.8: it is config.optimizer.momentum now"),
+    ("c.learnig_rate = 0.1", "did you mean learning_rate?"),
+])
+def test_an_experiment_file_with_an_older_or_misspelt_key_is_told_the_right_one(tmp_path, line, needle):
+    path = tmp_path / "exp.py"
+    path.write_text("from jaxconv.train.config import base_config\n\n\ndef get_config():\n    c = base_config()\n"
+                    f"    {line}\n    return c\n")
+    with pytest.raises(ConfigError, match=needle):
+        load_config(path)
+
+
+def test_train_help_lists_every_config_key(capsys):
+    from jaxconv.train.keys import KEYS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    listed = capsys.readouterr().out
+    assert all(f"  {key.name} " in listed for key in KEYS)
 
 
 def test_wrongly_typed_values_set_in_get_config_are_refused():
@@ -173,7 +222,8 @@ def test_weight_decay_skips_biases_and_normalisation_parameters():
     zero_grads = jax.tree_util.tree_map(np.zeros_like, params)
     for optimizer in ("sgd", "rmsprop", "adamw"):
         config = base_config()
-        config.optimizer, config.weight_decay, config.learning_rate, config.momentum = optimizer, 0.1, 1.0, 0.0
+        config.optimizer.update(name=optimizer, weight_decay=0.1, momentum=0.0)
+        config.learning_rate = 1.0
         tx = build_optimizer(config, lambda step: config.learning_rate)
         updates, _ = tx.update(zero_grads, tx.init(params), params)
         assert np.all(np.asarray(updates["conv"]["kernel"]) < 0), optimizer  # decayed towards zero
@@ -193,7 +243,7 @@ def test_label_smoothing_and_clipping():
     smoothed = float(cross_entropy(logits, jnp.array([0]), 3, 0.3)[0])
     assert smoothed == pytest.approx(-float(0.8 * log_p[0] + 0.1 * log_p[1] + 0.1 * log_p[2]), rel=1e-5)
     config = base_config()
-    config.grad_clip_norm, config.weight_decay, config.momentum = 1.0, 0.0, 0.0
+    config.optimizer.update(grad_clip_norm=1.0, weight_decay=0.0, momentum=0.0)
     tx = build_optimizer(config, lambda step: 1.0)
     grads = {"w": jnp.full((4,), 10.0)}
     updates, _ = tx.update(grads, tx.init(grads), grads)

@@ -198,7 +198,7 @@ def test_backbone_freezing_zeroes_updates_and_runs_batchnorm_in_inference_mode(w
     assert {f"batch_stats/{k}" for k in flat(variables["batch_stats"])} <= frozen
 
     config = base_config()
-    config.update(optimizer="sgd", momentum=0.9, weight_decay=1e-2)
+    config.optimizer.update(name="sgd", momentum=0.9, weight_decay=1e-2)
     tx = freezing_optimizer(build_optimizer(config, optax.constant_schedule(0.1)), frozen)
     grads = jax.tree_util.tree_map(jnp.ones_like, variables["params"])
     updates, _ = tx.update(grads, tx.init(variables["params"]), variables["params"])

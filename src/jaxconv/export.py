@@ -176,7 +176,7 @@ def from_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Any,
     The model and input size come from WORKDIR/config.json and the checkpoint; the weights
     are the ones evaluation uses (the moving average when the run kept one).
     """
-    from jaxconv.data.sources import DATASETS
+    from jaxconv.data.catalog import DATASETS
     from jaxconv.models import get_model
     from jaxconv.train.transfer import checkpoint_variables, pretrained_options
     from jaxconv.user_modules import import_run_modules

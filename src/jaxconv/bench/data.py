@@ -94,7 +94,7 @@ def measure_data(recipe: str = "imagenet", batch_size: int = 128, image_size: in
     check_request(Request("data", "data", batch_size, image_size, dtype, steps, warmup))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from jaxconv.data import pipeline
-    from jaxconv.data.sources import IMAGENET_MEAN, IMAGENET_STD
+    from jaxconv.data.catalog import IMAGENET_MEAN, IMAGENET_STD
 
     size = image_size or (224 if recipe == "imagenet" else 32)
     augment = "inception" if recipe == "imagenet" else "cifar"

@@ -12,22 +12,26 @@ from jaxconv.cli.common import UsageError
 def registry_rows(pattern: str = "*", summarize=None) -> list[dict]:
     """Name, family, parameters, GMACs and default size of every registered model.
 
-    ``summarize(name)`` defaults to ``jaxconv.summary`` at the model's defaults.
+    The counts come from ``summarize(name)`` (an object with ``params`` and ``macs``) when given,
+    else from the counts kept for the built-in models (jaxconv.analysis.counts), tracing the rest.
     """
-    from jaxconv.analysis import summary
+    from jaxconv.analysis.counts import counts
     from jaxconv.models import list_models, model_info
 
-    summarize = summarize or summary
     rows = []
     for name in list_models(pattern):
         info = model_info(name)
-        s = summarize(name)
+        if summarize is not None:
+            result = summarize(name)
+            params, macs = result.params, result.macs
+        else:
+            params, macs = counts(name)
         rows.append(
             {
                 "name": name,
                 "family": info.family,
-                "params": s.params,
-                "gmacs": round(s.macs / 1e9, 3),
+                "params": params,
+                "gmacs": round(macs / 1e9, 3),
                 "image_size": info.image_size,
                 "num_classes": info.num_classes,
                 "description": info.description,

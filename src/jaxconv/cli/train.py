@@ -166,7 +166,10 @@ def format_train_summary(summary: dict) -> str:
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("train", parents=[common], help="train an experiment (default: experiments/default.py); resumes a workdir")
+    from jaxconv.train.keys import key_table
+
+    p = sub.add_parser("train", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="train an experiment (default: experiments/default.py); resumes a workdir")
     p.add_argument("--config", help="an experiment file defining get_config() (default: experiments/default.py)")
     p.add_argument("--workdir", help="where checkpoints, metrics and the summary go (default: runs/<experiment>)")
     p.add_argument("--allow-change", action="append", default=[], metavar="KEY[,KEY...]",
@@ -178,5 +181,6 @@ def register(sub, common) -> None:
     launch.add_argument("--process-id", type=int, metavar="K", help="0..N-1 (or JAXCONV_PROCESS_ID)")
     launch.add_argument("--heartbeat-timeout", type=positive_int, default=100, metavar="SECONDS",
                         help="stop with an error when another process has been silent this long (default 100)")
-    p.epilog = "Any config value can be overridden with --config.KEY=VALUE, e.g. --config.num_train_steps=100."
+    p.epilog = ("Any config key can be overridden with --config.KEY=VALUE, e.g. --config.num_train_steps=100 or "
+                "--config.optimizer.name=adamw.\n\nConfig keys (default, what it is; what it takes):\n" + key_table())
     p.set_defaults(func=run, takes_extra=True)

@@ -27,7 +27,7 @@ def _percent(record: dict | None, key: str) -> str:
 def run_cost(run: Run) -> dict | None:
     """Parameters and GMACs of the run's model at its input size and class count; None if it cannot be built."""
     from jaxconv.analysis import summary
-    from jaxconv.data.sources import DATASETS
+    from jaxconv.data.catalog import DATASETS
     from jaxconv.user_modules import UserModuleError, import_run_modules
 
     try:

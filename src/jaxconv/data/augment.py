@@ -13,8 +13,7 @@ import math
 
 import tensorflow as tf
 
-AUGMENTATIONS = ("alexnet", "inception", "cifar", "flip", "none")
-EVAL_CROPS = ("center", "resize")
+from jaxconv.data.catalog import AUGMENTATIONS, EVAL_CROPS
 
 # ImageNet RGB principal components, on [0, 1]-scaled pixels (Krizhevsky et al. 2012, §4.1;
 # the values of fb.resnet.torch and the Flax/TF references).

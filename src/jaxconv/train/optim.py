@@ -55,20 +55,20 @@ def build_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule)
     For SGD and RMSprop the decay is added to the gradient (L2, as in the papers and PyTorch);
     AdamW decouples it (Loshchilov & Hutter).
     """
+    opt = config.optimizer
     parts = []
-    if config.grad_clip_norm is not None:
-        parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
-    if config.optimizer == "adamw":
-        parts.append(optax.adamw(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.epsilon,
-                                 weight_decay=config.weight_decay, mask=decay_mask))
+    if opt.grad_clip_norm is not None:
+        parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
+    if opt.name == "adamw":
+        parts.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.epsilon, weight_decay=opt.weight_decay,
+                                 mask=decay_mask))
         return optax.chain(*parts)
-    if config.weight_decay:
-        parts.append(optax.add_decayed_weights(config.weight_decay, mask=decay_mask))
-    if config.optimizer == "sgd":
-        parts.append(optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
-    elif config.optimizer == "rmsprop":
-        parts.append(optax.rmsprop(schedule, decay=config.rmsprop_decay, eps=config.epsilon,
-                                   momentum=config.momentum or None))
+    if opt.weight_decay:
+        parts.append(optax.add_decayed_weights(opt.weight_decay, mask=decay_mask))
+    if opt.name == "sgd":
+        parts.append(optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov))
+    elif opt.name == "rmsprop":
+        parts.append(optax.rmsprop(schedule, decay=opt.decay, eps=opt.epsilon, momentum=opt.momentum or None))
     else:
-        raise ValueError(f"unknown optimizer {config.optimizer!r}")
+        raise ValueError(f"unknown optimizer {opt.name!r}")
     return optax.chain(*parts)
