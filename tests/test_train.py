@@ -187,6 +187,28 @@ class _Terminal(io.StringIO):
         return True
 
 
+def test_a_long_phase_before_training_shows_a_count_a_rate_and_an_eta():
+    from jaxconv.progress import Counter
+
+    now = [0.0]
+    screen = _Terminal()
+    with Counter("generating shapes", 1000, stream=screen, clock=lambda: now[0], unit=" images",
+                 enabled=True) as counter:
+        for _ in range(250):
+            now[0] += 0.01
+            counter.advance()
+    lines = [line.split("\x1b[K")[-1] for line in screen.getvalue().split("\r")]
+    assert "generating shapes 50/1,000 images (5%), 100/s, ETA 0m09s" in lines  # redrawn every 0.5 s
+    assert lines[-1] == "generating shapes: 250 images in 0m02s\n"
+    log = io.StringIO()  # not a terminal: a line every 30 s, so that a log file is never silent for long
+    with Counter("checking the images", 10_000, stream=log, clock=lambda: now[0], enabled=True) as counter:
+        for _ in range(10_000):
+            now[0] += 0.01
+            counter.advance()
+    assert log.getvalue().splitlines()[0].startswith("checking the images 3,000/10,000 (30%)")
+    assert len(log.getvalue().splitlines()) == 4
+
+
 def test_progress_shows_compilation_then_steps_with_a_rate_that_leaves_out_compiling_and_evaluating():
     from jaxconv.train.report import Progress
 
@@ -207,7 +229,7 @@ def test_progress_shows_compilation_then_steps_with_a_rate_that_leaves_out_compi
     progress.training(lambda: completed[0], images_per_step=32)
     progress.close()
     lines = [line.split("\x1b[K")[-1] for line in screen.getvalue().split("\r")]
-    assert "compiling the train step… 0m07s" in lines and "compiled the train step in 7.0 s\n" in lines
+    assert "compiling the train step… 7 s" in lines and "compiled the train step in 7.0 s\n" in lines
     assert "step 10/100 epoch 0.20 | 160 img/s | ETA 0m18s" in lines[lines.index("compiled the train step in 7.0 s\n") + 2]
     assert lines[-1].startswith("[##") and "loss 2.2500 top1 12.5% | 160 img/s | ETA 0m18s" in lines[-1]  # after the eval
     assert any(line.startswith("eval @ step 10") for line in lines)

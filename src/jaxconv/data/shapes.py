@@ -17,11 +17,25 @@ writes ArrayRecord files under the TFDS data dir on first use, keyed by resoluti
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Callable
 
 import tensorflow_datasets as tfds
 
 from jaxconv.data.procedural import CLASS_NAMES, example_rng, render
+
+_ON_EXAMPLE: list[Callable[[], None]] = []  # called for each example generated (a progress counter)
+
+
+@contextlib.contextmanager
+def reporting(callback: Callable[[], None]):
+    """Calls ``callback()`` for each example generated while inside."""
+    _ON_EXAMPLE.append(callback)
+    try:
+        yield
+    finally:
+        _ON_EXAMPLE.remove(callback)
 
 @dataclasses.dataclass
 class ShapesConfig(tfds.core.BuilderConfig):
@@ -78,5 +92,7 @@ class JaxconvShapes(tfds.core.GeneratorBasedBuilder):
         config = self.builder_config
         for index in range(count):
             label = index % len(CLASS_NAMES)
+            for callback in _ON_EXAMPLE:
+                callback()
             yield index, {"image": render(label, example_rng(config.seed, split, index), config.resolution),
                           "label": label}

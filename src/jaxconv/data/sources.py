@@ -17,6 +17,7 @@ import json
 import os
 import pathlib
 import socket
+import sys
 import threading
 import zlib
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ import tensorflow_datasets as tfds
 
 from jaxconv.data.catalog import DATASETS, DatasetSpec
 from jaxconv.errors import UserError
+from jaxconv.progress import Counter
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
@@ -158,7 +160,11 @@ def decodable(root: pathlib.Path, files: Sequence[str]) -> list[bool]:
                                                                    expand_animations=False))),
                     num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.ignore_errors()
-        good = {int(i) for i, _ in ds.as_numpy_iterator()}
+        good = set()
+        with Counter(f"checking the images of {root}", len(unknown), unit=" files") as counter:
+            for i, _ in ds.as_numpy_iterator():
+                good.add(int(i))
+                counter.advance()
         for j, i in enumerate(unknown):
             cache[keys[i]] = j in good
         try:
@@ -339,7 +345,7 @@ def prepare(
         + (f", from {', '.join(present)} in {manual_dir}" if present else ""))
     config = tfds.download.DownloadConfig(manual_dir=str(manual_dir)) if spec.tfds_name != "jaxconv_shapes" else None
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints its own banner to stdout
+        with contextlib.redirect_stdout(io.StringIO()), _counting(builder, spec):  # TFDS prints a banner to stdout
             builder.download_and_prepare(file_format="array_record", download_config=config)
     except tfds.core.download.download_manager.NonMatchingChecksumError:
         raise DatasetUnavailable(
@@ -349,6 +355,27 @@ def prepare(
     except (OSError, tfds.core.download.DownloadError, tf.errors.OpError) as e:
         raise DatasetUnavailable(f"dataset {spec.name!r}: preparing it in {data_path} failed "
                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+@contextlib.contextmanager
+def _counting(builder, spec: DatasetSpec):
+    """Progress while the built-in dataset is generated (a count and an ETA); TFDS's own progress
+    bars, on a terminal, while another dataset downloads and is prepared."""
+    if spec.tfds_name == "jaxconv_shapes":
+        from jaxconv.data import shapes
+
+        config = builder.builder_config
+        with Counter(f"generating {spec.name}", config.train_examples + config.test_examples,
+                     unit=" images") as counter, shapes.reporting(counter.advance):
+            yield
+    elif sys.stderr.isatty():
+        tfds.enable_progress_bar()
+        try:
+            yield
+        finally:
+            tfds.disable_progress_bar()
+    else:
+        yield
 
 
 def open_dataset(

@@ -143,6 +143,7 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
         return _stopped_before_training(config, workdir, 0, stop, log)
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, log=log)
     try:
+        began = time.time()
         restored = checkpoints.restore_latest(abstract_state(exp))
         if restored is None:
             state, start_step = initial_state(exp, log=log), 0
@@ -151,7 +152,8 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
                     f"{checkpoints.broken_directory}): starting over from step 0")
         else:
             state, meta, start_step = restored
-            log(f"resuming from step {start_step} (epoch {meta.get('epoch', 0):.2f}) in {checkpoints.directory}")
+            log(f"resuming from step {start_step} (epoch {meta.get('epoch', 0):.2f}) in {checkpoints.directory} "
+                f"(restored in {time.time() - began:.1f} s)")
         if is_main:  # only once the checkpoint (if any) is known to fit this config
             if restored is not None and changes:
                 record_changes(config, workdir, start_step, changes, log)

@@ -10,6 +10,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from jaxconv.progress import duration
+
 
 class MetricsWriter:
     """Appends one JSON object per logged point to WORKDIR/metrics.jsonl and writes TensorBoard
@@ -73,13 +75,6 @@ def _hparam_values(config: Mapping) -> dict:
     return values
 
 
-def duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
-
-
 class Progress:
     """What a person watching the run sees.
 
@@ -136,7 +131,7 @@ class Progress:
         with self._lock:
             if self._phase is not None:
                 what, began = self._phase
-                self._emit(f"{what}… {duration(self._clock() - began)}", final=False)
+                self._emit(f"{what}… {self._clock() - began:.0f} s", final=False)
             elif self._since is not None:
                 self._emit(self.training_line(), final=False)
 
