@@ -129,10 +129,34 @@ def test_report_writes_tables_and_plots(tiny_run, tmp_path):
         assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plots_name_models_start_their_axes_at_zero_and_draw_chance(tiny_run, tmp_path):
+    from jaxconv.compare import plots
+
+    assert [plots.millions(n) for n in (272_474, 4_200_000, 61_100_840, 138_357_544)] == ["0.27M", "4.2M", "61M", "138M"]
+    import dataclasses
+
+    runs = find_runs([tiny_run])
+    assert plots.run_labels(runs) == ["resnet20"]
+    twice = [runs[0], dataclasses.replace(runs[0], path=tmp_path / "other" / "tiny")]  # told apart by folder
+    assert plots.run_labels(twice) == ["resnet20 (runs/tiny)", "resnet20 (other/tiny)"]
+    figures = []
+    original = plots._save
+    plots._save = lambda fig, path: figures.append(fig) or original(fig, path)
+    try:
+        plots.plot_training_curves(runs[:1], tmp_path / "curves.png")
+    finally:
+        plots._save = original
+    loss_ax, acc_ax, lr_ax = figures[0].axes
+    assert acc_ax.get_ylim() == (0, 100) and loss_ax.get_ylim()[0] == 0 and lr_ax.get_ylim()[0] == 0
+    assert any(line.get_label().startswith("chance (10%)") for line in acc_ax.get_lines())
+    assert {line.get_label() for line in acc_ax.get_lines()} >= {"resnet20 train", "resnet20 eval"}
+
+
 def test_cli_compare_writes_files_and_plots(tmp_path, capsys):
     assert cli.main(["compare", "resnet18", "efficientnet_b0", "vgg16", "--no-speed", "--out", str(tmp_path)]) == 0
     assert "| vgg16 | 224 | 138.36 | 15.470 |" in capsys.readouterr().out
-    for name in ("compare.md", "compare.csv", "compare.json", "accuracy_vs_gmacs.png", "vgg16_layers.png"):
+    for name in ("compare.md", "compare.csv", "compare.json", "accuracy_vs_gmacs.png", "vgg16_layers.png",
+                 "resnet18_layers.png", "efficientnet_b0_layers.png"):
         assert (tmp_path / name).stat().st_size > 0, name
 
 

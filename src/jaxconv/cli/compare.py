@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         written = [out / "compare.md", out / "compare.csv", out / "compare.json"]
         written.append(plots.plot_accuracy_vs_gmacs(rows, out / "accuracy_vs_gmacs.png"))
         written.append(plots.plot_accuracy_vs_gmacs(rows, out / "your_accuracy_vs_gmacs.png", accuracy="your"))
-        written.append(plots.plot_layer_profile(summary("vgg16"), out / "vgg16_layers.png"))
+        written += [plots.plot_layer_profile(summary(name), out / f"{name}_layers.png") for name in models]
         log("wrote " + ", ".join(str(p) for p in written if p is not None))
     return 0
 

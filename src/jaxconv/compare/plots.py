@@ -4,7 +4,9 @@
   "An analysis of deep neural network models for practical applications", as the lectures show);
 * one network's parameters and activations layer by layer (for VGG16: "most memory is in the
   early convolutions, most parameters in the late FC layers");
-* training curves of runs (loss and evaluation top-1 against steps).
+* training curves of runs (training and evaluation loss and top-1, the learning rate).
+
+Axes do not exaggerate: accuracy runs from 0 to 100% with the chance line, loss from 0.
 """
 
 from __future__ import annotations
@@ -28,12 +30,43 @@ def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
     return path
 
 
+def millions(count: float) -> str:
+    """0.27M, 4.2M, 61M, 138M: two significant figures below 10M."""
+    value = count / 1e6
+    return f"{value:.2g}M" if value < 10 else f"{value:.0f}M"
+
+
+def _chance_line(ax, num_classes: int | None, *, scale: float = 100.0, label: str = "chance") -> None:
+    if num_classes and num_classes > 1:
+        ax.axhline(scale / num_classes, color="grey", linestyle=":", linewidth=1.2,
+                   label=f"{label} ({scale / num_classes:.3g}{'%' if scale == 100 else ''})")
+
+
+def _label_without_overlap(ax, points: Sequence[tuple[float, float, str]], fontsize: int = 9) -> None:
+    """Names beside their points, each moved up (or down) in steps until it overlaps no other."""
+    ax.figure.canvas.draw()
+    placed = []
+    for x, y, text in sorted(points, key=lambda p: (p[1], p[0])):
+        for shift in (6, 18, -12, 30, -24, 42, -36, 54):
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, shift), fontsize=fontsize)
+            box = label.get_window_extent()
+            if not any(box.overlaps(other) for other in placed):
+                break
+            label.remove()
+        else:
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=fontsize)
+            box = label.get_window_extent()
+        placed.append(box)
+
+
 def plot_accuracy_vs_gmacs(rows: Sequence[dict], path: str | pathlib.Path, *, accuracy: str = "published",
-                           title: str | None = None) -> pathlib.Path | None:
+                           title: str | None = None, num_classes: int = 1000) -> pathlib.Path | None:
     """Top-1 against GMACs, one bubble per model with area proportional to its parameters.
 
     ``accuracy`` picks 'published' or 'your' top-1 from compare_rows; models without that
-    figure are left out. Returns the path, or None when no model has the figure.
+    figure are left out. The accuracy axis runs from 0 to 100% with the chance line (1 in
+    ``num_classes``), so that differences look as large as they are. Returns the path, or None
+    when no model has the figure.
     """
     key = f"{accuracy}_top1"
     points = [r for r in rows if r.get(key) is not None]
@@ -43,13 +76,16 @@ def plot_accuracy_vs_gmacs(rows: Sequence[dict], path: str | pathlib.Path, *, ac
     largest = max(r["params"] for r in points)
     for r in points:
         ax.scatter(r["gmacs"], r[key], s=2000 * r["params"] / largest + 20, alpha=0.45, edgecolors="black")
-        ax.annotate(r["model"], (r["gmacs"], r[key]), textcoords="offset points", xytext=(6, 6), fontsize=9)
     ax.set_xscale("log")
+    ax.set_ylim(0, 100)
+    _chance_line(ax, num_classes)
     ax.set_xlabel("GMACs per image (log scale)")
     ax.set_ylabel(f"{accuracy} top-1 accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
     smallest = min(r["params"] for r in points)
-    ax.set_title(title or f"Accuracy vs compute; bubble area ∝ parameters ({smallest / 1e6:.1f}M to {largest / 1e6:.0f}M)")
+    ax.set_title(title or f"Accuracy vs compute; bubble area ∝ parameters ({millions(smallest)} to {millions(largest)})")
+    _label_without_overlap(ax, [(r["gmacs"], r[key], r["model"]) for r in points])
     return _save(fig, path)
 
 
@@ -69,24 +105,61 @@ def plot_layer_profile(summary, path: str | pathlib.Path) -> pathlib.Path:
     return _save(fig, path)
 
 
+def run_labels(runs: Sequence[Run]) -> list[str]:
+    """What to call each run in a legend: its model, with its folder where two runs share a model."""
+    models = [run.model for run in runs]
+    return [run.model if models.count(run.model) == 1 else f"{run.model} ({run.path.parent.name}/{run.name})"
+            for run in runs]
+
+
+def _num_classes(runs: Sequence[Run]) -> int | None:
+    from jaxconv.data.catalog import DATASETS
+
+    counts = {DATASETS[run.dataset].num_classes for run in runs if run.dataset in DATASETS}
+    counts.discard(0)  # a folder dataset: its class count is its own
+    return counts.pop() if len(counts) == 1 else None
+
+
 def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title: str | None = None) -> pathlib.Path | None:
-    """Training loss and evaluation top-1 against steps, one line per run. None when no run logged."""
+    """Loss (training and evaluation), accuracy (training and evaluation top-1) and the learning
+    rate against steps, one colour per run. Accuracy runs from 0 to 100% with the chance line,
+    loss from 0 with the loss of a uniform guess, so that noise at chance does not read as a
+    trend. None when no run logged."""
+    import math
+
     runs = [r for r in runs if r.train or r.evals]
     if not runs:
         return None
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for run in runs:
+    fig, (loss_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(16, 4.5), layout="constrained")
+    colours = plt.cm.tab10.colors
+    for i, (run, label) in enumerate(zip(runs, run_labels(runs))):
+        colour = colours[i % len(colours)]
+        steps = [r["step"] for r in run.train]
         if run.train:
-            loss_ax.plot([r["step"] for r in run.train], [r["loss"] for r in run.train], label=run.name)
+            loss_ax.plot(steps, [r["loss"] for r in run.train], color=colour, label=f"{label} train")
+            acc_ax.plot(steps, [100 * r["top1"] for r in run.train], color=colour, alpha=0.6, label=f"{label} train")
+            if any("learning_rate" in r for r in run.train):
+                lr_ax.plot([r["step"] for r in run.train if "learning_rate" in r],
+                           [r["learning_rate"] for r in run.train if "learning_rate" in r], color=colour, label=label)
         if run.evals:
-            acc_ax.plot([r["step"] for r in run.evals], [100 * r["top1"] for r in run.evals], marker="o", label=run.name)
-    loss_ax.set_xlabel("step")
-    loss_ax.set_ylabel("training loss")
-    acc_ax.set_xlabel("step")
-    acc_ax.set_ylabel("evaluation top-1 (%)")
-    for axis in (loss_ax, acc_ax):
+            eval_steps = [r["step"] for r in run.evals]
+            loss_ax.plot(eval_steps, [r["loss"] for r in run.evals], color=colour, linestyle="--", marker="o",
+                         markersize=4, label=f"{label} eval")
+            acc_ax.plot(eval_steps, [100 * r["top1"] for r in run.evals], color=colour, linestyle="--", marker="o",
+                        markersize=4, label=f"{label} eval")
+    classes = _num_classes(runs)
+    _chance_line(acc_ax, classes)
+    if classes and classes > 1:
+        loss_ax.axhline(math.log(classes), color="grey", linestyle=":", linewidth=1.2,
+                        label=f"uniform guess (ln {classes} = {math.log(classes):.2f})")
+    loss_ax.set_ylim(bottom=0)
+    acc_ax.set_ylim(0, 100)
+    lr_ax.set_ylim(bottom=0)
+    for axis, name in ((loss_ax, "loss"), (acc_ax, "top-1 accuracy (%)"), (lr_ax, "learning rate")):
+        axis.set_xlabel("step")
+        axis.set_ylabel(name)
         axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=8)
+        axis.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -115,7 +188,7 @@ def plot_layer_gradient_norms(runs: Sequence[Run], path: str | pathlib.Path, *,
     rows = -(-len(runs) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False, sharey=True,
                              layout="constrained")
-    for ax, run in zip(axes.flat, runs):
+    for ax, run, label in zip(axes.flat, runs, run_labels(runs)):
         snapshots = layer_norm_snapshots(run)
         colours = plt.cm.viridis([i / max(1, len(snapshots) - 1) for i in range(len(snapshots))])
         for colour, record in zip(colours, snapshots):
@@ -123,7 +196,7 @@ def plot_layer_gradient_norms(runs: Sequence[Run], path: str | pathlib.Path, *,
             ax.plot(range(1, len(norms) + 1), [max(n, 1e-30) for n in norms], color=colour, marker=".",
                     label=f"step {record['step']}")
         ax.set_yscale("log")
-        ax.set_title(run.name, fontsize=10)
+        ax.set_title(label, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     for ax in axes[:, 0]:
