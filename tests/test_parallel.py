@@ -29,14 +29,15 @@ def batches(count, size=32, seed=0):
     ]
 
 
-def run(kind, devices, bn_mode, data, learning_rate=0.1, dtype=jnp.float32, ema_decay=None, full_state=False):
+def run(kind, devices, bn_mode, data, learning_rate=0.1, dtype=jnp.float32, ema_decay=None, full_state=False,
+        norm="batch", **step_options):
     """Trains a tiny ResNet on ``data`` over the first ``devices`` devices; returns host state and metrics."""
     parallel = DataParallel(kind, mesh=Mesh(np.asarray(jax.devices()[:devices]), (AXIS,)))
     model = ResNet(block=BasicBlock, depths=(1,), widths=(8,), stem=CifarStem, stem_width=8, num_classes=4, dtype=dtype,
-                   axis_name=AXIS if bn_mode == "sync" else None)
+                   axis_name=AXIS if bn_mode == "sync" else None, norm=norm)
     state = create_state(model, optax.sgd(learning_rate), jax.random.PRNGKey(0), (1, 8, 8, 3), ema=ema_decay is not None)
     state = parallel.replicate(jax.device_put(state, parallel.replicated))
-    options = StepOptions(num_classes=4, bn_mode=bn_mode, ema_decay=ema_decay)
+    options = StepOptions(num_classes=4, bn_mode=bn_mode, ema_decay=ema_decay, **step_options)
     step = parallel.compile(partial(train_step, options=options), donate_state=False, returns_state=True)
     metrics = []
     for batch in data:
@@ -109,3 +110,17 @@ def test_exponential_moving_average_of_the_weights():
     state, _ = run("shard_map", 1, "sync", data, ema_decay=0.9, full_state=True)
     expected = jax.tree_util.tree_map(lambda p0, p1: 0.9 * p0 + 0.1 * p1, start.params, state.params)
     assert_trees_close(state.ema_params, expected)
+
+
+def test_gradient_accumulation_equals_the_whole_batch_for_a_network_without_batchnorm():
+    """Each device's 16 examples as 4 micro-batches of 4: the same update (to float rounding) and loss."""
+    data = batches(2)
+    whole, whole_metrics = run("shard_map", 2, "sync", data, norm=None)
+    accumulated, metrics = run("shard_map", 2, "sync", data, norm=None, accumulation_steps=4)
+    assert_trees_close(whole, accumulated)
+    assert [float(m["loss"]) for m in metrics] == pytest.approx([float(m["loss"]) for m in whole_metrics], rel=1e-5)
+    assert [float(m["top1"]) for m in metrics] == [float(m["top1"]) for m in whole_metrics]
+    # With BatchNorm each micro-batch is normalised on its own, so the update differs, as it would in PyTorch.
+    batchnorm, _ = run("shard_map", 2, "sync", data[:1])
+    micro, _ = run("shard_map", 2, "sync", data[:1], accumulation_steps=4)
+    assert not np.allclose(batchnorm["batch_stats"]["stem"]["norm"]["var"], micro["batch_stats"]["stem"]["norm"]["var"])

@@ -283,6 +283,11 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
                                                       f"examples of the built-in dataset (shapes_train_examples)")
     if c.eval_batch_size is None:
         c.eval_batch_size = c.batch_size
+    share = c.batch_size // device_count
+    if c.batch_size % device_count == 0 and share % c.grad_accumulation_steps:
+        raise ConfigError("grad_accumulation_steps", c.grad_accumulation_steps,
+                          f"must divide each device's share of the batch ({c.batch_size} / {device_count} devices "
+                          f"= {share})")
     for key in ("batch_size", "eval_batch_size"):
         if c[key] % device_count:
             raise ConfigError(key, c[key], f"must be divisible by the {device_count} devices")

@@ -97,6 +97,10 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         ema_decay=config.ema_decay,
         axis_name=AXIS,
         layer_paths=layer_paths,
+        accumulation_steps=config.grad_accumulation_steps,
+        mixup_alpha=config.mixup_alpha,
+        cutmix_alpha=config.cutmix_alpha,
+        random_erasing=config.random_erasing,
     )
     tx, apply_fn = build_optimizer(config, schedule), model.apply
     if config.freeze:

@@ -242,6 +242,8 @@ KEYS: tuple[Key, ...] = (
     # How long, in what batches.
     Key("batch_size", 128, Integer(), "global: summed over every device of every process", "length"),
     Key("eval_batch_size", None, Integer(), "default: batch_size", "length", nullable=True, resumable=True),
+    Key("grad_accumulation_steps", 1, Integer(),
+        "cut each device's share of the batch into this many micro-batches, one update (less memory)", "length"),
     Key("num_epochs", 10.0, _positive, "length of the run in epochs", "length", resumable=True),
     Key("num_train_steps", None, Integer(), "length in steps; overrides num_epochs when set", "length",
         nullable=True, resumable=True),
@@ -283,6 +285,13 @@ KEYS: tuple[Key, ...] = (
     Key("augment", "cifar", Choice(_augmentations), "training augmentation", "augmentation"),
     Key("eval_crop", "resize", Choice(_eval_crops),
         "center: shorter side to size*256/224, centre crop; resize: the whole image", "augmentation"),
+    Key("mixup_alpha", 0.0, _non_negative, "Mixup: mix image pairs and targets, λ ~ Beta(α, α) (0: off)",
+        "augmentation"),
+    Key("cutmix_alpha", 0.0, _non_negative,
+        "CutMix: paste a box from another image, λ ~ Beta(α, α) (0: off; with mixup, each step one of them)",
+        "augmentation"),
+    Key("random_erasing", 0.0, _probability, "probability per image of zeroing a random box (2-33% of it)",
+        "augmentation"),
     Key("ten_crop", False, Flag(), "evaluate with AlexNet's 10 crops", "augmentation"),
     Key("eval_examples", None, Integer(), "evaluate on the first N examples only", "augmentation", nullable=True),
     # Bookkeeping.

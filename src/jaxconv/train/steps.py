@@ -22,6 +22,7 @@ import optax
 from jax import lax
 
 from jaxconv.analysis.gradients import kernel_gradient_norms
+from jaxconv.train import mixing
 from jaxconv.train.state import TrainState
 
 
@@ -35,13 +36,23 @@ class StepOptions:
     axis_name: str = "data"
     # Kernel paths in forward order: the step also returns each one's gradient norm (config.log_layer_grad_norms).
     layer_paths: tuple[tuple[str, ...], ...] | None = None
+    accumulation_steps: int = 1  # micro-batches per device share, their gradients averaged before one update
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    random_erasing: float = 0.0
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int, smoothing: float) -> jax.Array:
     """Per-example softmax cross-entropy with optional label smoothing (float32)."""
+    return soft_cross_entropy(logits, one_hot_targets(labels, num_classes, smoothing))
+
+
+def one_hot_targets(labels: jax.Array, num_classes: int, smoothing: float) -> jax.Array:
     targets = jax.nn.one_hot(labels, num_classes)
-    if smoothing:
-        targets = optax.smooth_labels(targets, smoothing)
+    return optax.smooth_labels(targets, smoothing) if smoothing else targets
+
+
+def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
@@ -54,24 +65,51 @@ def correct_counts(probabilities_or_logits: jax.Array, labels: jax.Array, weight
 
 
 def train_step(state: TrainState, batch: dict, options: StepOptions) -> tuple[TrainState, dict]:
-    """One SGD step on this device's share of the global batch; returns summed metrics."""
+    """One SGD step on this device's share of the global batch; returns summed metrics.
+
+    With ``accumulation_steps`` k > 1 the share is cut into k micro-batches run one after the
+    other (a scan: one micro-batch's activations in memory at a time); their mean gradient makes
+    one update, as the whole share would (BatchNorm sees each micro-batch on its own).
+    """
     axis = options.axis_name
     step_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), lax.axis_index(axis))
     images, labels = batch["image"], batch["label"]
+    targets = one_hot_targets(labels, options.num_classes, options.label_smoothing)
+    if options.mixup_alpha or options.cutmix_alpha or options.random_erasing:
+        mix_key, erase_key = jax.random.split(jax.random.fold_in(step_rng, 0x313))
+        images = mixing.erase(erase_key, images, options.random_erasing)
+        images, targets = mixing.mix(mix_key, images, targets, options.mixup_alpha, options.cutmix_alpha)
 
-    def loss_fn(params):
-        variables = {"params": params, "batch_stats": state.batch_stats}
+    def loss_fn(params, batch_stats, images, targets, rng):
+        variables = {"params": params, "batch_stats": batch_stats}
         logits, updates = state.apply_fn(
-            variables, images, train=True, mutable=["batch_stats", "aux_logits"], rngs={"dropout": step_rng}
+            variables, images, train=True, mutable=["batch_stats", "aux_logits"], rngs={"dropout": rng}
         )
-        losses = cross_entropy(logits, labels, options.num_classes, options.label_smoothing)
+        losses = soft_cross_entropy(logits, targets)
         loss = losses.mean()
         for aux in jax.tree_util.tree_leaves(updates.get("aux_logits", {})):
-            loss += options.aux_loss_weight * cross_entropy(
-                aux, labels, options.num_classes, options.label_smoothing).mean()
+            loss += options.aux_loss_weight * soft_cross_entropy(aux, targets).mean()
         return loss, (logits, losses, updates.get("batch_stats", {}))
 
-    (_, (logits, losses, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    gradient = jax.value_and_grad(loss_fn, has_aux=True)
+    k = options.accumulation_steps
+    if k == 1:
+        (_, (logits, losses, batch_stats)), grads = gradient(state.params, state.batch_stats, images, targets,
+                                                             step_rng)
+    else:
+        def micro_step(carry, micro):
+            grad_sum, stats = carry
+            index, micro_images, micro_targets = micro
+            (_, (micro_logits, micro_losses, stats)), grads = gradient(
+                state.params, stats, micro_images, micro_targets, jax.random.fold_in(step_rng, index))
+            return (jax.tree_util.tree_map(jnp.add, grad_sum, grads), stats), (micro_logits, micro_losses)
+
+        split = lambda x: x.reshape((k, x.shape[0] // k, *x.shape[1:]))  # noqa: E731
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+        (grad_sum, batch_stats), (logits, losses) = lax.scan(
+            micro_step, (zeros, state.batch_stats), (jnp.arange(k), split(images), split(targets)))
+        grads = jax.tree_util.tree_map(lambda g: g / k, grad_sum)
+        logits, losses = logits.reshape((-1, logits.shape[-1])), losses.reshape(-1)
     grads = lax.pmean(grads, axis)
     if options.bn_mode == "local":
         batch_stats = lax.pmean(batch_stats, axis)
