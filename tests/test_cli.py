@@ -36,6 +36,11 @@ def test_summary_table_options(capsys):
     assert "8x64x64x3" in out and "training memory estimate (batch 8)" in out
     assert main(["summary", "vgg11", "--image-size", "32x64", "--format", "csv"]) == 0
     assert "1x32x64x3" in capsys.readouterr().out
+    # Model options, as config.model_options takes them: ResNet-8 is ResNet-20 with one block per stage.
+    assert main(["summary", "resnet20", "--option", "depths=(1, 1, 1)", "--format", "json"]) == 0
+    from jaxconv.analysis import summary
+
+    assert json.loads(capsys.readouterr().out)["params"] == summary("resnet20", depths=(1, 1, 1)).params < 272_474
 
 
 @pytest.mark.parametrize(
@@ -47,6 +52,8 @@ def test_summary_table_options(capsys):
         (["summary", "vgg16", "--image-size", "0"], "expected a positive integer"),
         (["summary", "vgg16", "--image-size", "16"], "pool5"),
         (["list", "nothing*"], "no model matches"),
+        (["summary", "resnet20", "--option", "widht=2"], "--option widht=2: resnet20 refuses it"),
+        (["summary", "resnet20", "--option", "groups"], "expected NAME=VALUE"),
         (["frobnicate"], "invalid choice"),
     ],
 )

@@ -45,7 +45,7 @@ def test_the_default_table_is_the_lectures_lineage_with_published_counts_reprodu
     errors = [by_name[n]["ilsvrc_top5_error"] for n in ("alexnet", "zfnet", "googlenet", "resnet152")]
     assert errors == [16.4, 11.7, 6.7, 3.57]
     # VGG16's forward pass: 15.2M values per image (the lecture's own rows sum to this; it prints 24M).
-    assert by_name["vgg16"]["activation_mb"] * 1e6 / 4 == pytest.approx(15.2e6, rel=0.01)
+    assert by_name["vgg16"]["activation_mib"] * 2**20 / 4 == pytest.approx(15.2e6, rel=0.01)
 
 
 def test_published_accuracies_are_torchvisions(ilsvrc_rows):

@@ -39,6 +39,10 @@ from jaxconv.train.workdir import RunWriteError, write_failure
 MANIFEST = "jaxconv_manifest.json"
 
 
+class NoCheckpoint(UserError, FileNotFoundError):
+    """A run has no (usable) checkpoint, or not the step asked for."""
+
+
 class CheckpointMismatch(UserError, ValueError):
     """A checkpoint does not fit the model it is restored into."""
 

@@ -30,12 +30,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxconv.errors import UserError
+
 FORMATS = ("saved_model", "jax_export")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 JAX_EXPORT_FILE = "model.jax_export"
 SAVED_MODEL_DIR = "saved_model"
 MANIFEST_FILE = "export.json"
+
+
+
+class ExportError(UserError, ValueError):
+    """An export that cannot be made as asked (a dtype, format or shape, a model that does not fold)."""
+
+
+class ExportTargetExists(UserError, FileExistsError):
+    """The output directory is not new or empty."""
+
+
+class ExportSourceMissing(UserError, FileNotFoundError):
+    """The run or export to read is not there."""
 
 
 def inference_function(model, variables: Mapping[str, Any], *, input_shape: Sequence[int], fold_bn: bool = True,
@@ -49,7 +64,7 @@ def inference_function(model, variables: Mapping[str, Any], *, input_shape: Sequ
     stay float32) and sets the model's compute dtype. ``facts`` records what was done.
     """
     if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        raise ExportError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
     folded = 0
     if fold_bn and variables.get("batch_stats"):
@@ -59,8 +74,8 @@ def inference_function(model, variables: Mapping[str, Any], *, input_shape: Sequ
         try:
             model, variables = fold_batchnorm(model, variables, tuple(input_shape))
         except ValueError as e:
-            raise ValueError(f"cannot fold BatchNorm of {type(model).__name__}: {e}; "
-                             "export it unfolded (jaxconv export --no-fold-bn, or fold_bn=False)") from None
+            raise ExportError(f"cannot fold BatchNorm of {type(model).__name__}: {e}; "
+                              "export it unfolded (jaxconv export --no-fold-bn, or fold_bn=False)") from None
     compute = DTYPES[dtype]
     if "dtype" in {f.name for f in dataclasses.fields(model)}:
         model = model.clone(dtype=compute)
@@ -93,14 +108,14 @@ def export_model(model, variables: Mapping[str, Any], out_dir: str | pathlib.Pat
     formats, platforms = tuple(formats), tuple(platforms)
     unknown = [f for f in formats if f not in FORMATS] + [p for p in platforms if p not in PLATFORMS]
     if unknown or not formats or not platforms:
-        raise ValueError(f"formats {formats} / platforms {platforms}: formats are {', '.join(FORMATS)}, "
-                         f"platforms {', '.join(PLATFORMS)} (at least one of each)")
+        raise ExportError(f"formats {formats} / platforms {platforms}: formats are {', '.join(FORMATS)}, "
+                          f"platforms {', '.join(PLATFORMS)} (at least one of each)")
     input_shape = tuple(int(s) for s in input_shape)
     if len(input_shape) != 4:
-        raise ValueError(f"input_shape {input_shape}: expected (N, H, W, C)")
+        raise ExportError(f"input_shape {input_shape}: expected (N, H, W, C)")
     out = pathlib.Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} exists and is not an empty directory; choose a new output directory")
+        raise ExportTargetExists(f"{out} exists and is not an empty directory; choose a new output directory")
     predict, weights, facts = inference_function(model, variables, input_shape=input_shape, fold_bn=fold_bn,
                                                  dtype=dtype)
     out.mkdir(parents=True, exist_ok=True)
@@ -184,10 +199,18 @@ def from_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Any,
     workdir = pathlib.Path(workdir)
     config_path = workdir / "config.json"
     if not config_path.is_file():
-        raise FileNotFoundError(f"{workdir}: no config.json there (is it a `jaxconv train` workdir?)")
-    config = json.loads(config_path.read_text())
+        raise ExportSourceMissing(f"{workdir}: no config.json there (is it a `jaxconv train` workdir?)")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if not isinstance(config, dict) or not isinstance(config.get("model"), str):
+            raise ValueError("it names no model")
+    except (OSError, ValueError) as e:
+        raise ExportError(f"{config_path}: unreadable ({e}); the run's config is damaged") from None
     import_run_modules(config, where=str(workdir))
     variables, meta = checkpoint_variables(workdir, step)
+    if config.get("dataset") not in DATASETS:
+        raise ExportError(f"{config_path}: dataset {config.get('dataset')!r} is not one jaxconv knows; the run's "
+                          f"config is damaged")
     spec = DATASETS[config["dataset"]]
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in (config.get("model_options") or {}).items()}
     options = {**pretrained_options(config["model"], config.get("init_weights")), **options}
@@ -235,7 +258,7 @@ def load_exported(out_dir: str | pathlib.Path) -> Callable[[Any], jax.Array]:
     """The exported ``images -> logits`` function of ``out_dir``/model.jax_export, runnable from JAX."""
     path = pathlib.Path(out_dir) / JAX_EXPORT_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no {JAX_EXPORT_FILE} in {out_dir} (was it exported with format 'jax_export'?)")
+        raise ExportSourceMissing(f"no {JAX_EXPORT_FILE} in {out_dir} (was it exported with format 'jax_export'?)")
     return jax.export.deserialize(bytearray(path.read_bytes())).call
 
 
@@ -248,7 +271,7 @@ def load_saved_model(out_dir: str | pathlib.Path) -> Callable[[Any], np.ndarray]
 
     path = pathlib.Path(out_dir) / SAVED_MODEL_DIR
     if not path.is_dir():
-        raise FileNotFoundError(f"no {SAVED_MODEL_DIR}/ in {out_dir} (was it exported with format 'saved_model'?)")
+        raise ExportSourceMissing(f"no {SAVED_MODEL_DIR}/ in {out_dir} (was it exported with format 'saved_model'?)")
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     return lambda images: serve(images=tf.constant(np.asarray(images, np.float32)))["logits"].numpy()
 
@@ -267,5 +290,5 @@ def check_export(out_dir: str | pathlib.Path, model, variables: Mapping[str, Any
     return {f: float(np.max(np.abs(np.asarray(loaders[f](out_dir)(images)) - expected))) / scale for f in formats}
 
 
-__all__ = ["FORMATS", "check_export", "export_model", "from_run", "from_weights", "inference_function", "load_exported",
+__all__ = ["FORMATS", "ExportError", "ExportSourceMissing", "ExportTargetExists", "check_export", "export_model", "from_run", "from_weights", "inference_function", "load_exported",
            "load_saved_model"]

@@ -59,6 +59,11 @@ def format_text(result: dict) -> str:
                 return f"{value / factor:.2f} {prefix}{unit}"
         return f"{value:.3g} {unit}"
 
+    def binary(value):  # bytes in KiB/MiB/GiB, as `jaxconv summary` and the rest of jaxconv count them
+        from jaxconv.analysis.summary import human_bytes
+
+        return "n/a" if value is None else human_bytes(value)
+
     if result["mode"] == "layers":
         return _format_layers(result, si)
     if result["mode"] == "data":
@@ -86,7 +91,7 @@ def format_text(result: dict) -> str:
              f"  model FLOPs   {si(result['model_flops_per_step'], 'FLOP')} per step (2 x MACs"
              f"{' x 3' if result['mode'] == 'train' else ''})",
              f"  achieved      {si(result['achieved_flops_per_sec'], 'FLOP/s')} of model FLOPs  MFU {mfu}",
-             f"  memory        peak {si(result['peak_memory_bytes'], 'B')}, XLA estimate "
-             f"{si(result['xla_memory_bytes'], 'B')}"]
+             f"  memory        peak {binary(result['peak_memory_bytes'])}, XLA estimate "
+             f"{binary(result['xla_memory_bytes'])}"]
     lines += [f"  note: {note}" for note in result.get("notes", [])]
     return "\n".join(lines) + "\n"

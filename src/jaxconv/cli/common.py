@@ -69,6 +69,20 @@ def positive_int(text: str) -> int:
 LARGEST = 2**31 - 1  # sizes and counts become int32 array dimensions
 
 
+def model_option(text: str) -> tuple[str, object]:
+    """NAME=VALUE, the value a Python literal (2, (3, 3, 3), None) or else a string (norm=group)."""
+    import ast
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, e.g. groups=2, got {text!r}")
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        parsed = value
+    return name.strip(), parsed
+
+
 def image_size_arg(text: str) -> int | tuple[int, int]:
     parts = text.lower().split("x")
     if len(parts) > 2:

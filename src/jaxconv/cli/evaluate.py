@@ -29,11 +29,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         config = validate(stored, device_count=devices, process_count=jax.process_count())
     except ConfigError as e:
         raise UsageError(f"{workdir / 'config.json'}: {e}") from None
-    try:
-        result = evaluate_checkpoint(config, workdir, step=args.step, split=args.split, ten_crop=args.ten_crop,
-                                     log=log)
-    except (FileNotFoundError, ValueError) as e:
-        raise UsageError(str(e)) from None
+    result = evaluate_checkpoint(config, workdir, step=args.step, split=args.split, ten_crop=args.ten_crop, log=log)
     if args.format == "json":
         print(json.dumps(result, indent=2))
     else:

@@ -41,18 +41,15 @@ def run(args: argparse.Namespace) -> int:
 def _export(args, export, out: pathlib.Path, formats, platforms) -> tuple[dict, dict]:
     from jaxconv.models import model_info
 
-    try:
-        if args.workdir:
-            model, variables, shape, metadata = export.from_run(args.workdir, args.step)
-        else:
-            model_info(args.model)
-            model, variables, shape, metadata = export.from_weights(args.model, args.weights, args.image_size)
-        shape = (args.batch_size or shape[0], *shape[1:])
-        record = export.export_model(model, variables, out, input_shape=shape, fold_bn=args.fold_bn,
-                                     dtype=args.dtype, formats=formats, platforms=platforms,
-                                     dynamic_batch=args.batch_size is None, metadata=metadata, check=args.check)
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
-        raise UsageError(str(e).strip("'\"")) from None
+    if args.workdir:
+        model, variables, shape, metadata = export.from_run(args.workdir, args.step)
+    else:
+        model_info(args.model)
+        model, variables, shape, metadata = export.from_weights(args.model, args.weights, args.image_size)
+    shape = (args.batch_size or shape[0], *shape[1:])
+    record = export.export_model(model, variables, out, input_shape=shape, fold_bn=args.fold_bn, dtype=args.dtype,
+                                 formats=formats, platforms=platforms, dynamic_batch=args.batch_size is None,
+                                 metadata=metadata, check=args.check)
     return record, metadata
 
 

@@ -33,12 +33,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--weights-tag is for a --weights file; a published tag brings its own preprocessing")
     tag = args.weights if is_tag else (args.weights_tag or next(iter(published)))
     weight_set = published[tag]
-    try:
-        if is_tag:
-            path = weights.fetch(args.model, tag, args.weights_dir, download=not args.no_download)
-        model, variables = convert.load_pretrained(args.model, path)
-    except (OSError, ValueError) as e:  # not found, hash, mismatch, unreadable file
-        raise UsageError(str(e)) from None
+    if is_tag:
+        path = weights.fetch(args.model, tag, args.weights_dir, download=not args.no_download)
+    model, variables = convert.load_pretrained(args.model, path)  # not found, hash, mismatch: UserErrors
 
     results, skipped = [], 0
     for item in predict.predict_files(args.inputs, model, variables, weight_set.preprocessing, top_k=args.top,

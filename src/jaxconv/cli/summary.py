@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jaxconv.cli.common import UsageError, image_size_arg, positive_int
+from jaxconv.cli.common import UsageError, image_size_arg, model_option, positive_int
 
 
 def run(args: argparse.Namespace) -> int:
@@ -15,6 +15,7 @@ def run(args: argparse.Namespace) -> int:
 
     info = model_info(args.model)
     size = args.image_size or info.image_size
+    options = dict(args.options)
     try:
         result = summary(
             args.model,
@@ -23,12 +24,18 @@ def run(args: argparse.Namespace) -> int:
             in_channels=args.in_channels,
             num_classes=args.num_classes,
             dtype=args.dtype,
+            **options,
         )
     except GeometryError as e:
         size_text = size if isinstance(size, int) else "x".join(map(str, size))
         raise UsageError(
             f"{args.model} cannot take {size_text} px inputs: {e} (its default size is {info.image_size})"
         ) from None
+    except (TypeError, ValueError) as e:
+        if not options:
+            raise
+        raise UsageError(f"--option {' '.join(f'{k}={v!r}' for k, v in options.items())}: {args.model} refuses it: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     sys.stdout.write(format_summary(result, args.format))
     return 0
 
@@ -41,5 +48,7 @@ def register(sub, common) -> None:
     p.add_argument("--in-channels", type=positive_int, help="input channels (default: the model's own)")
     p.add_argument("--num-classes", type=positive_int, help="classifier size (default: the model's own)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    p.add_argument("--option", dest="options", type=model_option, action="append", default=[], metavar="NAME=VALUE",
+                   help="a model option, as config.model_options takes it (e.g. groups=2, norm=group); repeatable")
     p.add_argument("--format", choices=("table", "md", "csv", "json"), default="table")
     p.set_defaults(func=run)

@@ -60,7 +60,7 @@ def compare_rows(
             "image_size": size,
             "params": ours.params,
             "gmacs": ours.macs / 1e9,
-            "activation_mb": ours.forward_activation_bytes / 1e6,
+            "activation_mib": ours.forward_activation_bytes / 2**20,
             "eval_images_per_sec": None,
             "train_images_per_sec": None,
             "speed_batch_size": None,
@@ -93,7 +93,7 @@ def format_markdown(rows: Sequence[dict], *, device: str | None = None) -> str:
     """The comparison as markdown: our figures and measurements, then the published ones, then the notes."""
     speed = any(r["eval_images_per_sec"] is not None for r in rows)
     yours = any(r["your_top1"] is not None for r in rows)
-    head = ["model", "input", "params (M)", "GMACs", "activations / image (MB)"]
+    head = ["model", "input", "params (M)", "GMACs", "activations / image (MiB)"]
     if speed:
         head += ["inference img/s", "training img/s"]
     if yours:
@@ -103,7 +103,7 @@ def format_markdown(rows: Sequence[dict], *, device: str | None = None) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for r in rows:
         cells = [r["model"], str(r["image_size"]), f"{r['params'] / 1e6:.2f}", f"{r['gmacs']:.3f}",
-                 f"{r['activation_mb']:.1f}"]
+                 f"{r['activation_mib']:.1f}"]
         if speed:
             cells += [_number(r["eval_images_per_sec"], ".1f"), _number(r["train_images_per_sec"], ".1f")]
         if yours:

@@ -44,6 +44,10 @@ SUPPORTED = tuple(name for name in list_models()
 ALWAYS_IGNORED = ("*.num_batches_tracked",)
 
 
+class WeightsFileNotFound(UserError, FileNotFoundError):
+    """The weights file given does not exist."""
+
+
 class WeightsMismatchError(UserError, ValueError):
     """A state dict does not fit the model: missing, unexpected or wrongly shaped entries."""
 
@@ -98,7 +102,8 @@ def torchvision_keys(name: str) -> TorchvisionKeys:
     """How torchvision's state dicts map onto ``name`` (its family's declaration); ValueError if they do not."""
     keys = model_info(name).torchvision  # an unknown name raises UnknownModelError with suggestions
     if keys is None:
-        raise ValueError(f"no torchvision weights convert to {name!r}; convertible models: {', '.join(SUPPORTED)}")
+        raise WeightsMismatchError(f"no torchvision weights convert to {name!r}; convertible models: "
+                                   f"{', '.join(SUPPORTED)}")
     return keys
 
 
@@ -176,7 +181,7 @@ def _flattened_chw(params: Mapping, fan_in: int) -> tuple[int, int, int]:
     channels = kernels[-1].shape[-1]
     side = math.isqrt(fan_in // channels)
     if side * side * channels != fan_in:
-        raise ValueError(f"the classifier's {fan_in} inputs are not a square map of {channels} channels")
+        raise WeightsMismatchError(f"the classifier's {fan_in} inputs are not a square map of {channels} channels")
     return (channels, side, side)
 
 
@@ -295,14 +300,17 @@ def read_state_dict(path: str | pathlib.Path) -> dict[str, np.ndarray]:
         raise TypeError(f"the weights file must be a path (str or os.PathLike), got {path!r}")
     path = pathlib.Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
-    with path.open("rb") as f:
-        magic = f.read(len(torchfile.LEGACY_PREFIX))
-    if path.suffix == ".safetensors" or (
-        path.suffix not in TORCH_SUFFIXES and not magic.startswith((b"PK", torchfile.LEGACY_PREFIX))
-    ):
-        return _read_safetensors(path)
-    state = torchfile.read_state_dict(path)
+        raise WeightsFileNotFound(f"weights file {str(path)!r} does not exist")
+    try:
+        with path.open("rb") as f:
+            magic = f.read(len(torchfile.LEGACY_PREFIX))
+        if path.suffix == ".safetensors" or (
+            path.suffix not in TORCH_SUFFIXES and not magic.startswith((b"PK", torchfile.LEGACY_PREFIX))
+        ):
+            return _read_safetensors(path)
+        state = torchfile.read_state_dict(path)
+    except OSError as e:  # unreadable (permissions, a device error): the user's file, one line
+        raise WeightsFormatError(f"{path}: cannot be read ({e.strerror or e})") from None
     return {key: value.astype(np.float32, copy=False) if value.dtype.kind == "f" else value
             for key, value in state.items()}
 

@@ -14,6 +14,7 @@ republications carry no hash here: they load through ``load_pretrained`` (no che
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pathlib
@@ -28,7 +29,7 @@ from jaxconv.declarations import Preprocessing, WeightSet
 from jaxconv.errors import UserError
 from jaxconv.registry import list_models, model_info
 
-__all__ = ["WEIGHTS", "Preprocessing", "WeightSet", "fetch", "load_published", "weight_sets", "weights_info"]
+__all__ = ["WEIGHTS", "Preprocessing", "UnknownWeightsError", "WeightSet", "fetch", "load_published", "weight_sets", "weights_info"]
 
 
 class WeightsNotFoundError(UserError, FileNotFoundError):
@@ -37,6 +38,13 @@ class WeightsNotFoundError(UserError, FileNotFoundError):
 
 class WeightsHashError(UserError, ValueError):
     """A weight file's SHA-256 does not match the published one."""
+
+
+class UnknownWeightsError(UserError, KeyError):
+    """A model without published weights, or a tag it does not have."""
+
+    def __str__(self) -> str:  # KeyError's would quote the whole message
+        return str(self.args[0]) if self.args else ""
 
 
 def published_weights() -> dict[str, dict[str, WeightSet]]:
@@ -63,11 +71,11 @@ def weights_info(name: str, tag: str | None = None) -> WeightSet:
     """The published weight set ``tag`` of model ``name`` (default: its first one)."""
     tags = weight_sets(name)
     if not tags:
-        raise KeyError(f"no published weights for {name!r}; models with weights: {', '.join(WEIGHTS)}")
+        raise UnknownWeightsError(f"no published weights for {name!r}; models with weights: {', '.join(WEIGHTS)}")
     if tag is None:
         return next(iter(tags.values()))
     if tag not in tags:
-        raise KeyError(f"{name} has no weights {tag!r}; its weights: {', '.join(tags)}")
+        raise UnknownWeightsError(f"{name} has no weights {tag!r}; its weights: {', '.join(tags)}")
     return tags[tag]
 
 
@@ -102,6 +110,7 @@ def verify_file(path: str | os.PathLike, weight_set: WeightSet) -> None:
 
 def _download(url: str, destination: pathlib.Path, weight_set: WeightSet) -> None:
     """Downloads to a temporary file next to ``destination``, verifies it, then renames it into place."""
+    created = [p for p in (destination.parent, *destination.parent.parents) if not p.exists()]
     destination.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=destination.name + ".", suffix=".partial", dir=destination.parent)
     try:
@@ -112,6 +121,10 @@ def _download(url: str, destination: pathlib.Path, weight_set: WeightSet) -> Non
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if not destination.exists():  # a failed download leaves no folder it made behind
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 def fetch(name: str, tag: str, directory: str | os.PathLike | None = None, download: bool = True) -> pathlib.Path:

@@ -11,12 +11,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxconv.checkpoint import Checkpoints
+from jaxconv.checkpoint import Checkpoints, NoCheckpoint
+from jaxconv.errors import UserError
 from jaxconv.data import pipeline
 from jaxconv.train.experiment import Experiment, abstract_state, build
 from jaxconv.train.report import Progress
 from jaxconv.train.steps import eval_step
 from jaxconv.train.workdir import read_records
+
+
+class UnknownSplit(UserError, ValueError):
+    """A split the dataset does not have."""
 
 
 def evaluate(exp: Experiment, state, *, ten_crop: bool = False, limit: int | None = None,
@@ -75,13 +80,13 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathli
     try:
         steps = checkpoints.all_steps()
         if not steps:
-            raise FileNotFoundError(f"no usable checkpoint in {checkpoints.directory}")
+            raise NoCheckpoint(f"no usable checkpoint in {checkpoints.directory}")
         if step is not None and step not in steps:
-            raise FileNotFoundError(f"no checkpoint for step {step} in {checkpoints.directory}; "
+            raise NoCheckpoint(f"no checkpoint for step {step} in {checkpoints.directory}; "
                                     f"there are {', '.join(map(str, steps))}")
         restored = checkpoints.restore_latest(abstract_state(exp), step=step)
         if restored is None:
-            raise FileNotFoundError(f"no readable checkpoint in {checkpoints.directory}: every one is broken")
+            raise NoCheckpoint(f"no readable checkpoint in {checkpoints.directory}: every one is broken")
         state, _, step = restored
     finally:
         checkpoints.close()
@@ -96,13 +101,13 @@ def _with_split(exp: Experiment, split: str) -> Experiment:
     if config.dataset == "folder":
         sources = folder_splits(config.folder)
         if split not in sources:
-            raise ValueError(f"the folder dataset has splits {', '.join(sources)}, not {split!r}")
+            raise UnknownSplit(f"the folder dataset has splits {', '.join(sources)}, not {split!r}")
         return dataclasses.replace(exp, sources={**exp.sources, "eval": sources[split]})
     builder = tfds_builder(exp.spec, config.data_dir, image_size=config.image_size,
                            shapes_examples=(config.shapes_train_examples, config.shapes_test_examples))
     if split not in builder.info.splits:
-        raise ValueError(f"{config.dataset} has splits {', '.join(builder.info.splits)}, not {split!r}")
+        raise UnknownSplit(f"{config.dataset} has splits {', '.join(builder.info.splits)}, not {split!r}")
     return dataclasses.replace(exp, sources={**exp.sources, "eval": TFDSSource(builder, split, exp.spec)})
 
 
-__all__ = ["best_eval", "evaluate", "evaluate_checkpoint"]
+__all__ = ["NoCheckpoint", "UnknownSplit", "best_eval", "evaluate", "evaluate_checkpoint"]

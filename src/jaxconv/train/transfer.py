@@ -195,7 +195,7 @@ def checkpoint_variables(path: str | pathlib.Path, step: int | None = None) -> t
     ``path``: the workdir, its checkpoints/ directory, or one step directory (checkpoints/1000).
     The parameters are the ones evaluation uses: the exponential moving average when kept.
     """
-    from jaxconv.checkpoint import Checkpoints
+    from jaxconv.checkpoint import Checkpoints, NoCheckpoint
 
     path = pathlib.Path(path).expanduser()
     if path.name.isdigit() and path.parent.name == "checkpoints":
@@ -208,9 +208,9 @@ def checkpoint_variables(path: str | pathlib.Path, step: int | None = None) -> t
     try:
         steps = checkpoints.all_steps()
         if not steps:
-            raise FileNotFoundError(f"no checkpoint in {checkpoints.directory} (is {path} a `jaxconv train` workdir?)")
+            raise NoCheckpoint(f"no checkpoint in {checkpoints.directory} (is {path} a `jaxconv train` workdir?)")
         if step is not None and step not in steps:
-            raise FileNotFoundError(f"no checkpoint for step {step} in {checkpoints.directory}; "
+            raise NoCheckpoint(f"no checkpoint for step {step} in {checkpoints.directory}; "
                                     f"there are {', '.join(map(str, steps))}")
         stored = checkpoints.manager.item_metadata(step if step is not None else steps[-1])["state"]
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -218,7 +218,7 @@ def checkpoint_variables(path: str | pathlib.Path, step: int | None = None) -> t
                                         dict(stored.tree if hasattr(stored, "tree") else stored))
         restored = checkpoints.restore_latest(target, step=step)
         if restored is None:
-            raise FileNotFoundError(f"no readable checkpoint in {checkpoints.directory}")
+            raise NoCheckpoint(f"no readable checkpoint in {checkpoints.directory}")
         state, meta, _ = restored
     finally:
         checkpoints.close()
