@@ -43,6 +43,10 @@ class NoCheckpoint(UserError, FileNotFoundError):
     """A run has no (usable) checkpoint, or not the step asked for."""
 
 
+class BrokenCheckpoint(UserError, ValueError):
+    """The checkpoint asked for by its step is damaged."""
+
+
 class CheckpointMismatch(UserError, ValueError):
     """A checkpoint does not fit the model it is restored into."""
 
@@ -294,6 +298,23 @@ class Checkpoints:
         )
         return restored["state"], dict(restored["meta"])
 
+    def available(self, step: int | None = None, *, hint: str = "") -> list[int]:
+        """The steps held, with NoCheckpoint when there is none (or ``step`` is not among them)."""
+        steps = self.all_steps()
+        if not steps:
+            raise NoCheckpoint(f"no usable checkpoint in {self.directory}{hint}")
+        if step is not None and step not in steps:
+            raise NoCheckpoint(f"no checkpoint for step {step} in {self.directory}; "
+                               f"there are {', '.join(map(str, steps))}")
+        return steps
+
+    def restore_available(self, target: Any, *, step: int | None = None) -> tuple[Any, dict, int]:
+        """``restore_latest``, with NoCheckpoint when every checkpoint is broken."""
+        restored = self.restore_latest(target, step=step)
+        if restored is None:
+            raise NoCheckpoint(f"no readable checkpoint in {self.directory}: every one is broken")
+        return restored
+
     def restore_latest(self, target: Any, *, step: int | None = None) -> tuple[Any, dict, int] | None:
         """Restores the newest good checkpoint (or exactly ``step``); None if there is none.
 
@@ -312,7 +333,7 @@ class Checkpoints:
                 except Exception as e:  # unreadable: truncated or corrupted files, bad metadata
                     problem = f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             if step is not None:
-                raise ValueError(f"checkpoint {candidate} in {self.directory} is broken ({problem})")
+                raise BrokenCheckpoint(f"checkpoint {candidate} in {self.directory} is broken ({problem})")
             if self.read_only:
                 self.log(f"checkpoint {candidate} is broken ({problem}); using the previous one")
                 continue

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxconv.checkpoint import Checkpoints, NoCheckpoint
+from jaxconv.checkpoint import Checkpoints
 from jaxconv.errors import UserError
 from jaxconv.data import pipeline
 from jaxconv.train.experiment import Experiment, abstract_state, build
@@ -78,16 +78,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathli
     # Read-only: an evaluation moves and cleans nothing, so it is safe beside a run that is still training.
     checkpoints = Checkpoints(workdir, read_only=True, log=log)
     try:
-        steps = checkpoints.all_steps()
-        if not steps:
-            raise NoCheckpoint(f"no usable checkpoint in {checkpoints.directory}")
-        if step is not None and step not in steps:
-            raise NoCheckpoint(f"no checkpoint for step {step} in {checkpoints.directory}; "
-                                    f"there are {', '.join(map(str, steps))}")
-        restored = checkpoints.restore_latest(abstract_state(exp), step=step)
-        if restored is None:
-            raise NoCheckpoint(f"no readable checkpoint in {checkpoints.directory}: every one is broken")
-        state, _, step = restored
+        checkpoints.available(step)
+        state, _, step = checkpoints.restore_available(abstract_state(exp), step=step)
     finally:
         checkpoints.close()
     result = evaluate(exp, exp.parallel.replicate(state), ten_crop=ten_crop)
@@ -110,4 +102,4 @@ def _with_split(exp: Experiment, split: str) -> Experiment:
     return dataclasses.replace(exp, sources={**exp.sources, "eval": TFDSSource(builder, split, exp.spec)})
 
 
-__all__ = ["NoCheckpoint", "UnknownSplit", "best_eval", "evaluate", "evaluate_checkpoint"]
+__all__ = ["UnknownSplit", "best_eval", "evaluate", "evaluate_checkpoint"]

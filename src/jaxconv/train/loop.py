@@ -171,7 +171,11 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
         return _read_summary(workdir / "summary.json") or {"steps": start_step}
     for warning in schedule_warnings(config, exp.schedule, exp.steps_per_epoch, exp.total_steps):
         log(f"warning: {warning}")
-    writer = MetricsWriter(workdir, enabled=is_main, hparams=config.to_dict())
+    try:
+        writer = MetricsWriter(workdir, enabled=is_main, hparams=config.to_dict())
+    except BaseException:
+        checkpoints.close()
+        raise
     return Run(exp, exp.parallel.replicate(state), start_step, checkpoints, writer, logged_step=start_step)
 
 

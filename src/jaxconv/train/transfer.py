@@ -195,7 +195,7 @@ def checkpoint_variables(path: str | pathlib.Path, step: int | None = None) -> t
     ``path``: the workdir, its checkpoints/ directory, or one step directory (checkpoints/1000).
     The parameters are the ones evaluation uses: the exponential moving average when kept.
     """
-    from jaxconv.checkpoint import Checkpoints, NoCheckpoint
+    from jaxconv.checkpoint import Checkpoints
 
     path = pathlib.Path(path).expanduser()
     if path.name.isdigit() and path.parent.name == "checkpoints":
@@ -206,20 +206,12 @@ def checkpoint_variables(path: str | pathlib.Path, step: int | None = None) -> t
         workdir = path
     checkpoints = Checkpoints(workdir, read_only=True, log=lambda _: None)
     try:
-        steps = checkpoints.all_steps()
-        if not steps:
-            raise NoCheckpoint(f"no checkpoint in {checkpoints.directory} (is {path} a `jaxconv train` workdir?)")
-        if step is not None and step not in steps:
-            raise NoCheckpoint(f"no checkpoint for step {step} in {checkpoints.directory}; "
-                                    f"there are {', '.join(map(str, steps))}")
+        steps = checkpoints.available(step, hint=f" (is {path} a `jaxconv train` workdir?)")
         stored = checkpoints.manager.item_metadata(step if step is not None else steps[-1])["state"]
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                                         dict(stored.tree if hasattr(stored, "tree") else stored))
-        restored = checkpoints.restore_latest(target, step=step)
-        if restored is None:
-            raise NoCheckpoint(f"no readable checkpoint in {checkpoints.directory}")
-        state, meta, _ = restored
+        state, meta, _ = checkpoints.restore_available(target, step=step)
     finally:
         checkpoints.close()
     params = state.get("ema_params") or state["params"]
