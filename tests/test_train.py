@@ -342,6 +342,22 @@ def test_restoring_into_a_different_model_names_the_mismatched_entries(data_dir,
         Checkpoints(tmp_path / "run", read_only=True).restore(2, abstract_state(exp))
 
 
+def test_training_from_python_prints_only_its_own_lines(tmp_path):
+    """The Python API, in a fresh process with a fresh data dir: no TFDS bars, no absl or TensorFlow noise."""
+    script = (f"import sys; sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})\n"
+              "import jax\nfrom tiny import tiny_config\nfrom jaxconv.train.config import validate\n"
+              "from jaxconv.train.loop import train\n"
+              f"config = validate(tiny_config({str(tmp_path / 'tfds')!r}, num_train_steps=2, eval_every_steps=2), "
+              "device_count=jax.device_count())\n"
+              f"train(config, {str(tmp_path / 'run')!r}, log=lambda message: None)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("generating shapes: ")]  # if >= 1 s
+    expected = ("compiled the train step in ", "step 2/2 ", "eval @ step 2 ")
+    assert len(lines) == len(expected) and all(line.startswith(e) for line, e in zip(lines, expected)), lines
+
+
 def launch(experiment, workdir) -> subprocess.Popen:
     # The same eight devices as this process: the subprocesses reuse the steps compiled here (see tiny.py).
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -34,6 +34,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from jaxconv.errors import UserError
+from jaxconv.logs import without_absl_messages
 from jaxconv.train.workdir import RunWriteError, write_failure
 
 MANIFEST = "jaxconv_manifest.json"
@@ -157,8 +158,9 @@ def _single_writer_arrays() -> None:
     global _SINGLE_WRITER
     if jax.process_count() == 1 and not _SINGLE_WRITER:
         _SINGLE_WRITER = True
-        ocp.type_handlers.register_type_handler(
-            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+        with without_absl_messages("Type handler registry type"):
+            ocp.type_handlers.register_type_handler(
+                jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
 
 
 class Checkpoints:

@@ -28,6 +28,7 @@ import tensorflow_datasets as tfds
 
 from jaxconv.data.catalog import DATASETS, DatasetSpec
 from jaxconv.errors import UserError
+from jaxconv.logs import without_absl_messages
 from jaxconv.progress import Counter
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -296,7 +297,8 @@ def tfds_builder(spec: DatasetSpec, data_dir: str | None, *, image_size: int | N
         config = shapes_config(image_size or 32, *shapes_examples)
         if config.name in JaxconvShapes.builder_configs:  # TFDS wants predefined configs by name
             config = config.name
-        return JaxconvShapes(config=config, data_dir=data_dir, file_format="array_record")
+        with without_absl_messages("Using custom data configuration"):
+            return JaxconvShapes(config=config, data_dir=data_dir, file_format="array_record")
     return tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
 
 
@@ -364,10 +366,18 @@ def _counting(builder, spec: DatasetSpec):
     if spec.tfds_name == "jaxconv_shapes":
         from jaxconv.data import shapes
 
+        from tensorflow_datasets.core.utils import tqdm_utils
+
         config = builder.builder_config
-        with Counter(f"generating {spec.name}", config.train_examples + config.test_examples,
-                     unit=" images") as counter, shapes.reporting(counter.advance):
-            yield
+        bars = getattr(tqdm_utils, "_active", False)  # TFDS's own bars: this counter says it instead
+        tfds.disable_progress_bar()
+        try:
+            with Counter(f"generating {spec.name}", config.train_examples + config.test_examples,
+                         unit=" images") as counter, shapes.reporting(counter.advance):
+                yield
+        finally:
+            if bars:
+                tfds.enable_progress_bar()
     elif sys.stderr.isatty():
         tfds.enable_progress_bar()
         try:
