@@ -88,8 +88,10 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     signal.signal(signal.SIGTERM, terminated)  # until the run installs its own handler (train.signals.stop_signals)
     try:
         return _train_command(args, extra)
-    finally:  # the run is over: a SIGTERM now would only turn its exit status into 143
+    finally:  # the run is over: a SIGTERM or a late second Ctrl-C now would only turn its exit status into
+        # 143 or -2 (a KeyboardInterrupt raised while the interpreter shuts down kills it with SIGINT)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _train_command(args: argparse.Namespace, extra: list[str]) -> int:
