@@ -22,9 +22,9 @@ def run(args: argparse.Namespace) -> int:
     out = pathlib.Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")
-    command = "jaxconv report " + " ".join(args.runs) + f" --out {args.out}"
+    command = "jaxconv report " + " ".join(args.runs) + f" --out {args.out}" + (f" --x {args.x}" if args.x else "")
     with output_directory(out):
-        path = write_report(runs, out, title=args.title, command=command)
+        path = write_report(runs, out, title=args.title, command=command, x=args.x)
     print(path)
     return 0
 
@@ -34,4 +34,6 @@ def register(sub, common) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="training workdirs, or directories holding them")
     p.add_argument("--out", default="report", help="directory for report.md and its plots (default: report/)")
     p.add_argument("--title", default="jaxconv report")
+    p.add_argument("--x", metavar="KEY", help="a config key the runs differ in (e.g. learning_rate): also plot "
+                   "each setting's final loss and top-1 against it, seeds as dots with their range")
     p.set_defaults(func=run)

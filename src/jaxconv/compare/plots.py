@@ -122,18 +122,25 @@ def _num_classes(runs: Sequence[Run]) -> int | None:
 
 def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title: str | None = None) -> pathlib.Path | None:
     """Loss (training and evaluation), accuracy (training and evaluation top-1) and the learning
-    rate against steps, one colour per run. Accuracy runs from 0 to 100% with the chance line,
+    rate against steps, one colour per setting (its seeds share it). Accuracy runs from 0 to 100% with the chance line,
     loss from 0 with the loss of a uniform guess, so that noise at chance does not read as a
     trend. None when no run logged."""
     import math
+
+    from jaxconv.compare.runs import repeats
 
     runs = [r for r in runs if r.train or r.evals]
     if not runs:
         return None
     fig, (loss_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(16, 4.5), layout="constrained")
-    colours = plt.cm.tab10.colors
-    for i, (run, label) in enumerate(zip(runs, run_labels(runs))):
-        colour = colours[i % len(colours)]
+    groups = repeats(runs)  # the seeds of one setting share a colour and a legend entry
+    colours = plt.cm.tab10.colors if len(groups) <= 10 else plt.cm.tab20.colors
+    names = run_labels([group[0] for group in groups])
+    drawn = []
+    for i, group in enumerate(groups):
+        name = names[i] + (f" ({len(group)} seeds)" if len(group) > 1 else "")
+        drawn += [(run, name if j == 0 else "_nolegend_", colours[i % len(colours)]) for j, run in enumerate(group)]
+    for run, label, colour in drawn:
         steps = [r["step"] for r in run.train]
         if run.train:
             loss_ax.plot(steps, [r["loss"] for r in run.train], color=colour, label=f"{label} train")
@@ -204,6 +211,82 @@ def plot_layer_gradient_norms(runs: Sequence[Run], path: str | pathlib.Path, *,
     for ax in list(axes.flat)[len(runs):]:
         ax.set_visible(False)
     fig.supxlabel("layer (input → output)")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def plot_final_against(runs: Sequence[Run], key: str, path: str | pathlib.Path, *,
+                       title: str | None = None) -> pathlib.Path | None:
+    """Each setting's final training loss and final evaluation top-1 against one config key.
+
+    One line per combination of the other keys the runs differ in; every seed is a dot, the line
+    joins their means, bars span their range. A run that diverged has no final values: it is an
+    × on the loss panel's top edge. None when no run has a final value.
+    """
+    import math
+
+    from jaxconv.compare.runs import differing_keys, repeats, setting, setting_label
+
+    others = [k for k in differing_keys(runs) if k != key]
+    groups = repeats(runs)
+    xs = [setting(group[0]).get(key) for group in groups]
+    numeric = all(_is_number(x) for x in xs)
+    categories = list(dict.fromkeys(repr(x) for x in xs))
+    position = (lambda x: x) if numeric else (lambda x: categories.index(repr(x)))
+    lines: dict[str, list[tuple[float, tuple[Run, ...]]]] = {}
+    for x, group in zip(xs, groups):
+        lines.setdefault(setting_label(group[0], others) if others else key, []).append((position(x), group))
+    if not any(run.train or run.evals for run in runs):
+        return None
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
+    colours = plt.cm.tab10.colors if len(lines) <= 10 else plt.cm.tab20.colors
+    diverged_x = []
+    for i, (label, points) in enumerate(lines.items()):
+        colour = colours[i % len(colours)]
+        points.sort(key=lambda p: p[0])
+        for ax, final, scale in ((loss_ax, lambda r: r.train[-1]["loss"] if r.train and r.completed else None, 1),
+                                 (acc_ax, lambda r: r.final_eval["top1"] if r.final_eval and r.completed else None, 100)):
+            means, positions = [], []
+            for x, group in points:
+                values = [scale * v for v in map(final, group) if v is not None and math.isfinite(v)]
+                ax.scatter([x] * len(values), values, color=colour, s=14, alpha=0.7)
+                if values:
+                    mean = sum(values) / len(values)
+                    positions.append(x)
+                    means.append(mean)
+                    if len(values) > 1:
+                        ax.errorbar([x], [mean], yerr=[[mean - min(values)], [max(values) - mean]], color=colour,
+                                    capsize=3, linewidth=1)
+            ax.plot(positions, means, color=colour, marker="o", markersize=4, label=label)
+        diverged_x += [x for x, group in points for run in group
+                       if (run.summary or {}).get("status") == "diverged"]
+    classes = _num_classes(runs)
+    _chance_line(acc_ax, classes)
+    finite = [r.train[-1]["loss"] for r in runs if r.train and math.isfinite(r.train[-1]["loss"])]
+    top = max(finite + ([math.log(classes)] if classes and classes > 1 else []) + [1.0]) * 1.15
+    if classes and classes > 1:
+        loss_ax.axhline(math.log(classes), color="grey", linestyle=":", linewidth=1.2,
+                        label=f"uniform guess (ln {classes} = {math.log(classes):.2f})")
+    if diverged_x:
+        loss_ax.scatter(diverged_x, [top] * len(diverged_x), marker="x", color="red", s=50, clip_on=False,
+                        label=f"diverged ({len(diverged_x)} runs)")
+    loss_ax.set_ylim(0, top)
+    acc_ax.set_ylim(0, 100)
+    positive = numeric and all(x > 0 for x in xs)
+    for axis, name in ((loss_ax, "final training loss (last logged window)"), (acc_ax, "final evaluation top-1 (%)")):
+        if positive and max(xs) / min(xs) >= 10:
+            axis.set_xscale("log")
+        if not numeric:
+            axis.set_xticks(range(len(categories)), [c.strip("'") for c in categories], rotation=30)
+        axis.set_xlabel(key)
+        axis.set_ylabel(name)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     return _save(fig, path)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import pathlib
+import statistics
 from collections.abc import Sequence
 
 from jaxconv.compare import plots
 from jaxconv.compare.published import published
-from jaxconv.compare.runs import Run
+from jaxconv.compare.runs import Run, RunError, differing_keys, repeats, setting_label
 
 
 def _duration(seconds: float | None) -> str:
@@ -77,9 +79,51 @@ def runs_table(runs: Sequence[Run], costs: dict[pathlib.Path, dict | None]) -> s
             str(run.steps), f"{epochs:.2f}" if epochs is not None else "—", _duration(run.wall_time_s),
             f"{_percent(best, 'top1')} ({best['step']})" if best else "—",
             _percent(final, "top1"), _percent(final, "top5"),
-            "completed" if run.completed else (run.summary or {}).get("status", "incomplete"),
+            _status([run]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _spread(values: Sequence[float], digits: int) -> str:
+    """One value as it is; several as mean ± standard deviation (min–max)."""
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return (f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f} "
+            f"({min(values):.{digits}f}–{max(values):.{digits}f})")
+
+
+def _status(group: Sequence[Run]) -> str:
+    counts: dict[str, list[int]] = {}
+    for run in group:
+        status = "completed" if run.completed else (run.summary or {}).get("status", "incomplete")
+        counts.setdefault(status, []).append(run.steps)
+    return ", ".join(f"{len(steps)} {status}" + (f" (step {', '.join(map(str, steps))})" if status == "diverged" else "")
+                     for status, steps in counts.items())
+
+
+def settings_table(runs: Sequence[Run]) -> str:
+    """One row per setting (its seeds together): the keys the runs differ in, the final training loss
+    and top-1 (the last logged window) and the final evaluation top-1, as mean ± sd (min–max)
+    over the completed seeds."""
+    keys = differing_keys(runs)
+    head = (*(keys or ["run"]), "seeds", "final train loss", "final train top-1 %", "final eval top-1 %", "runs")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(keys or ["run"]) + "---:|" * 4 + "---|"]
+    for group in repeats(runs):
+        done = [run for run in group if run.completed]
+        train = [run.train[-1] for run in done if run.train and math.isfinite(run.train[-1]["loss"])]
+        cells = setting_label(group[0], keys).split(", ") if keys else [group[0].name]
+        cells += [
+            ", ".join(str(run.config.get("seed", 0)) for run in group),
+            _spread([r["loss"] for r in train], 3),
+            _spread([100 * r["top1"] for r in train], 1),
+            _spread([100 * run.final_eval["top1"] for run in done if run.final_eval], 1),
+            _status(group),
+        ]
+        lines.append("| " + " | ".join(cell.split("=", 1)[-1] if i < len(keys) else cell
+                                        for i, cell in enumerate(cells)) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -99,11 +143,17 @@ def layer_norm_table(runs: Sequence[Run]) -> str:
 
 
 def write_report(runs: Sequence[Run], out: str | pathlib.Path, *, title: str = "jaxconv report",
-                 command: str | None = None) -> pathlib.Path:
+                 command: str | None = None, x: str | None = None) -> pathlib.Path:
     """Writes OUT/report.md with the runs table, the published figures of their models, training
     curves (OUT/curves.png), per-layer gradient norms of runs that logged them
     (OUT/layer_grad_norms.png) and accuracy against GMACs (OUT/accuracy_vs_gmacs.png).
-    Returns the report's path."""
+    With several runs, a table of their settings (seeds together, with their spread); with ``x``,
+    a config key the runs differ in, their final values against it (OUT/final_vs_X.png).
+    Returns the report's path; raises RunError when the runs do not differ in ``x``."""
+    keys = differing_keys(runs)
+    if x is not None and x not in keys:
+        differ = f"they differ in: {', '.join(keys)}" if keys else "they differ in nothing but their seeds"
+        raise RunError(f"report --x {x}: the runs do not differ in {x!r}; {differ}")
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     costs = {run.path: run_cost(run) for run in runs}
@@ -111,6 +161,14 @@ def write_report(runs: Sequence[Run], out: str | pathlib.Path, *, title: str = "
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts.append(f"Generated {stamp}" + (f" by `{command}`" if command else "") + f" from {len(runs)} run(s).")
     parts += ["", "## Runs", "", runs_table(runs, costs)]
+
+    if len(runs) > 1:
+        parts += ["## Settings", "", "Runs that differ only in their seed are one row; a spread reads mean ± "
+                  "standard deviation (min–max) over the completed seeds.", "", settings_table(runs)]
+    if x is not None:
+        final = plots.plot_final_against(runs, x, out / f"final_vs_{x}.png", title=title)
+        if final:
+            parts += [f"## Final values against {x}", "", f"![final values against {x}]({final.name})", ""]
 
     datasets = sorted({run.dataset for run in runs})
     models = sorted({run.model for run in runs if published(run.model).top1 is not None})

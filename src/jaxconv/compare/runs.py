@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from jaxconv.errors import UserError
 from jaxconv.train.workdir import read_records
@@ -126,3 +127,45 @@ def find_runs(paths: Iterable[str | pathlib.Path]) -> list[Run]:
             raise RunError(f"{root}: holds no training run (no config.json + metrics.jsonl below it)")
         runs.extend(load_run(p) for p in found)
     return runs
+
+
+# -- repeats and settings ---------------------------------------------------------------------------
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    values = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            values.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            values[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return values
+
+
+def setting(run: Run) -> dict[str, Any]:
+    """What defines the run's experiment: its flattened config without the bookkeeping keys (the
+    seed, how often it logs, evaluates and saves) or where its data lives."""
+    from jaxconv.train.keys import KEYS
+
+    bookkeeping = {key.name for key in KEYS if key.group == "bookkeeping"} | {"data_dir"}
+    return {k: v for k, v in _flatten(run.config).items() if k not in bookkeeping}
+
+
+def differing_keys(runs: Sequence[Run]) -> list[str]:
+    """The setting keys whose value is not the same in every run, in sorted order."""
+    settings = [setting(run) for run in runs]
+    keys = sorted({k for s in settings for k in s})
+    return [k for k in keys if len({repr(s.get(k)) for s in settings}) > 1]
+
+
+def repeats(runs: Sequence[Run]) -> list[tuple[Run, ...]]:
+    """The runs grouped by setting (runs that differ only in their seed together), in first-seen order."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(repr(sorted(setting(run).items())), []).append(run)
+    return [tuple(group) for group in groups.values()]
+
+
+def setting_label(run: Run, keys: Sequence[str]) -> str:
+    """``model=plain20, learning_rate=0.5``: the run's values of ``keys`` (its name when there are none)."""
+    values = setting(run)
+    return ", ".join(f"{k}={values.get(k)}" for k in keys) if keys else run.name

@@ -73,8 +73,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
         run = prepared
         try:
             run.status = _run_steps(run, stop, log, progress_stream)
+        except TrainingDiverged as error:
+            run.status, run.failure = "diverged", str(error)
+            raise
         finally:
             run.close()
+            if run.status == "diverged":  # recorded, so that a report can tell "diverged" from "killed"
+                _summary(run, workdir, started)
         return _summary(run, workdir, started)
 
 
@@ -96,7 +101,8 @@ class Run:
     window_start: float = 0.0  # images/s is measured from here: the last logging point or evaluation
     window_images: int = 0
     last_eval: dict | None = None
-    status: str = "failed"  # until the steps end normally: "completed" or "preempted"
+    status: str = "failed"  # until the steps end: "completed", "preempted" or "diverged"
+    failure: str | None = None  # why it diverged
 
     def completed_step(self) -> int:
         """The last step the devices have finished, asked without waiting for them."""
@@ -112,7 +118,7 @@ class Run:
         self.window_start, self.window_images = time.time(), 0
 
     def close(self) -> None:
-        failed = self.status == "failed"
+        failed = self.status in ("failed", "diverged")
         if self.batches is not None:
             self.batches.close()
         if self.progress is not None:
@@ -381,7 +387,9 @@ def _summary(run: Run, workdir: pathlib.Path, started: float) -> dict:
         "checkpoints": str(run.checkpoints.directory),
         "metrics": str((workdir / "metrics.jsonl").absolute()),
     }
-    if is_main and run.status == "completed":
+    if run.failure:
+        summary["error"] = run.failure
+    if is_main and run.status in ("completed", "diverged"):
         atomic_write_text(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
