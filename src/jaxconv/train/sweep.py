@@ -95,6 +95,10 @@ def plan(experiments: Sequence[str], *, runs_dir: str | pathlib.Path = "runs", v
             run_overrides = dict(run_overrides)
             run_experiment = _relative(run_overrides.pop("_experiment", experiment))  # a run on another recipe
             pairs = {key: override_text(value) for key, value in run_overrides.items()}
+            swept = sorted(set(pairs) & set(overrides or {}))
+            if swept:  # it would make the study's runs the same run under different names
+                raise SweepError(f"--set {swept[0]}={overrides[swept[0]]}: {path.name} sets {swept[0]} itself "
+                                 f"(run {name!r}: {pairs[swept[0]]}); leave it out, or pick runs with --only")
             pairs.update(overrides or {})
             planned.append(PlannedRun(name, run_experiment, base / name, tuple(pairs.items())))
     names = [str(r.workdir) for r in planned]
