@@ -311,3 +311,6 @@ def test_a_model_given_nchw_or_other_channels_says_which_layout_it_takes():
         model.apply(variables, jnp.zeros((1, 3, 32, 32)), train=False)
     with pytest.raises(ValueError, match="jaxconv models take NHWC images with 3 channels"):
         model.apply(variables, jnp.zeros((1, 32, 32, 1)), train=False)
+    with pytest.raises(ValueError, match=r"stem/conv: the input's shape \(1, 3, 32, 32\) looks like NCHW: jaxconv models "
+                                         r"take NHWC images, x.transpose\(0, 2, 3, 1\) gives \(1, 32, 32, 3\)"):
+        jax.eval_shape(lambda x: model.init(jax.random.key(0), x), jnp.zeros((1, 3, 32, 32)))

@@ -71,6 +71,10 @@ class Conv(nn.Module):
         pads = explicit_padding(self.padding, x.shape[1:3], kernel, stride, dilation)
         check_window(x.shape[1:3], kernel, stride, pads, dilation=dilation, fit=self.fit, layer=name)
 
+        if self.is_initializing() and x.shape[1] in (1, 3, 4) and x.shape[2] == x.shape[3] > 4:
+            # (N, 3, 32, 32): a square NCHW image would build weights for 32 input channels, silently.
+            raise ValueError(f"{name}: the input's shape {tuple(x.shape)} looks like NCHW: jaxconv models take NHWC "
+                             f"images, x.transpose(0, 2, 3, 1) gives {(x.shape[0], *x.shape[2:], x.shape[1])}")
         if self.has_variable("params", "kernel"):  # applying given weights: do they take this input?
             expected = self.get_variable("params", "kernel").shape[2] * self.groups
             if expected != in_features:
