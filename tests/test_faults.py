@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -232,9 +233,35 @@ def test_folder_skips_and_counts_bad_files_and_converts_colour_modes(tmp_path):
     everything = [sources[s] for s in ("train", "eval")]
     names = {f: (src, i) for src in everything for i, f in enumerate(src._paths)}
     for name in ("gray.png", "rgba.png"):
-        src, index = next(v for k, v in names.items() if k.endswith(name))
+        src, index = next(v for k, v in names.items() if k.endswith(name.encode()))
         image, _ = src.decode(tf.constant(src.fetch(np.array([index]))[0]))
         assert image.shape == (9, 9, 3)
+
+
+def test_folder_reads_file_names_that_are_not_utf8(tmp_path):
+    """Names from another locale (Latin-1 bytes on a UTF-8 system) are read with their labels, and shown escaped."""
+    rng = np.random.default_rng(0)
+    root = os.fsencode(tmp_path)
+    try:
+        for c, stem in ((b"caf\xe9", b"\xe9t\xe9"), (b"dog", b"d")):
+            os.makedirs(root + b"/" + c)
+            for i in range(4):
+                tf.io.write_file(root + b"/%s/%s%d.png" % (c, stem, i),
+                                 tf.io.encode_png(rng.integers(0, 255, (9, 9, 3), dtype=np.uint8)))
+        pathlib.Path(os.fsdecode(root + b"/dog/r\xe9sum\xe9.txt")).write_text("not an image")
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes UTF-8 names only")
+    messages: list[str] = []
+    sources = folder_splits(tmp_path, eval_fraction=0.5, log=messages.append)
+    messages[0].encode("utf-8")  # printable as it is (no lone surrogates)
+    assert "dog/r\\xe9sum\\xe9.txt" in messages[0]
+    labels = []
+    for src in sources.values():
+        for record in src.fetch(np.arange(len(src))):
+            image, label = src.decode(tf.constant(record))
+            assert image.shape == (9, 9, 3)
+            labels.append(int(label))
+    assert sorted(labels) == [0] * 4 + [1] * 4
 
 
 def test_folder_label_outside_the_training_classes_names_the_file(tmp_path):

@@ -97,20 +97,26 @@ class FolderSource(Source):
         self.classes = tuple(classes)
         self.num_classes = len(self.classes)
         self.channels = 3
-        self._paths = np.array([str(root / f) for f in files], dtype=object)
+        # As bytes: a file name that is not UTF-8 (surrogate-escaped by Python) cannot become a tf.string.
+        self._paths = [os.fsencode(root / f) for f in files]
         self._labels = np.asarray(labels, np.int32)
 
     def __len__(self) -> int:
         return len(self._paths)
 
     def fetch(self, indices: np.ndarray) -> np.ndarray:
-        return np.array([f"{self._labels[i]}:{self._paths[i]}" for i in indices], dtype=object)
+        return np.array([b"%d:%s" % (self._labels[i], self._paths[i]) for i in indices], dtype=object)
 
     def decode(self, record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        label = tf.strings.to_number(tf.strings.regex_replace(record, ":.*", ""), tf.int32)
-        path = tf.strings.regex_replace(record, "^[^:]*:", "")
+        label, path = tf.unstack(tf.strings.split(record, ":", maxsplit=1), num=2)  # bytes, not UTF-8 regexes
+        label = tf.strings.to_number(label, tf.int32)
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
         return image, label
+
+
+def printable(name: str) -> str:
+    """A file name as a terminal can show it: bytes that are not UTF-8 as \\xNN escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _is_image(path: pathlib.Path) -> bool:
@@ -155,7 +161,7 @@ def decodable(root: pathlib.Path, files: Sequence[str]) -> list[bool]:
     keys = [key(f) for f in files]
     unknown = [i for i, k in enumerate(keys) if k not in cache]
     if unknown:
-        paths = tf.constant([str(root / files[i]) for i in unknown])
+        paths = tf.constant([os.fsencode(root / files[i]) for i in unknown])
         ds = tf.data.Dataset.from_tensor_slices((tf.range(len(unknown)), paths))
         ds = ds.map(lambda i, p: (i, tf.shape(tf.io.decode_image(tf.io.read_file(p), channels=3,
                                                                    expand_animations=False))),
@@ -188,7 +194,7 @@ class FolderScan:
     def report(self, root) -> str | None:
         if not self.skipped:
             return None
-        shown = ", ".join(self.skipped[:5]) + (f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else "")
+        shown = ", ".join(map(printable, self.skipped[:5])) + (f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else "")
         return (f"folder {root}: skipped {len(self.skipped)} files that are not readable images or are broken "
                 f"links ({shown})")
 
@@ -238,7 +244,7 @@ def folder_splits(root: str | os.PathLike, eval_fraction: float = 0.1,
         parts = {"train": (root, {}), "eval": (root, {})}
         for c, names in files.items():
             for name in names:
-                held = zlib.crc32(name.encode()) % 1000 < eval_fraction * 1000
+                held = zlib.crc32(os.fsencode(name)) % 1000 < eval_fraction * 1000
                 parts["eval" if held else "train"][1].setdefault(c, []).append(name)
     if not classes:
         raise DatasetUnavailable(f"dataset 'folder': {root} has no class subfolders (expected root/<class>/<image>)")
