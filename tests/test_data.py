@@ -10,12 +10,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jaxconv.data import augment, pipeline
+from jaxconv.data.folder import folder_splits
 from jaxconv.data.procedural import CLASS_NAMES, example_rng, render
 from jaxconv.data.sources import (
     DATASETS,
     DatasetUnavailable,
     TFDSSource,
-    folder_splits,
     open_dataset,
     prepare,
     tfds_builder,

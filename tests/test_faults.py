@@ -18,7 +18,8 @@ import tensorflow as tf
 
 from jaxconv.checkpoint import MANIFEST, CheckpointWriteError, Checkpoints, KeepSealed
 from jaxconv.cli import main
-from jaxconv.data.sources import DatasetUnavailable, folder_splits
+from jaxconv.data.folder import folder_splits
+from jaxconv.data.sources import DatasetUnavailable
 from jaxconv.train.config import validate
 from jaxconv.train.loop import TrainingDiverged, train
 from tiny import tiny_config
@@ -325,6 +326,29 @@ def test_a_download_already_in_the_manual_dir_is_used_offline(tmp_path, monkeypa
     # TFDS looks there (and checks the file against its registered size and SHA-256) instead of downloading.
     with pytest.raises(DatasetUnavailable, match=r"cifar-10-binary.tar.gz\) is not the one TFDS expects"):
         sources.open_dataset("cifar10", data_dir=str(tmp_path), log=lambda _: None)
+
+
+def test_a_damaged_built_in_dataset_is_made_again_and_a_damaged_download_is_refused(tmp_path):
+    from jaxconv.data.sources import DATASETS, DatasetDamaged, open_dataset, prepare, tfds_builder
+
+    messages: list[str] = []
+    options = dict(data_dir=str(tmp_path), image_size=16, shapes_examples=(64, 16), log=messages.append)
+    _, sources = open_dataset("shapes", **options)
+    whole = sources["train"].fetch(np.arange(64))
+    shard = next(tmp_path.rglob("*train.array_record*"))
+    os.truncate(shard, shard.stat().st_size // 2)  # a copy cut short: TFDS would read empty records
+    # prepare() alone (what every dataset goes through) never deletes: it names the damage
+    builder = tfds_builder(DATASETS["shapes"], str(tmp_path), image_size=16, shapes_examples=(64, 16))
+    with pytest.raises(DatasetDamaged, match=r"holds 0 records where its dataset_info.json says 64\); delete that "
+                                             r"folder and run again"):
+        prepare(builder, DATASETS["shapes"], str(tmp_path), log=messages.append)
+    _, sources = open_dataset("shapes", **options)  # the built-in dataset: generated again, the same
+    assert "is damaged" in messages[-2] and "generating it again" in messages[-2]
+    assert (sources["train"].fetch(np.arange(64)) == whole).all()
+    next(tmp_path.rglob("dataset_info.json")).write_text("{not json")
+    _, sources = open_dataset("shapes", **options)
+    assert "dataset_info.json: Failed to load JSON" in messages[-2]
+    assert (sources["train"].fetch(np.arange(64)) == whole).all()
 
 
 def test_a_model_given_nchw_or_other_channels_says_which_layout_it_takes():

@@ -87,7 +87,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathli
 
 
 def _with_split(exp: Experiment, split: str) -> Experiment:
-    from jaxconv.data.sources import TFDSSource, folder_splits, tfds_builder
+    from jaxconv.data.folder import folder_splits
+    from jaxconv.data.sources import TFDSSource, tfds_builder
 
     config = exp.config
     if config.dataset == "folder":
