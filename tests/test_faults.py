@@ -351,6 +351,27 @@ def test_a_damaged_built_in_dataset_is_made_again_and_a_damaged_download_is_refu
     assert (sources["train"].fetch(np.arange(64)) == whole).all()
 
 
+def test_a_full_disk_while_the_built_in_dataset_is_generated_leaves_nothing_behind(tmp_path):
+    """A file-size limit stands in for the full disk: writes past it fail as they would with ENOSPC."""
+    import resource
+    import signal
+
+    from jaxconv.data.sources import open_dataset
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, not kills
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, limit[1]))
+    try:
+        with pytest.raises(DatasetUnavailable, match=r"preparing it in .* failed \(RuntimeError: .*File too large.*; "
+                                                     r"nothing of it was kept"):
+            open_dataset("shapes", data_dir=str(tmp_path / "data"), image_size=16, shapes_examples=(400, 40),
+                         log=lambda _: None)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert not (tmp_path / "data").exists()
+
+
 def test_a_model_given_nchw_or_other_channels_says_which_layout_it_takes():
     from jaxconv.models import get_model
 

@@ -206,17 +206,25 @@ def prepare(
     log(f"{what} {spec.name} into {data_path} (once)"
         + (f", from {', '.join(present)} in {manual_dir}" if present else ""))
     config = tfds.download.DownloadConfig(manual_dir=str(manual_dir)) if spec.tfds_name != "jaxconv_shapes" else None
+    # What preparing creates; TFDS removes its own incomplete.* folder on a failure, not these.
+    new = [path for path in (root, root / spec.tfds_name, root / "downloads") if not path.exists()]
     try:
         with contextlib.redirect_stdout(io.StringIO()), _counting(builder, spec):  # TFDS prints a banner to stdout
             builder.download_and_prepare(file_format="array_record", download_config=config)
-    except tfds.core.download.download_manager.NonMatchingChecksumError:
-        raise DatasetUnavailable(
-            f"dataset {spec.name!r}: a file in {manual_dir} ({', '.join(present) or 'a cached download'}) is not the one "
-            f"TFDS expects (its size or SHA-256 differs: a partial or other download); replace it and run again"
-        ) from None
-    except (OSError, tfds.core.download.DownloadError, tf.errors.OpError) as e:
-        raise DatasetUnavailable(f"dataset {spec.name!r}: preparing it in {data_path} failed "
-                                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    except BaseException as e:  # a full disk, a second Ctrl-C: nothing half-made is left behind
+        for path in new:
+            shutil.rmtree(path, ignore_errors=True)
+        if isinstance(e, tfds.core.download.download_manager.NonMatchingChecksumError):
+            raise DatasetUnavailable(
+                f"dataset {spec.name!r}: a file in {manual_dir} ({', '.join(present) or 'a cached download'}) is not "
+                f"the one TFDS expects (its size or SHA-256 differs: a partial or other download); replace it and run "
+                f"again") from None
+        # RuntimeError: the ArrayRecord writer's failure to write (a full disk) arrives as one.
+        if isinstance(e, (OSError, RuntimeError, tfds.core.download.DownloadError, tf.errors.OpError)):
+            raise DatasetUnavailable(f"dataset {spec.name!r}: preparing it in {data_path} failed "
+                                     f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                                     + ("; nothing of it was kept" if new else "")) from None
+        raise
 
 
 @contextlib.contextmanager
