@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import pathlib
+import signal
 import re
 import shutil
 
@@ -370,6 +371,25 @@ def test_a_full_disk_while_the_built_in_dataset_is_generated_leaves_nothing_behi
         resource.setrlimit(resource.RLIMIT_FSIZE, limit)
         signal.signal(signal.SIGXFSZ, handler)
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_dataset_is_generated_stops_at_once_and_keeps_nothing(tmp_path, signum):
+    """Preparing a dataset can take hours and saves nothing: Ctrl-C or SIGTERM there stops at once."""
+    from jaxconv.data import shapes
+
+    generated = []
+
+    def signal_at_the_tenth_image():
+        generated.append(1)
+        if len(generated) == 10:
+            os.kill(os.getpid(), signum)
+
+    config = tiny(tmp_path / "data", shapes_train_examples=2000)
+    with shapes.reporting(signal_at_the_tenth_image), pytest.raises(KeyboardInterrupt, match=(
+            "while the dataset was prepared: stopped at once; nothing of it is kept")):
+        train(config, tmp_path / "run", log=lambda _: None)
+    assert len(generated) < 2000 and not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
 
 
 def test_a_model_given_nchw_or_other_channels_says_which_layout_it_takes():

@@ -67,8 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"jaxconv: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("jaxconv: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # with a message when jaxconv raised it (stopping a dataset's preparation)
+        print(f"jaxconv: {e or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -144,8 +144,9 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
         from jaxconv.train import transfer
 
         transfer.check_source(config.init_weights, config.model)  # a fresh run: before anything is prepared
-    exp = build(config, log=log)
-    if stop.before_training():  # while the dataset was prepared
+    with stop.preparing():  # a signal stops the dataset's preparation at once
+        exp = build(config, log=log)
+    if stop.before_training():  # while the model was built
         return _stopped_before_training(config, workdir, 0, stop, log)
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, log=log)
     try:

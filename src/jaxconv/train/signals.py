@@ -24,6 +24,7 @@ class StopRequest:
     at_step: Callable[[int], bool]
     before_training: Callable[[], bool]
     reason: Callable[[], str]
+    preparing: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
 
 @contextlib.contextmanager
@@ -33,6 +34,9 @@ def stop_signals(log: Callable[[str], None] = print):
     One process: SIGTERM, or a first Ctrl-C, sets a flag (the run finishes its step, saves a
     checkpoint and returns normally); a second Ctrl-C ends the process at once, with a line and
     without a traceback (a checkpoint write it cuts short is never restored: see checkpoint.py).
+    Inside ``request.preparing()`` (a dataset being generated or downloaded: nothing to save, and
+    possibly hours to go) either signal stops at once with KeyboardInterrupt, so that what was
+    half-prepared is removed on the way out.
     Several processes: JAX's preemption service (which owns SIGTERM then) makes every process agree
     on the same step, so that they all save the same checkpoint.
     """
@@ -41,17 +45,34 @@ def stop_signals(log: Callable[[str], None] = print):
 
         yield StopRequest(multihost_utils.reached_preemption_sync_point, lambda: False, lambda: "SIGTERM")
         return
-    flag, reason = threading.Event(), []
-    request = StopRequest(lambda step: flag.is_set(), flag.is_set, lambda: reason[0] if reason else "SIGTERM")
+    flag, reason, preparing = threading.Event(), [], threading.Event()
+
+    @contextlib.contextmanager
+    def while_preparing():
+        preparing.set()
+        try:
+            yield
+        finally:
+            preparing.clear()
+
+    request = StopRequest(lambda step: flag.is_set(), flag.is_set, lambda: reason[0] if reason else "SIGTERM",
+                          while_preparing)
     if threading.current_thread() is not threading.main_thread():
         yield request
         return
 
+    def stop_preparing(name: str) -> None:
+        raise KeyboardInterrupt(f"{name} while the dataset was prepared: stopped at once; nothing of it is kept")
+
     def on_term(*_):
         reason.append("SIGTERM")
         flag.set()
+        if preparing.is_set():
+            stop_preparing("SIGTERM")
 
     def on_interrupt(*_):
+        if preparing.is_set():
+            stop_preparing("Ctrl-C")
         if flag.is_set():
             print("\njaxconv: interrupted again: stopped at once; the last complete checkpoint is kept",
                   file=sys.stderr, flush=True)
