@@ -8,7 +8,7 @@ with and without BatchNorm, at learning rates 0.01, 0.05, 0.2, 0.5 and 1.0. With
 the convolutions carry biases. A run whose loss turns NaN stops (the default nan_policy): that
 rate diverged.
 
-    python scripts/sweep.py experiments/study_batchnorm.py --report docs/results/batchnorm
+    python scripts/sweep.py experiments/study_batchnorm.py --report docs/results/batchnorm --x learning_rate
 
 quick (issue 22, chosen before any of its runs): the built-in shapes at 32 px, 600 steps of 32
 (about one epoch), SGD momentum 0.9, cosine schedule without warm-up (the rate itself is under

@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="an extra #SBATCH line, e.g. --sbatch-option=--gres=gpu:1")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("--report", metavar="DIR", help="afterwards, write `jaxconv report` of the sweep's runs to DIR")
+    parser.add_argument("--x", metavar="KEY", help="with --report: also plot final values against this swept key")
     args = parser.parse_args(argv)
     try:
         runs = plan(args.experiments, runs_dir=args.runs_dir, variant=args.variant, only=args.only,
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(run.name)
     if args.report and not args.dry_run:
         dirs = sorted({str(run.workdir.parent) for run in runs})
-        subprocess.call([sys.executable, "-m", "jaxconv.cli", "report", *dirs, "--out", args.report])
+        subprocess.call([sys.executable, "-m", "jaxconv.cli", "report", *dirs, "--out", args.report,
+                         *(["--x", args.x] if args.x else [])])
     if failed:
         print(f"sweep: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
