@@ -16,10 +16,10 @@ none on normalisation parameters (jaxconv also skips biases, which torchvision d
 of them per batch), random erasing 0.1, an exponential moving average of the weights
 (torchvision updates it every 32 steps with decay 0.99998 adjusted to its batch and epochs,
 about 0.99891 per 32 steps, i.e. 0.999966 per step, which is the per-step decay used here),
-and training at 176 px.
+TrivialAugment-Wide after the Inception crop and flip (``--auto-augment ta_wide``; jaxconv's
+operations match torchvision's pixel for pixel, tests/test_autoaugment.py), and training at 176 px.
 
-What jaxconv does not have yet, so a run of this file is not expected to reach 80.858%:
-TrivialAugment-Wide (``--auto-augment ta_wide``: here Inception crops and flips only), the
+What jaxconv does not have yet, so a run of this file is not expected to reach 80.858%: the
 repeated-augmentation sampler (each image 4 times per batch across GPUs), and a separate
 evaluation size (torchvision evaluates at 224 after resizing to 232, the "FixRes" gain of about
 a point over evaluating at the training size; here evaluation is at 176 as well). Needs the
@@ -48,6 +48,7 @@ def get_config():
     config.random_erasing = 0.1
     config.ema_decay = 0.999966
     config.augment = "inception"
+    config.auto_augment = "trivial"
     config.eval_crop = "center"
     config.dtype = "bfloat16"
     config.log_every_steps = 100

@@ -81,7 +81,8 @@ def _seeds(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
     return list(tf.unstack(tf.random.experimental.stateless_split(seed, count)))
 
 
-def train_augment(image: tf.Tensor, size: int, recipe: str, seed: tf.Tensor, resize_ratio: float = 256 / 224):
+def train_augment(image: tf.Tensor, size: int, recipe: str, seed: tf.Tensor, resize_ratio: float = 256 / 224,
+                  auto_augment: str = "none"):
     """One training example: uint8 (H, W, C) -> float32 (size, size, C) in [0, 255].
 
     alexnet:   shorter side to size * 256/224, random size x size crop, horizontal flip, PCA
@@ -90,6 +91,9 @@ def train_augment(image: tf.Tensor, size: int, recipe: str, seed: tf.Tensor, res
     cifar:     pad 4 pixels, random crop, flip — He et al. 2016, §4.2 (images resized to size first).
     flip:      resize to size, flip.
     none:      resize to size.
+
+    ``auto_augment`` ('trivial' or 'rand', jaxconv.data.autoaugment) then transforms the crop, from
+    a seed of its own (so that the crops and flips of a run without it are unchanged).
     """
     crop_seed, flip_seed, colour_seed = _seeds(seed, 3)
     image = tf.cast(image, tf.float32)
@@ -109,6 +113,10 @@ def train_augment(image: tf.Tensor, size: int, recipe: str, seed: tf.Tensor, res
         image = tf.image.resize(image, (size, size), antialias=True)
     else:
         raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {recipe!r}")
+    if auto_augment != "none":
+        from jaxconv.data.autoaugment import auto_augment as transform
+
+        image = transform(image, auto_augment, tf.random.experimental.stateless_fold_in(seed, 0xA0A))
     return tf.ensure_shape(image, (size, size, image.shape[-1]))
 
 

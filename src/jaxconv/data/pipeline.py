@@ -41,6 +41,7 @@ class Preprocess:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: str = "none"
+    auto_augment: str = "none"  # 'trivial' or 'rand' after the augment recipe
     eval_crop: str = "resize"
     resize_ratio: float = 256 / 224
     dtype: str = "float32"  # of the images handed to the model
@@ -112,7 +113,7 @@ def train_dataset(
         image, label = source.decode(record)
         example_seed = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + epoch, index])
         image = augment.train_augment(image, preprocess.image_size, preprocess.augment, example_seed,
-                                      preprocess.resize_ratio)
+                                      preprocess.resize_ratio, preprocess.auto_augment)
         image = augment.normalize(image, preprocess.mean, preprocess.std)
         return {"image": tf.cast(image, dtype), "label": label}
 

@@ -80,6 +80,7 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         mean=spec.mean,
         std=spec.std,
         augment=config.augment,
+        auto_augment=config.auto_augment,
         eval_crop=config.eval_crop,
         dtype="bfloat16" if config.dtype == "bfloat16" else "float32",
     )

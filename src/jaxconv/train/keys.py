@@ -283,6 +283,9 @@ KEYS: tuple[Key, ...] = (
         "keep these fixed: 'backbone' (all but the head) or module patterns", "transfer", nullable=True),
     # Augmentation and evaluation.
     Key("augment", "cifar", Choice(_augmentations), "training augmentation", "augmentation"),
+    Key("auto_augment", "none", Choice(("none", "trivial", "rand")),
+        "after augment: TrivialAugmentWide (one op, random magnitude) or RandAugment (two ops, magnitude 9)",
+        "augmentation"),
     Key("eval_crop", "resize", Choice(_eval_crops),
         "center: shorter side to size*256/224, centre crop; resize: the whole image", "augmentation"),
     Key("mixup_alpha", 0.0, _non_negative, "Mixup: mix image pairs and targets, λ ~ Beta(α, α) (0: off)",
