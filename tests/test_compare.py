@@ -152,10 +152,13 @@ def test_plots_name_models_start_their_axes_at_zero_and_draw_chance(tiny_run, tm
     assert {line.get_label() for line in acc_ax.get_lines()} >= {"resnet20 train", "resnet20 eval"}
 
 
-def repeat_of(tiny_run, folder: pathlib.Path, *, seed: int, learning_rate: float, top1: float | None) -> pathlib.Path:
-    """A copy of the tiny run as if trained with another seed and rate: final top-1 ``top1``, or diverged (None)."""
+def repeat_of(tiny_run, folder: pathlib.Path, *, seed: int, learning_rate: float, top1: float | None,
+              **options) -> pathlib.Path:
+    """A copy of the tiny run as if trained with another seed, rate and model options: final top-1 ``top1``,
+    or diverged (None)."""
     folder.mkdir(parents=True)
     config = json.loads((tiny_run / "config.json").read_text()) | {"seed": seed, "learning_rate": learning_rate}
+    config["model_options"] |= options
     (folder / "config.json").write_text(json.dumps(config))
     records = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     if top1 is None:  # diverged after step 2: nothing logged from then on
@@ -172,16 +175,19 @@ def test_report_gathers_seeds_with_their_spread_and_plots_final_values_against_a
     for seed, top1 in enumerate((0.2, 0.3, 0.4)):
         repeat_of(tiny_run, tmp_path / "runs" / f"lr0.1_seed{seed}", seed=seed, learning_rate=0.1, top1=top1)
     repeat_of(tiny_run, tmp_path / "runs" / "lr1.0", seed=0, learning_rate=1.0, top1=None)
+    repeat_of(tiny_run, tmp_path / "runs" / "lr0.1_nonorm", seed=0, learning_rate=0.1, top1=0.1, norm=None)
     runs = find_runs([tmp_path / "runs"])
     text = write_report(runs, tmp_path / "report", x="learning_rate").read_text()
-    assert "| learning_rate | seeds |" in text
-    assert "| 0.1 | 0, 1, 2 |" in text and "| 30.0 ± 10.0 (20.0–40.0) | 3 completed |" in text
-    assert "| 1.0 | 0 |" in text and "1 diverged (step 2)" in text  # its last record before the NaN
+    assert "| learning_rate | model_options.norm | seeds |" in text  # a key set to None differs from one unset
+    assert "| 0.1 | default | 0, 1, 2 |" in text and "| 30.0 ± 10.0 (20.0–40.0) | 3 completed |" in text
+    assert "| 0.1 | None | 0 |" in text
+    assert "| 1.0 | default | 0 |" in text and "1 diverged (step 2)" in text  # its last record before the NaN
     assert (tmp_path / "report" / "final_vs_learning_rate.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(RunError, match="do not differ in 'model'; they differ in: learning_rate"):
+    with pytest.raises(RunError, match="do not differ in 'model'; they differ in: learning_rate, model_options.norm"):
         write_report(runs, tmp_path / "other", x="model")
     assert cli.main(["report", str(tmp_path / "runs"), "--x", "seed", "--out", str(tmp_path / "cli")]) == 2
-    assert "they differ in: learning_rate" in capsys.readouterr().err and not (tmp_path / "cli").exists()
+    assert "they differ in: learning_rate, model_options.norm" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()
 
 
 def test_cli_compare_writes_files_and_plots(tmp_path, capsys):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from jaxconv.compare import plots
 from jaxconv.compare.published import published
-from jaxconv.compare.runs import Run, RunError, differing_keys, repeats, setting_label
+from jaxconv.compare.runs import Run, RunError, differing_keys, repeats, setting_values
 
 
 def _duration(seconds: float | None) -> str:
@@ -114,7 +114,7 @@ def settings_table(runs: Sequence[Run]) -> str:
     for group in repeats(runs):
         done = [run for run in group if run.completed]
         train = [run.train[-1] for run in done if run.train and math.isfinite(run.train[-1]["loss"])]
-        cells = setting_label(group[0], keys).split(", ") if keys else [group[0].name]
+        cells = setting_values(group[0], keys) if keys else [group[0].name]
         cells += [
             ", ".join(str(run.config.get("seed", 0)) for run in group),
             _spread([r["loss"] for r in train], 3),
@@ -122,8 +122,7 @@ def settings_table(runs: Sequence[Run]) -> str:
             _spread([100 * run.final_eval["top1"] for run in done if run.final_eval], 1),
             _status(group),
         ]
-        lines.append("| " + " | ".join(cell.split("=", 1)[-1] if i < len(keys) else cell
-                                        for i, cell in enumerate(cells)) + " |")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -134,7 +134,7 @@ def find_runs(paths: Iterable[str | pathlib.Path]) -> list[Run]:
 def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
     values = {}
     for key, value in config.items():
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):  # an empty one (no model_options) sets nothing
             values.update(_flatten(value, f"{prefix}{key}."))
         else:
             values[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
@@ -154,7 +154,7 @@ def differing_keys(runs: Sequence[Run]) -> list[str]:
     """The setting keys whose value is not the same in every run, in sorted order."""
     settings = [setting(run) for run in runs]
     keys = sorted({k for s in settings for k in s})
-    return [k for k in keys if len({repr(s.get(k)) for s in settings}) > 1]
+    return [k for k in keys if len({repr(s.get(k, DEFAULT)) for s in settings}) > 1]  # unset != set to None
 
 
 def repeats(runs: Sequence[Run]) -> list[tuple[Run, ...]]:
@@ -165,7 +165,15 @@ def repeats(runs: Sequence[Run]) -> list[tuple[Run, ...]]:
     return [tuple(group) for group in groups.values()]
 
 
+DEFAULT = "default"  # a key the run's config leaves unset (a model option it does not pass)
+
+
+def setting_values(run: Run, keys: Sequence[str]) -> list[str]:
+    """The run's values of ``keys`` as text; 'default' for those its config leaves unset."""
+    values = setting(run)
+    return [str(values.get(k, DEFAULT)) for k in keys]
+
+
 def setting_label(run: Run, keys: Sequence[str]) -> str:
     """``model=plain20, learning_rate=0.5``: the run's values of ``keys`` (its name when there are none)."""
-    values = setting(run)
-    return ", ".join(f"{k}={values.get(k)}" for k in keys) if keys else run.name
+    return ", ".join(f"{k}={v}" for k, v in zip(keys, setting_values(run, keys))) if keys else run.name
