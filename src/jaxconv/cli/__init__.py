@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None and sys.argv[1:2] == ["train"]:  # the program: a SIGTERM from here on is one line, exit 0
+        import signal
+
+        from jaxconv.cli.startup import terminated
+
+        signal.signal(signal.SIGTERM, terminated)
     apply_default_xla_flags()
     apply_malloc_tuning()
     argv = sys.argv[1:] if argv is None else list(argv)
