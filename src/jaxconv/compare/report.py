@@ -79,7 +79,7 @@ def runs_table(runs: Sequence[Run], costs: dict[pathlib.Path, dict | None]) -> s
             str(run.steps), f"{epochs:.2f}" if epochs is not None else "—", _duration(run.wall_time_s),
             f"{_percent(best, 'top1')} ({best['step']})" if best else "—",
             _percent(final, "top1"), _percent(final, "top5"),
-            _status([run]),
+            _run_status(run),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -95,11 +95,16 @@ def _spread(values: Sequence[float], digits: int) -> str:
             f"({min(values):.{digits}f}–{max(values):.{digits}f})")
 
 
+def _run_status(run: Run) -> str:
+    status = "completed" if run.completed else (run.summary or {}).get("status", "incomplete")
+    return f"diverged (step {run.steps})" if status == "diverged" else status
+
+
 def _status(group: Sequence[Run]) -> str:
+    """'3 completed', '1 completed, 2 diverged (step 40, 55)'."""
     counts: dict[str, list[int]] = {}
     for run in group:
-        status = "completed" if run.completed else (run.summary or {}).get("status", "incomplete")
-        counts.setdefault(status, []).append(run.steps)
+        counts.setdefault(_run_status(run).split(" (")[0], []).append(run.steps)
     return ", ".join(f"{len(steps)} {status}" + (f" (step {', '.join(map(str, steps))})" if status == "diverged" else "")
                      for status, steps in counts.items())
 
