@@ -80,6 +80,15 @@ def test_list_json(capsys):
     assert rows[0]["params"] == 138_357_544 and rows[0]["gmacs"] == 15.47 and rows[0]["image_size"] == 224
 
 
+def test_list_of_the_built_in_models_reads_its_rows_without_jax_and_they_are_the_registrys():
+    from jaxconv.cli.listing import builtin_rows, registry_rows
+
+    assert builtin_rows("*") == registry_rows("*")  # every field, in the registry's order
+    probe = "import sys; from jaxconv.cli import main; main(['list', 'vgg16*']); print('jax' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "False" and "vgg16_bn" in result.stdout
+
+
 _MALLOC_PROBE = """
 import ctypes, resource
 from jaxconv.cli.startup import apply_malloc_tuning

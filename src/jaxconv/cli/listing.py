@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
+import pathlib
+import re
 import sys
 
 from jaxconv.cli.common import UsageError
@@ -40,6 +43,29 @@ def registry_rows(pattern: str = "*", summarize=None) -> list[dict]:
     return rows
 
 
+def builtin_rows(pattern: str = "*") -> list[dict] | None:
+    """The rows of the built-in models matching ``pattern``, from jaxconv/analysis/counts.json alone (read
+    here by path: importing jaxconv.analysis imports Flax), in the registry's natural order; None when the
+    file cannot say (missing, damaged, or written by an older jaxconv)."""
+    path = pathlib.Path(__file__).resolve().parents[1] / "analysis" / "counts.json"
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    fields = ("params", "macs", "image_size", "family", "num_classes", "description")
+    if not isinstance(table, dict) or not table or not all(
+            isinstance(entry, dict) and all(f in entry for f in fields) for entry in table.values()):
+        return None
+
+    def natural(name: str) -> list:
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+    names = sorted((n for n in table if fnmatch.fnmatchcase(n, pattern)), key=natural)
+    return [{"name": n, "family": table[n]["family"], "params": table[n]["params"],
+             "gmacs": round(table[n]["macs"] / 1e9, 3), "image_size": table[n]["image_size"],
+             "num_classes": table[n]["num_classes"], "description": table[n]["description"]} for n in names]
+
+
 def registry_markdown(rows: list[dict]) -> str:
     lines = ["| model | params | GMACs | input | classes | description |", "|---|---:|---:|---:|---:|---|"]
     for r in rows:
@@ -51,11 +77,14 @@ def registry_markdown(rows: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxconv.models import list_models
+    # The built-in models alone (no module of the user's imported): their rows are kept, no JAX needed.
+    rows = builtin_rows(args.pattern) if not args.imports else None
+    if rows is None:
+        from jaxconv.models import list_models
 
-    if not list_models(args.pattern):
+        rows = registry_rows(args.pattern) if list_models(args.pattern) else []
+    if not rows:
         raise UsageError(f"no model matches {args.pattern!r}; `jaxconv list` shows them all")
-    rows = registry_rows(args.pattern)
     if args.format == "json":
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     elif args.format == "md":
