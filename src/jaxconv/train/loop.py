@@ -373,11 +373,9 @@ def _summary(run: Run, workdir: pathlib.Path, started: float) -> dict:
     is_main = jax.process_index() == 0
     final_step = int(exp.parallel.first(run.state.step))
     summary = {
-        "status": run.status,
-        "model": config.model,
-        "dataset": config.dataset,
-        "steps": final_step,
-        "epochs": final_step / exp.steps_per_epoch,
+        "status": run.status, **({"error": run.failure} if run.failure else {}),
+        "model": config.model, "dataset": config.dataset,
+        "steps": final_step, "epochs": final_step / exp.steps_per_epoch,
         "final_eval": run.last_eval,
         "best_eval": best_eval(workdir) if is_main else None,
         "rollbacks": int(exp.parallel.first(run.state.rollbacks)),
@@ -388,8 +386,6 @@ def _summary(run: Run, workdir: pathlib.Path, started: float) -> dict:
         "checkpoints": str(run.checkpoints.directory),
         "metrics": str((workdir / "metrics.jsonl").absolute()),
     }
-    if run.failure:
-        summary["error"] = run.failure
     if is_main and run.status in ("completed", "diverged"):
         atomic_write_text(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
