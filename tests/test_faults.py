@@ -190,7 +190,7 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkp
         train(tiny(data_dir), tmp_path / "run", log=lambda _: None)  # nan_policy="stop", the default
     assert Checkpoints(tmp_path / "run", read_only=True).all_steps() == [2, 4]  # nothing from step 5 on
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())  # a report tells it from a killed run
-    assert summary["status"] == "diverged" and "at step 5" in summary["error"]
+    assert summary["status"] == "diverged" and "at step 5" in summary["error"] and summary["diverged_at_step"] == 5
 
 
 def test_nan_rollback_restores_the_last_checkpoint_with_a_lower_learning_rate(data_dir, tmp_path, monkeypatch):

@@ -97,14 +97,15 @@ def _spread(values: Sequence[float], digits: int) -> str:
 
 def _run_status(run: Run) -> str:
     status = "completed" if run.completed else (run.summary or {}).get("status", "incomplete")
-    return f"diverged (step {run.steps})" if status == "diverged" else status
+    return f"diverged (step {run.summary.get('diverged_at_step') or run.steps})" if status == "diverged" else status
 
 
 def _status(group: Sequence[Run]) -> str:
     """'3 completed', '1 completed, 2 diverged (step 40, 55)'."""
     counts: dict[str, list[int]] = {}
     for run in group:
-        counts.setdefault(_run_status(run).split(" (")[0], []).append(run.steps)
+        counts.setdefault(_run_status(run).split(" (")[0], []).append((run.summary or {}).get("diverged_at_step")
+                                                                       or run.steps)
     return ", ".join(f"{len(steps)} {status}" + (f" (step {', '.join(map(str, steps))})" if status == "diverged" else "")
                      for status, steps in counts.items())
 

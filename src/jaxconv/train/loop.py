@@ -52,7 +52,11 @@ __all__ = ["ConfigChanged", "ConfigError", "TrainingDiverged", "WorkdirBusy", "W
 
 
 class TrainingDiverged(RunFailure, RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite at ``step``."""
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log: Callable[[str], None] = print,
@@ -74,7 +78,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
         try:
             run.status = _run_steps(run, stop, log, progress_stream)
         except TrainingDiverged as error:
-            run.status, run.failure = "diverged", str(error)
+            run.status, run.failure = "diverged", error
             raise
         finally:
             run.close()
@@ -102,7 +106,7 @@ class Run:
     window_images: int = 0
     last_eval: dict | None = None
     status: str = "failed"  # until the steps end: "completed", "preempted" or "diverged"
-    failure: str | None = None  # why it diverged
+    failure: TrainingDiverged | None = None  # why, and at which step, it diverged
 
     def completed_step(self) -> int:
         """The last step the devices have finished, asked without waiting for them."""
@@ -275,8 +279,7 @@ class LogMetrics(Periodic):
             if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
                 raise TrainingDiverged(
                     f"the training loss became {'NaN' if np.isnan(m['loss']) else 'infinite'} at step {s}"
-                    f" (learning rate {float(exp.schedule(s - 1)):.4g})"
-                )
+                    f" (learning rate {float(exp.schedule(s - 1)):.4g})", step=s)
         totals = {k: sum(float(m[k]) for _, m in fetched) for k in ("loss", "top1", "top5", "count")}
         elapsed = time.time() - run.window_start
         record = {
@@ -313,13 +316,14 @@ class RollBack:
         if self.policy != "rollback":
             raise error
         if rollbacks >= self.max_rollbacks:
-            raise TrainingDiverged(f"{error} after {rollbacks} rollbacks (max_rollbacks={self.max_rollbacks})")
+            raise TrainingDiverged(f"{error} after {rollbacks} rollbacks (max_rollbacks={self.max_rollbacks})",
+                                   error.step)
         run.progress.pause()
         run.batches.close()
         run.checkpoints.wait()
         restored = run.checkpoints.restore_latest(abstract_state(exp))
         if restored is None:
-            raise TrainingDiverged(f"{error}, and there is no checkpoint to roll back to")
+            raise TrainingDiverged(f"{error}, and there is no checkpoint to roll back to", error.step)
         good, _, good_step = restored
         good = good.replace(**exp.parallel.put_replicated({
             "lr_scale": np.asarray(lr_scale, good.lr_scale.dtype),
@@ -373,7 +377,7 @@ def _summary(run: Run, workdir: pathlib.Path, started: float) -> dict:
     is_main = jax.process_index() == 0
     final_step = int(exp.parallel.first(run.state.step))
     summary = {
-        "status": run.status, **({"error": run.failure} if run.failure else {}),
+        "status": run.status, **({"error": str(run.failure), "diverged_at_step": run.failure.step} if run.failure else {}),
         "model": config.model, "dataset": config.dataset,
         "steps": final_step, "epochs": final_step / exp.steps_per_epoch,
         "final_eval": run.last_eval,
