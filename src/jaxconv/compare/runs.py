@@ -147,7 +147,10 @@ def setting(run: Run) -> dict[str, Any]:
     from jaxconv.train.keys import KEYS
 
     bookkeeping = {key.name for key in KEYS if key.group == "bookkeeping"} | {"data_dir"}
-    return {k: v for k, v in _flatten(run.config).items() if k not in bookkeeping}
+    # A key an older jaxconv did not write (auto_augment) has its default: the run ran with it.
+    values = {key.name: key.default for key in KEYS if not isinstance(key.default, dict)}
+    values = _flatten(values) | _flatten(run.config)
+    return {k: v for k, v in values.items() if k not in bookkeeping}
 
 
 def differing_keys(runs: Sequence[Run]) -> list[str]:
