@@ -240,7 +240,7 @@ def test_a_study_plans_one_run_per_network_in_its_own_workdir(tmp_path):
 
 def test_experiment_variants_load_by_suffix():
     quick, full = load_config(f"{PLAIN_VS_RESIDUAL}:quick"), load_config(f"{PLAIN_VS_RESIDUAL}:full")
-    assert (quick.dataset, quick.image_size) == ("shapes", 16)
+    assert (quick.dataset, quick.image_size, quick.num_train_steps) == ("shapes", 32, 1_000)
     assert (full.dataset, full.num_train_steps) == ("cifar10", 64_000)
     with pytest.raises(ConfigError, match="unknown variant; study_plain_vs_residual.py has quick, full"):
         load_config(f"{PLAIN_VS_RESIDUAL}:medium")

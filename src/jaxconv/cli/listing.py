@@ -77,8 +77,11 @@ def registry_markdown(rows: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    # The built-in models alone (no module of the user's imported): their rows are kept, no JAX needed.
-    rows = builtin_rows(args.pattern) if not args.imports else None
+    # The built-in models alone (no module of the user's imported, none registered in this process by
+    # the Python API): their rows are kept, no JAX needed.
+    registry = sys.modules.get("jaxconv.registry")
+    others = registry is not None and any(not registry.model_info(n).builtin for n in registry.list_models())
+    rows = builtin_rows(args.pattern) if not args.imports and not others else None
     if rows is None:
         from jaxconv.models import list_models
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from jaxconv.data.sources import DatasetUnavailable, Source
+from jaxconv.data.source import DatasetUnavailable, Source
 from jaxconv.progress import Counter
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")

@@ -25,14 +25,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jaxconv.data.catalog import DATASETS, DatasetSpec
-from jaxconv.errors import UserError
+from jaxconv.data.source import DatasetUnavailable, Source
 from jaxconv.logs import without_absl_messages
 from jaxconv.progress import Counter
 
-
-
-class DatasetUnavailable(UserError):
-    """The dataset is not prepared and cannot be prepared here; the message says what to do."""
 
 
 class DatasetDamaged(DatasetUnavailable):
@@ -42,28 +38,6 @@ class DatasetDamaged(DatasetUnavailable):
         super().__init__(f"dataset {name!r}: {path} is damaged ({problem}); delete that folder and run again "
                          "to prepare it anew")
         self.path, self.problem = path, problem
-
-
-class Source:
-    """Random access to one split: ``len(source)`` examples, read by index.
-
-    ``fetch(indices)`` (numpy, in the input pipeline's Python thread) returns what
-    ``decode(record)`` (TensorFlow, in parallel tf.data workers) turns into an
-    (H, W, C) uint8 image and an int32 label.
-    """
-
-    num_classes: int
-    channels: int
-    name: str
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def fetch(self, indices: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def decode(self, record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        raise NotImplementedError
 
 
 class TFDSSource(Source):
