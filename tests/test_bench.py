@@ -20,6 +20,9 @@ from jaxconv import bench
 from jaxconv.cli import EXIT_USAGE, main
 from reference import TORCHVISION
 
+# One worker computes the module's ResNet-20 measurements once (pytest -n 2 --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("bench")
+
 KEYS = {"images_per_sec", "step_time_s", "compile_s", "lower_s", "flops_per_step", "flops_per_image", "model_flops_per_step",
         "achieved_flops_per_sec", "mfu", "peak_memory_bytes", "xla_memory_bytes", "devices", "device_kind"}
 

@@ -18,6 +18,8 @@ from jaxconv.train.config import ConfigError, load_config
 from jaxconv.train.sweep import SweepError, plan, slurm_array
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# One worker computes the module's fixtures (the ILSVRC rows, a tiny training run) once.
+pytestmark = pytest.mark.xdist_group("compare")
 PLAIN_VS_RESIDUAL = REPO / "experiments" / "study_plain_vs_residual.py"
 
 

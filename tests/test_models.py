@@ -25,12 +25,12 @@ from reference import (
 )
 
 ALL_MODELS = jaxconv.list_models()
-# The biggest are checked by eval_shape only: their forward pass costs compile time, not coverage.
-# B2-B7 are B0/B1 scaled up, the 110-layer CIFAR nets are ResNet-56/plain-56 deeper.
-EVAL_SHAPE_ONLY = {"efficientnet_b2", "efficientnet_b3", "efficientnet_b4", "efficientnet_b5", "efficientnet_b6",
-                   "efficientnet_b7", "resnet101", "resnet152", "resnet110", "plain110", "vgg19", "vgg19_bn",
-                   "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"}
-# (ResNeXt-50 runs in tests/test_pretrained.py's parity test; Wide ResNet-50 is ResNet-50's graph, wider.)
+# The forward pass runs for one network per code path (a family's variants differ in depth and width
+# only); the others are checked by eval_shape, on the one convolution primitive per layer (no compile).
+RUN_FORWARD = {"alexnet", "allcnn_c", "efficientnet_b0", "googlenet", "inception_small", "inception_small_naive",
+               "lenet5", "mobilenet_v2", "plain18", "plain20", "resnet18", "resnet50", "resnet20", "squeezenet1_1",
+               "vgg11", "vgg11_bn"}
+# (ResNeXt-50, VGG-16, EfficientNet-B0/B1 and others also run in tests/test_pretrained.py's parity test.)
 
 
 def parameter_count(name: str, **overrides) -> int:
@@ -95,14 +95,17 @@ def check_outputs(logits, features, batch: int, num_classes: int) -> None:
 def test_forward_on_a_small_input(name):
     """Logits and features have the right shapes; the output is finite and depends on the input.
 
-    The biggest models are checked with eval_shape at their full size instead of being run.
+    Networks outside RUN_FORWARD are checked with eval_shape at their full size instead of being run.
     """
+    from jaxconv.layers.conv import reference_convolutions
+
     info = jaxconv.model_info(name)
     model = jaxconv.get_model(name, num_classes=5)
-    if name in EVAL_SHAPE_ONLY:
+    if name not in RUN_FORWARD:
         x = jax.ShapeDtypeStruct((2, info.image_size, info.image_size, info.in_channels), jnp.float32)
-        variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
-        logits, features = jax.eval_shape(lambda v, x: model.apply(v, x, return_features=True), variables, x)
+        with reference_convolutions():
+            variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+            logits, features = jax.eval_shape(lambda v, x: model.apply(v, x, return_features=True), variables, x)
         check_outputs(logits, features, 2, 5)
         return
     size = small_input_size(name)

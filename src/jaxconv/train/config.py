@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import json
 import pathlib
 from collections.abc import Collection, Mapping
@@ -354,7 +355,7 @@ def _check_model(c: ml_collections.ConfigDict, channels: int) -> None:
         raise ConfigError("model_options", options, str(e)) from None
     x = jax.ShapeDtypeStruct((1, c.image_size, c.image_size, channels), jnp.float32)
     try:
-        jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+        _trace(model, x.shape)
     except GeometryError as e:
         raise ConfigError("image_size", c.image_size, f"{c.model} cannot take it: {e}") from None
     except (ValueError, TypeError) as e:  # an option the model refuses once it is built (norm='grop', shortcut='Z')
@@ -369,6 +370,29 @@ def _check_model(c: ml_collections.ConfigDict, channels: int) -> None:
             check_config(c.init_weights, c.freeze, model, c.model, x.shape)
         except TransferError as e:
             raise ConfigError(e.key, c[e.key], e.reason) from None
+
+
+def _trace(model, shape: tuple[int, ...]) -> None:
+    """Traces ``model.init`` on ``shape`` (no compute), once per equal model and shape in a process:
+    a sweep validates dozens of runs that share a few models (modules compare by their fields)."""
+    try:
+        hash(model)
+    except TypeError:  # a field holding a list or a dict
+        return _eval_shape(model, shape)
+    return _cached_eval_shape(model, shape)
+
+
+def _eval_shape(model, shape: tuple[int, ...]) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from jaxconv.layers.conv import reference_convolutions
+
+    with reference_convolutions():  # one convolution primitive per layer: the same shapes, traced faster
+        jax.eval_shape(lambda x: model.init(jax.random.key(0), x), jax.ShapeDtypeStruct(shape, jnp.float32))
+
+
+_cached_eval_shape = functools.lru_cache(maxsize=256)(_eval_shape)
 
 
 class ConfigChanged(UserError, ValueError):
