@@ -47,8 +47,8 @@ def test_draws_are_a_function_of_the_example_seed(policy):
     """A resumed run augments as an uninterrupted one: same seed, same image; other seeds, other images."""
     with np.load(FIXTURE) as data:
         image = tf.constant(data["image"][:, :32], tf.float32)
-    draw = [augment.train_augment(image, 32, "none", tf.constant([seed, 7], tf.int64), auto_augment=policy).numpy()
+    draw = [augment.train_augment(image, 32, "none", tf.constant([seed, 7], tf.int64), auto_augment=policy)[0].numpy()
             for seed in (1, 1, 2, 3, 4, 5)]
     assert np.array_equal(draw[0], draw[1]) and draw[0].shape == (32, 32, 3)
     assert len({d.tobytes() for d in draw[1:]}) >= 4  # one op of 14 (trivial) or two (rand): rarely alike
-    assert all(d.min() >= 0 and d.max() <= 255 and np.array_equal(d, np.round(d)) for d in draw)  # uint8 values
+    assert all(d.dtype == np.uint8 for d in draw)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import time
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -170,16 +173,99 @@ def test_augmentation_recipes():
     image = tf.cast(tf.random.uniform((40, 60, 3), 0, 256, tf.int32), tf.uint8)
     seed = tf.constant([1, 2], tf.int64)
     for recipe in augment.AUGMENTATIONS:
-        out = augment.train_augment(image, 32, recipe, seed)
-        assert out.shape == (32, 32, 3) and out.dtype == tf.float32
-        np.testing.assert_array_equal(out, augment.train_augment(image, 32, recipe, seed))  # stateless
-    # AlexNet's PCA lighting shifts each channel by one constant per image.
-    flat = tf.fill((8, 8, 3), 100.0)
-    shifted = augment.pca_lighting(flat, seed) - flat
-    np.testing.assert_allclose(shifted, np.broadcast_to(shifted[0, 0], (8, 8, 3)), rtol=1e-6)
-    assert float(tf.reduce_max(tf.abs(shifted))) > 0
+        out, shift = augment.train_augment(image, 32, recipe, seed)
+        assert out.shape == (32, 32, 3) and out.dtype == tf.uint8 and shift.shape == (3,)
+        np.testing.assert_array_equal(out, augment.train_augment(image, 32, recipe, seed)[0])  # stateless
+        assert (float(tf.reduce_max(tf.abs(shift))) > 0) == (recipe == "alexnet")  # AlexNet's lighting only
     with pytest.raises(ValueError, match="augment"):
         augment.train_augment(image, 32, "mixup", seed)
+
+
+def test_views_are_rounded_to_8_bits_not_cut():
+    """The host sends 8-bit views: the float view rounded (at most half a grey level off), as PIL does."""
+    image = tf.cast(tf.random.uniform((40, 60, 3), 0, 256, tf.int32), tf.uint8)
+    view, _ = augment.train_augment(image, 32, "none", tf.constant([0, 0], tf.int64))
+    exact = tf.image.resize(tf.cast(image, tf.float32), (32, 32), antialias=True).numpy()
+    np.testing.assert_array_equal(view.numpy(), np.round(exact))
+    assert np.abs(view.numpy() - exact).max() <= 0.5
+
+
+def test_model_inputs_normalise_8_bit_images_on_the_device():
+    from jaxconv.train.steps import StepOptions, model_inputs
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
+    mean, std = (120.0, 110.0, 100.0), (60.0, 55.0, 50.0)
+    options = StepOptions(num_classes=3, mean=mean, std=std)
+    np.testing.assert_allclose(model_inputs({"image": images}, options), (images - np.array(mean)) / np.array(std),
+                               rtol=1e-6)
+    shift = np.array([[1.5, -2.0, 0.25], [0.0, 3.0, -1.0]], np.float32)  # AlexNet's lighting, per example
+    np.testing.assert_allclose(model_inputs({"image": images, "lighting": shift}, options),
+                               (images + shift[:, None, None] - np.array(mean)) / np.array(std), rtol=1e-6)
+    ten_crops = np.stack([images] * 10, axis=1)  # (b, 10, h, w, c) evaluation views
+    assert model_inputs({"image": ten_crops}, options).shape == ten_crops.shape
+    half = model_inputs({"image": images}, dataclasses.replace(options, input_dtype="bfloat16"))
+    assert half.dtype == jnp.bfloat16
+    normalised = np.zeros((2, 4, 4, 3), np.float32)
+    assert model_inputs({"image": normalised}, options) is normalised  # floats are already model inputs
+    with pytest.raises(ValueError, match="mean and std"):
+        model_inputs({"image": images}, StepOptions(num_classes=3))
+
+
+# --- the Inception crop, decoded from the JPEG ----------------------------------------------------------
+
+
+def jpeg(image, **options):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", **options)
+    return tf.constant(buffer.getvalue())
+
+
+@pytest.mark.parametrize("options", [
+    {"quality": 90, "subsampling": 2},  # 4:2:0, as ImageNet's files mostly are
+    {"quality": 75, "subsampling": 1},  # 4:2:2
+    {"quality": 95, "subsampling": 0},  # 4:4:4
+    {"quality": 85, "subsampling": 2, "progressive": True},
+])
+def test_the_jpeg_crop_is_the_crop_of_the_whole_decoded_image(options):
+    """Decoding only the crop window (and a margin) gives, pixel for pixel, what decoding the whole
+    file and cropping gave: the augmentation is unchanged, only cheaper."""
+    from jaxconv.bench.data import synthetic_images
+
+    for i, image in enumerate(synthetic_images(2, size=None, seed=7)):
+        data = jpeg(image, **options)
+        whole = tf.io.decode_jpeg(data, channels=3)
+        for s in range(12):
+            seed = tf.constant([s, i], tf.int64)
+            from_file, _ = augment.train_augment(data, 64, "inception", seed, channels=3)
+            np.testing.assert_array_equal(from_file, augment.train_augment(whole, 64, "inception", seed)[0])
+    gray = jpeg(np.asarray(image[..., 0]), quality=90)  # a grayscale file, read as RGB
+    seed = tf.constant([3, 3], tf.int64)
+    np.testing.assert_array_equal(augment.train_augment(gray, 64, "inception", seed, channels=3)[0],
+                                  augment.train_augment(tf.io.decode_jpeg(gray, channels=3), 64, "inception", seed)[0])
+    png = tf.io.encode_png(image)  # not a JPEG: decoded whole, then cropped
+    np.testing.assert_array_equal(augment.train_augment(png, 64, "inception", seed, channels=3)[0],
+                                  augment.train_augment(image, 64, "inception", seed)[0])
+
+
+def test_inception_crop_areas_aspects_and_flips():
+    """Szegedy et al.'s ranges: 8-100% of the area, aspect 3/4-4/3; half the crops mirrored."""
+    shape = tf.constant([375, 500, 3])
+    areas, aspects = [], []
+    for s in range(400):
+        _, size = augment.inception_window(shape, tf.constant([s, 1], tf.int64))
+        height, width = size.numpy()[:2]
+        areas.append(height * width / (375 * 500))
+        aspects.append(width / height)
+    areas, aspects = np.array(areas), np.array(aspects)
+    assert areas.min() >= 0.08 - 0.01 and areas.max() <= 1.0
+    assert np.all((aspects > 0.74) & (aspects < 1.35))
+    assert 0.3 < np.median(areas) < 0.7 and areas.max() > 0.9 and areas.min() < 0.15  # the whole range is used
+    flips = [bool(np.array_equal(augment.random_flip(tf.constant([[[1], [2]]]), tf.constant([s, 2], tf.int64)),
+                                 [[[2], [1]]])) for s in range(400)]
+    assert 0.42 < np.mean(flips) < 0.58  # 0.5 within 3 standard deviations of 400 draws
 
 
 # --- the real TFDS builders, mocked ---------------------------------------------------------------------
@@ -197,7 +283,8 @@ def test_real_builders_feed_the_pipeline(name, recipe, size, tmp_path):
         evaluation = TFDSSource(builder, spec.eval_split, spec)
         batch = next(pipeline.train_dataset(train, preprocess(spec, size, augment=recipe), global_batch=8,
                                             seed=0).as_numpy_iterator())
-        assert batch["image"].shape == (8, size, size, 3) and batch["image"].dtype == np.float32
+        assert batch["image"].shape == (8, size, size, 3) and batch["image"].dtype == np.uint8
+        assert ("lighting" in batch) == (recipe == "alexnet")
         assert batch["label"].min() >= 0 and batch["label"].max() < spec.num_classes
         ds, steps = pipeline.eval_dataset(evaluation, preprocess(spec, size, eval_crop="center"), global_batch=10)
         batches = list(ds.as_numpy_iterator())

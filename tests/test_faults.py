@@ -166,7 +166,9 @@ def poison_input(monkeypatch, at_step: int, only_first_time: bool):
     (Poisoning the input rather than the step keeps the compiled step the one other tests use.)
     """
     from jaxconv.data import pipeline
+    from jaxconv.data.catalog import DATASETS
 
+    spec = DATASETS["shapes"]
     real = pipeline.train_dataset
     poisoned = []
 
@@ -176,8 +178,9 @@ def poison_input(monkeypatch, at_step: int, only_first_time: bool):
             return dataset
         poisoned.append(start_step)
 
-        def poison(step, batch):
-            return {**batch, "image": tf.where(step == at_step, batch["image"] * np.nan, batch["image"])}
+        def poison(step, batch):  # float images are model inputs: normalised here, NaN at one step
+            image = (tf.cast(batch["image"], tf.float32) - spec.mean) / spec.std
+            return {**batch, "image": tf.where(step == at_step, image * np.nan, image)}
 
         return tf.data.Dataset.zip(tf.data.Dataset.range(start_step + 1, 2**62), dataset).map(poison)
 

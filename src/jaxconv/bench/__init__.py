@@ -17,9 +17,10 @@ convention MFU is quoted in; MFU divides them by the device's published dense pe
 (``PEAK_TFLOPS``), and is None where the device is not in the table (every CPU).
 
 Data mode times the input pipeline alone (``jaxconv.data.pipeline.train_dataset``: record
-fetch, decode, augmentation, normalisation, batching in tf.data on the host's cores) on
-synthetic encoded records: ImageNet-sized JPEGs for the 'imagenet' recipe, 32 x 32 PNGs for
-the 'cifar' recipe, as TFDS stores those datasets.
+fetch, decode, augmentation, batching of uint8 images in tf.data on the host's cores; the
+normalisation runs later, in the compiled step) on encoded records: ImageNet-sized synthetic
+JPEGs for the 'imagenet' recipe (a real photograph for 'imagenet-photo'), 32 x 32 PNGs for the
+'cifar' recipe, as TFDS stores those datasets.
 
 Layers mode takes the model apart: each distinct convolution (input shape, kernel, stride,
 padding, groups) is timed alone, forward, input gradient and kernel gradient, as the model runs

@@ -9,7 +9,7 @@ from jaxconv.errors import UserError
 
 MODES = ("train", "eval", "data", "layers")
 DTYPES = ("float32", "bfloat16")
-RECIPES = ("imagenet", "cifar")
+RECIPES = ("imagenet", "imagenet-photo", "cifar")
 
 
 class BenchError(UserError, ValueError):

@@ -18,7 +18,7 @@ def run(request: Request) -> dict:
     info = requested_model(request.model)
     size = request.image_size or info.image_size
     recipe = request.recipe or ("imagenet" if size >= 64 else "cifar")
-    result = measure_data(recipe, request.batch_size, size, request.dtype, request.steps, request.warmup)
+    result = measure_data(recipe, request.batch_size, size, request.steps, request.warmup)
     return {"model": request.model, **result}
 
 
@@ -70,7 +70,8 @@ def format_text(result: dict) -> str:
         head = (f"input pipeline, {result['recipe']} recipe ({result['augment']} augmentation) at "
                 f"{result['image_size']} px, batch {result['batch_size']}, {result['host_cpus']} host CPUs")
         lines = [head,
-                 f"  images/s      {result['images_per_sec']:,.1f}",
+                 f"  images/s      {result['images_per_sec']:,.1f} ({result['images_per_sec_per_core']:,.1f} per "
+                 f"host CPU), uint8 batches from {result['source']} records",
                  f"  batch time    {result['step_time_s'] * 1e3:.1f} ms mean over {result['steps']} batches "
                  f"(single pulls {result['step_time_min_s'] * 1e3:.1f}-{result['step_time_max_s'] * 1e3:.1f} ms)",
                  f"  first batch   {result['compile_s']:.2f} s",

@@ -42,8 +42,9 @@ def register(sub, common) -> None:
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
     p.add_argument("--steps", type=positive_int, default=20, help="timed steps (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling (default 3)")
-    p.add_argument("--recipe", choices=("imagenet", "cifar"),
-                   help="--mode data: JPEG + Inception crop, or 32 px PNG + pad-and-crop "
+    p.add_argument("--recipe", choices=("imagenet", "imagenet-photo", "cifar"),
+                   help="--mode data: ImageNet-sized synthetic JPEGs + Inception crop, the same on a real "
+                        "photograph (matplotlib's grace_hopper.jpg), or 32 px PNG + pad-and-crop "
                         "(default: imagenet for inputs of 64 px and more)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=run)

@@ -4,7 +4,11 @@ All randomness is stateless: each example's augmentation is a function of a seed
 from (run seed, epoch, example index), so a resumed run — or a run on a different number
 of processes — draws exactly the same crops, flips and colour noise.
 
-Images arrive as (H, W, C) uint8; functions return float32 in [0, 255] until ``normalize``.
+Images arrive as (H, W, C) uint8, or as the encoded file itself (a scalar string tensor), which lets
+the Inception crop decode only its window of a JPEG. The geometric functions return float32 in
+[0, 255]; ``to_uint8`` rounds the finished view to 8 bits, as torchvision's PIL pipeline does, and
+batches leave the host as uint8: ``normalize`` (and AlexNet's lighting shift) run on the devices,
+in the compiled step (jaxconv.train.steps.model_inputs).
 """
 
 from __future__ import annotations
@@ -50,21 +54,66 @@ def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.image.stateless_random_flip_left_right(image, seed=seed)
 
 
-def pca_lighting(image: tf.Tensor, seed: tf.Tensor, stddev: float = 0.1) -> tf.Tensor:
-    """AlexNet's colour augmentation: add sum_i alpha_i * lambda_i * p_i to every pixel,
+def lighting_shift(seed: tf.Tensor, stddev: float = 0.1) -> tf.Tensor:
+    """AlexNet's colour augmentation, the (3,) shift added to every pixel: sum_i alpha_i * lambda_i * p_i,
     alpha_i ~ N(0, stddev), along the ImageNet RGB eigenvectors p_i (pixels in [0, 255])."""
     alpha = tf.random.stateless_normal((3,), seed=seed, stddev=stddev)
     eigenvalues = tf.constant(PCA_EIGENVALUES)
     eigenvectors = tf.constant(PCA_EIGENVECTORS)
-    shift = tf.linalg.matvec(eigenvectors, alpha * eigenvalues) * 255.0
-    return image + shift
+    return tf.linalg.matvec(eigenvectors, alpha * eigenvalues) * 255.0
 
 
-def inception_crop(image: tf.Tensor, size: int, seed: tf.Tensor,
-                   area: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tf.Tensor:
-    """Random-resized crop (Szegedy et al. 2015): a random area and aspect, resized to size x size."""
-    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image),
+def to_uint8(image: tf.Tensor) -> tf.Tensor:
+    """A float view in [0, 255] rounded to 8 bits (at most half a grey level from its value)."""
+    if image.dtype == tf.uint8:
+        return image
+    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+
+
+JPEG_MARGIN = 8  # pixels decoded around a JPEG crop: twice the widest chroma subsampling's sample
+
+
+def decode(data: tf.Tensor, channels: int) -> tf.Tensor:
+    """An encoded image file (JPEG, PNG, GIF, BMP) -> uint8 (H, W, channels)."""
+    return tf.io.decode_image(data, channels=channels, expand_animations=False)
+
+
+def crop_window(image: tf.Tensor, window, channels: int | None = None) -> tf.Tensor:
+    """The crop ``window(shape) -> (begin, size)`` of an image, decoded or encoded.
+
+    A JPEG file is decoded only as far as the window needs (libjpeg's cropped decoding: the
+    same pixels as decoding it all and slicing); other files are decoded whole, then sliced.
+    """
+    if image.dtype != tf.string:
+        begin, size = window(tf.shape(image))
+        return tf.slice(image, begin, size)
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(image)
+        begin, size = window(tf.stack([shape[0], shape[1], channels]))
+        # libjpeg upsamples chroma from the neighbouring samples, which a cropped decode lacks at
+        # the crop's edges: decode a margin around the window and cut it off (then the pixels
+        # are those of the whole image's decode, tested for every chroma subsampling).
+        top, left = tf.maximum(begin[0] - JPEG_MARGIN, 0), tf.maximum(begin[1] - JPEG_MARGIN, 0)
+        bottom = tf.minimum(begin[0] + size[0] + JPEG_MARGIN, shape[0])
+        right = tf.minimum(begin[1] + size[1] + JPEG_MARGIN, shape[1])
+        decoded = tf.image.decode_and_crop_jpeg(image, tf.stack([top, left, bottom - top, right - left]),
+                                                channels=channels)
+        return decoded[begin[0] - top : begin[0] - top + size[0], begin[1] - left : begin[1] - left + size[1]]
+
+    def other():
+        whole = decode(image, channels)
+        begin, size = window(tf.shape(whole))
+        return tf.slice(whole, begin, size)
+
+    return tf.ensure_shape(tf.cond(tf.io.is_jpeg(image), jpeg, other), (None, None, channels))
+
+
+def inception_window(shape: tf.Tensor, seed: tf.Tensor, area: tuple[float, float] = (0.08, 1.0),
+                     ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[tf.Tensor, tf.Tensor]:
+    """The random-resized crop's window of an image of ``shape`` (H, W, C): (begin, size)."""
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape,
         bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
         seed=seed,
         min_object_covered=0.0,
@@ -73,7 +122,15 @@ def inception_crop(image: tf.Tensor, size: int, seed: tf.Tensor,
         max_attempts=10,
         use_image_if_no_bounding_boxes=True,
     )
-    crop = tf.slice(image, begin, crop_size)
+    return begin, size
+
+
+def inception_crop(image: tf.Tensor, size: int, seed: tf.Tensor, channels: int | None = None) -> tf.Tensor:
+    """Random-resized crop (Szegedy et al. 2015): a random area and aspect, resized to size x size.
+
+    ``image`` may be the encoded file (give ``channels``): a JPEG is then decoded only within the crop.
+    """
+    crop = crop_window(image, lambda shape: inception_window(shape, seed), channels)
     return tf.image.resize(crop, (size, size), method="bilinear", antialias=True)
 
 
@@ -82,8 +139,8 @@ def _seeds(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
 
 
 def train_augment(image: tf.Tensor, size: int, recipe: str, seed: tf.Tensor, resize_ratio: float = 256 / 224,
-                  auto_augment: str = "none"):
-    """One training example: uint8 (H, W, C) -> float32 (size, size, C) in [0, 255].
+                  auto_augment: str = "none", channels: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """One training example: uint8 (H, W, C) -> (uint8 (size, size, C) view, float32 (C,) colour shift).
 
     alexnet:   shorter side to size * 256/224, random size x size crop, horizontal flip, PCA
                lighting noise (sigma 0.1) — Krizhevsky et al. 2012.
@@ -92,17 +149,28 @@ def train_augment(image: tf.Tensor, size: int, recipe: str, seed: tf.Tensor, res
     flip:      resize to size, flip.
     none:      resize to size.
 
-    ``auto_augment`` ('trivial' or 'rand', jaxconv.data.autoaugment) then transforms the crop, from
+    ``auto_augment`` ('trivial' or 'rand', jaxconv.data.autoaugment) then transforms the view, from
     a seed of its own (so that the crops and flips of a run without it are unchanged).
+
+    The view is rounded to 8 bits; the colour shift (AlexNet's lighting; zero for the other recipes)
+    is added to it on the device, before normalisation — except under ``auto_augment``, whose
+    operations take the shifted image (then applied here; the returned shift is zero).
+    ``image`` may be the encoded file (a scalar string; give ``channels``) for the 'inception'
+    recipe, which then decodes only the crop of a JPEG.
     """
     crop_seed, flip_seed, colour_seed = _seeds(seed, 3)
-    image = tf.cast(image, tf.float32)
+    channels = channels or image.shape[-1]
+    shift = tf.zeros((channels,), tf.float32)
+    if recipe == "inception":
+        image = random_flip(inception_crop(image, size, crop_seed, channels=channels), flip_seed)
+    else:
+        if image.dtype == tf.string:
+            image = decode(image, channels)
+        image = tf.cast(image, tf.float32)
     if recipe == "alexnet":
         image = resize_shorter_side(image, int(math.ceil(size * resize_ratio)))
         image = random_flip(random_crop(image, size, crop_seed), flip_seed)
-        image = pca_lighting(image, colour_seed)
-    elif recipe == "inception":
-        image = random_flip(inception_crop(image, size, crop_seed), flip_seed)
+        shift = lighting_shift(colour_seed)
     elif recipe == "cifar":
         image = tf.image.resize(image, (size, size), antialias=True) if image.shape[0] != size else image
         image = tf.pad(image, ((4, 4), (4, 4), (0, 0)))
@@ -111,13 +179,14 @@ def train_augment(image: tf.Tensor, size: int, recipe: str, seed: tf.Tensor, res
         image = random_flip(tf.image.resize(image, (size, size), antialias=True), flip_seed)
     elif recipe == "none":
         image = tf.image.resize(image, (size, size), antialias=True)
-    else:
+    elif recipe != "inception":
         raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {recipe!r}")
     if auto_augment != "none":
         from jaxconv.data.autoaugment import auto_augment as transform
 
-        image = transform(image, auto_augment, tf.random.experimental.stateless_fold_in(seed, 0xA0A))
-    return tf.ensure_shape(image, (size, size, image.shape[-1]))
+        image = transform(image + shift, auto_augment, tf.random.experimental.stateless_fold_in(seed, 0xA0A))
+        shift = tf.zeros_like(shift)
+    return tf.ensure_shape(to_uint8(image), (size, size, channels)), shift
 
 
 def eval_view(image: tf.Tensor, size: int, crop: str, resize_ratio: float = 256 / 224) -> tf.Tensor:
@@ -144,6 +213,3 @@ def ten_crop(image: tf.Tensor, size: int, resize_ratio: float = 256 / 224) -> tf
     return tf.ensure_shape(tf.stack(crops), (10, size, size, image.shape[-1]))
 
 
-def normalize(image: tf.Tensor, mean, std) -> tf.Tensor:
-    """Per-channel mean subtraction and division by the standard deviation (pixels in [0, 255])."""
-    return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)

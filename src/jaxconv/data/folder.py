@@ -36,6 +36,7 @@ class FolderSource(Source):
         self.classes = tuple(classes)
         self.num_classes = len(self.classes)
         self.channels = 3
+        self.stores_files = True
         # As bytes: a file name that is not UTF-8 (surrogate-escaped by Python) cannot become a tf.string.
         self._paths = [os.fsencode(root / f) for f in files]
         self._labels = np.asarray(labels, np.int32)
@@ -47,10 +48,12 @@ class FolderSource(Source):
         return np.array([b"%d:%s" % (self._labels[i], self._paths[i]) for i in indices], dtype=object)
 
     def decode(self, record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        data, label = self.encoded(record)
+        return tf.io.decode_image(data, channels=3, expand_animations=False), label
+
+    def encoded(self, record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         label, path = tf.unstack(tf.strings.split(record, ":", maxsplit=1), num=2)  # bytes, not UTF-8 regexes
-        label = tf.strings.to_number(label, tf.int32)
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return image, label
+        return tf.io.read_file(path), tf.strings.to_number(label, tf.int32)
 
 
 def printable(name: str) -> str:

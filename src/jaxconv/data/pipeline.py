@@ -7,7 +7,8 @@ own sub-slice [b*B + p*B/P, b*B + (p+1)*B/P). So the data a step sees is a funct
 uninterrupted run would, and the global batch does not depend on how many processes or
 devices share it. Augmentation seeds come from (seed, epoch, example index) for the same
 reason. Records are fetched by index in Python; decoding and augmentation run in parallel
-tf.data workers.
+tf.data workers. Images leave as uint8 (a quarter of float32's bytes to copy and to send to the
+devices); the compiled step normalises them (jaxconv.train.steps.model_inputs).
 
 Evaluation: every example exactly once; each process takes a contiguous part, padded to a
 whole number of batches (the same number on every process) and masked.
@@ -35,7 +36,7 @@ except (RuntimeError, ValueError):  # already initialised, or no such device typ
 
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
-    """How images become model inputs."""
+    """How images become model inputs: views made here, ``mean`` and ``std`` applied on the devices."""
 
     image_size: int
     mean: tuple[float, ...]
@@ -44,7 +45,6 @@ class Preprocess:
     auto_augment: str = "none"  # 'trivial' or 'rand' after the augment recipe
     eval_crop: str = "resize"
     resize_ratio: float = 256 / 224
-    dtype: str = "float32"  # of the images handed to the model
 
 
 def epoch_permutation(seed: int, epoch: int, count: int) -> np.ndarray:
@@ -107,15 +107,17 @@ def train_dataset(
     # for the whole process, after which every larger buffer XLA's CPU convolutions allocate is a
     # fresh mmap, paid for in page faults at every step (docs/benchmarks.md).
     ds = tf.data.Dataset.counter(start_step).map(records_of).unbatch()
-    dtype = tf.dtypes.as_dtype(preprocess.dtype)
+    # The Inception crop decodes only its window of a JPEG, from the encoded file.
+    encoded = preprocess.augment == "inception" and source.stores_files
 
     def example(record, index, epoch):
-        image, label = source.decode(record)
+        image, label = source.encoded(record) if encoded else source.decode(record)
         example_seed = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + epoch, index])
-        image = augment.train_augment(image, preprocess.image_size, preprocess.augment, example_seed,
-                                      preprocess.resize_ratio, preprocess.auto_augment)
-        image = augment.normalize(image, preprocess.mean, preprocess.std)
-        return {"image": tf.cast(image, dtype), "label": label}
+        image, shift = augment.train_augment(image, preprocess.image_size, preprocess.augment, example_seed,
+                                             preprocess.resize_ratio, preprocess.auto_augment, source.channels)
+        if preprocess.augment == "alexnet" and preprocess.auto_augment == "none":
+            return {"image": image, "label": label, "lighting": shift}
+        return {"image": image, "label": label}
 
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(local, drop_remainder=True)
@@ -145,7 +147,6 @@ def eval_dataset(
     mine = np.arange(begin, min(begin + per_process, count), dtype=np.int64)
     indices = np.full(steps * local, -1, np.int64)
     indices[: len(mine)] = mine
-    dtype = tf.dtypes.as_dtype(preprocess.dtype)
     fetch = _fetch_fn(source)
 
     ds = tf.data.Dataset.from_tensor_slices(indices.reshape(steps, local))
@@ -157,8 +158,7 @@ def eval_dataset(
             view = augment.ten_crop(image, preprocess.image_size, preprocess.resize_ratio)
         else:
             view = augment.eval_view(image, preprocess.image_size, preprocess.eval_crop, preprocess.resize_ratio)
-        view = augment.normalize(view, preprocess.mean, preprocess.std)
-        return {"image": tf.cast(view, dtype), "label": label, "mask": tf.cast(index >= 0, tf.float32)}
+        return {"image": augment.to_uint8(view), "label": label, "mask": tf.cast(index >= 0, tf.float32)}
 
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(_options())

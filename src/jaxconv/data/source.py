@@ -17,12 +17,15 @@ class Source:
 
     ``fetch(indices)`` (numpy, in the input pipeline's Python thread) returns what
     ``decode(record)`` (TensorFlow, in parallel tf.data workers) turns into an
-    (H, W, C) uint8 image and an int32 label.
+    (H, W, C) uint8 image and an int32 label. A source whose records hold image files
+    (``stores_files``) also gives ``encoded(record)``: the file's bytes and the label, from which
+    the Inception crop decodes only its window of a JPEG.
     """
 
     num_classes: int
     channels: int
     name: str
+    stores_files: bool = False
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -32,3 +35,6 @@ class Source:
 
     def decode(self, record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         raise NotImplementedError
+
+    def encoded(self, record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} records hold no image files")

@@ -50,6 +50,8 @@ class TFDSSource(Source):
         self._features = builder.info.features
         self.num_classes = spec.num_classes
         self.channels = spec.channels
+        image = self._features["image"]
+        self.stores_files = isinstance(image, tfds.features.Image) and image.np_dtype == np.uint8
 
     def __len__(self) -> int:
         return len(self._data)
@@ -63,6 +65,10 @@ class TFDSSource(Source):
         if image.shape.rank == 2:
             image = image[..., None]
         return image, tf.cast(example["label"], tf.int32)
+
+    def encoded(self, record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        example = self._features.deserialize_example(record, decoders={"image": tfds.decode.SkipDecoding()})
+        return example["image"], tf.cast(example["label"], tf.int32)
 
 
 def _reachable(host: str, timeout: float = 5.0) -> bool:

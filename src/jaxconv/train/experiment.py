@@ -82,7 +82,6 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         augment=config.augment,
         auto_augment=config.auto_augment,
         eval_crop=config.eval_crop,
-        dtype="bfloat16" if config.dtype == "bfloat16" else "float32",
     )
     layer_paths = None
     if config.log_layer_grad_norms:  # traced outside the mesh: on the model without its BatchNorm axis
@@ -102,6 +101,9 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         mixup_alpha=config.mixup_alpha,
         cutmix_alpha=config.cutmix_alpha,
         random_erasing=config.random_erasing,
+        mean=spec.mean,
+        std=spec.std,
+        input_dtype="bfloat16" if config.dtype == "bfloat16" else "float32",
     )
     tx, apply_fn = build_optimizer(config, schedule), model.apply
     if config.freeze:

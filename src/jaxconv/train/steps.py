@@ -40,6 +40,26 @@ class StepOptions:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     random_erasing: float = 0.0
+    # uint8 images (the input pipeline's) become (x - mean) / std in ``input_dtype`` inside the step.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    input_dtype: str = "float32"
+
+
+def model_inputs(batch: dict, options: StepOptions) -> jax.Array:
+    """The model's input for a batch: uint8 images (plus AlexNet's per-example colour shift,
+    ``batch['lighting']``) normalised with the dataset's mean and std, in ``options.input_dtype``.
+    Float images are taken as already normalised."""
+    images = batch["image"]
+    if images.dtype != jnp.uint8:
+        return images
+    if options.mean is None or options.std is None:
+        raise ValueError("uint8 images need StepOptions.mean and std to be normalised")
+    x = images.astype(jnp.float32)
+    if "lighting" in batch:
+        x = x + batch["lighting"][:, None, None, :]
+    x = (x - jnp.asarray(options.mean, jnp.float32)) / jnp.asarray(options.std, jnp.float32)
+    return x.astype(options.input_dtype)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int, smoothing: float) -> jax.Array:
@@ -73,7 +93,7 @@ def train_step(state: TrainState, batch: dict, options: StepOptions) -> tuple[Tr
     """
     axis = options.axis_name
     step_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), lax.axis_index(axis))
-    images, labels = batch["image"], batch["label"]
+    images, labels = model_inputs(batch, options), batch["label"]
     targets = one_hot_targets(labels, options.num_classes, options.label_smoothing)
     if options.mixup_alpha or options.cutmix_alpha or options.random_erasing:
         mix_key, erase_key = jax.random.split(jax.random.fold_in(step_rng, 0x313))
@@ -142,7 +162,7 @@ def eval_step(state: TrainState, batch: dict, options: StepOptions) -> dict:
     Images of shape (b, 10, H, W, C) are AlexNet's 10 crops: softmax outputs are averaged.
     """
     axis = options.axis_name
-    images, labels, mask = batch["image"], batch["label"], batch["mask"]
+    images, labels, mask = model_inputs(batch, options), batch["label"], batch["mask"]
     variables = {"params": state.eval_params(), "batch_stats": state.batch_stats}
     if images.ndim == 5:
         crops = images.shape[1]
