@@ -33,8 +33,10 @@ def main() -> None:
     parser.add_argument("b", help="source folder B")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cores", help="CPUs for taskset -c (default: all)")
-    parser.add_argument("bench_args", nargs="*", help="after --: `jaxconv bench` arguments (model first)")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    args.bench_args = argv[split + 1:]  # `jaxconv bench` arguments, the model first
     ratios = []
     for round_ in range(args.rounds):
         rates = {}
