@@ -170,6 +170,15 @@ def test_bad_requests_are_usage_errors(capsys, argv, message):
     assert message in err and "Traceback" not in err and out == ""
 
 
+def test_a_missing_sample_photograph_is_one_line(capsys, monkeypatch, tmp_path):
+    import matplotlib
+
+    monkeypatch.setattr(matplotlib, "get_data_path", lambda: str(tmp_path))  # sample data stripped
+    code, out, err = run_cli(capsys, "resnet50", "--mode", "data", "--recipe", "imagenet-photo")
+    assert code == EXIT_USAGE and "Traceback" not in err and out == ""
+    assert "grace_hopper.jpg" in err and "use --recipe imagenet" in err
+
+
 def test_peak_table():
     # NVIDIA's data sheets: 1,979 (SXM) and 1,513 (PCIe) bf16 TFLOP/s with sparsity, half of it dense.
     assert bench.peak_flops_per_sec("NVIDIA H100 80GB HBM3", "bfloat16") == pytest.approx(989.4e12)

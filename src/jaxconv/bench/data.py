@@ -94,7 +94,11 @@ def photograph() -> bytes:
     """A real photograph as a package ships it: matplotlib's grace_hopper.jpg (512 x 600, 4:2:0)."""
     import matplotlib
 
-    return (pathlib.Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").read_bytes()
+    path = pathlib.Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    if not path.is_file():  # some distributions strip matplotlib's sample data
+        raise BenchError(f"recipe 'imagenet-photo' reads matplotlib's sample photograph {path}, which this "
+                         f"installation lacks; use --recipe imagenet")
+    return path.read_bytes()
 
 
 def measure_data(recipe: str = "imagenet", batch_size: int = 128, image_size: int | None = None,
