@@ -409,3 +409,36 @@ def test_a_model_given_nchw_or_other_channels_says_which_layout_it_takes():
     with pytest.raises(ValueError, match=r"stem/conv: the input's shape \(1, 3, 32, 32\) looks like NCHW: jaxconv models "
                                          r"take NHWC images, x.transpose\(0, 2, 3, 1\) gives \(1, 32, 32, 3\)"):
         jax.eval_shape(lambda x: model.init(jax.random.key(0), x), jnp.zeros((1, 3, 32, 32)))
+    with pytest.raises(TypeError, match=r"stem/conv: expected an \(N, H, W, C\) array of images, got str 'a cat'"):
+        model.apply(variables, "a cat", train=False)
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("shortcut", "Z", "shortcut must be one of 'A', 'B', 'C' or None, got 'Z'"),
+    ("variant", "v3", "variant must be one of 'v1', 'v1.5' or None"),
+    ("dtype", "float33", "dtype is the compute dtype, a floating type"),
+    ("dtype", "int8", "dtype is the compute dtype, a floating type"),
+    ("norm", "banana", "norm='banana': expected one of batch, group, layer or None"),
+    ("drop_path_rate", 2.0, "drop_path_rate is a probability, 0 <= drop_path_rate < 1, got 2.0"),
+    ("dropout", -0.5, "dropout is a probability"),
+])
+def test_get_model_checks_option_values_when_it_builds_the_model(option, value, needle):
+    """As torchvision's constructors do: a wrong value is refused by get_model, not deep inside init (or never)."""
+    from jaxconv.models import get_model
+
+    with pytest.raises(ValueError, match=re.escape(f"resnet50: {needle}")):
+        get_model("resnet50", **{option: value})
+    for fine in ({"shortcut": "A"}, {"variant": "v1"}, {"dtype": jnp.bfloat16}, {"dtype": "float16"}, {"norm": "group"},
+                 {"norm": None}, {"drop_path_rate": 0.1}, {"dropout": 0}):
+        get_model("resnet50", **fine)
+
+
+def test_api_calls_with_the_wrong_kind_of_argument_say_what_they_take():
+    import jaxconv
+    from jaxconv.pretrained.weights import UnknownWeightsError
+
+    with pytest.raises(TypeError, match="model must be a registered model's name .* or a Flax Module, got int 5"):
+        jaxconv.summary(5)
+    with pytest.raises(ValueError, match="NOPE") as raised:  # a ValueError like an unknown model; still a KeyError
+        jaxconv.get_model("resnet18", weights="NOPE", download=False)
+    assert isinstance(raised.value, (UnknownWeightsError, KeyError))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax.numpy as jnp
+
 from jaxconv.archs import (
     VGG,
     AlexNet,
@@ -27,6 +29,7 @@ from jaxconv.archs import (
     ZFNet,
 )
 from jaxconv.layers.activations import get_activation
+from jaxconv.layers.norm import resolve_norm
 from jaxconv.registry import (
     ModelInfo,
     UnknownModelError,
@@ -68,7 +71,35 @@ def get_model(
         )
     if isinstance(overrides.get("act"), str):  # configs name activations: act="tanh"
         overrides["act"] = get_activation(overrides["act"])
+    if isinstance(name, str) and model_info(name).builtin:
+        check_shared_options(name, overrides)
     return build_model(name, num_classes, **overrides)
+
+
+def check_shared_options(name: str, overrides: dict[str, Any]) -> None:
+    """Values of the options the built-in families share, checked when the model is built: Flax would
+    take them and fail deep inside ``init`` (norm='banana'), or never (drop_path_rate=2.0)."""
+    choices = {"shortcut": ("A", "B", "C"), "variant": ("v1", "v1.5")}  # ResNet's
+    for key, value in overrides.items():
+        if key in ("dropout", "drop_path_rate"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"{name}: {key} is a probability, 0 <= {key} < 1, got {value!r}")
+        elif key == "dtype":
+            try:
+                floating = jnp.issubdtype(jnp.dtype(value), jnp.floating)
+            except TypeError:
+                floating = False
+            if not floating:
+                raise ValueError(f"{name}: dtype is the compute dtype, a floating type (float32, bfloat16, "
+                                 f"float16), got {value!r}")
+        elif key == "norm":
+            try:
+                resolve_norm(value)
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+        elif key in choices and value is not None and value not in choices[key]:
+            raise ValueError(f"{name}: {key} must be one of {', '.join(map(repr, choices[key]))} or None, "
+                             f"got {value!r}")
 
 
 __all__ = [

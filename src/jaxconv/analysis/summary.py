@@ -122,12 +122,15 @@ def summary(
         image_size = info.image_size if image_size is None else image_size
         in_channels = info.in_channels if in_channels is None else in_channels
         model = get_model(name, num_classes=num_classes, **overrides)
-    else:
+    elif isinstance(model, nn.Module):
         if overrides or num_classes is not None:
             raise ValueError("num_classes and overrides apply to registered names; configure the Module itself")
         name = type(model).__name__
         image_size = 224 if image_size is None else image_size
         in_channels = 3 if in_channels is None else in_channels
+    else:
+        raise TypeError(f"model must be a registered model's name (a str, see jaxconv.list_models()) or a Flax "
+                        f"Module, got {type(model).__name__} {model!r}")
     sizes = (image_size, image_size) if isinstance(image_size, int) else image_size
     if (not isinstance(sizes, (tuple, list)) or len(sizes) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes)):

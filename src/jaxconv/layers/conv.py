@@ -55,6 +55,8 @@ class Conv(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         name = layer_name(self)
+        if not hasattr(x, "ndim"):  # a file name, a PIL image, a list: not yet an array
+            raise TypeError(f"{name}: expected an (N, H, W, C) array of images, got {type(x).__name__} {x!r:.60}")
         if x.ndim != 4:
             raise ValueError(f"{name}: expected an (N, H, W, C) input, got shape {x.shape}")
         if self.fit == "ceil":

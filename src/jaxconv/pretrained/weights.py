@@ -40,8 +40,9 @@ class WeightsHashError(UserError, ValueError):
     """A weight file's SHA-256 does not match the published one."""
 
 
-class UnknownWeightsError(UserError, KeyError):
-    """A model without published weights, or a tag it does not have."""
+class UnknownWeightsError(UserError, ValueError, KeyError):
+    """A model without published weights, or a tag it does not have (a ValueError, as for an unknown model;
+    a KeyError too, for code that looked tags up as keys)."""
 
     def __str__(self) -> str:  # KeyError's would quote the whole message
         return str(self.args[0]) if self.args else ""
