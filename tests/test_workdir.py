@@ -179,6 +179,23 @@ def test_a_resumed_run_with_an_allowed_change_records_it(four_steps, tmp_path, c
 # --- the files a run depends on ------------------------------------------------------------------------------
 
 
+def test_a_config_json_without_a_key_every_run_records_is_refused_not_filled_with_a_default(four_steps, tmp_path,
+                                                                                           capsys):
+    """The harness's case: with its `model` key gone, `train --workdir` trained the default model on, and eval
+    evaluated it. Both now name the file and the key; nothing is trained or written."""
+    workdir = copy_of(four_steps, tmp_path)
+    config = json.loads((workdir / "config.json").read_text())
+    del config["model"]
+    (workdir / "config.json").write_text(json.dumps(config))
+    before = sorted((p.relative_to(workdir), p.stat().st_mtime_ns) for p in workdir.rglob("*") if p.name != LOCK)
+    for args in (["train", "--workdir", str(workdir), "--config.num_train_steps=6"], ["eval", "--workdir", str(workdir)]):
+        assert main(args) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"jaxconv: error: {workdir / 'config.json'}: has no model, which every jaxconv run records; the run's "
+            f"config is damaged (restore it, or train anew with --config FILE in another --workdir)")
+    assert sorted((p.relative_to(workdir), p.stat().st_mtime_ns) for p in workdir.rglob("*") if p.name != LOCK) == before
+
+
 def test_a_resume_after_a_crash_logs_each_step_once_and_sets_aside_a_torn_line(data_dir, tmp_path):
     workdir = tmp_path / "run"
     train(tiny(data_dir, num_train_steps=6), workdir, log=lambda _: None)

@@ -112,6 +112,8 @@ def stored_config(workdir: pathlib.Path):
     """A run's own config.json as a ConfigDict; one line when it is missing or damaged."""
     import ml_collections
 
+    from jaxconv.train.keys import RUN_DEFINING_KEYS
+
     config_path = workdir / "config.json"
     if not config_path.is_file():
         raise UsageError(f"--workdir {workdir}: no config.json there (is it a `jaxconv train` workdir?)")
@@ -121,6 +123,10 @@ def stored_config(workdir: pathlib.Path):
         raise UsageError(f"{config_path}: unreadable ({e}); the run's config is damaged") from None
     if not isinstance(stored, dict):
         raise UsageError(f"{config_path}: holds a {type(stored).__name__}, not a config; the run's config is damaged")
+    missing = [key for key in RUN_DEFINING_KEYS if key not in stored]
+    if missing:  # a default in its place would make another run of it
+        raise UsageError(f"{config_path}: has no {', '.join(missing)}, which every jaxconv run records; the run's config "
+                         f"is damaged (restore it, or train anew with --config FILE in another --workdir)")
     return ml_collections.ConfigDict(stored)
 
 

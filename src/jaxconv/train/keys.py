@@ -14,6 +14,10 @@ from typing import Any
 
 from jaxconv.errors import UserError
 
+# Keys every config.json has held since the first jaxconv: one missing means the file was damaged, and a
+# default in its place would make another run of it.
+RUN_DEFINING_KEYS = ("model", "dataset", "image_size", "batch_size", "num_train_steps", "seed")
+
 INT32_MAX = 2**31 - 1  # sizes, counts and steps become int32 array dimensions and counters
 MAX_IMAGE_SIZE = 4096  # larger than any classification network is trained at; beyond it, a typo
 MAX_SHAPES_EXAMPLES = 5_000_000

@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection
 import ml_collections
 
 from jaxconv.train.config import ConfigChanged, check_resume
+from jaxconv.train.keys import RUN_DEFINING_KEYS
 from jaxconv.train.workdir import append_line
 
 
@@ -23,6 +24,9 @@ def changes_on_resume(config: ml_collections.ConfigDict, workdir: pathlib.Path,
         stored = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(stored, dict):
             raise ValueError(f"it holds a {type(stored).__name__}")
+        missing = [key for key in RUN_DEFINING_KEYS if key not in stored]
+        if missing:
+            raise ValueError(f"it has no {', '.join(missing)}, which every run records")
     except (OSError, ValueError) as e:
         if "all" in allow_changes:
             return {}
