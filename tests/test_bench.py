@@ -162,6 +162,9 @@ def test_layers_mode(capsys):
         (["lenet5", "--warmup", "-1"], "warmup -1"),
         (["lenet5", "--dtype", "float16"], "invalid choice"),
         (["lenet5", "--mode", "data", "--recipe", "svhn"], "invalid choice"),
+        (["resnet50", "--mode", "data", "--dtype", "bfloat16"], "--dtype bfloat16: --mode data times the input "
+                                                                 "pipeline alone, whose batches are uint8"),
+        (["resnet50", "--recipe", "cifar"], "--recipe cifar: only --mode data reads a recipe"),
     ],
 )
 def test_bad_requests_are_usage_errors(capsys, argv, message):

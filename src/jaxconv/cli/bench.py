@@ -6,11 +6,17 @@ import argparse
 import json
 import sys
 
-from jaxconv.cli.common import log, positive_int
+from jaxconv.cli.common import UsageError, log, positive_int
 from jaxconv.cli.startup import enable_compilation_cache, quiet_backends
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.mode == "data" and args.dtype is not None:
+        raise UsageError(f"--dtype {args.dtype}: --mode data times the input pipeline alone, whose batches are uint8 "
+                         f"(the model computes nothing); drop --dtype, or time a step with --mode train or eval")
+    if args.mode != "data" and args.recipe is not None:
+        raise UsageError(f"--recipe {args.recipe}: only --mode data reads a recipe (the input pipeline); "
+                         f"--mode {args.mode} times the model on synthetic batches, so drop --recipe")
     if args.mode == "data":
         quiet_backends()
     else:  # no TensorFlow to quieten (or to wait for while it imports)
@@ -20,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     enable_compilation_cache()
     from jaxconv import bench
 
-    request = bench.Request(args.model, args.mode, args.batch_size, args.image_size, args.dtype, args.steps,
+    request = bench.Request(args.model, args.mode, args.batch_size, args.image_size, args.dtype or "float32", args.steps,
                             args.warmup, recipe=args.recipe)
     if args.mode == "layers":
         log(f"timing the convolutions of {args.model} one by one ...")
@@ -39,7 +45,7 @@ def register(sub, common) -> None:
                         "alone (forward, input and kernel gradient; --steps timings each) (default train)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="global batch (default 128)")
     p.add_argument("--image-size", type=positive_int, help="input size (default: the model's own)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), help="compute dtype (default float32; not --mode data)")
     p.add_argument("--steps", type=positive_int, default=20, help="timed steps (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling (default 3)")
     p.add_argument("--recipe", choices=("imagenet", "imagenet-photo", "cifar"),
