@@ -187,9 +187,9 @@ BAD_MODULES = {
     *[(["list", "--import", name], needle) for name, (_, needle) in BAD_MODULES.items()],
     (["summary", "qqqq"], "unknown model 'qqqq'; `jaxconv list` shows them all (a model of your own: --import"),
     (["train", "--config.model=resnet20", "--config.model_options.norm=grop"],
-     "config.model_options={'norm': 'grop'}: resnet20 refuses them: ValueError: norm='grop': expected one of batch, "
-     "group, layer or None"),
-    (["train", "--config.model=resnet20", "--config.model_options.shortcut=Z"], "shortcut must be 'A', 'B' or 'C'"),
+     "config.model_options={'norm': 'grop'}: resnet20: norm='grop': expected one of batch, group, layer or None"),
+    (["train", "--config.model=resnet20", "--config.model_options.shortcut=Z"],
+     "resnet20: shortcut must be one of 'A', 'B', 'C' or None, got 'Z'"),
     (["train", "--config.imports=missing.py"], "config.imports=('missing.py',): no such file"),
     (["train", "--config.model_options.axis_name=data"], "axis_name is set by the training system from config.bn_mode"),
 ])

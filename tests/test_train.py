@@ -126,6 +126,21 @@ def test_an_experiment_file_with_an_older_or_misspelt_key_is_told_the_right_one(
         load_config(path)
 
 
+def test_an_experiment_whose_get_config_fails_is_one_line_naming_its_file_and_line(tmp_path, capsys):
+    """The user's own code raising: the error and the line of *their* file it came through, exit 2; a variant
+    asked of an experiment without variants is told so, while a TypeError inside a variant's code is itself."""
+    (tmp_path / "exp.py").write_text("from jaxconv.train.config import base_config\n\n\ndef helper():\n    return 1 / 0"
+                                     "\n\n\ndef get_config(variant=None):\n    c = base_config()\n"
+                                     "    c.batch_size = helper() if variant else len(None)\n    return c\n")
+    assert main(["train", "--config", str(tmp_path / "exp.py:quick"), "--workdir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"jaxconv: error: config.file='{tmp_path / 'exp.py'}': get_config() failed: ZeroDivisionError: "
+                   f"division by zero (exp.py, line 5)"]
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match=r"TypeError: object of type 'NoneType' has no len\(\) \(exp.py, line 10\)"):
+        load_config(tmp_path / "exp.py")
+
+
 def test_train_help_lists_every_config_key(capsys):
     from jaxconv.train.keys import KEYS
 

@@ -48,12 +48,15 @@ def is_file_spec(spec: str) -> bool:
     return spec.endswith(".py") or "/" in head or os.sep in head
 
 
-def _cause(error: BaseException) -> str:
-    """'SyntaxError: invalid syntax (my_blocks.py, line 3)' -- the error, where in the user's code it arose."""
+def error_cause(error: BaseException, in_file: str | pathlib.Path | None = None) -> str:
+    """'SyntaxError: invalid syntax (my_blocks.py, line 3)' -- the error, where in the user's code it arose
+    (the innermost line of ``in_file`` when given and on the way, else the innermost line)."""
     if isinstance(error, SyntaxError):
         where = f" ({pathlib.Path(error.filename or '?').name}, line {error.lineno})" if error.lineno else ""
         return f"SyntaxError: {error.msg}{where}"
     frames = [f for f in traceback.extract_tb(error.__traceback__) if "importlib" not in f.filename]
+    if in_file is not None:
+        frames = [f for f in frames if pathlib.Path(f.filename).resolve() == pathlib.Path(in_file).resolve()] or frames
     where = f" ({pathlib.Path(frames[-1].filename).name}, line {frames[-1].lineno})" if frames else ""
     message = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {message}{where}".replace(": (", " (")
@@ -114,7 +117,7 @@ def import_file(path: str | pathlib.Path, *, what: str | None = None, name: str 
             sys.modules[name] = previous
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
-        raise UserModuleError(f"{what}: importing it failed: {_cause(e)}") from e
+        raise UserModuleError(f"{what}: importing it failed: {error_cause(e)}") from e
     return module
 
 
@@ -139,9 +142,9 @@ def import_name(name: str, *, what: str | None = None) -> ModuleType:
             raise UserModuleError(
                 f"{what}: no module named {e.name!r} on the Python path or in {where} "
                 f"(give the file's path, e.g. --import path/to/{name.rsplit('.', 1)[-1]}.py)") from e
-        raise UserModuleError(f"{what}: importing it failed: {_cause(e)}") from e
+        raise UserModuleError(f"{what}: importing it failed: {error_cause(e)}") from e
     except Exception as e:  # noqa: BLE001 -- any error in the user's code is reported in one line
-        raise UserModuleError(f"{what}: importing it failed: {_cause(e)}") from e
+        raise UserModuleError(f"{what}: importing it failed: {error_cause(e)}") from e
 
 
 def import_one(spec: str, *, what: str | None = None) -> ModuleType:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import difflib
 import functools
+import inspect
 import json
 import pathlib
 from collections.abc import Collection, Mapping
@@ -111,7 +112,7 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
     path, variant = split_variant(path)
     if not path.is_file():
         raise ConfigError("file", str(path), "no such experiment file (see experiments/)")
-    from jaxconv.user_modules import UserModuleError, import_file
+    from jaxconv.user_modules import UserModuleError, error_cause, import_file
 
     try:  # its folder becomes importable, so that it can `import my_blocks` from beside it
         module = import_file(path, what=f"experiment file {path}", name=f"jaxconv_experiment_{path.stem}", fresh=True)
@@ -121,13 +122,17 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
         raise ConfigError("file", str(path), "an experiment file must define get_config()")
     try:
         config = _call_get_config(module, path, variant)
-    except TypeError as e:  # ml_collections refuses a value of another type than the key's
-        if "Could not override field" not in str(e):
-            raise
-        if "field 'optimizer'" in str(e):
-            raise ConfigError("file", str(path), "get_config() sets config.optimizer, a group of settings now: set "
-                                                 "config.optimizer.name (and optimizer.momentum, .weight_decay, ...)") from None
-        raise ConfigError("file", str(path), f"get_config() sets a value of the wrong type: {str(e).splitlines()[0]}") from None
+    except ConfigError:
+        raise
+    except Exception as e:  # the user's code failed: what, and on which line of their file
+        if isinstance(e, TypeError) and "Could not override field" in str(e):  # ml_collections: another type
+            if "field 'optimizer'" in str(e):
+                raise ConfigError("file", str(path), "get_config() sets config.optimizer, a group of settings now: set "
+                                                     "config.optimizer.name (and optimizer.momentum, .weight_decay, ...)"
+                                  ) from None
+            raise ConfigError("file", str(path), f"get_config() sets a value of the wrong type: "
+                                                 f"{str(e).splitlines()[0]}") from None
+        raise ConfigError("file", str(path), f"get_config() failed: {error_cause(e, path)}") from None
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError("file", str(path), "get_config() must return an ml_collections.ConfigDict")
     return _checked_keys(config, path)
@@ -141,11 +146,10 @@ def _call_get_config(module, path: pathlib.Path, variant: str | None):
         if variants is not None and variant not in variants:
             raise ConfigError("file", f"{path}:{variant}", f"unknown variant; {path.name} has {', '.join(variants)}")
         try:
-            return module.get_config(variant)
-        except TypeError as e:
-            if "Could not override field" in str(e):
-                raise
+            inspect.signature(module.get_config).bind(variant)
+        except TypeError:
             raise ConfigError("file", f"{path}:{variant}", "this experiment has no variants (get_config() takes none)") from None
+        return module.get_config(variant)
 
 
 def _checked_keys(config: ml_collections.ConfigDict, path: pathlib.Path) -> ml_collections.ConfigDict:
