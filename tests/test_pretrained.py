@@ -425,7 +425,12 @@ def test_predict_without_any_image_exits_2(prediction_inputs, capsys):
             "--weights", str(root / "resnet18.safetensors")]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "skipped" in err and "none of the 1 input(s) is an image" in err
+    assert "skipped" in err and "none of the 1 input(s) is an image that could be read (" in err
+    assert "notes.txt" in err.strip().splitlines()[-1]  # the last line names the file, not only the one before
+    missing = [str(root / "nope.png"), str(root / "nope2.jpg")]
+    assert main(["predict", *missing, "--model", "resnet18", "--weights", str(root / "resnet18.safetensors")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"jaxconv: error: {', '.join(missing)}: no such file or folder; give image files, or folders of them"]
 
 
 def test_a_weights_path_that_is_not_one_is_named():

@@ -31,17 +31,20 @@ def run(args: argparse.Namespace) -> int:
                          f"{', '.join(published)}")
     if is_tag and args.weights_tag not in (None, args.weights):
         raise UsageError("--weights-tag is for a --weights file; a published tag brings its own preprocessing")
+    missing = [name for name in args.inputs if not pathlib.Path(name).expanduser().exists()]
+    if len(missing) == len(args.inputs):  # before any weights are read: nothing to predict
+        raise UsageError(f"{', '.join(missing)}: no such file or folder; give image files, or folders of them")
     tag = args.weights if is_tag else (args.weights_tag or next(iter(published)))
     weight_set = published[tag]
     if is_tag:
         path = weights.fetch(args.model, tag, args.weights_dir, download=not args.no_download)
     model, variables = convert.load_pretrained(args.model, path)  # not found, hash, mismatch: UserErrors
 
-    results, skipped = [], 0
+    results, skipped = [], []
     for item in predict.predict_files(args.inputs, model, variables, weight_set.preprocessing, top_k=args.top,
                                       batch_size=args.batch_size):
         if isinstance(item, predict.Skipped):
-            skipped += 1
+            skipped.append(item.reason)
             print(f"jaxconv: skipped {item.reason}", file=sys.stderr)
             continue
         results.append(item)
@@ -57,10 +60,11 @@ def run(args: argparse.Namespace) -> int:
             "preprocessing": {"tag": tag, "resize": pre.resize, "crop": pre.crop,
                               "interpolation": pre.interpolation, "mean": pre.mean, "std": pre.std},
             "results": [r.as_dict() for r in results],
-            "skipped": skipped,
+            "skipped": len(skipped),
         }, indent=2))
     if not results:
-        raise UsageError(f"none of the {skipped} input(s) is an image that could be read")
+        first = f" ({skipped[0]}{', ...' if len(skipped) > 1 else ''})" if skipped else ""
+        raise UsageError(f"none of the {len(skipped)} input(s) is an image that could be read{first}")
     return 0
 
 
