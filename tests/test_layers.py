@@ -1,6 +1,8 @@
-"""Layers: the output-size rule, pooling modes, LRN, BatchNorm statistics, dropout, activations."""
+"""Layers: the output-size rule, pooling modes, LRN, BatchNorm statistics, dropout, layer scale, activations."""
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -205,6 +207,18 @@ def test_squeeze_excite_gates_channels(rng):
     assert np.all((gate > 0) & (gate < 1))
 
 
+def test_layer_scale_starts_at_its_value_per_channel_and_keeps_the_compute_dtype():
+    x = jnp.ones((2, 3, 3, 8), jnp.bfloat16)
+    layer = layers.LayerScale(1e-6)
+    variables = layer.init(jax.random.key(0), x)
+    scale = variables["params"]["scale"]
+    assert scale.shape == (8,) and scale.dtype == jnp.float32  # 1-D: weight decay skips it (test_train)
+    np.testing.assert_array_equal(scale, np.full(8, 1e-6, np.float32))
+    y = layer.apply({"params": {"scale": jnp.arange(8, dtype=jnp.float32)}}, x)
+    assert y.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(y, np.float32), np.broadcast_to(np.arange(8), (2, 3, 3, 8)))
+
+
 # --- activations -----------------------------------------------------------------------------------
 
 
@@ -228,6 +242,11 @@ def test_activation_definitions():
     derivative = jax.vmap(jax.grad(swish))(x)
     f = np.asarray(x) * sig
     np.testing.assert_allclose(derivative, f + sig * (1 - f), rtol=1e-5, atol=1e-6)
+    # GELU as PyTorch's nn.GELU() (ConvNeXt's): x * Phi(x) with the exact normal CDF, not the tanh approximation
+    # (at x = 1: 0.841345 exact, 0.841192 approximated).
+    phi = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in np.asarray(x, np.float64)])
+    np.testing.assert_allclose(layers.get_activation("gelu")(x), np.asarray(x) * phi, rtol=1e-6, atol=1e-7)
+    assert float(layers.gelu(jnp.float32(1.0))) == pytest.approx(0.8413447, abs=1e-6)
     with pytest.raises(ValueError, match="relu"):
         layers.get_activation("gelu_fast")
 

@@ -2,6 +2,7 @@
 
 from jaxconv.layers.activations import (
     ACTIVATIONS,
+    gelu,
     get_activation,
     leaky_relu,
     relu,
@@ -14,6 +15,7 @@ from jaxconv.layers.activations import (
 from jaxconv.layers.conv import Conv, he_normal_fan_out
 from jaxconv.layers.dropout import DropPath, Dropout
 from jaxconv.layers.geometry import GeometryError, output_size
+from jaxconv.layers.layer_scale import LayerScale
 from jaxconv.layers.norm import NORMS, BatchNorm, GroupNorm, LayerNorm, LocalResponseNorm, norm_factory
 from jaxconv.layers.pooling import AdaptiveAvgPool, AvgPool, GlobalAvgPool, MaxPool
 from jaxconv.layers.squeeze_excite import SqueezeExcite
@@ -30,10 +32,12 @@ __all__ = [
     "GlobalAvgPool",
     "GroupNorm",
     "LayerNorm",
+    "LayerScale",
     "NORMS",
     "LocalResponseNorm",
     "MaxPool",
     "SqueezeExcite",
+    "gelu",
     "get_activation",
     "he_normal_fan_out",
     "leaky_relu",

@@ -1,7 +1,7 @@
 """Activation functions by name, so that configs and overrides can name them.
 
 The lectures' set: sigmoid, tanh, ReLU, leaky ReLU (slope 0.01 for x < 0), swish
-(x * sigmoid(x), EfficientNet's activation) and softmax.
+(x * sigmoid(x), EfficientNet's activation) and softmax; GELU (ConvNeXt's).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ leaky_relu = partial(nn.leaky_relu, negative_slope=0.01)
 tanh = jnp.tanh
 sigmoid = nn.sigmoid
 swish = nn.swish
+# x * Phi(x) with the exact normal CDF (erf), as PyTorch's nn.GELU(); flax's default is the tanh approximation.
+gelu = partial(nn.gelu, approximate=False)
 softmax = nn.softmax
 
 ACTIVATIONS: dict[str, Activation] = {
@@ -30,12 +32,14 @@ ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": sigmoid,
     "swish": swish,
     "silu": swish,
+    "gelu": gelu,
     "softmax": softmax,
 }
 
 
 def get_activation(name_or_fn: str | Activation) -> Activation:
-    """Returns the activation called ``name`` (relu, relu6, leaky_relu, tanh, sigmoid, swish, softmax).
+    """Returns the activation called ``name`` (relu, relu6, leaky_relu, tanh, sigmoid, swish, gelu,
+    softmax).
 
     A callable is returned unchanged, so model fields accept either.
     """
