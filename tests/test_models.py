@@ -7,6 +7,7 @@ parameters (see conftest) at a small input size.
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -168,6 +169,32 @@ def test_googlenet_aux_logits_are_sown_in_training():
     )
     aux = state["aux_logits"]
     assert aux["aux1_logits"][0].shape == (2, 3) and aux["aux2_logits"][0].shape == (2, 3)
+
+
+def test_convnext_stochastic_depth_and_feature_maps_follow_torchvision():
+    """torchvision's rule, stochastic_depth_prob * block / (blocks - 1): 0 at the first of ConvNeXt-T's 18 blocks,
+    0.1 at the last; features at strides 4, 4, 8, 16, 32 (the downsampling opens stages 2-4), pre_logits pooled."""
+    from jaxconv.layers import DropPath
+
+    model = jaxconv.get_model("convnext_tiny")
+    x = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
+    rates = []
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, DropPath) and context.method_name == "__call__":
+            rates.append(context.module.rate)
+        return next_fun(*args, **kwargs)
+
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    with nn.intercept_methods(record):
+        _, features = jax.eval_shape(lambda v, x: model.apply(v, x, return_features=True), variables, x)
+    assert rates == pytest.approx([0.1 * block / 17 for block in range(18)], abs=1e-12)
+    assert {key: value.shape for key, value in features.items()} == {
+        "stem": (2, 56, 56, 96), "stage1": (2, 56, 56, 96), "stage2": (2, 28, 28, 192), "stage3": (2, 14, 14, 384),
+        "stage4": (2, 7, 7, 768), "pre_logits": (2, 768)}
+    assert "downsample" not in variables["params"]["stage1"]["block0"]
+    assert all("downsample" in variables["params"][f"stage{s}"]["block0"] for s in (2, 3, 4))
+    assert not any("downsample" in variables["params"]["stage3"][f"block{b}"] for b in range(1, 9))
 
 
 def matmul_dtypes(jaxpr, found=None) -> dict:

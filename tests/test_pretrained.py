@@ -123,11 +123,11 @@ def test_logits_equal_torchvision(name, tmp_path):
     assert checksum(used) == pytest.approx(float(fixture["weights_checksum"]), rel=1e-9), stream_changed
     assert checksum(images) == pytest.approx(float(fixture["input_checksum"]), rel=1e-9), stream_changed
 
-    if name == "resnet18":  # through a file, as a user would: safetensors, no torch
+    if name in ("resnet18", "convnext_tiny"):  # through a file, as a user would: safetensors, no torch
         from safetensors.numpy import save_file
 
-        save_file(state, str(tmp_path / "resnet18.safetensors"))
-        model, variables = load_pretrained(name, tmp_path / "resnet18.safetensors")
+        save_file(state, str(tmp_path / f"{name}.safetensors"))
+        model, variables = load_pretrained(name, tmp_path / f"{name}.safetensors")
     else:
         model, variables = build_model(name), convert_state_dict(name, state)
     logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images))

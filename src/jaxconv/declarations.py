@@ -134,6 +134,9 @@ class TorchvisionKeys:
     Dense layer whose input is a flattened (H, W, C) map (torchvision flattens (C, H, W)).
     ``ignored`` are patterns of file entries dropped on purpose, ``load_options`` the model
     options the published weights need, ``builder`` torchvision's builder when its name differs.
+    ``channel_parameters`` names jaxconv modules (a ``LayerScale``) whose one (C,) parameter
+    torchvision holds as a (C, 1, 1) tensor of the enclosing module, under the same name
+    (ConvNeXt's ``CNBlock.layer_scale``): key ``prefix(enclosing path) + '.' + name``.
 
     For ``scripts/make_parity_fixtures.py``: ``builder_options`` build torchvision's model as
     its published file was saved, ``parity_options`` as jaxconv's twin runs (default: the
@@ -146,6 +149,7 @@ class TorchvisionKeys:
     ignored: tuple[str, ...] = ()
     load_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     builder: str | None = None
+    channel_parameters: tuple[str, ...] = ()
     builder_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     parity_options: Mapping[str, Any] | None = None
     parity_size: int | None = None

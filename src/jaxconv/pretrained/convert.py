@@ -9,7 +9,8 @@ variable names the torchvision entry it comes from and how its array is rearrang
 - the first classifier layer of AlexNet and VGG: torch flattens (C, H, W), jaxconv (H, W, C),
   so its input rows are permuted;
 - BatchNorm: weight -> scale, bias -> bias, running_mean -> mean, running_var -> var
-  (``num_batches_tracked`` is ignored).
+  (``num_batches_tracked`` is ignored);
+- a per-channel tensor torch stores as (C, 1, 1) (ConvNeXt's layer scale): -> (C,).
 
 timm's republication of torchvision's VGG weights stores the classifier as convolutions
 (pre_logits.fc1 as (4096, 512, 7, 7), pre_logits.fc2, head.fc); those keys are mapped back
@@ -59,7 +60,7 @@ class Entry:
     collection: str  # 'params' or 'batch_stats'
     path: tuple[str, ...]  # module path and leaf name inside the collection
     torch_key: str
-    kind: str  # 'copy', 'conv', 'dense' or 'dense_chw'
+    kind: str  # 'copy', 'conv', 'dense', 'dense_chw' or 'channel'
     shape: tuple[int, ...]  # the jaxconv shape
     chw: tuple[int, int, int] | None = None  # (C, H, W) of the flattened input, for 'dense_chw'
 
@@ -71,6 +72,8 @@ class Entry:
         if self.kind in ("dense", "dense_chw"):
             fan_in, fan_out = self.shape
             return (fan_out, fan_in)
+        if self.kind == "channel":
+            return (*self.shape, 1, 1)
         return self.shape
 
     def to_jax(self, array: np.ndarray) -> np.ndarray:
@@ -80,6 +83,8 @@ class Entry:
             return np.ascontiguousarray(array.transpose(2, 3, 1, 0))
         if self.kind == "dense":
             return np.ascontiguousarray(array.T)
+        if self.kind == "channel":
+            return array.reshape(self.shape)
         if self.kind == "dense_chw":
             channels, height, width = self.chw  # type: ignore[misc]
             out = array.shape[0]
@@ -158,14 +163,17 @@ def _plan(name: str, model=None, **model_overrides: Any) -> tuple[Entry, ...]:
     for collection in ("params", "batch_stats"):
         for path, leaf in _walk(shapes.get(collection, {})):
             module, leaf_name = path[:-1], path[-1]
+            channel = bool(module) and module[-1] in keys.channel_parameters
             try:
-                prefix = keys.prefix(module, params)
+                prefix = keys.prefix(module[:-1] if channel else module, params)
             except ValueError as e:  # a module torchvision's files do not have (GoogLeNet's aux heads)
                 raise WeightsFormatError(str(e)) from None
-            torch_key = f"{prefix}.{_LEAVES[(collection, leaf_name)]}"
+            torch_key = f"{prefix}.{module[-1] if channel else _LEAVES[(collection, leaf_name)]}"
             shape = tuple(leaf.shape)
             kind, chw = "copy", None
-            if leaf_name == "kernel" and len(shape) == 4:
+            if channel:
+                kind = "channel"
+            elif leaf_name == "kernel" and len(shape) == 4:
                 kind = "conv"
             elif leaf_name == "kernel" and len(shape) == 2:
                 kind = "dense"
