@@ -271,6 +271,54 @@ def test_weight_decay_skips_biases_and_normalisation_parameters():
             np.testing.assert_array_equal(untouched, 0)
 
 
+def test_weight_decay_skips_convnext_norms_biases_and_layer_scales():
+    """ConvNeXt's recipe decays the convolution and linear kernels only: not its LayerNorms, biases or layer scales
+    (which torchvision holds as (C, 1, 1) tensors; jaxconv's are (C,), so the ndim rule sees them)."""
+    import jax.numpy as jnp
+
+    import jaxconv
+    from jaxconv.train.optim import decay_mask
+
+    model = jaxconv.get_model("convnext_tiny")
+    x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+    params = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)["params"]
+    decayed = {"/".join(str(k.key) for k in path): flag
+               for path, flag in jax.tree_util.tree_leaves_with_path(decay_mask(params))}
+    assert decayed["stage2/block0/layer_scale/scale"] is False and decayed["stem/norm/scale"] is False
+    assert decayed["stage2/block0/downsample_norm/bias"] is False and decayed["head_norm/scale"] is False
+    assert decayed["stage2/block0/downsample/kernel"] is True and decayed["stage1/block0/depthwise/kernel"] is True
+    kinds = {}  # (leaf name, decayed) -> count over the whole network
+    for path, flag in decayed.items():
+        kinds[(path.rsplit("/", 1)[-1], flag)] = kinds.get((path.rsplit("/", 1)[-1], flag), 0) + 1
+    # 18 blocks of 4 kernels (depthwise, expand, project) + 3 downsamplings + stem + head; 18 layer scales;
+    # LayerNorms: stem, 18 blocks, 3 downsamplings, head.
+    assert kinds == {("kernel", True): 18 * 3 + 3 + 2, ("bias", False): 18 * 3 + 3 + 2 + 23,
+                     ("scale", False): 23 + 18}
+
+
+def test_a_small_convnext_trains_with_adamw_on_the_built_in_dataset(data_dir, tmp_path):
+    """ConvNeXt's recipe in miniature (AdamW, decoupled weight decay, stochastic depth) on the built-in shapes:
+    the run completes with finite losses, and the layer scales, started at 1e-6, move: gradients reach every
+    residual branch. Three one-block stages with 3x3 depthwise kernels at the shared 16 px (16 / 4 -> 4 -> 2 -> 1),
+    which keeps the compilation short and reuses the shared run's data."""
+    options = {"depths": (1, 1, 1), "widths": (8, 16, 16), "drop_path_rate": 0.1, "kernel_size": 3}
+    config = tiny_config(data_dir, model="convnext_tiny", learning_rate=0.002, num_train_steps=4,
+                         eval_every_steps=4, checkpoint_every_steps=4, log_every_steps=2)
+    config.model_options = ml_collections.ConfigDict(options)
+    config.optimizer.update(name="adamw", weight_decay=0.05)
+    config = validate(config, device_count=jax.device_count())
+    summary = train(config, tmp_path / "run", log=lambda _: None)
+    assert summary["status"] == "completed" and summary["steps"] == 4
+    losses = [json.loads(line).get("loss") for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [loss for loss in losses if loss is not None]
+    assert losses and all(np.isfinite(losses))
+    exp = build(config, log=lambda _: None)
+    state, _ = Checkpoints(tmp_path / "run", read_only=True).restore(4, abstract_state(exp))
+    for stage in range(1, 4):
+        scale = np.asarray(state.params[f"stage{stage}"]["block0"]["layer_scale"]["scale"])
+        assert np.abs(scale - 1e-6).max() > 1e-5, stage
+
+
 def test_label_smoothing_and_clipping():
     import jax.numpy as jnp
     import optax

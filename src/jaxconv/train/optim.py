@@ -45,7 +45,8 @@ def schedule_warnings(config: ml_collections.ConfigDict, schedule: optax.Schedul
 
 
 def decay_mask(params) -> object:
-    """True for the weights weight decay applies to: kernels (ndim > 1), not biases or norm parameters."""
+    """True for the weights weight decay applies to: kernels (ndim > 1), not biases, norm parameters or
+    per-channel scales (ConvNeXt's layer scale, a (C,) vector here)."""
     return jax.tree_util.tree_map(lambda p: jnp.ndim(p) > 1, params)
 
 
