@@ -20,10 +20,11 @@ import pytest
 from conftest import host_variables
 from jaxconv.checkpoint import CheckpointMismatch, Checkpoints
 from jaxconv.cli import main
-from jaxconv.train.config import ConfigChanged, ConfigError, apply_overrides, base_config, load_config, validate
+from jaxconv.train.config import ConfigError, apply_overrides, base_config, load_config, validate
 from jaxconv.train.experiment import abstract_state, build, checkpoint_meta
 from jaxconv.train.loop import train
 from jaxconv.train.optim import learning_rate_schedule
+from jaxconv.train.resume import ConfigChanged
 from tiny import tiny_config, write_experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -99,7 +100,7 @@ def test_the_optimizer_group_refuses_settings_its_optimizer_does_not_read():
 
 
 def test_a_config_json_of_an_older_jaxconv_with_flat_optimizer_keys_still_resumes():
-    from jaxconv.train.config import check_resume
+    from jaxconv.train.resume import check_resume
 
     current = validate(apply_overrides(base_config(), {"optimizer.name": "adamw", "optimizer.weight_decay": "0.05"}),
                        device_count=1)

@@ -24,8 +24,9 @@ import pytest
 from jaxconv.checkpoint import Checkpoints
 from jaxconv.cli import main
 from jaxconv.compare import load_run
-from jaxconv.train.config import ConfigChanged, check_resume, validate
+from jaxconv.train.config import validate
 from jaxconv.train.loop import train
+from jaxconv.train.resume import ConfigChanged, check_resume
 from jaxconv.train.workdir import LOCK, RunLock, WorkdirBusy, settle_metrics
 from tiny import tiny_config, write_experiment
 

@@ -34,13 +34,13 @@ from jaxconv.analysis.gradients import layer_name
 from jaxconv.checkpoint import Checkpoints
 from jaxconv.data.prefetch import DeviceBatches
 from jaxconv.errors import RunFailure
-from jaxconv.train.config import ConfigChanged, ConfigError
+from jaxconv.train.config import ConfigError
 from jaxconv.train.evaluate import best_eval, evaluate, evaluate_checkpoint
 from jaxconv.train.experiment import (Experiment, abstract_state, build, checkpoint_meta, initial_state,
                                       train_batches)
 from jaxconv.train.optim import schedule_warnings
 from jaxconv.train.report import MetricsWriter, Progress
-from jaxconv.train.resume import changes_on_resume, record_changes
+from jaxconv.train.resume import ConfigChanged, changes_on_resume, record_changes
 from jaxconv.train.signals import StopRequest, stop_signals
 from jaxconv.train.state import TrainState
 from jaxconv.train.steps import eval_step, train_step

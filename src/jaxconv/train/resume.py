@@ -6,12 +6,62 @@ import json
 import pathlib
 import time
 from collections.abc import Callable, Collection
+from typing import Any
 
 import ml_collections
 
-from jaxconv.train.config import ConfigChanged, check_resume
-from jaxconv.train.keys import RUN_DEFINING_KEYS
+from jaxconv.errors import UserError
+from jaxconv.train.config import base_config, flat, upgrade
+from jaxconv.train.keys import RESUMABLE_KEYS, RUN_DEFINING_KEYS
 from jaxconv.train.workdir import append_line
+
+
+class ConfigChanged(UserError, ValueError):
+    """A resume with a config that changes what the run is."""
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def config_changes(stored: dict, config: ml_collections.ConfigDict) -> dict[str, tuple[Any, Any]]:
+    """``{key: (the run's value, the new value)}`` for every key that differs (dotted: ``optimizer.name``;
+    model options as ``model_options.NAME``). Keys the stored config lacks (an older jaxconv's) count
+    at their default."""
+    defaults = _plain(flat(base_config().to_dict()))
+    old, new = _plain(flat(upgrade(stored))), _plain(flat(config.to_dict()))
+    changes = {}
+    for key in sorted(set(defaults) | set(old) | set(new)):
+        before, after = old.get(key, defaults.get(key)), new.get(key, defaults.get(key))
+        if key == "model_options" and isinstance(before, dict) and isinstance(after, dict):
+            for name in sorted(set(before) | set(after)):
+                if before.get(name) != after.get(name):
+                    changes[f"model_options.{name}"] = (before.get(name), after.get(name))
+        elif before != after:
+            changes[key] = (before, after)
+    return changes
+
+
+def check_resume(stored: dict, config: ml_collections.ConfigDict, allow: Collection[str] = (), *,
+                 where: str = "the workdir") -> dict[str, tuple[Any, Any]]:
+    """The changes a resume makes to the run's config; raises ConfigChanged for those that change what
+    the run is, unless ``allow`` names them (or is ``{'all'}``)."""
+    changes = config_changes(stored, config)
+    refused = {key: values for key, values in changes.items()
+               if key not in RESUMABLE_KEYS and "all" not in allow
+               and key not in allow and key.partition(".")[0] not in allow}
+    if refused:
+        listed = ", ".join(f"{key} {_short(before)} -> {_short(after)}" for key, (before, after) in refused.items())
+        raise ConfigChanged(
+            f"{where} holds a run trained with other values: {listed}; these change what the run is, so resume "
+            f"without them, give a new run another --workdir, or continue with them anyway with "
+            f"--allow-change {','.join(refused)} (recorded in config_changes.jsonl)")
+    return changes
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def changes_on_resume(config: ml_collections.ConfigDict, workdir: pathlib.Path,
@@ -45,4 +95,4 @@ def record_changes(config, workdir: pathlib.Path, step: int, changes: dict, log:
     append_line(workdir / "config_changes.jsonl", json.dumps(record))
 
 
-__all__ = ["changes_on_resume", "record_changes"]
+__all__ = ["ConfigChanged", "changes_on_resume", "check_resume", "config_changes", "record_changes"]
