@@ -247,6 +247,12 @@ def test_activation_definitions():
     phi = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in np.asarray(x, np.float64)])
     np.testing.assert_allclose(layers.get_activation("gelu")(x), np.asarray(x) * phi, rtol=1e-6, atol=1e-7)
     assert float(layers.gelu(jnp.float32(1.0))) == pytest.approx(0.8413447, abs=1e-6)
+    # MobileNetV3's, as PyTorch's nn.Hardsigmoid and nn.Hardswish: 0 for x <= -3, x / 6 + 1/2 between, 1 for x >= 3.
+    hard = np.clip(np.asarray(x) / 6 + 0.5, 0, 1)
+    np.testing.assert_allclose(layers.get_activation("hard_sigmoid")(x), hard, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(layers.get_activation("hard_swish")(x), np.asarray(x) * hard, rtol=1e-6, atol=1e-7)
+    assert float(layers.hard_swish(jnp.float32(1.0))) == pytest.approx(2 / 3, abs=1e-7)
+    assert float(layers.hard_sigmoid(jnp.float32(-3.5))) == 0.0 and float(layers.hard_sigmoid(jnp.float32(3.5))) == 1.0
     with pytest.raises(ValueError, match="relu"):
         layers.get_activation("gelu_fast")
 

@@ -1,7 +1,8 @@
 """Activation functions by name, so that configs and overrides can name them.
 
 The lectures' set: sigmoid, tanh, ReLU, leaky ReLU (slope 0.01 for x < 0), swish
-(x * sigmoid(x), EfficientNet's activation) and softmax; GELU (ConvNeXt's).
+(x * sigmoid(x), EfficientNet's activation) and softmax; GELU (ConvNeXt's); hard sigmoid and hard swish
+(MobileNetV3's piecewise-linear stand-ins for sigmoid and swish).
 """
 
 from __future__ import annotations
@@ -24,6 +25,17 @@ swish = nn.swish
 gelu = partial(nn.gelu, approximate=False)
 softmax = nn.softmax
 
+
+def hard_sigmoid(x: jnp.ndarray) -> jnp.ndarray:
+    """relu6(x + 3) / 6: 0 below -3, 1 above 3, linear between; PyTorch's nn.Hardsigmoid (MobileNetV3's gate)."""
+    return relu6(x + 3.0) / 6.0
+
+
+def hard_swish(x: jnp.ndarray) -> jnp.ndarray:
+    """x * relu6(x + 3) / 6, PyTorch's nn.Hardswish: swish without the exponential (MobileNetV3)."""
+    return x * hard_sigmoid(x)
+
+
 ACTIVATIONS: dict[str, Activation] = {
     "relu": relu,
     "relu6": relu6,
@@ -33,13 +45,15 @@ ACTIVATIONS: dict[str, Activation] = {
     "swish": swish,
     "silu": swish,
     "gelu": gelu,
+    "hard_sigmoid": hard_sigmoid,
+    "hard_swish": hard_swish,
     "softmax": softmax,
 }
 
 
 def get_activation(name_or_fn: str | Activation) -> Activation:
     """Returns the activation called ``name`` (relu, relu6, leaky_relu, tanh, sigmoid, swish, gelu,
-    softmax).
+    hard_sigmoid, hard_swish, softmax).
 
     A callable is returned unchanged, so model fields accept either.
     """
