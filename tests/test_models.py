@@ -29,8 +29,8 @@ ALL_MODELS = jaxconv.list_models()
 # The forward pass runs for one network per code path (a family's variants differ in depth and width
 # only); the others are checked by eval_shape, on the one convolution primitive per layer (no compile).
 RUN_FORWARD = {"alexnet", "allcnn_c", "efficientnet_b0", "googlenet", "inception_small", "inception_small_naive",
-               "lenet5", "mobilenet_v2", "plain18", "plain20", "resnet18", "resnet50", "resnet20", "squeezenet1_1",
-               "vgg11", "vgg11_bn"}
+               "lenet5", "mobilenet_v2", "mobilenet_v3_small", "plain18", "plain20", "resnet18", "resnet50", "resnet20",
+               "squeezenet1_1", "vgg11", "vgg11_bn"}
 # (ResNeXt-50, VGG-16, EfficientNet-B0/B1 and others also run in tests/test_pretrained.py's parity test.)
 
 
@@ -195,6 +195,40 @@ def test_convnext_stochastic_depth_and_feature_maps_follow_torchvision():
     assert "downsample" not in variables["params"]["stage1"]["block0"]
     assert all("downsample" in variables["params"][f"stage{s}"]["block0"] for s in (2, 3, 4))
     assert not any("downsample" in variables["params"]["stage3"][f"block{b}"] for b in range(1, 9))
+
+
+def test_mobilenet_v3_stages_follow_the_resolution_and_torchvision_table():
+    """A stage opens at each stride-2 block: large's 1, 2, 3, 6, 3 blocks at strides 2-32, small's 1, 2, 5, 3 at 4-32;
+    a block expands only when its expanded width differs from its input (the first of each), and its SE squeezes
+    to make_divisible(expanded // 4) channels: large's 72 -> 24 (18 rounds up), small's first block 16 -> 8."""
+    shapes = {}
+    for name in ("mobilenet_v3_large", "mobilenet_v3_small"):
+        model = jaxconv.get_model(name)
+        x = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
+        variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+        _, features = jax.eval_shape(lambda v, x: model.apply(v, x, return_features=True), variables, x)
+        shapes[name] = ({key: value.shape for key, value in features.items()}, variables["params"])
+    large, params = shapes["mobilenet_v3_large"]
+    assert large == {"stem": (2, 112, 112, 16), "stage1": (2, 112, 112, 16), "stage2": (2, 56, 56, 24),
+                     "stage3": (2, 28, 28, 40), "stage4": (2, 14, 14, 112), "stage5": (2, 7, 7, 160),
+                     "head": (2, 7, 7, 960), "pre_logits": (2, 1280)}
+    assert [len(params[f"stage{s}"]) for s in range(1, 6)] == [1, 2, 3, 6, 3]
+    assert set(params["stage1"]["block0"]) == {"depthwise", "project"}
+    assert set(params["stage3"]["block0"]) == {"expand", "depthwise", "se", "project"}
+    assert params["stage3"]["block0"]["se"]["fc1"]["kernel"].shape == (1, 1, 72, 24)
+    small, params = shapes["mobilenet_v3_small"]
+    assert small == {"stem": (2, 112, 112, 16), "stage1": (2, 56, 56, 16), "stage2": (2, 28, 28, 24),
+                     "stage3": (2, 14, 14, 48), "stage4": (2, 7, 7, 96), "head": (2, 7, 7, 576),
+                     "pre_logits": (2, 1024)}
+    assert [len(params[f"stage{s}"]) for s in range(1, 5)] == [1, 2, 5, 3]
+    assert set(params["stage1"]["block0"]) == {"depthwise", "se", "project"}
+    assert params["stage1"]["block0"]["se"]["fc1"]["kernel"].shape == (1, 1, 16, 8)
+
+
+def test_mobilenet_v3_width_multiplier_counts_as_torchvision():
+    """torchvision's width_mult=0.75 (counted with torchvision 0.29.1): every width x0.75, rounded to multiples of 8."""
+    assert parameter_count("mobilenet_v3_large", width=0.75) == 3_377_576
+    assert parameter_count("mobilenet_v3_small", width=0.75) == 1_653_920
 
 
 def matmul_dtypes(jaxpr, found=None) -> dict:

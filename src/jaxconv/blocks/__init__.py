@@ -2,7 +2,7 @@
 
 from jaxconv.blocks.base import Block, ConvNormAct, ModuleDef
 from jaxconv.blocks.inception import Inception, InceptionNaive
-from jaxconv.blocks.mbconv import MBConv, make_divisible
+from jaxconv.blocks.mbconv import MBConv, MobileNetV3Block, make_divisible
 from jaxconv.blocks.residual import (
     BasicBlock,
     Bottleneck,
@@ -19,6 +19,7 @@ __all__ = [
     "Inception",
     "InceptionNaive",
     "MBConv",
+    "MobileNetV3Block",
     "ModuleDef",
     "PlainBasicBlock",
     "PlainBottleneck",

@@ -1,4 +1,5 @@
-"""MBConv: the inverted residual block of MobileNetV2 with squeeze-and-excitation (EfficientNet)."""
+"""MBConv: the inverted residual block of MobileNetV2 with squeeze-and-excitation (EfficientNet), and
+MobileNetV3's variant of it."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxconv.blocks.base import Block, ConvNormAct
-from jaxconv.layers import DropPath, SqueezeExcite, swish
+from jaxconv.layers import DropPath, SqueezeExcite, hard_sigmoid, relu, swish
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -51,5 +52,38 @@ class MBConv(Block):
         y = ConvNormAct(self.features, kernel_size=1, name="project", **{**unit, "act": None})(y, train)
         if self.stride == 1 and in_features == self.features:
             y = DropPath(self.drop_path, name="drop_path")(y, deterministic=not train)
+            y = y + x
+        return y
+
+
+class MobileNetV3Block(Block):
+    """1x1 expand to ``hidden`` -> depthwise kxk (stride) -> squeeze-excite -> 1x1 project (no activation).
+
+    MobileNetV3's bottleneck (Howard et al. 2019) as torchvision builds it. Unlike MBConv, the
+    expansion is a channel count (``hidden``; no expansion when it equals the input's), the
+    squeeze-and-excitation is optional and sized on the expanded channels (make_divisible(hidden // 4)),
+    with ReLU inside and a hard-sigmoid gate, and ``act`` (ReLU or hard swish) is chosen per block.
+    When stride is 1 and channels are unchanged, the input is added back (no stochastic depth).
+    """
+
+    hidden: int = 16
+    kernel_size: int = 3
+    squeeze_excite: bool = False
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        in_features = x.shape[-1]
+        unit = dict(conv=self.conv, norm=self.norm, act=self.act)
+        y = x
+        if self.hidden != in_features:
+            y = ConvNormAct(self.hidden, kernel_size=1, name="expand", **unit)(y, train)
+        y = ConvNormAct(
+            self.hidden, self.stride, kernel_size=self.kernel_size, groups=self.hidden, name="depthwise", **unit
+        )(y, train)
+        if self.squeeze_excite:
+            squeeze = make_divisible(self.hidden // 4)
+            y = SqueezeExcite(squeeze, act=relu, gate=hard_sigmoid, conv=self.conv, name="se")(y)
+        y = ConvNormAct(self.features, kernel_size=1, name="project", **{**unit, "act": None})(y, train)
+        if self.stride == 1 and in_features == self.features:
             y = y + x
         return y
