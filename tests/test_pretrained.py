@@ -256,6 +256,9 @@ def test_registry_holds_the_published_facts():
     assert weights_info("resnet50", "IMAGENET1K_V2").top1 == 80.858  # REFERENCE.md: torchvision's new recipe
     assert weights_info("resnet50", "IMAGENET1K_V2").preprocessing.resize == 232  # the V2 recipe
     assert weights_info("resnet50").tag == "IMAGENET1K_V1"
+    # torchvision's MobileNetV3-Large weights: V1 at resize 256, the reg-tuned V2 recipe at 232 (mobilenetv3.py).
+    assert [(w.top1, w.top5, w.preprocessing.resize) for w in WEIGHTS["mobilenet_v3_large"].values()] == [
+        (74.042, 91.340, 256), (75.274, 92.566, 232)]
     assert weights_info("efficientnet_b3").preprocessing == dataclasses.replace(
         weights_info("efficientnet_b3").preprocessing, resize=320, crop=300, interpolation="bicubic"
     )
