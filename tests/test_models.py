@@ -245,7 +245,7 @@ def matmul_dtypes(jaxpr, found=None) -> dict:
     return found
 
 
-@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "googlenet_tv", "vgg11_bn"])
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "googlenet_tv", "vgg11_bn", "mobilenet_v3_small"])
 def test_bfloat16_training_runs_every_convolution_in_bfloat16(name):
     """Mixed precision as the accelerators want it: with dtype=bfloat16 the forward convolutions,
     both of their gradients and the classifier's matmuls take and give bfloat16 (tensor-core
