@@ -64,15 +64,16 @@ def final_params(workdir: pathlib.Path):
 
 
 def test_two_processes_train_like_one_process_with_the_same_devices(experiment, tmp_path):
+    # The reference and the two processes run at once: each spends much of its start importing and compiling
+    # on one thread, and the two processes wait on each other in their collectives.
     single = launch(experiment, tmp_path / "single", 4)
-    _, err = single.communicate(timeout=600)
-    assert single.returncode == 0, err
-    reference = json.loads((tmp_path / "single" / "summary.json").read_text())
-
     port = free_port()
     workdir = tmp_path / "multi"
     processes = [launch(experiment, workdir, 2, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
                         "--process-id", str(k)) for k in range(2)]
+    _, err = single.communicate(timeout=600)
+    assert single.returncode == 0, err
+    reference = json.loads((tmp_path / "single" / "summary.json").read_text())
     results = [p.communicate(timeout=600) for p in processes]
     for p, (_, err) in zip(processes, results):
         assert p.returncode == 0, err

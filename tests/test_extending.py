@@ -82,6 +82,8 @@ def guide_steps(section: str) -> list[tuple[str, str, str]]:
 
 
 def shrunk(args: list[str], data_dir: pathlib.Path) -> list[str]:
+    if args[0] == "bench":  # the user's model reaches bench all the same; a forward step compiles in half the time
+        return [*args, "--mode", "eval"]
     if args[0] != "train":
         return args
     out = []

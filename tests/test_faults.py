@@ -355,6 +355,35 @@ def test_a_damaged_built_in_dataset_is_made_again_and_a_damaged_download_is_refu
     assert (sources["train"].fetch(np.arange(64)) == whole).all()
 
 
+def test_two_runs_preparing_one_dataset_at_once_take_turns_and_both_read_it(tmp_path):
+    """Two runs started together on one data_dir (a sweep's parallel jobs, a reference run beside a
+    multi-process one) raced TFDS's final rename; the loser then removed the folders the winner had
+    filled. Now the second waits for the first, says so, and reads what the first made."""
+    import threading
+
+    from jaxconv.data.sources import open_dataset
+
+    options = dict(data_dir=str(tmp_path / "data"), image_size=16, shapes_examples=(200, 16))
+    first_started, results = threading.Event(), {}
+
+    def run(name, messages):
+        def log(message):
+            messages.append(message)
+            first_started.set()
+        results[name] = open_dataset("shapes", log=log, **options)[1]["train"].fetch(np.arange(200))
+
+    first_log, second_log = [], []
+    first = threading.Thread(target=run, args=("first", first_log))
+    first.start()
+    assert first_started.wait(60) and first_log[0].startswith("generating shapes")
+    second = threading.Thread(target=run, args=("second", second_log))
+    second.start()
+    first.join(120), second.join(120)
+    assert second_log and second_log[0].startswith("waiting for another run that is preparing shapes in ")
+    assert not any(m.startswith("generating") for m in second_log)
+    assert (results["first"] == results["second"]).all()
+
+
 def test_a_full_disk_while_the_built_in_dataset_is_generated_leaves_nothing_behind(tmp_path):
     """A file-size limit stands in for the full disk: writes past it fail as they would with ENOSPC."""
     import resource

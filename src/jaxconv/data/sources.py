@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
+import hashlib
 import io
 import os
 import pathlib
 import shutil
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 
@@ -192,6 +195,11 @@ def prepare(
         with contextlib.redirect_stdout(io.StringIO()), _counting(builder, spec):  # TFDS prints a banner to stdout
             builder.download_and_prepare(file_format="array_record", download_config=config)
     except BaseException as e:  # a full disk, a second Ctrl-C: nothing half-made is left behind
+        if isinstance(e, OSError) and (data_path / "dataset_info.json").exists():
+            # Another machine sharing data_dir finished the same dataset first (TFDS's final rename found it
+            # there): theirs is used, and nothing is removed, since every folder now holds it.
+            log(f"{spec.name} in {data_path} was prepared by another run meanwhile; using it")
+            return
         for path in new:
             shutil.rmtree(path, ignore_errors=True)
         if isinstance(e, tfds.core.download.download_manager.NonMatchingChecksumError):
@@ -205,6 +213,25 @@ def prepare(
                                      f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
                                      + ("; nothing of it was kept" if new else "")) from None
         raise
+
+
+@contextlib.contextmanager
+def _one_preparer(spec: DatasetSpec, data_dir: str | None, log: Callable[[str], None]):
+    """Runs on one machine that prepare one dataset in one data_dir do it one at a time: the others wait,
+    then find it prepared (two at once raced TFDS's final rename, and the loser's cleanup removed the
+    winner's folders). The lock is a file in the temporary directory, since data_dir may not exist yet."""
+    root = str(pathlib.Path(data_dir or default_data_dir()).expanduser().absolute())
+    key = hashlib.sha256(f"{root}\0{spec.tfds_name}".encode()).hexdigest()[:16]
+    with open(pathlib.Path(tempfile.gettempdir()) / f"jaxconv-prepare-{key}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another run that is preparing {spec.name} in {root}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -265,17 +292,20 @@ def open_dataset(
         return spec, sources
 
     def prepared() -> tfds.core.DatasetBuilder:
-        try:
+        with _one_preparer(spec, data_dir, log):
+            try:
+                builder = tfds_builder(spec, data_dir, image_size=image_size, shapes_examples=shapes_examples)
+                prepare(builder, spec, data_dir, log)
+            except DatasetDamaged as e:
+                if spec.tfds_name != "jaxconv_shapes":
+                    raise
+                # The built-in dataset is generated here, deterministically: it is made again.
+                log(f"the built-in dataset in {e.path} is damaged ({e.problem}); generating it again")
+                shutil.rmtree(e.path)
+                builder = tfds_builder(spec, data_dir, image_size=image_size, shapes_examples=shapes_examples)
+                prepare(builder, spec, data_dir, log)
+        if not builder.info.splits:  # made by another machine after this builder looked: read it now
             builder = tfds_builder(spec, data_dir, image_size=image_size, shapes_examples=shapes_examples)
-            prepare(builder, spec, data_dir, log)
-        except DatasetDamaged as e:
-            if spec.tfds_name != "jaxconv_shapes":
-                raise
-            # The built-in dataset is generated here, deterministically: it is made again.
-            log(f"the built-in dataset in {e.path} is damaged ({e.problem}); generating it again")
-            shutil.rmtree(e.path)
-            builder = tfds_builder(spec, data_dir, image_size=image_size, shapes_examples=shapes_examples)
-            prepare(builder, spec, data_dir, log)
         return builder
 
     if prepare_first is not None:  # several processes: one prepares while the others wait
