@@ -15,7 +15,8 @@ Run from the repository root:
 
 It writes
 - layouts.json.gz: for every model jaxconv converts, torchvision's state-dict key -> shape
-  listing, in the layout of the published file (GoogLeNet with its auxiliary heads), and
+  listing, in the layout of the published file (GoogLeNet with its auxiliary heads, DenseNet
+  with its files' 'norm.1' key names), and
   the eps and momentum of its BatchNorm layers;
 - <model>.npz for one model per family (its declaration's parity_size): torchvision's eval-mode logits for two seeded
   input images, with pseudo-random weights from jaxconv.pretrained.synthetic (the same
@@ -69,8 +70,10 @@ def build_torch_model(name: str, for_parity: bool):
     return builder(weights=None, **options)
 
 
-def layout_of(model) -> list[list]:
-    return [[key, list(value.shape)] for key, value in model.state_dict().items()]
+def layout_of(model, name: str) -> list[list]:
+    """The model's state-dict keys (as the published file names them) and shapes."""
+    published = torchvision_keys(name).published_key or (lambda key: key)
+    return [[published(key), list(value.shape)] for key, value in model.state_dict().items()]
 
 
 def batchnorm_settings(model) -> dict[str, list[float]]:
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in names:
         model = build_torch_model(name, for_parity=False)
-        layouts[name] = layout_of(model)
+        layouts[name] = layout_of(model, name)
         batchnorm[name] = batchnorm_settings(model)
         print(f"{name}: {len(layouts[name])} entries, BatchNorm {batchnorm[name]}", file=sys.stderr)
     with gzip.open(args.out / "layouts.json.gz", "wt", encoding="utf-8") as f:
@@ -116,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         if name not in names:
             continue
         model = build_torch_model(name, for_parity=True).eval()
-        layout = {key: shape for key, shape in layout_of(model)}
+        layout = {key: shape for key, shape in layout_of(model, name)}
         state = random_state_dict(layout, WEIGHT_SEED)
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+        current = dict(zip(layout, model.state_dict()))  # published key -> torchvision's current one
+        model.load_state_dict({current[k]: torch.from_numpy(v) for k, v in state.items()}, strict=True)
         images = random_images((BATCH, size, size, 3), INPUT_SEED)  # NHWC, as jaxconv takes them
         with torch.no_grad():
             logits = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()).numpy()

@@ -231,6 +231,26 @@ def test_mobilenet_v3_width_multiplier_counts_as_torchvision():
     assert parameter_count("mobilenet_v3_small", width=0.75) == 1_653_920
 
 
+def test_densenet_stages_grow_by_the_growth_rate_and_transitions_halve():
+    """DenseNet-121: 64 stem channels + 6 x 32 = 256, halved to 128 + 12 x 32 = 512, 256 + 24 x 32 = 1024,
+    512 + 16 x 32 = 1024 at strides 4-32; DenseNet-161 (k = 48, 96 stem channels) ends at 2208, as torchvision's
+    norm5. Each layer's bottleneck is 4k wide and sees every map before it."""
+    for name, widths in (("densenet121", (64, 256, 512, 1024, 1024)), ("densenet161", (96, 384, 768, 2112, 2208))):
+        model = jaxconv.get_model(name)
+        x = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
+        variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+        _, features = jax.eval_shape(lambda v, x: model.apply(v, x, return_features=True), variables, x)
+        assert {key: value.shape for key, value in features.items()} == {
+            "stem": (2, 56, 56, widths[0]), "stage1": (2, 56, 56, widths[1]), "stage2": (2, 28, 28, widths[2]),
+            "stage3": (2, 14, 14, widths[3]), "stage4": (2, 7, 7, widths[4]), "pre_logits": (2, widths[4])}
+        params = variables["params"]
+        growth = model.growth
+        assert "transition" not in params["stage1"] and "transition" in params["stage4"]
+        assert params["stage3"]["transition"]["conv"]["kernel"].shape == (1, 1, widths[2], widths[2] // 2)
+        assert params["stage2"]["block5"]["conv1"]["kernel"].shape == (1, 1, widths[1] // 2 + 5 * growth, 4 * growth)
+        assert params["stage2"]["block5"]["conv2"]["kernel"].shape == (3, 3, 4 * growth, growth)
+
+
 def matmul_dtypes(jaxpr, found=None) -> dict:
     """(primitive, lhs, rhs, out dtype) -> count for every convolution and dot in a jaxpr and its sub-jaxprs."""
     from jax.extend.core import jaxprs_in_params

@@ -124,7 +124,7 @@ def test_logits_equal_torchvision(name, tmp_path):
     assert checksum(images) == pytest.approx(float(fixture["input_checksum"]), rel=1e-9), stream_changed
 
     # Through a file, as a user would: safetensors, no torch.
-    if name in ("resnet18", "convnext_tiny", "mobilenet_v3_large"):
+    if name in ("resnet18", "convnext_tiny", "mobilenet_v3_large", "densenet121"):
         from safetensors.numpy import save_file
 
         save_file(state, str(tmp_path / f"{name}.safetensors"))
@@ -134,6 +134,20 @@ def test_logits_equal_torchvision(name, tmp_path):
     logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images))
     assert logits.shape == fixture["logits"].shape
     assert relative_error(logits, fixture["logits"]) < RELATIVE_TOLERANCE
+
+
+def test_densenet_loads_the_published_key_names_and_todays():
+    """DenseNet's published files say 'denselayer1.norm.1.weight' (torchvision's first names, which its loader
+    rewrites with a regex); a state dict of torchvision's model as built today says 'norm1'. Both convert alike."""
+    published = synthetic_state("densenet121")
+    assert "features.denseblock1.denselayer1.norm.1.running_var" in published
+    assert "features.denseblock1.denselayer1.conv.2.weight" in published
+    today = {key.replace("norm.1", "norm1").replace("norm.2", "norm2").replace("conv.1", "conv1")
+             .replace("conv.2", "conv2"): value for key, value in published.items()}
+    assert "features.denseblock4.denselayer16.conv2.weight" in today
+    a, b = convert_state_dict("densenet121", published), convert_state_dict("densenet121", today)
+    assert jax.tree.all(jax.tree.map(np.array_equal, a, b))
+    assert b["params"]["stage2"]["block0"]["conv1"]["kernel"].shape == (1, 1, 128, 128)  # 256 // 2 after transition 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -259,6 +273,9 @@ def test_registry_holds_the_published_facts():
     # torchvision's MobileNetV3-Large weights: V1 at resize 256, the reg-tuned V2 recipe at 232 (mobilenetv3.py).
     assert [(w.top1, w.top5, w.preprocessing.resize) for w in WEIGHTS["mobilenet_v3_large"].values()] == [
         (74.042, 91.340, 256), (75.274, 92.566, 232)]
+    # torchvision's DenseNet weights (ported from LuaTorch): one set each, at resize 256 (densenet.py).
+    assert [(w.top1, w.top5, w.preprocessing.resize, w.file_name) for w in WEIGHTS["densenet161"].values()] == [
+        (77.138, 93.560, 256, "densenet161-8d451a50.pth")]
     assert weights_info("efficientnet_b3").preprocessing == dataclasses.replace(
         weights_info("efficientnet_b3").preprocessing, resize=320, crop=300, interpolation="bicubic"
     )

@@ -137,6 +137,9 @@ class TorchvisionKeys:
     ``channel_parameters`` names jaxconv modules (a ``LayerScale``) whose one (C,) parameter
     torchvision holds as a (C, 1, 1) tensor of the enclosing module, under the same name
     (ConvNeXt's ``CNBlock.layer_scale``): key ``prefix(enclosing path) + '.' + name``.
+    ``published_key`` turns a key of torchvision's model as built today into the published
+    file's, where they differ (DenseNet's files say 'norm.1' where its modules now say
+    'norm1'); the converter applies it to every file's keys, so both forms load.
 
     For ``scripts/make_parity_fixtures.py``: ``builder_options`` build torchvision's model as
     its published file was saved, ``parity_options`` as jaxconv's twin runs (default: the
@@ -150,6 +153,7 @@ class TorchvisionKeys:
     load_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     builder: str | None = None
     channel_parameters: tuple[str, ...] = ()
+    published_key: Callable[[str], str] | None = None
     builder_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     parity_options: Mapping[str, Any] | None = None
     parity_size: int | None = None

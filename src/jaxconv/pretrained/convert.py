@@ -12,6 +12,10 @@ variable names the torchvision entry it comes from and how its array is rearrang
   (``num_batches_tracked`` is ignored);
 - a per-channel tensor torch stores as (C, 1, 1) (ConvNeXt's layer scale): -> (C,).
 
+DenseNet's published files keep the key names of torchvision's first version ('norm.1',
+'conv.1', ...), which its loader rewrites to today's ('norm1', 'conv1'); jaxconv maps onto the
+published names and first turns today's names into them (the declaration's ``published_key``).
+
 timm's republication of torchvision's VGG weights stores the classifier as convolutions
 (pre_logits.fc1 as (4096, 512, 7, 7), pre_logits.fc2, head.fc); those keys are mapped back
 to torchvision's names first, so both files load.
@@ -278,6 +282,9 @@ def convert_state_dict(name: str, state_dict: Mapping[str, Any], **model_overrid
     state_dict = _unwrap(state_dict)
     if any(k.startswith("pre_logits.fc1.") for k in state_dict):
         state_dict = _from_timm_vgg(state_dict)
+    published_key = torchvision_keys(name).published_key
+    if published_key is not None:
+        state_dict = {published_key(key): value for key, value in state_dict.items()}
     plan = conversion_plan(name, **model_overrides)
     check_dtypes(name, state_dict, plan)
     check_state_dict(name, state_dict, plan)
