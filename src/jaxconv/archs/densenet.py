@@ -132,7 +132,10 @@ class DenseNet(nn.Module):
 
 
 def torchvision_prefix(module: tuple[str, ...], params) -> str:
-    """jaxconv module path -> the published file's: ('stage2', 'block0', 'norm1') -> 'features.denseblock2.denselayer1.norm.1'.
+    """jaxconv module path -> the published file's key prefix.
+
+    ('stage2', 'block0', 'norm1') -> 'features.denseblock2.denselayer1.norm.1';
+    ('stage2', 'transition', 'conv') -> 'features.transition1.conv'.
 
     torchvision's `features` holds conv0, norm0, then denseblock1, transition1, ..., denseblock4 and norm5; a dense
     layer's modules are norm1, conv1, norm2, conv2, which its published files (ported from LuaTorch) call 'norm.1',
@@ -156,10 +159,11 @@ _CURRENT = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))((?:[12])\.(?:weig
 
 
 def published_key(key: str) -> str:
-    """torchvision's current key -> its published file's: '...denselayer1.norm1.weight' -> '...denselayer1.norm.1.weight'.
+    """torchvision's current key -> its published file's: '...denselayer1.norm1.weight' -> '...norm.1.weight'.
 
     Only the entries torchvision's loader renames (weight, bias, running_mean, running_var); a key already in the
-    published form is returned unchanged, so state dicts of either form load.
+    published form is returned unchanged, so state dicts of either form load. 'num_batches_tracked' keeps today's
+    name: torchvision's loader does not rename it, and jaxconv ignores it.
     """
     return _CURRENT.sub(r"\1.\2", key)
 
