@@ -30,16 +30,8 @@ from jaxconv.models import get_model
 from jaxconv.train.config import ConfigError, base_config, validate
 from jaxconv.train.loop import train
 from jaxconv.train.optim import build_optimizer
-from jaxconv.train.transfer import (
-    TransferError,
-    checkpoint_variables,
-    extract_features,
-    freezing_apply,
-    freezing_optimizer,
-    frozen_paths,
-    initial_variables,
-    load_variables,
-)
+from jaxconv.train.freezing import freezing_apply, freezing_optimizer, frozen_paths
+from jaxconv.train.transfer import TransferError, checkpoint_variables, extract_features, initial_variables, load_variables
 from tiny import tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

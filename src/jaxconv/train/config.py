@@ -366,10 +366,12 @@ def _check_model(c: ml_collections.ConfigDict, channels: int) -> None:
             raise ConfigError("model_options", options, f"{c.model} refuses them: {reason}") from None
         raise ConfigError("model", c.model, f"tracing it on {x.shape} images failed: {reason}") from None
     if c.init_weights is not None or c.freeze is not None:
-        from jaxconv.train.transfer import TransferError, check_config
+        from jaxconv.train.freezing import frozen_paths
+        from jaxconv.train.transfer import TransferError, check_init_weights
 
         try:
-            check_config(c.init_weights, c.freeze, model, c.model, x.shape)
+            check_init_weights(c.init_weights, c.model)
+            frozen_paths(c.freeze, model, x.shape)
         except TransferError as e:
             raise ConfigError(e.key, c[e.key], e.reason) from None
 

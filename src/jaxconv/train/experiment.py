@@ -22,7 +22,7 @@ from jaxconv.data.prefetch import DeviceBatches
 from jaxconv.data.sources import DatasetSpec, Source, open_dataset
 from jaxconv.models import get_model, runtime_options
 from jaxconv.parallel import AXIS, DataParallel, on_first_process
-from jaxconv.train import transfer
+from jaxconv.train import freezing, transfer
 from jaxconv.train.config import ConfigError
 from jaxconv.train.optim import build_optimizer, learning_rate_schedule
 from jaxconv.train.state import TrainState, create_state
@@ -107,8 +107,8 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
     )
     tx, apply_fn = build_optimizer(config, schedule), model.apply
     if config.freeze:
-        frozen = transfer.frozen_paths(config.freeze, model, (1, config.image_size, config.image_size, spec.channels))
-        tx, apply_fn = transfer.freezing_optimizer(tx, frozen), transfer.freezing_apply(model.apply, frozen)
+        frozen = freezing.frozen_paths(config.freeze, model, (1, config.image_size, config.image_size, spec.channels))
+        tx, apply_fn = freezing.freezing_optimizer(tx, frozen), freezing.freezing_apply(model.apply, frozen)
     return Experiment(config, spec, sources, model, DataParallel(config.parallel), steps_per_epoch, total_steps,
                       schedule, tx, preprocess, options, apply_fn)
 
