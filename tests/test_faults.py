@@ -17,7 +17,8 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorflow as tf
 
-from jaxconv.checkpoint import MANIFEST, CheckpointWriteError, Checkpoints, KeepSealed
+from jaxconv.checkpoint import CheckpointWriteError, Checkpoints, KeepSealed
+from jaxconv.manifest import MANIFEST
 from jaxconv.cli import main
 from jaxconv.data.folder import folder_splits
 from jaxconv.data.sources import DatasetUnavailable
