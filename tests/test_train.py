@@ -486,8 +486,11 @@ def test_the_loop_runs_with_pmap_and_local_batchnorm_and_resumes(data_dir, tmp_p
                                   eval_every_steps=6, checkpoint_every_steps=2, ema_decay=0.5),
                       device_count=jax.device_count())
     messages = []
-    assert train(longer, tmp_path / "run", log=messages.append)["steps"] == 6  # a pmap checkpoint, resumed by shard_map
-    assert any("resuming from step 4" in m for m in messages)
+    finished = train(longer, tmp_path / "run", log=messages.append)  # a pmap checkpoint, resumed by shard_map
+    assert finished["steps"] == 6 and any("resuming from step 4" in m for m in messages)
+    messages.clear()
+    assert train(longer, tmp_path / "run", log=messages.append) == finished  # its summary.json, nothing trained
+    assert any("already trained for 6 steps; nothing to do" in m for m in messages)
 
 
 def test_the_recipe_keys_reach_the_train_step(data_dir):

@@ -45,7 +45,7 @@ from jaxconv.train.signals import StopRequest, stop_signals
 from jaxconv.train.state import TrainState
 from jaxconv.train.steps import eval_step, train_step
 from jaxconv.train.workdir import WorkdirBusy, WorkdirError, atomic_write_text, has_checkpoints, holding, \
-    settle_metrics
+    read_summary, settle_metrics
 
 __all__ = ["ConfigChanged", "ConfigError", "TrainingDiverged", "WorkdirBusy", "WorkdirError", "evaluate",
            "evaluate_checkpoint", "train"]
@@ -179,7 +179,7 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
     if start_step >= exp.total_steps:
         checkpoints.close()
         log(f"already trained for {exp.total_steps} steps; nothing to do (see {workdir / 'summary.json'})")
-        return _read_summary(workdir / "summary.json") or {"steps": start_step}
+        return read_summary(workdir) or {"steps": start_step}
     for warning in schedule_warnings(config, exp.schedule, exp.steps_per_epoch, exp.total_steps):
         log(f"warning: {warning}")
     try:
@@ -393,11 +393,3 @@ def _summary(run: Run, workdir: pathlib.Path, started: float) -> dict:
     if is_main and run.status in ("completed", "diverged"):
         atomic_write_text(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def _read_summary(path: pathlib.Path) -> dict | None:
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None

@@ -381,3 +381,12 @@ def has_checkpoints(workdir: pathlib.Path) -> bool:
     if directory.exists() and not directory.is_dir():
         raise WorkdirError(f"workdir {workdir}: checkpoints is a file, not the run's checkpoint folder; move it away")
     return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def read_summary(workdir: pathlib.Path) -> dict | None:
+    """WORKDIR/summary.json, or None where it is missing or not a JSON object."""
+    try:
+        summary = json.loads((workdir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
