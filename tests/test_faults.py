@@ -451,6 +451,8 @@ def test_a_model_given_nchw_or_other_channels_says_which_layout_it_takes():
     ("norm", "banana", "norm='banana': expected one of batch, group, layer or None"),
     ("drop_path_rate", 2.0, "drop_path_rate is a probability, 0 <= drop_path_rate < 1, got 2.0"),
     ("dropout", -0.5, "dropout is a probability"),
+    ("stem", "imgnet", "stem must be one of 'imagenet', 'cifar' (or a module), got 'imgnet'"),
+    ("block", "bottleneck", "block takes a module or function (its default: Bottleneck), not the string 'bottleneck'"),
 ])
 def test_get_model_checks_option_values_when_it_builds_the_model(option, value, needle):
     """As torchvision's constructors do: a wrong value is refused by get_model, not deep inside init (or never)."""
@@ -459,8 +461,12 @@ def test_get_model_checks_option_values_when_it_builds_the_model(option, value, 
     with pytest.raises(ValueError, match=re.escape(f"resnet50: {needle}")):
         get_model("resnet50", **{option: value})
     for fine in ({"shortcut": "A"}, {"variant": "v1"}, {"dtype": jnp.bfloat16}, {"dtype": "float16"}, {"norm": "group"},
-                 {"norm": None}, {"drop_path_rate": 0.1}, {"dropout": 0}):
+                 {"norm": None}, {"drop_path_rate": 0.1}, {"dropout": 0}, {"stem": "cifar"}):
         get_model("resnet50", **fine)
+    # A stem by name (what a config file holds): ResNet-20 with ImageNet's 7x7/2 stem and max pool.
+    model = get_model("resnet20", stem="imagenet")
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 32, 32, 3), "float32"))
+    assert variables["params"]["stem"]["conv"]["kernel"].shape == (7, 7, 3, 16)
 
 
 def test_api_calls_with_the_wrong_kind_of_argument_say_what_they_take():

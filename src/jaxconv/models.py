@@ -29,6 +29,7 @@ from jaxconv.archs import (
     ZFNet,
 )
 from jaxconv.layers.activations import get_activation
+from jaxconv.archs.resnet import STEMS
 from jaxconv.layers.norm import resolve_norm
 from jaxconv.registry import (
     ModelInfo,
@@ -73,7 +74,32 @@ def get_model(
         overrides["act"] = get_activation(overrides["act"])
     if isinstance(name, str) and model_info(name).builtin:
         check_shared_options(name, overrides)
+        check_named_modules(name, overrides)
     return build_model(name, num_classes, **overrides)
+
+
+# Options that take a module and also accept a name (a config file holds names, not classes).
+NAMED_MODULES = {"stem": STEMS}
+
+
+def check_named_modules(name: str, overrides: dict[str, Any]) -> None:
+    """A string given for an option whose value is a module or a function (stem='imagenet') must be one of its
+    names; elsewhere (block='bottleneck') a string would fail deep inside ``init`` as "'str' object is not
+    callable"."""
+    strings = {key: value for key, value in overrides.items() if isinstance(value, str) and key not in ("norm", "act", "dtype")}
+    if not strings:
+        return
+    defaults = build_model(name)
+    for key, value in strings.items():
+        default = getattr(defaults, key, None)
+        if isinstance(default, str) or default is None or not callable(default):
+            continue
+        names = NAMED_MODULES.get(key)
+        if names is None:
+            raise ValueError(f"{name}: {key} takes a module or function (its default: "
+                             f"{getattr(default, '__name__', type(default).__name__)}), not the string {value!r}")
+        if value not in names:
+            raise ValueError(f"{name}: {key} must be one of {', '.join(map(repr, names))} (or a module), got {value!r}")
 
 
 def check_shared_options(name: str, overrides: dict[str, Any]) -> None:

@@ -33,6 +33,10 @@ def block_expansion(block: ModuleDef) -> int:
     return expansion if isinstance(expansion, int) else 1
 
 
+# The stems by name, for configs (model_options.stem='imagenet'); get_model checks the name.
+STEMS = {"imagenet": ImageNetStem, "cifar": CifarStem}
+
+
 class ResNet(nn.Module):
     """stem -> stages of ``block`` -> global average pool -> linear head.
 
@@ -41,7 +45,8 @@ class ResNet(nn.Module):
       depths: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
       widths: output channels per stage; defaults to 64 * 2^i times the block's expansion.
       strides: the first block's stride in each stage; defaults to (1, 2, 2, ...).
-      stem / stem_width: ImageNetStem (7x7/2 + max pool) or CifarStem (one 3x3).
+      stem / stem_width: ImageNetStem (7x7/2 + max pool) or CifarStem (one 3x3), or their names
+        'imagenet' / 'cifar' (what a config file can hold).
       variant: 'v1' or 'v1.5' for bottleneck blocks (None keeps the block's default, v1.5).
       shortcut: 'A', 'B' or 'C' (None keeps the block's default, 'B').
       norm: the normalisation (None for none: convolutions then carry biases).
@@ -57,7 +62,7 @@ class ResNet(nn.Module):
     num_classes: int = 1000
     widths: Sequence[int] | None = None
     strides: Sequence[int] | None = None
-    stem: ModuleDef = ImageNetStem
+    stem: ModuleDef | str = ImageNetStem
     stem_width: int = 64
     variant: str | None = None
     shortcut: str | None = None
@@ -93,7 +98,8 @@ class ResNet(nn.Module):
         conv = partial(Conv, use_bias=self.norm is None, fit="floor", dtype=self.dtype)
         norm = norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name)
         features: dict[str, jnp.ndarray] = {}
-        x = self.stem(self.stem_width, conv=conv, norm=norm, act=self.act, name="stem")(x, train)
+        stem = STEMS[self.stem] if isinstance(self.stem, str) else self.stem
+        x = stem(self.stem_width, conv=conv, norm=norm, act=self.act, name="stem")(x, train)
         features["stem"] = x
         x = build_stages(
             x,
