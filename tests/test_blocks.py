@@ -16,6 +16,7 @@ from jaxconv.blocks import (
     Block,
     Bottleneck,
     ConvNormAct,
+    FusedMBConv,
     Inception,
     InceptionNaive,
     MBConv,
@@ -107,6 +108,31 @@ def test_mbconv_structure():
     assert params["se"]["fc1"]["kernel"].shape == (1, 1, 96, 4)  # 0.25 x the block's 16 inputs
     same, _ = param_shapes(MBConv(16, expand_ratio=1), (1, 8, 8, 16))
     assert "expand" not in same
+
+
+def test_fused_mbconv_is_a_full_kxk_expansion_then_a_linear_1x1_projection():
+    """EfficientNetV2's Fused-MBConv, against its definition: y = x + W2 * swish(W1 *3x3 x + b1) + b2 when the shape is
+    unchanged (no norm here, so the convolutions carry biases); without expansion, one strided kxk conv with swish."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 7, 7, 8)), jnp.float32)
+    block = FusedMBConv(8, expand_ratio=4, norm=None)
+    shapes, _ = param_shapes(block, x.shape)
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(rng.standard_normal(a.shape), jnp.float32) * 0.3, shapes)
+    assert set(params) == {"expand", "project"} and params["expand"]["conv"]["kernel"].shape == (3, 3, 8, 32)
+
+    def convolve(x, layer, padding, layout=("NHWC", "HWIO", "NHWC")):
+        y = jax.lax.conv_general_dilated(x, layer["kernel"], (1, 1), padding, dimension_numbers=layout)
+        return y + layer["bias"]
+
+    hidden = jax.nn.silu(convolve(x, params["expand"]["conv"], [(1, 1)] * 2))
+    expected = x + convolve(hidden, params["project"]["conv"], [(0, 0)] * 2)
+    np.testing.assert_allclose(jax.jit(block.apply)({"params": params}, x), expected, rtol=1e-5, atol=1e-5)
+
+    # expand_ratio 1 with new channels: one 3x3/2 conv with the activation (torchvision's), no residual.
+    conv = partial(Conv, use_bias=False, fit="floor")
+    fused, shape = param_shapes(FusedMBConv(16, stride=2, expand_ratio=1, conv=conv), (1, 7, 7, 8))
+    assert set(fused) == {"fused"} and fused["fused"]["conv"]["kernel"].shape == (3, 3, 8, 16)
+    assert shape == (1, 4, 4, 16)
 
 
 # --- a block of the user's own, through the public API only ------------------------------------

@@ -2,7 +2,7 @@
 
 from jaxconv.blocks.base import Block, ConvNormAct, ModuleDef
 from jaxconv.blocks.inception import Inception, InceptionNaive
-from jaxconv.blocks.mbconv import MBConv, MobileNetV3Block, make_divisible
+from jaxconv.blocks.mbconv import FusedMBConv, MBConv, MobileNetV3Block, make_divisible
 from jaxconv.blocks.residual import (
     BasicBlock,
     Bottleneck,
@@ -16,6 +16,7 @@ __all__ = [
     "Block",
     "Bottleneck",
     "ConvNormAct",
+    "FusedMBConv",
     "Inception",
     "InceptionNaive",
     "MBConv",

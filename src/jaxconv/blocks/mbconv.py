@@ -1,5 +1,5 @@
-"""MBConv: the inverted residual block of MobileNetV2 with squeeze-and-excitation (EfficientNet), and
-MobileNetV3's variant of it."""
+"""MBConv: the inverted residual block of MobileNetV2 with squeeze-and-excitation (EfficientNet),
+EfficientNetV2's fused variant of it, and MobileNetV3's."""
 
 from __future__ import annotations
 
@@ -50,6 +50,38 @@ class MBConv(Block):
             squeeze = max(1, int(in_features * self.se_ratio))
             y = SqueezeExcite(squeeze, act=self.act, conv=self.conv, name="se")(y)
         y = ConvNormAct(self.features, kernel_size=1, name="project", **{**unit, "act": None})(y, train)
+        if self.stride == 1 and in_features == self.features:
+            y = DropPath(self.drop_path, name="drop_path")(y, deterministic=not train)
+            y = y + x
+        return y
+
+
+class FusedMBConv(Block):
+    """kxk expand (stride) -> 1x1 project (no activation); without expansion, one kxk conv (stride, with ``act``).
+
+    EfficientNetV2's Fused-MBConv (Tan & Le 2021) as torchvision builds it: MBConv's 1x1 expansion
+    and depthwise kxk fused into one full kxk convolution (named 'expand', to
+    make_divisible(C_in * ``expand_ratio``) channels), no squeeze-and-excitation. When the expansion
+    leaves the width unchanged, the block is the one kxk convolution straight to ``features``
+    (named 'fused'). When stride is 1 and channels are unchanged, the input is added back, with
+    stochastic depth.
+    """
+
+    act: object = swish
+    expand_ratio: int = 4
+    kernel_size: int = 3
+    drop_path: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        in_features = x.shape[-1]
+        hidden = make_divisible(in_features * self.expand_ratio)
+        unit = dict(conv=self.conv, norm=self.norm, act=self.act, kernel_size=self.kernel_size)
+        if hidden != in_features:
+            y = ConvNormAct(hidden, self.stride, name="expand", **unit)(x, train)
+            y = ConvNormAct(self.features, name="project", **{**unit, "act": None, "kernel_size": 1})(y, train)
+        else:
+            y = ConvNormAct(self.features, self.stride, name="fused", **unit)(x, train)
         if self.stride == 1 and in_features == self.features:
             y = DropPath(self.drop_path, name="drop_path")(y, deterministic=not train)
             y = y + x
