@@ -253,6 +253,31 @@ def test_densenet_stages_grow_by_the_growth_rate_and_transitions_halve():
         assert params["stage2"]["block5"]["conv2"]["kernel"].shape == (3, 3, 4 * growth, growth)
 
 
+def test_efficientnet_v2_fuses_the_early_stages_and_heads_at_1280():
+    """EfficientNetV2-S as torchvision's table builds it: a 24-channel stem, three Fused-MBConv stages of 2, 4, 4 blocks
+    (the first without expansion: one 3x3 conv with its activation; then a 3x3 expansion x4 and a 1x1 projection),
+    three MBConv stages of 6, 9, 15 with SE on a quarter of the block's input, a 1280-channel head conv; strides 2-32
+    at its 384 px eval size. V2-L's stem has 32 channels."""
+    model = jaxconv.get_model("efficientnet_v2_s")
+    x = jax.ShapeDtypeStruct((2, 384, 384, 3), jnp.float32)
+    with reference_convolutions():  # one trace for the variables and the feature maps
+        (_, features), variables = jax.eval_shape(
+            lambda x: model.init_with_output(jax.random.key(0), x, return_features=True), x)
+    assert {key: value.shape for key, value in features.items()} == {
+        "stem": (2, 192, 192, 24), "stage1": (2, 192, 192, 24), "stage2": (2, 96, 96, 48), "stage3": (2, 48, 48, 64),
+        "stage4": (2, 24, 24, 128), "stage5": (2, 24, 24, 160), "stage6": (2, 12, 12, 256), "head": (2, 12, 12, 1280),
+        "pre_logits": (2, 1280)}
+    params = variables["params"]
+    assert [len(params[f"stage{s}"]) for s in range(1, 7)] == [2, 4, 4, 6, 9, 15]
+    assert set(params["stage1"]["block1"]) == {"fused"}
+    assert set(params["stage2"]["block0"]) == {"expand", "project"}
+    assert params["stage2"]["block0"]["expand"]["conv"]["kernel"].shape == (3, 3, 24, 96)
+    assert set(params["stage4"]["block0"]) == {"expand", "depthwise", "se", "project"}
+    assert params["stage4"]["block0"]["se"]["fc1"]["kernel"].shape == (1, 1, 256, 16)  # 64 // 4
+    assert params["stage5"]["block1"]["se"]["fc1"]["kernel"].shape == (1, 1, 960, 40)  # 160 // 4
+    assert jaxconv.get_model("efficientnet_v2_l").stem_width == 32
+
+
 def matmul_dtypes(jaxpr, found=None) -> dict:
     """(primitive, lhs, rhs, out dtype) -> count for every convolution and dot in a jaxpr and its sub-jaxprs."""
     from jax.extend.core import jaxprs_in_params

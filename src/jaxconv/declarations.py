@@ -108,14 +108,16 @@ class WeightSet:
 
 def torchvision_weights(tag: str, file: str, top1: float, top5: float, *, resize: int = 256,
                         crop: int = 224, interpolation: str = "bilinear", timm: str | None = None,
-                        note: str = "") -> WeightSet:
+                        note: str = "", mean: tuple[float, float, float] = IMAGENET_MEAN,
+                        std: tuple[float, float, float] = IMAGENET_STD) -> WeightSet:
     """A torchvision weight file ``<model>-<8 hex digits of its SHA-256>.pth`` and its metadata;
-    ``timm`` names timm's safetensors republication ('resnet50.tv2_in1k') when there is one."""
+    ``timm`` names timm's safetensors republication ('resnet50.tv2_in1k') when there is one;
+    ``mean``/``std`` where the weights were trained with other than ImageNet's (EfficientNetV2-L's 0.5)."""
     return WeightSet(
         tag=tag,
         url=TORCHVISION_URL + file,
         sha256=file.rsplit("-", 1)[-1].removesuffix(".pth"),
-        preprocessing=Preprocessing(resize, crop, interpolation),
+        preprocessing=Preprocessing(resize, crop, interpolation, mean, std),
         top1=top1,
         top5=top5,
         safetensors_url=TIMM_URL.format(timm) if timm else None,

@@ -1,7 +1,8 @@
-"""EfficientNet B0-B7 (Tan & Le 2019): B0's MBConv stages scaled by width, depth and resolution.
+"""EfficientNet B0-B7 (Tan & Le 2019): B0's MBConv stages scaled by width, depth and resolution; and
+EfficientNetV2-S/M/L (Tan & Le 2021): Fused-MBConv in the early stages, MBConv after them.
 
-``EfficientNet`` builds any network of MBConv stages behind a 3x3/2 stem and before a 1x1 head
-convolution; MobileNetV2 (``jaxconv.archs.mobilenet``) is its configuration without
+``EfficientNet`` builds any network of (Fused-)MBConv stages behind a 3x3/2 stem and before a 1x1
+head convolution; MobileNetV2 (``jaxconv.archs.mobilenet``) is its configuration without
 squeeze-and-excitation.
 """
 
@@ -16,7 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxconv.archs.common import classifier_output, pooled_head
-from jaxconv.blocks import ConvNormAct, MBConv, make_divisible
+from jaxconv.blocks import ConvNormAct, FusedMBConv, MBConv, make_divisible
 from jaxconv.blocks.base import Activation, ModuleDef
 from jaxconv.declarations import TorchvisionKeys, torchvision_figures, torchvision_weights
 from jaxconv.layers import BatchNorm, Conv, swish
@@ -47,17 +48,30 @@ COEFFICIENTS = {
     7: (2.0, 3.1, 600, 0.5),
 }
 
+# EfficientNetV2, Table 4 (S) and the paper's code (M, L), as torchvision's tables: (expand ratio, kernel, stride,
+# output channels, layers); the first three stages are Fused-MBConv, the others MBConv with SE 0.25.
+V2_S_STAGES = ((1, 3, 1, 24, 2), (4, 3, 2, 48, 4), (4, 3, 2, 64, 4), (4, 3, 2, 128, 6), (6, 3, 1, 160, 9),
+               (6, 3, 2, 256, 15))
+V2_M_STAGES = ((1, 3, 1, 24, 3), (4, 3, 2, 48, 5), (4, 3, 2, 80, 5), (4, 3, 2, 160, 7), (6, 3, 1, 176, 14),
+               (6, 3, 2, 304, 18), (6, 3, 1, 512, 5))
+V2_L_STAGES = ((1, 3, 1, 32, 4), (4, 3, 2, 64, 7), (4, 3, 2, 96, 7), (4, 3, 2, 192, 10), (6, 3, 1, 224, 19),
+               (6, 3, 2, 384, 25), (6, 3, 1, 640, 7))
+
 
 class EfficientNet(nn.Module):
     """Stem 3x3/2 conv -> seven MBConv stages -> 1x1 conv to 4x the last width -> pool -> linear.
 
     ``stages`` are (expand ratio, kernel, stride, output channels, blocks) per stage (B0's
-    Table 1 by default); ``se_ratio`` sizes each block's squeeze-and-excitation (0: none).
-    ``width`` multiplies every channel count (rounded to multiples of 8), ``depth`` every
-    stage's block count (rounded up); the resolution is the registered default image size.
+    Table 1 by default); the first ``fused_stages`` are Fused-MBConv (EfficientNetV2: 3), the
+    others MBConv, whose squeeze-and-excitation ``se_ratio`` sizes (0: none). The stem has
+    ``stem_width`` channels (32; V2: its first stage's), the head conv ``head_width`` (None: 4x
+    the last stage's; V2: 1280). ``width`` multiplies every channel count but the head's (rounded
+    to multiples of 8), ``depth`` every stage's block count (rounded up); the resolution is the
+    registered default image size.
     Stochastic depth rises linearly to ``drop_path_rate`` (0.2) over the blocks. BatchNorm
     uses eps 1e-5 for B0-B4 and eps 1e-3 with PyTorch momentum 0.01 (0.99 here) for B5-B7, as
-    torchvision does (its B5-B7 weights come from TensorFlow, whose EfficientNets use 1e-3).
+    torchvision does (its B5-B7 weights come from TensorFlow, whose EfficientNets use 1e-3); V2
+    uses eps 1e-3 with PyTorch's momentum 0.1.
 
     Features: 'stem', 'stage1'...'stage7', 'head' (the 1x1 conv's output), 'pre_logits'.
     """
@@ -66,6 +80,9 @@ class EfficientNet(nn.Module):
     depth: float = 1.0
     stages: Sequence[tuple[int, int, int, int, int]] = B0_STAGES
     se_ratio: float = 0.25
+    fused_stages: int = 0
+    stem_width: int = 32
+    head_width: int | None = None
     num_classes: int = 1000
     dropout: float = 0.2
     drop_path_rate: float = 0.2
@@ -77,12 +94,13 @@ class EfficientNet(nn.Module):
     def stage_specs(self) -> list[StageSpec]:
         return [
             StageSpec(
-                partial(MBConv, expand_ratio=expand, kernel_size=kernel, se_ratio=self.se_ratio),
+                partial(FusedMBConv, expand_ratio=expand, kernel_size=kernel) if index < self.fused_stages
+                else partial(MBConv, expand_ratio=expand, kernel_size=kernel, se_ratio=self.se_ratio),
                 depth=int(math.ceil(layers * self.depth)),
                 width=make_divisible(channels * self.width),
                 stride=stride,
             )
-            for expand, kernel, stride, channels, layers in self.stages
+            for index, (expand, kernel, stride, channels, layers) in enumerate(self.stages)
         ]
 
     @nn.compact
@@ -92,7 +110,7 @@ class EfficientNet(nn.Module):
         norm = norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name)
         unit = partial(ConvNormAct, conv=conv, norm=norm, act=self.act)
         features: dict[str, jnp.ndarray] = {}
-        x = unit(make_divisible(32 * self.width), 2, kernel_size=3, name="stem")(x, train)
+        x = unit(make_divisible(self.stem_width * self.width), 2, kernel_size=3, name="stem")(x, train)
         features["stem"] = x
         specs = self.stage_specs()
         x = build_stages(
@@ -105,7 +123,8 @@ class EfficientNet(nn.Module):
             drop_path_rate=self.drop_path_rate,
             features=features,
         )
-        x = unit(4 * specs[-1].width, kernel_size=1, name="head_conv")(x, train)
+        head_width = 4 * specs[-1].width if self.head_width is None else self.head_width
+        x = unit(head_width, kernel_size=1, name="head_conv")(x, train)
         features["head"] = x
         logits = pooled_head(
             x, features, num_classes=self.num_classes, dropout=self.dropout, train=train, dtype=self.dtype
@@ -115,7 +134,9 @@ class EfficientNet(nn.Module):
 
 def torchvision_prefix(module: tuple[str, ...], params) -> str:
     """jaxconv module path -> torchvision's EfficientNet module: ('stage2', 'block0', 'depthwise', 'norm') ->
-    'features.2.0.block.1.1'."""
+    'features.2.0.block.1.1'. A block's Sequential holds its parts in order (V1 and V2's MBConv: expand, depthwise,
+    se, project; V2's Fused-MBConv: expand, project, or the one fused conv), each conv-norm unit as (conv 0, norm 1).
+    """
     unit = {"conv": "0", "norm": "1"}
     if module[0] == "stem":
         return f"features.0.{unit[module[1]]}"
@@ -125,7 +146,7 @@ def torchvision_prefix(module: tuple[str, ...], params) -> str:
         stages = sum(1 for key in params if key.startswith("stage"))
         return f"features.{stages + 1}.{unit[module[1]]}"
     stage, block, part = module[:3]
-    layers = [name for name in ("expand", "depthwise", "se", "project") if name in params[stage][block]]
+    layers = [name for name in ("fused", "expand", "depthwise", "se", "project") if name in params[stage][block]]
     base = f"features.{int(stage.removeprefix('stage'))}.{int(block.removeprefix('block'))}.block.{layers.index(part)}"
     return f"{base}.{module[3]}" if part == "se" else f"{base}.{unit[module[3]]}"
 
@@ -165,4 +186,31 @@ for _variant, (_width, _depth, _resolution, _dropout) in COEFFICIENTS.items():
         weights=[torchvision_weights(tag, file, top1, top5, resize=resize, crop=crop, interpolation=interpolation)
                  for tag, file, top1, top5, resize, crop, interpolation in _weights],
         torchvision=TorchvisionKeys(torchvision_prefix, parity_size=64 if _variant == 0 else None),
+    )
+
+
+# torchvision's EfficientNetV2 (eps 1e-3, PyTorch's momentum 0.1, stochastic depth 0.2, a 1280-channel head): stem
+# width, stages, dropout, and its weights metadata (num_params, _ops in GMACs at the eval size), the one weight set
+# (file, acc@1, acc@5, resize = crop, interpolation; V2-L's, ported from the paper's TensorFlow code, normalises by
+# mean = std = 0.5). Registered at the eval size (resize = crop), the size _ops is published at.
+V2_PUBLISHED = {
+    "s": (24, V2_S_STAGES, 0.2, 21_458_488, 8.366, "efficientnet_v2_s-dd5fe13b.pth", 84.228, 96.878, 384, "bilinear"),
+    "m": (24, V2_M_STAGES, 0.3, 54_139_356, 24.582, "efficientnet_v2_m-dc08266a.pth", 85.112, 97.156, 480, "bilinear"),
+    "l": (32, V2_L_STAGES, 0.4, 118_515_272, 56.08, "efficientnet_v2_l-59c71312.pth", 85.808, 97.788, 480, "bicubic"),
+}
+
+for _size, (_stem, _stages, _dropout, _params, _gmacs, _file, _top1, _top5, _eval, _interp) in V2_PUBLISHED.items():
+    _normalization = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)} if _size == "l" else {}
+    register(
+        f"efficientnet_v2_{_size}",
+        partial(EfficientNet, stages=_stages, fused_stages=3, stem_width=_stem, head_width=1280, dropout=_dropout,
+                norm=partial(BatchNorm, epsilon=1e-3)),
+        image_size=_eval,
+        family="efficientnetv2",
+        description=f"EfficientNetV2-{_size.upper()} (Fused-MBConv then MBConv stages, {_eval} px; torchvision's)",
+        published=torchvision_figures(_params, _gmacs, image_size=_eval),
+        weights=[torchvision_weights("IMAGENET1K_V1", _file, _top1, _top5, resize=_eval, crop=_eval,
+                                     interpolation=_interp, **_normalization)],
+        # Parity at 65 px: PyTorch's floor at the stem and every stride-2 convolution (33, 17, 9, 5, 3).
+        torchvision=TorchvisionKeys(torchvision_prefix, parity_size=65 if _size == "s" else None),
     )
