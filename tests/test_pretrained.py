@@ -21,6 +21,7 @@ import pytest
 
 import jaxconv
 from jaxconv.cli import main
+from jaxconv.declarations import Preprocessing
 from jaxconv.layers import BatchNorm
 from jaxconv.pretrained import (
     SUPPORTED,
@@ -276,6 +277,12 @@ def test_registry_holds_the_published_facts():
     # torchvision's DenseNet weights (ported from LuaTorch): one set each, at resize 256 (densenet.py).
     assert [(w.top1, w.top5, w.preprocessing.resize, w.file_name) for w in WEIGHTS["densenet161"].values()] == [
         (77.138, 93.560, 256, "densenet161-8d451a50.pth")]
+    # torchvision's EfficientNetV2 weights, evaluated at resize = crop (S 384, M 480 bilinear); L's, ported from the
+    # paper's TensorFlow code, at 480 bicubic with mean = std = 0.5 (efficientnet.py).
+    assert [(w.file_name, w.top1, w.top5) for w in WEIGHTS["efficientnet_v2_m"].values()] == [
+        ("efficientnet_v2_m-dc08266a.pth", 85.112, 97.156)]
+    assert weights_info("efficientnet_v2_s").preprocessing == Preprocessing(384, 384, "bilinear")
+    assert weights_info("efficientnet_v2_l").preprocessing == Preprocessing(480, 480, "bicubic", (0.5,) * 3, (0.5,) * 3)
     assert weights_info("efficientnet_b3").preprocessing == dataclasses.replace(
         weights_info("efficientnet_b3").preprocessing, resize=320, crop=300, interpolation="bicubic"
     )
