@@ -59,7 +59,7 @@ V2_L_STAGES = ((1, 3, 1, 32, 4), (4, 3, 2, 64, 7), (4, 3, 2, 96, 7), (4, 3, 2, 1
 
 
 class EfficientNet(nn.Module):
-    """Stem 3x3/2 conv -> seven MBConv stages -> 1x1 conv to 4x the last width -> pool -> linear.
+    """Stem 3x3/2 conv -> (Fused-)MBConv stages (B0: seven) -> 1x1 conv (4x the last width; V2: 1280) -> pool -> linear.
 
     ``stages`` are (expand ratio, kernel, stride, output channels, blocks) per stage (B0's
     Table 1 by default); the first ``fused_stages`` are Fused-MBConv (EfficientNetV2: 3), the
@@ -73,7 +73,7 @@ class EfficientNet(nn.Module):
     torchvision does (its B5-B7 weights come from TensorFlow, whose EfficientNets use 1e-3); V2
     uses eps 1e-3 with PyTorch's momentum 0.1.
 
-    Features: 'stem', 'stage1'...'stage7', 'head' (the 1x1 conv's output), 'pre_logits'.
+    Features: 'stem', 'stage1'...'stage7' (V2-S: 'stage6'), 'head' (the 1x1 conv's output), 'pre_logits'.
     """
 
     width: float = 1.0
