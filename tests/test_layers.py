@@ -1,4 +1,4 @@
-"""Layers: the output-size rule, pooling modes, LRN, BatchNorm statistics, dropout, layer scale, activations."""
+"""Layers: the output-size rule, pooling, LRN, BatchNorm statistics, dropout, layer scale, channel shuffle, activations."""
 
 from __future__ import annotations
 
@@ -217,6 +217,22 @@ def test_layer_scale_starts_at_its_value_per_channel_and_keeps_the_compute_dtype
     y = layer.apply({"params": {"scale": jnp.arange(8, dtype=jnp.float32)}}, x)
     assert y.dtype == jnp.bfloat16
     np.testing.assert_array_equal(np.asarray(y, np.float32), np.broadcast_to(np.arange(8), (2, 3, 3, 8)))
+
+
+def test_channel_shuffle_is_torchvisions_reshape_transpose_flatten(rng):
+    """torchvision's channel_shuffle on (N, C, H, W): view as (N, groups, C / groups, H, W), swap those two axes,
+    flatten back. On NHWC the same permutation: group g's j-th channel lands at j * groups + g."""
+    x = rng.standard_normal((2, 3, 4, 12)).astype(np.float32)
+    for groups in (1, 2, 3, 4):
+        nchw = x.transpose(0, 3, 1, 2)
+        torchvision = nchw.reshape(2, groups, 12 // groups, 3, 4).transpose(0, 2, 1, 3, 4).reshape(2, 12, 3, 4)
+        y = np.asarray(layers.channel_shuffle(jnp.asarray(x), groups))
+        np.testing.assert_array_equal(y, torchvision.transpose(0, 2, 3, 1))
+        order = [g * (12 // groups) + j for j in range(12 // groups) for g in range(groups)]
+        np.testing.assert_array_equal(y, x[..., order])
+    assert [int(c) for c in layers.channel_shuffle(jnp.arange(6.0), 2)] == [0, 3, 1, 4, 2, 5]  # halves interleaved
+    with pytest.raises(ValueError, match="groups=5 must be a positive divisor of the 12 channels"):
+        layers.channel_shuffle(jnp.asarray(x), 5)
 
 
 # --- activations -----------------------------------------------------------------------------------

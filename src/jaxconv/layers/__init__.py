@@ -20,6 +20,7 @@ from jaxconv.layers.geometry import GeometryError, output_size
 from jaxconv.layers.layer_scale import LayerScale
 from jaxconv.layers.norm import NORMS, BatchNorm, GroupNorm, LayerNorm, LocalResponseNorm, norm_factory
 from jaxconv.layers.pooling import AdaptiveAvgPool, AvgPool, GlobalAvgPool, MaxPool
+from jaxconv.layers.shuffle import channel_shuffle
 from jaxconv.layers.squeeze_excite import SqueezeExcite
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "LocalResponseNorm",
     "MaxPool",
     "SqueezeExcite",
+    "channel_shuffle",
     "gelu",
     "get_activation",
     "hard_sigmoid",
