@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import jaxconv
+from conftest import host_variables
 from jaxconv.blocks import (
     BasicBlock,
     Block,
@@ -21,6 +22,7 @@ from jaxconv.blocks import (
     InceptionNaive,
     MBConv,
     PlainBasicBlock,
+    ShuffleNetV2Unit,
 )
 from jaxconv.layers import BatchNorm, Conv, DropPath
 from jaxconv.models import ResNet, StageSpec
@@ -134,6 +136,33 @@ def test_fused_mbconv_is_a_full_kxk_expansion_then_a_linear_1x1_projection():
     assert set(fused) == {"fused"} and fused["fused"]["conv"]["kernel"].shape == (3, 3, 8, 16)
     assert shape == (1, 4, 4, 16)
 
+
+def test_shufflenet_v2_unit_keeps_half_its_input_and_shuffles_the_branches_together(rng):
+    """Stride 1 (Fig. 3c): the input's first half passes unchanged and, after the shuffle, fills the even channels;
+    the odd ones are the second branch's, computed from the second half alone. Stride 2 (Fig. 3d): both branches
+    see the whole input (no split), the width changes and the map halves (floor on odd sizes)."""
+    conv = partial(Conv, use_bias=False, fit="floor")
+    unit = ShuffleNetV2Unit(8, conv=conv)
+    x = rng.standard_normal((2, 5, 5, 8)).astype(np.float32)
+    variables = host_variables(unit, x)
+    assert set(variables["params"]) == {"branch2_pointwise1", "branch2_depthwise", "branch2_pointwise2"}
+    assert variables["params"]["branch2_pointwise1"]["conv"]["kernel"].shape == (1, 1, 4, 4)
+    apply = jax.jit(unit.apply)  # one compile for both inputs
+    y = np.asarray(apply(variables, x))
+    np.testing.assert_array_equal(y[..., 0::2], x[..., :4])
+    changed = x.copy()
+    changed[..., :4] += 1.0  # the kept half only: the branch's channels stay
+    y_changed = np.asarray(apply(variables, changed))
+    np.testing.assert_array_equal(y_changed[..., 1::2], y[..., 1::2])
+    np.testing.assert_array_equal(y_changed[..., 0::2], changed[..., :4])
+    params, shape = param_shapes(ShuffleNetV2Unit(16, stride=2, conv=conv), (1, 9, 9, 8))
+    assert shape == (1, 5, 5, 16)
+    assert params["branch1_depthwise"]["conv"]["kernel"].shape == (3, 3, 1, 8)  # depthwise on the whole input
+    assert params["branch1_pointwise"]["conv"]["kernel"].shape == (1, 1, 8, 8)
+    assert params["branch2_pointwise1"]["conv"]["kernel"].shape == (1, 1, 8, 8)
+    assert params["branch2_depthwise"]["conv"]["kernel"].shape == (3, 3, 1, 8)
+    with pytest.raises(ValueError, match="the input's 8 channels must equal features=16"):
+        param_shapes(ShuffleNetV2Unit(16, conv=conv), (1, 4, 4, 8))
 
 # --- a block of the user's own, through the public API only ------------------------------------
 

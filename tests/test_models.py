@@ -278,6 +278,30 @@ def test_efficientnet_v2_fuses_the_early_stages_and_heads_at_1280():
     assert jaxconv.get_model("efficientnet_v2_l").stem_width == 32
 
 
+def test_shufflenet_v2_stages_halve_the_map_and_open_with_a_two_branch_unit():
+    """torchvision's stages_out_channels: x1.0's 24 after the stem and max pool (stride 4), 116, 232, 464 at strides
+    8-32 and 1024 after conv5; x2.0's 244, 488, 976 and 2048. Only the stride-2 unit opening each stage has the first
+    branch (depthwise 3x3/2 on the whole input, then 1x1 to half the width); the others convolve half their input."""
+    for name, widths in (("shufflenet_v2_x1_0", (24, 116, 232, 464, 1024)),
+                         ("shufflenet_v2_x2_0", (24, 244, 488, 976, 2048))):
+        model = jaxconv.get_model(name)
+        x = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
+        with reference_convolutions():  # one trace: the output and the variables' shapes together
+            (_, features), variables = jax.eval_shape(
+                lambda x: model.init_with_output(jax.random.key(0), x, return_features=True), x)
+        assert {key: value.shape for key, value in features.items()} == {
+            "stem": (2, 56, 56, widths[0]), "stage1": (2, 28, 28, widths[1]), "stage2": (2, 14, 14, widths[2]),
+            "stage3": (2, 7, 7, widths[3]), "head": (2, 7, 7, widths[4]), "pre_logits": (2, widths[4])}
+        params = variables["params"]
+        assert [len(params[f"stage{s}"]) for s in (1, 2, 3)] == [4, 8, 4]
+        for stage in ("stage1", "stage2", "stage3"):
+            assert [any(key.startswith("branch1") for key in params[stage][block]) for block in params[stage]] == [
+                True] + [False] * (len(params[stage]) - 1)
+        half = widths[2] // 2
+        assert params["stage2"]["block0"]["branch1_depthwise"]["conv"]["kernel"].shape == (3, 3, 1, widths[1])
+        assert params["stage2"]["block0"]["branch1_pointwise"]["conv"]["kernel"].shape == (1, 1, widths[1], half)
+        assert params["stage2"]["block1"]["branch2_pointwise1"]["conv"]["kernel"].shape == (1, 1, half, half)
+
 def matmul_dtypes(jaxpr, found=None) -> dict:
     """(primitive, lhs, rhs, out dtype) -> count for every convolution and dot in a jaxpr and its sub-jaxprs."""
     from jax.extend.core import jaxprs_in_params

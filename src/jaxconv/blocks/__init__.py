@@ -10,6 +10,7 @@ from jaxconv.blocks.residual import (
     PlainBottleneck,
     ResidualBlock,
 )
+from jaxconv.blocks.shufflenet import ShuffleNetV2Unit
 
 __all__ = [
     "BasicBlock",
@@ -25,5 +26,6 @@ __all__ = [
     "PlainBasicBlock",
     "PlainBottleneck",
     "ResidualBlock",
+    "ShuffleNetV2Unit",
     "make_divisible",
 ]
