@@ -38,7 +38,15 @@ pytestmark = pytest.mark.xdist_group("summaries")
 def test_macs_match_torchvision_within_one_percent(name):
     _, gmacs, size = TORCHVISION[name]
     result = cached_summary(name, image_size=size)
-    assert result.macs / 1e9 == pytest.approx(gmacs, rel=0.01)
+    # torchvision gives _ops to three decimals; for ShuffleNet V2 x0.5 (0.040476 -> 0.04) the rounding alone is
+    # 1.2%, so half a unit of the last decimal is allowed as well (the exact count is checked below).
+    assert result.macs / 1e9 == pytest.approx(gmacs, rel=0.01, abs=0.0005)
+
+
+def test_shufflenet_v2_x0_5_macs_are_torchs_count():
+    """torchvision's 0.04 GMACs for ShuffleNet V2 x0.5 is 40,476,448 rounded: torch.utils.flop_counter's count
+    (FLOPs / 2, convolutions and the linear layer) of torchvision 0.29.1's model at 224 px."""
+    assert cached_summary("shufflenet_v2_x0_5", image_size=224).macs == 40_476_448
 
 
 def test_resnet50_v1_macs():
