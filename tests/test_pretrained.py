@@ -261,9 +261,10 @@ def test_registry_holds_the_published_facts():
     assert {name for name, _ in declared} == set(SUPPORTED)  # every convertible model has published weights
     for name, tags in WEIGHTS.items():
         for weight_set in tags.values():
-            # torchvision's file names carry the first 8 hex digits of the file's SHA-256.
+            # torchvision's file names carry the first 8 hex digits of the file's SHA-256 (10 in ShuffleNet V2's
+            # two ported files).
             assert weight_set.url == f"https://download.pytorch.org/models/{weight_set.file_name}"
-            assert weight_set.file_name.endswith(f"-{weight_set.sha256}.pth") and len(weight_set.sha256) == 8
+            assert weight_set.file_name.endswith(f"-{weight_set.sha256}.pth") and len(weight_set.sha256) in (8, 10)
             assert 50 < weight_set.top1 < weight_set.top5 < 100
         # compare's published accuracy is the default (first) weight set's.
         published = jaxconv.model_info(name).published
@@ -283,6 +284,11 @@ def test_registry_holds_the_published_facts():
         ("efficientnet_v2_m-dc08266a.pth", 85.112, 97.156)]
     assert weights_info("efficientnet_v2_s").preprocessing == Preprocessing(384, 384, "bilinear")
     assert weights_info("efficientnet_v2_l").preprocessing == Preprocessing(480, 480, "bicubic", (0.5,) * 3, (0.5,) * 3)
+    # torchvision's ShuffleNet V2 weights: x0.5 and x1.0 ported (resize 256), x1.5 and x2.0 its new recipe (232).
+    assert [(w.top1, w.top5, w.preprocessing.resize, w.file_name)
+            for name in ("shufflenet_v2_x0_5", "shufflenet_v2_x2_0") for w in WEIGHTS[name].values()] == [
+        (60.552, 81.746, 256, "shufflenetv2_x0.5-f707e7126e.pth"),
+        (76.230, 93.006, 232, "shufflenetv2_x2_0-8be3c8ee.pth")]
     assert weights_info("efficientnet_b3").preprocessing == dataclasses.replace(
         weights_info("efficientnet_b3").preprocessing, resize=320, crop=300, interpolation="bicubic"
     )
