@@ -437,6 +437,14 @@ def test_a_small_efficientnet_v2_trains_with_sgd_and_skips_its_norms_in_weight_d
     and the MBConv. Fused without expansion (residual), two fused with expansion (stride 2, then residual), one MBConv
     with SE (stride 2) at 16 px (16 / 2 -> 8 -> 4 -> 2), one compiled step on host-filled variables (the loop itself
     is the same for every model and tested above)."""
+
+def test_a_small_shufflenet_v2_trains_with_sgd_and_its_norms_escape_weight_decay():
+    """ShuffleNet's recipe in miniature (Zhang et al. 2018: SGD, momentum 0.9, weight decay 4e-5, through the training
+    system's optimizer and decay mask): a few steps on a fixed batch lower the loss and every BatchNorm's running mean
+    moves, the kept halves and the shuffles included, so gradients and statistics reach both branches of every unit;
+    the decay mask decays every convolution and linear kernel and no norm scale or bias. One stage of two units, one
+    of each kind (stride 2, then the split; width 16 after an 8-channel stem), at 32 px (32 / 4 -> 8 -> 4), one
+    compiled step on host-filled variables (the loop itself is the same for every model and tested above)."""
     import jax.numpy as jnp
     import optax
 
@@ -460,6 +468,22 @@ def test_a_small_efficientnet_v2_trains_with_sgd_and_skips_its_norms_in_weight_d
     @jax.jit
     def step(params, batch_stats, opt_state, key):
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, key)
+    model = jaxconv.get_model("shufflenet_v2_x0_5", num_classes=4, depths=(2,), widths=(8, 16, 32))
+    rng = np.random.default_rng(0)
+    x, labels = rng.standard_normal((8, 32, 32, 3)).astype(np.float32), jnp.arange(8) % 4
+    variables = host_variables(model, x)
+    config = base_config()
+    config.optimizer.update(name="sgd", momentum=0.9, weight_decay=4e-5)
+    optimizer = build_optimizer(config, lambda step: 0.05)
+
+    def loss_fn(params, batch_stats):
+        logits, state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                                    mutable=["batch_stats"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), state["batch_stats"]
+
+    @jax.jit
+    def step(params, batch_stats, opt_state):
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), batch_stats, opt_state, loss
 
@@ -477,6 +501,18 @@ def test_a_small_efficientnet_v2_trains_with_sgd_and_skips_its_norms_in_weight_d
     assert len(means) == 1 + 1 + 2 * 2 + 3 + 1  # stem, the fused conv, two expand-project pairs, the MBConv, head
     assert all(np.abs(np.asarray(leaf)).max() > 0 for leaf in means)  # all started at zero
 
+    opt_state, losses = optimizer.init(params), []
+    for _ in range(6):
+        params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state)
+        losses.append(float(loss))
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    means = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(batch_stats) if path[-1].key == "mean"]
+    assert len(means) == 1 + 5 + 3 + 1  # stem, the stride-2 unit's five conv-norm units, the stride-1 one's 3, head
+    assert all(np.abs(np.asarray(leaf)).max() > 0 for leaf in means)  # all started at zero
+    decayed = {tuple(k.key for k in path): flag for path, flag in jax.tree_util.tree_leaves_with_path(decay_mask(params))}
+    assert {path[-1] for path, flag in decayed.items() if flag} == {"kernel"}
+    assert sum(decayed.values()) == 1 + 5 + 3 + 1 + 1  # every convolution's kernel and the classifier's
+    assert not any(flag for path, flag in decayed.items() if path[-2] == "norm" or path[-1] == "bias")
 
 def test_label_smoothing_and_clipping():
     import jax.numpy as jnp
