@@ -23,6 +23,7 @@ from jaxconv.blocks import (
     MBConv,
     PlainBasicBlock,
     ShuffleNetV2Unit,
+    RegNetBottleneck,
 )
 from jaxconv.layers import BatchNorm, Conv, DropPath
 from jaxconv.models import ResNet, StageSpec
@@ -163,6 +164,29 @@ def test_shufflenet_v2_unit_keeps_half_its_input_and_shuffles_the_branches_toget
     assert params["branch2_depthwise"]["conv"]["kernel"].shape == (3, 3, 1, 8)
     with pytest.raises(ValueError, match="the input's 8 channels must equal features=16"):
         param_shapes(ShuffleNetV2Unit(16, conv=conv), (1, 4, 4, 8))
+
+def test_regnet_bottleneck_structure():
+    """torchvision's ResBottleneckBlock: 1x1, 3x3 in groups of group_width (stride), SE squeezing to a quarter of
+    the block's input width, 1x1; a projection when the shape changes. With zero weights it gives ReLU(x)."""
+    conv = partial(Conv, use_bias=False, fit="floor")
+    params, shape = param_shapes(RegNetBottleneck(48, stride=2, conv=conv, group_width=8, se_ratio=0.25),
+                                 (1, 15, 15, 32))
+    assert shape == (1, 8, 8, 48)
+    assert params["conv1"]["kernel"].shape == (1, 1, 32, 48)
+    assert params["conv2"]["kernel"].shape == (3, 3, 8, 48)  # 6 groups of 8 channels
+    assert params["se"]["fc1"]["kernel"].shape == (1, 1, 48, 8) and params["se"]["fc2"]["bias"].shape == (48,)
+    assert params["shortcut_conv"]["kernel"].shape == (1, 1, 32, 48)
+    same, _ = param_shapes(RegNetBottleneck(48, conv=conv, group_width=16), (1, 8, 8, 48))
+    assert "se" not in same and "shortcut_conv" not in same and same["conv2"]["kernel"].shape == (3, 3, 16, 48)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 8, 8, 48)), jnp.float32)
+    zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape), same)
+    stats = {"mean": jnp.zeros(48), "var": jnp.ones(48)}
+    y = RegNetBottleneck(48, conv=conv, group_width=16).apply(
+        {"params": zeros, "batch_stats": {"norm1": stats, "norm2": stats, "norm3": stats}}, x)
+    np.testing.assert_allclose(y, jax.nn.relu(x), rtol=1e-6)
+    with pytest.raises(ValueError, match="group_width=16 must divide the inner width 40"):
+        param_shapes(RegNetBottleneck(40, conv=conv, group_width=16), (1, 8, 8, 40))
+
 
 # --- a block of the user's own, through the public API only ------------------------------------
 

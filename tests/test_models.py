@@ -301,6 +301,33 @@ def test_shufflenet_v2_stages_halve_the_map_and_open_with_a_two_branch_unit():
         assert params["stage2"]["block0"]["branch1_depthwise"]["conv"]["kernel"].shape == (3, 3, 1, widths[1])
         assert params["stage2"]["block0"]["branch1_pointwise"]["conv"]["kernel"].shape == (1, 1, widths[1], half)
         assert params["stage2"]["block1"]["branch2_pointwise1"]["conv"]["kernel"].shape == (1, 1, half, half)
+def test_regnet_widths_are_generated_as_torchvision_generates_them():
+    """From the registered generating parameters, the (blocks, width, group width) per stage of torchvision 0.29.1's
+    BlockParams.from_init_params: RegNetX-8GF's first stage is narrower than its group width (min(120, 80) = 80),
+    RegNetY-400MF's widths are multiples of its group width 8. RegNetY-400MF at 224 px: stages at strides 4-32, SE
+    squeezing to a quarter of each block's input width (stage 3's first block: 104 -> 26; its others 208 -> 52)."""
+    from jaxconv.archs.regnet import regnet_stages
+
+    def stages(name):
+        model = jaxconv.get_model(name)
+        return regnet_stages(model.depth, model.w_0, model.w_a, model.w_m, model.group_width, model.bottleneck_ratio)
+
+    assert stages("regnet_x_8gf") == [(2, 80, 80), (5, 240, 120), (15, 720, 120), (1, 1920, 120)]
+    assert stages("regnet_y_400mf") == [(1, 48, 8), (3, 104, 8), (6, 208, 8), (6, 440, 8)]
+    model = jaxconv.get_model("regnet_y_400mf")
+    x = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
+    with reference_convolutions():
+        variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+        _, features = jax.eval_shape(lambda v, x: model.apply(v, x, return_features=True), variables, x)
+    assert {key: value.shape for key, value in features.items()} == {
+        "stem": (2, 112, 112, 32), "stage1": (2, 56, 56, 48), "stage2": (2, 28, 28, 104), "stage3": (2, 14, 14, 208),
+        "stage4": (2, 7, 7, 440), "pre_logits": (2, 440)}
+    params = variables["params"]["stage3"]
+    assert params["block0"]["se"]["fc1"]["kernel"].shape == (1, 1, 208, 26)
+    assert params["block1"]["se"]["fc1"]["kernel"].shape == (1, 1, 208, 52)
+    assert params["block1"]["conv2"]["kernel"].shape == (3, 3, 8, 208)  # 26 groups of 8
+    assert "shortcut_conv" in params["block0"] and "shortcut_conv" not in params["block1"]
+
 
 def matmul_dtypes(jaxpr, found=None) -> dict:
     """(primitive, lhs, rhs, out dtype) -> count for every convolution and dot in a jaxpr and its sub-jaxprs."""

@@ -125,7 +125,7 @@ def test_logits_equal_torchvision(name, tmp_path):
     assert checksum(images) == pytest.approx(float(fixture["input_checksum"]), rel=1e-9), stream_changed
 
     # Through a file, as a user would: safetensors, no torch.
-    if name in ("resnet18", "convnext_tiny", "mobilenet_v3_large", "densenet121", "efficientnet_v2_s", "shufflenet_v2_x1_0"):
+    if name in ("resnet18", "convnext_tiny", "mobilenet_v3_large", "densenet121", "efficientnet_v2_s", "shufflenet_v2_x1_0", "regnet_y_400mf"):
         from safetensors.numpy import save_file
 
         save_file(state, str(tmp_path / f"{name}.safetensors"))

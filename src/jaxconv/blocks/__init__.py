@@ -8,6 +8,7 @@ from jaxconv.blocks.residual import (
     Bottleneck,
     PlainBasicBlock,
     PlainBottleneck,
+    RegNetBottleneck,
     ResidualBlock,
 )
 from jaxconv.blocks.shufflenet import ShuffleNetV2Unit
@@ -25,6 +26,7 @@ __all__ = [
     "ModuleDef",
     "PlainBasicBlock",
     "PlainBottleneck",
+    "RegNetBottleneck",
     "ResidualBlock",
     "ShuffleNetV2Unit",
     "make_divisible",

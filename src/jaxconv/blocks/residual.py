@@ -1,4 +1,5 @@
-"""ResNet blocks (He et al. 2016) and their plain twins: the same layers without the shortcut.
+"""ResNet blocks (He et al. 2016), their plain twins (the same layers without the shortcut), and
+RegNet's bottleneck (Radosavovic et al. 2020): grouped by a fixed group width, optionally with SE.
 
 Shortcut options, as in the paper (§3.3): 'A' zero-pads the extra channels of a strided
 identity (no parameters, the CIFAR ResNets); 'B' projects with a 1x1 convolution when the
@@ -13,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxconv.blocks.base import Block
-from jaxconv.layers import DropPath
+from jaxconv.layers import DropPath, SqueezeExcite
 
 ShortcutKind = Literal["A", "B", "C"]
 
@@ -100,6 +101,35 @@ class Bottleneck(ResidualBlock):
         y = self.conv(width, 3, stride_3x3, padding=1, groups=self.groups, name="conv2")(y)
         y = self.activate(self.normalize(y, "norm2", train))
         y = self.conv(self.features, 1, 1, name="conv3")(y)
+        return self.last_norm(y, "norm3", train)
+
+
+class RegNetBottleneck(ResidualBlock):
+    """1x1 -> 3x3 grouped (stride) [-> squeeze-excite] -> 1x1 to ``features``; torchvision's ResBottleneckBlock.
+
+    The inner width is round(features x ``bottleneck_ratio``) (1 in every published RegNet), split into
+    groups of ``group_width`` channels (the inner width // group_width groups). ``se_ratio`` (RegNetY: 0.25)
+    adds squeeze-and-excitation after the 3x3, squeezing to round(se_ratio x the block's *input* width),
+    with the block's activation and a sigmoid gate; None leaves it out (RegNetX). Shortcut 'B' (a strided
+    1x1 projection when the shape changes), the activation after the sum.
+    """
+
+    group_width: int = 1
+    bottleneck_ratio: float = 1.0
+    se_ratio: float | None = None
+
+    def branch(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        width = int(round(self.features * self.bottleneck_ratio))
+        if width % self.group_width:
+            raise ValueError(f"RegNetBottleneck: group_width={self.group_width} must divide the inner width {width} "
+                             f"(features {self.features} x bottleneck_ratio {self.bottleneck_ratio})")
+        y = self.conv(width, 1, name="conv1")(x)
+        y = self.activate(self.normalize(y, "norm1", train))
+        y = self.conv(width, 3, self.stride, padding=1, groups=width // self.group_width, name="conv2")(y)
+        y = self.activate(self.normalize(y, "norm2", train))
+        if self.se_ratio:
+            y = SqueezeExcite(int(round(self.se_ratio * x.shape[-1])), act=self.activate, conv=self.conv, name="se")(y)
+        y = self.conv(self.features, 1, name="conv3")(y)
         return self.last_norm(y, "norm3", train)
 
 
