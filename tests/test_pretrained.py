@@ -289,6 +289,15 @@ def test_registry_holds_the_published_facts():
             for name in ("shufflenet_v2_x0_5", "shufflenet_v2_x2_0") for w in WEIGHTS[name].values()] == [
         (60.552, 81.746, 256, "shufflenetv2_x0.5-f707e7126e.pth"),
         (76.230, 93.006, 232, "shufflenetv2_x2_0-8be3c8ee.pth")]
+    # torchvision's RegNetY-32GF weights: V1, the V2 recipe at resize 232, and SWAG's end-to-end fine-tuning at 384 px
+    # and linear probe at 224 px (bicubic); RegNetY-128GF has only the SWAG sets (regnet.py).
+    assert [(w.tag, w.top1, w.top5, w.preprocessing.resize, w.preprocessing.crop, w.preprocessing.interpolation,
+             w.file_name) for w in WEIGHTS["regnet_y_32gf"].values()] == [
+        ("IMAGENET1K_V1", 80.878, 95.340, 256, 224, "bilinear", "regnet_y_32gf-4dee3f7a.pth"),
+        ("IMAGENET1K_V2", 83.368, 96.498, 232, 224, "bilinear", "regnet_y_32gf-8db6d4b5.pth"),
+        ("IMAGENET1K_SWAG_E2E_V1", 86.838, 98.362, 384, 384, "bicubic", "regnet_y_32gf_swag-04fdfa75.pth"),
+        ("IMAGENET1K_SWAG_LINEAR_V1", 84.622, 97.480, 224, 224, "bicubic", "regnet_y_32gf_lc_swag-e1583746.pth")]
+    assert sorted(WEIGHTS["regnet_y_128gf"]) == ["IMAGENET1K_SWAG_E2E_V1", "IMAGENET1K_SWAG_LINEAR_V1"]
     assert weights_info("efficientnet_b3").preprocessing == dataclasses.replace(
         weights_info("efficientnet_b3").preprocessing, resize=320, crop=300, interpolation="bicubic"
     )
