@@ -437,21 +437,6 @@ def test_a_small_efficientnet_v2_trains_with_sgd_and_skips_its_norms_in_weight_d
     and the MBConv. Fused without expansion (residual), two fused with expansion (stride 2, then residual), one MBConv
     with SE (stride 2) at 16 px (16 / 2 -> 8 -> 4 -> 2), one compiled step on host-filled variables (the loop itself
     is the same for every model and tested above)."""
-
-def test_a_small_shufflenet_v2_trains_with_sgd_and_its_norms_escape_weight_decay():
-    """ShuffleNet's recipe in miniature (Zhang et al. 2018: SGD, momentum 0.9, weight decay 4e-5, through the training
-    system's optimizer and decay mask): a few steps on a fixed batch lower the loss and every BatchNorm's running mean
-    moves, the kept halves and the shuffles included, so gradients and statistics reach both branches of every unit;
-    the decay mask decays every convolution and linear kernel and no norm scale or bias. One stage of two units, one
-    of each kind (stride 2, then the split; width 16 after an 8-channel stem), at 32 px (32 / 4 -> 8 -> 4), one
-    compiled step on host-filled variables (the loop itself is the same for every model and tested above)."""
-def test_a_small_regnet_y_trains_with_sgd_and_its_statistics_and_gates_move():
-    """RegNet's recipe in miniature (the paper's, section 3: SGD with momentum 0.9, weight decay 5e-5, through the
-    training system's optimizer and decay mask): a few steps on a fixed batch lower the loss, every BatchNorm's
-    running mean moves and every squeeze-excite gate's bias is updated; the norms' scales and biases and the SE
-    biases are not decayed, the kernels are. Generated from (depth 3, w_0 8, w_a 8, w_m 2, group width 4): three
-    one-block stages of widths 8, 16, 32 (2, 4, 8 groups) at 32 px (32 / 2 -> 8 -> 4 -> 2), one compiled step on
-    host-filled variables (the loop itself is the same for every model and tested above)."""
     import jax.numpy as jnp
     import optax
 
@@ -475,25 +460,6 @@ def test_a_small_regnet_y_trains_with_sgd_and_its_statistics_and_gates_move():
     @jax.jit
     def step(params, batch_stats, opt_state, key):
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, key)
-    model = jaxconv.get_model("shufflenet_v2_x0_5", num_classes=4, depths=(2,), widths=(8, 16, 32))
-    model = jaxconv.get_model("regnet_y_400mf", num_classes=4, depth=3, w_0=8, w_a=8.0, w_m=2.0, group_width=4,
-                              stem_width=8)
-    rng = np.random.default_rng(0)
-    x, labels = rng.standard_normal((8, 32, 32, 3)).astype(np.float32), jnp.arange(8) % 4
-    variables = host_variables(model, x)
-    config = base_config()
-    config.optimizer.update(name="sgd", momentum=0.9, weight_decay=4e-5)
-    config.optimizer.update(name="sgd", momentum=0.9, weight_decay=5e-5)
-    optimizer = build_optimizer(config, lambda step: 0.05)
-
-    def loss_fn(params, batch_stats):
-        logits, state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                    mutable=["batch_stats"])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), state["batch_stats"]
-
-    @jax.jit
-    def step(params, batch_stats, opt_state):
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), batch_stats, opt_state, loss
 
@@ -511,11 +477,40 @@ def test_a_small_regnet_y_trains_with_sgd_and_its_statistics_and_gates_move():
     assert len(means) == 1 + 1 + 2 * 2 + 3 + 1  # stem, the fused conv, two expand-project pairs, the MBConv, head
     assert all(np.abs(np.asarray(leaf)).max() > 0 for leaf in means)  # all started at zero
 
-    assert params["stage3"]["block0"]["conv2"]["kernel"].shape == (3, 3, 4, 32)  # 8 groups of 4 channels
-    decayed = {"/".join(str(k.key) for k in path): flag
-               for path, flag in jax.tree_util.tree_leaves_with_path(decay_mask(params))}
-    assert all(flag == path.endswith("kernel") for path, flag in decayed.items())
-    assert {path.rsplit("/", 1)[-1] for path, flag in decayed.items() if not flag} == {"scale", "bias"}
+
+def test_a_small_shufflenet_v2_trains_with_sgd_and_its_norms_escape_weight_decay():
+    """ShuffleNet's recipe in miniature (Zhang et al. 2018: SGD, momentum 0.9, weight decay 4e-5, through the training
+    system's optimizer and decay mask): a few steps on a fixed batch lower the loss and every BatchNorm's running mean
+    moves, the kept halves and the shuffles included, so gradients and statistics reach both branches of every unit;
+    the decay mask decays every convolution and linear kernel and no norm scale or bias. One stage of two units, one
+    of each kind (stride 2, then the split; width 16 after an 8-channel stem), at 32 px (32 / 4 -> 8 -> 4), one
+    compiled step on host-filled variables (the loop itself is the same for every model and tested above)."""
+    import jax.numpy as jnp
+    import optax
+
+    import jaxconv
+    from jaxconv.train.optim import build_optimizer, decay_mask
+
+    model = jaxconv.get_model("shufflenet_v2_x0_5", num_classes=4, depths=(2,), widths=(8, 16, 32))
+    rng = np.random.default_rng(0)
+    x, labels = rng.standard_normal((8, 32, 32, 3)).astype(np.float32), jnp.arange(8) % 4
+    variables = host_variables(model, x)
+    config = base_config()
+    config.optimizer.update(name="sgd", momentum=0.9, weight_decay=4e-5)
+    optimizer = build_optimizer(config, lambda step: 0.05)
+
+    def loss_fn(params, batch_stats):
+        logits, state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                                    mutable=["batch_stats"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), state["batch_stats"]
+
+    @jax.jit
+    def step(params, batch_stats, opt_state):
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+
+    params, batch_stats = variables["params"], variables["batch_stats"]
     opt_state, losses = optimizer.init(params), []
     for _ in range(6):
         params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state)
@@ -528,12 +523,60 @@ def test_a_small_regnet_y_trains_with_sgd_and_its_statistics_and_gates_move():
     assert {path[-1] for path, flag in decayed.items() if flag} == {"kernel"}
     assert sum(decayed.values()) == 1 + 5 + 3 + 1 + 1  # every convolution's kernel and the classifier's
     assert not any(flag for path, flag in decayed.items() if path[-2] == "norm" or path[-1] == "bias")
+
+
+def test_a_small_regnet_y_trains_with_sgd_and_its_statistics_and_gates_move():
+    """RegNet's recipe in miniature (the paper's, section 3: SGD with momentum 0.9, weight decay 5e-5, through the
+    training system's optimizer and decay mask): a few steps on a fixed batch lower the loss, every BatchNorm's
+    running mean moves and every squeeze-excite gate's bias is updated; the norms' scales and biases and the SE
+    biases are not decayed, the kernels are. Generated from (depth 3, w_0 8, w_a 8, w_m 2, group width 4): three
+    one-block stages of widths 8, 16, 32 (2, 4, 8 groups) at 32 px (32 / 2 -> 8 -> 4 -> 2), one compiled step on
+    host-filled variables (the loop itself is the same for every model and tested above)."""
+    import jax.numpy as jnp
+    import optax
+
+    import jaxconv
+    from jaxconv.train.optim import build_optimizer, decay_mask
+
+    model = jaxconv.get_model("regnet_y_400mf", num_classes=4, depth=3, w_0=8, w_a=8.0, w_m=2.0, group_width=4,
+                              stem_width=8)
+    rng = np.random.default_rng(0)
+    x, labels = rng.standard_normal((8, 32, 32, 3)).astype(np.float32), jnp.arange(8) % 4
+    variables = host_variables(model, x)
+    config = base_config()
+    config.optimizer.update(name="sgd", momentum=0.9, weight_decay=5e-5)
+    optimizer = build_optimizer(config, lambda step: 0.05)
+
+    def loss_fn(params, batch_stats):
+        logits, state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                                    mutable=["batch_stats"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), state["batch_stats"]
+
+    @jax.jit
+    def step(params, batch_stats, opt_state):
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    assert params["stage3"]["block0"]["conv2"]["kernel"].shape == (3, 3, 4, 32)  # 8 groups of 4 channels
+    decayed = {"/".join(str(k.key) for k in path): flag
+               for path, flag in jax.tree_util.tree_leaves_with_path(decay_mask(params))}
+    assert all(flag == path.endswith("kernel") for path, flag in decayed.items())
+    assert {path.rsplit("/", 1)[-1] for path, flag in decayed.items() if not flag} == {"scale", "bias"}
+    opt_state, losses = optimizer.init(params), []
+    for _ in range(6):
+        params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state)
+        losses.append(float(loss))
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     named = {"/".join(str(k.key) for k in path): leaf for path, leaf in
              jax.tree_util.tree_leaves_with_path({"params": params, "batch_stats": batch_stats})}
     means = [leaf for path, leaf in named.items() if path.endswith("/mean")]
     gates = [leaf for path, leaf in named.items() if path.endswith("/se/fc2/bias")]
     assert len(means) == 1 + 3 * 4 and len(gates) == 3  # stem; three norms and the projection's per block
     assert all(np.abs(np.asarray(leaf)).max() > 0 for leaf in means + gates)  # all started at zero
+
+
 
 
 def test_label_smoothing_and_clipping():
