@@ -35,6 +35,7 @@ import json
 import pathlib
 import sys
 import types
+from collections import OrderedDict
 
 import numpy as np
 
@@ -121,8 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         model = build_torch_model(name, for_parity=True).eval()
         layout = {key: shape for key, shape in layout_of(model, name)}
         state = random_state_dict(layout, WEIGHT_SEED)
-        current = dict(zip(layout, model.state_dict()))  # published key -> torchvision's current one
-        model.load_state_dict({current[k]: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+        own = model.state_dict()
+        current = dict(zip(layout, own))  # published key -> torchvision's current one
+        loaded = OrderedDict((current[k], torch.from_numpy(v)) for k, v in state.items())
+        loaded._metadata = own._metadata  # the modules' versions, as a saved file has them (MNASNet requires its own)
+        model.load_state_dict(loaded, strict=True)
         images = random_images((BATCH, size, size, 3), INPUT_SEED)  # NHWC, as jaxconv takes them
         with torch.no_grad():
             logits = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()).numpy()
