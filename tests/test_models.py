@@ -7,6 +7,8 @@ parameters (see conftest) at a small input size.
 
 from __future__ import annotations
 
+from functools import partial
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -327,6 +329,37 @@ def test_regnet_widths_are_generated_as_torchvision_generates_them():
     assert params["block1"]["se"]["fc1"]["kernel"].shape == (1, 1, 208, 52)
     assert params["block1"]["conv2"]["kernel"].shape == (3, 3, 8, 208)  # 26 groups of 8
     assert "shortcut_conv" in params["block0"] and "shortcut_conv" not in params["block1"]
+
+
+def test_mnasnet_depths_round_as_torchvision_and_the_stem_scales():
+    """torchvision's _get_depths (listed with torchvision 0.29.1): 32, 16, 24, 40, 80, 96, 192, 320 times the depth
+    multiplier, rounded to a multiple of 8, up when down would lose more than 10% (0.75 x 24 = 18 -> 24, not 16);
+    the stem scales too (torchvision's _version 2), the head stays 1280. Features at strides 2, 2, 4, 8, 16, 16, 32,
+    32; the separable convolution (stage 1) has no expansion, the stacks expand 3x or 6x."""
+    depths = {"mnasnet0_5": (16, 8, 16, 24, 40, 48, 96, 160), "mnasnet0_75": (24, 16, 24, 32, 64, 72, 144, 240),
+              "mnasnet1_0": (32, 16, 24, 40, 80, 96, 192, 320), "mnasnet1_3": (40, 24, 32, 56, 104, 128, 248, 416)}
+    x = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
+
+    def shapes(x, model, with_features):
+        variables = model.init(jax.random.key(0), x)
+        return variables["params"], model.apply(variables, x, return_features=True)[1] if with_features else None
+
+    for name, widths in depths.items():
+        model = jaxconv.get_model(name)
+        with reference_convolutions():  # features of the last (1.3) only
+            params, features = jax.eval_shape(partial(shapes, model=model, with_features=name == "mnasnet1_3"), x)
+        found = [params["stem"]["conv"]["kernel"].shape[-1]]
+        found += [params[f"stage{s}"]["block0"]["project"]["conv"]["kernel"].shape[-1] for s in range(1, 8)]
+        assert tuple(found) == widths, name
+        assert params["head_conv"]["conv"]["kernel"].shape == (1, 1, widths[-1], 1280)
+    assert set(params["stage1"]["block0"]) == {"depthwise", "project"}
+    assert params["stage2"]["block0"]["expand"]["conv"]["kernel"].shape == (1, 1, 24, 72)  # 1.3: 24 x 3
+    assert params["stage6"]["block3"]["depthwise"]["conv"]["kernel"].shape == (5, 5, 1, 248 * 6)
+    assert [len(params[f"stage{s}"]) for s in range(1, 8)] == [1, 3, 3, 3, 2, 4, 1]
+    assert {key: value.shape[1:] for key, value in features.items()} == {
+        "stem": (112, 112, 40), "stage1": (112, 112, 24), "stage2": (56, 56, 32), "stage3": (28, 28, 56),
+        "stage4": (14, 14, 104), "stage5": (14, 14, 128), "stage6": (7, 7, 248), "stage7": (7, 7, 416),
+        "head": (7, 7, 1280), "pre_logits": (1280,)}
 
 
 def matmul_dtypes(jaxpr, found=None) -> dict:

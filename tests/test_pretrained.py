@@ -100,7 +100,8 @@ def batchnorm_setting(model) -> tuple[float, float]:
 def test_batchnorm_eps_and_momentum_match_torchvision(name):
     torchvision = torchvision_listing()["batchnorm"][name]
     assert len(torchvision["eps"]) == len(torchvision["momentum"]) == 1
-    assert batchnorm_setting(build_model(name)) == (torchvision["eps"][0], torchvision["momentum"][0])
+    # round(): MNASNet's PyTorch momentum is 1 - 0.9997 as a float, 0.00029999999999996696.
+    assert batchnorm_setting(build_model(name)) == (torchvision["eps"][0], round(torchvision["momentum"][0], 6))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -125,7 +126,7 @@ def test_logits_equal_torchvision(name, tmp_path):
     assert checksum(images) == pytest.approx(float(fixture["input_checksum"]), rel=1e-9), stream_changed
 
     # Through a file, as a user would: safetensors, no torch.
-    if name in ("resnet18", "convnext_tiny", "mobilenet_v3_large", "densenet121", "efficientnet_v2_s", "shufflenet_v2_x1_0", "regnet_y_400mf"):
+    if name in ("resnet18", "convnext_tiny", "mobilenet_v3_large", "densenet121", "efficientnet_v2_s", "shufflenet_v2_x1_0", "regnet_y_400mf", "mnasnet0_5"):
         from safetensors.numpy import save_file
 
         save_file(state, str(tmp_path / f"{name}.safetensors"))
@@ -149,6 +150,15 @@ def test_densenet_loads_the_published_key_names_and_todays():
     a, b = convert_state_dict("densenet121", published), convert_state_dict("densenet121", today)
     assert jax.tree.all(jax.tree.map(np.array_equal, a, b))
     assert b["params"]["stage2"]["block0"]["conv1"]["kernel"].shape == (1, 1, 128, 128)  # 256 // 2 after transition 1
+
+
+def test_mnasnet_version_1_file_is_refused_with_its_stem_shapes():
+    """torchvision's MNASNet _version 1 kept a 32-channel stem at every multiplier (its loader rebuilds that stem);
+    the published files are version 2, whose stem scales. A version-1 0.5 file names the shapes that differ."""
+    state = dict(synthetic_state("mnasnet0_5"))
+    state["layers.0.weight"] = np.zeros((32, 3, 3, 3), np.float32)
+    with pytest.raises(WeightsMismatchError, match=r"layers.0.weight: file \(32, 3, 3, 3\), mnasnet0_5 needs \(16,"):
+        convert_state_dict("mnasnet0_5", state)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,7 +272,7 @@ def test_registry_holds_the_published_facts():
     for name, tags in WEIGHTS.items():
         for weight_set in tags.values():
             # torchvision's file names carry the first 8 hex digits of the file's SHA-256 (10 in ShuffleNet V2's
-            # two ported files).
+            # two ported files and MNASNet 0.5/1.0's).
             assert weight_set.url == f"https://download.pytorch.org/models/{weight_set.file_name}"
             assert weight_set.file_name.endswith(f"-{weight_set.sha256}.pth") and len(weight_set.sha256) in (8, 10)
             assert 50 < weight_set.top1 < weight_set.top5 < 100
