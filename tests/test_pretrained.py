@@ -308,6 +308,10 @@ def test_registry_holds_the_published_facts():
         ("IMAGENET1K_SWAG_E2E_V1", 86.838, 98.362, 384, 384, "bicubic", "regnet_y_32gf_swag-04fdfa75.pth"),
         ("IMAGENET1K_SWAG_LINEAR_V1", 84.622, 97.480, 224, 224, "bicubic", "regnet_y_32gf_lc_swag-e1583746.pth")]
     assert sorted(WEIGHTS["regnet_y_128gf"]) == ["IMAGENET1K_SWAG_E2E_V1", "IMAGENET1K_SWAG_LINEAR_V1"]
+    # torchvision's MNASNet weights: 0.5 and 1.0 from the paper's recipe at resize 256, 0.75 and 1.3 from its new
+    # recipe at 232 (mnasnet.py).
+    assert [(w.top1, w.top5, w.preprocessing.resize, w.sha256) for name in ("mnasnet0_5", "mnasnet1_3")
+            for w in WEIGHTS[name].values()] == [(67.734, 87.490, 256, "3ffadce67e"), (76.506, 93.522, 232, "a4c69d6f")]
     assert weights_info("efficientnet_b3").preprocessing == dataclasses.replace(
         weights_info("efficientnet_b3").preprocessing, resize=320, crop=300, interpolation="bicubic"
     )
