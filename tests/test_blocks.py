@@ -19,6 +19,11 @@ from jaxconv.blocks import (
     ConvNormAct,
     FusedMBConv,
     Inception,
+    InceptionA,
+    InceptionB,
+    InceptionC,
+    InceptionD,
+    InceptionE,
     InceptionNaive,
     MBConv,
     PlainBasicBlock,
@@ -100,6 +105,36 @@ def test_inception_channel_arithmetic():
     assert params["branch3"]["conv"]["kernel"].shape == (5, 5, 16, 32)
     with pytest.raises(ValueError, match="stride"):
         param_shapes(Inception((64, 96, 128, 16, 32, 32), stride=2), (1, 28, 28, 192))
+
+
+def test_inception_v3_modules_follow_torchvision():
+    """torchvision's widths give its channels and grids: Mixed_5b 35x35x192 -> 256, the reduction 6a 288 -> 768 at
+    35 -> 17, 6b 768 -> 768 with 1x7 and 7x1 convolutions, the reduction 7a 768 -> 1280 at 17 -> 8, 7b 1280 ->
+    2048 with 1x3 and 3x1 outputs side by side. The pooling branch averages 3x3 windows counting the zero padding
+    (PyTorch's count_include_pad): at a corner, the sum of the 2x2 real values over 9."""
+    cases = [(InceptionA((64, 48, 64, 64, 96, 32)), 35, 192, 35, 256),
+             (InceptionB((384, 64, 96)), 35, 288, 17, 768),
+             (InceptionC((192, 128, 192, 128, 192, 192)), 17, 768, 17, 768),
+             (InceptionD((192, 320, 192, 192)), 17, 768, 8, 1280),
+             (InceptionE((320, 384, 384, 448, 384, 192)), 8, 1280, 8, 2048)]
+    shapes = {}
+    for block, size, channels, out_size, out_channels in cases:
+        shapes[type(block).__name__], out = param_shapes(block, (1, size, size, channels))
+        assert out == (1, out_size, out_size, out_channels), type(block).__name__
+    assert shapes["InceptionC"]["branch7x7dbl_5"]["conv"]["kernel"].shape == (1, 7, 128, 192)
+    assert shapes["InceptionD"]["branch7x7x3_3"]["conv"]["kernel"].shape == (7, 1, 192, 192)
+    assert shapes["InceptionE"]["branch3x3dbl_3b"]["conv"]["kernel"].shape == (3, 1, 384, 384)
+    assert shapes["InceptionB"]["branch3x3dbl_3"]["conv"]["kernel"].shape == (3, 3, 96, 96)
+
+    block = InceptionA((1, 1, 1, 1, 1, 2), norm=None, act=None)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 5, 5, 2)), jnp.float32)
+    shapes = jax.eval_shape(lambda x: block.init(jax.random.key(0), x), x)  # filled on the host: no compiles
+    variables = jax.tree.map(lambda leaf: np.full(leaf.shape, 0.1, np.float32), shapes)
+    variables["params"]["branch_pool"]["conv"] = {"kernel": np.eye(2, dtype=np.float32).reshape(1, 1, 2, 2),
+                                                  "bias": np.zeros(2, np.float32)}
+    pooled = block.apply(variables, x)[..., -2:]
+    np.testing.assert_allclose(pooled[0, 0, 0], x[0, :2, :2].sum(axis=(0, 1)) / 9, rtol=1e-6)
+    np.testing.assert_allclose(pooled[0, 2, 2], x[0, 1:4, 1:4].mean(axis=(0, 1)), rtol=1e-6)
 
 
 def test_mbconv_structure():

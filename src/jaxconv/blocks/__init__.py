@@ -1,7 +1,15 @@
 """Blocks: one shared signature, layers injected. See ``jaxconv.blocks.base.Block``."""
 
 from jaxconv.blocks.base import Block, ConvNormAct, ModuleDef
-from jaxconv.blocks.inception import Inception, InceptionNaive
+from jaxconv.blocks.inception import (
+    Inception,
+    InceptionA,
+    InceptionB,
+    InceptionC,
+    InceptionD,
+    InceptionE,
+    InceptionNaive,
+)
 from jaxconv.blocks.mbconv import FusedMBConv, MBConv, MobileNetV3Block, make_divisible
 from jaxconv.blocks.residual import (
     BasicBlock,
@@ -20,6 +28,11 @@ __all__ = [
     "ConvNormAct",
     "FusedMBConv",
     "Inception",
+    "InceptionA",
+    "InceptionB",
+    "InceptionC",
+    "InceptionD",
+    "InceptionE",
     "InceptionNaive",
     "MBConv",
     "MobileNetV3Block",
