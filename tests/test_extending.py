@@ -282,7 +282,7 @@ def test_training_options_reach_the_model_through_its_fields(user_space):
 
 FAMILIES = ["resnet20", "resnet50", "plain20", "vgg11_bn", "googlenet_tv", "efficientnet_b0", "inception_small",
             "allcnn_c", "alexnet", "alexnet_tv", "zfnet", "lenet5", "squeezenet1_1", "mobilenet_v2",
-            "mobilenet_v3_large", "densenet121", "efficientnet_v2_s", "shufflenet_v2_x1_0", "regnet_y_400mf", "mnasnet0_5"]
+            "mobilenet_v3_large", "densenet121", "efficientnet_v2_s", "shufflenet_v2_x1_0", "regnet_y_400mf", "mnasnet0_5", "inception_v3"]
 
 
 def _abstract_variables(name, **options):

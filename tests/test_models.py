@@ -303,6 +303,8 @@ def test_shufflenet_v2_stages_halve_the_map_and_open_with_a_two_branch_unit():
         assert params["stage2"]["block0"]["branch1_depthwise"]["conv"]["kernel"].shape == (3, 3, 1, widths[1])
         assert params["stage2"]["block0"]["branch1_pointwise"]["conv"]["kernel"].shape == (1, 1, widths[1], half)
         assert params["stage2"]["block1"]["branch2_pointwise1"]["conv"]["kernel"].shape == (1, 1, half, half)
+
+
 def test_regnet_widths_are_generated_as_torchvision_generates_them():
     """From the registered generating parameters, the (blocks, width, group width) per stage of torchvision 0.29.1's
     BlockParams.from_init_params: RegNetX-8GF's first stage is narrower than its group width (min(120, 80) = 80),
@@ -360,6 +362,29 @@ def test_mnasnet_depths_round_as_torchvision_and_the_stem_scales():
         "stem": (112, 112, 40), "stage1": (112, 112, 24), "stage2": (56, 56, 32), "stage3": (28, 28, 56),
         "stage4": (14, 14, 104), "stage5": (14, 14, 128), "stage6": (7, 7, 248), "stage7": (7, 7, 416),
         "head": (7, 7, 1280), "pre_logits": (1280,)}
+
+
+def test_inception_v3_grids_and_auxiliary_head_follow_torchvision():
+    """At 299 px the stem gives 35x35x192 and the three grids 35x35x288, 17x17x768 and 8x8x2048, as torchvision's
+    comments say. With train=True the auxiliary head's logits are sown ('aux_logits'); in evaluation it does not
+    run, so the network initialises and evaluates at 75 px (torchvision's min_size), where the head, as
+    torchvision's, could not run (its 5x5/3 pool and 5x5 convolution need the 17x17 grid of 299 px)."""
+    model = jaxconv.get_model("inception_v3", num_classes=3)
+    x, small = (jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32) for size in (299, 75))
+    train = lambda v, x: model.apply(v, x, train=True, return_features=True,  # noqa: E731
+                                     mutable=["batch_stats", "aux_logits"], rngs={"dropout": jax.random.key(0)})
+    with reference_convolutions():
+        variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), small)
+        (logits, features), state = jax.eval_shape(train, variables, x)
+        small_logits, evaluation = jax.eval_shape(lambda v, x: model.apply(v, x, mutable=["aux_logits"]),
+                                                  variables, small)
+    assert {key: value.shape for key, value in features.items()} == {
+        "stem": (2, 35, 35, 192), "stage5": (2, 35, 35, 288), "stage6": (2, 17, 17, 768), "stage7": (2, 8, 8, 2048),
+        "pre_logits": (2, 2048)}
+    assert logits.shape == state["aux_logits"]["aux_logits"][0].shape == small_logits.shape == (2, 3)
+    assert evaluation == {}
+    assert variables["params"]["aux"]["conv1"]["conv"]["kernel"].shape == (5, 5, 128, 768)
+    assert variables["params"]["mixed6b"]["branch7x7_2"]["conv"]["kernel"].shape == (1, 7, 128, 128)
 
 
 def matmul_dtypes(jaxpr, found=None) -> dict:

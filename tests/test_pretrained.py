@@ -79,7 +79,7 @@ def test_every_model_with_weights_converts():
 def test_layout_matches_torchvision(name):
     expected = torch_layout(name)
     torchvision = torchvision_layout(name)
-    kept = {k: s for k, s in torchvision.items() if not is_ignored(name, k)}
+    kept = {k: s for k, s in torchvision.items() if k in expected or not is_ignored(name, k)}
     assert sorted(set(kept) ^ set(expected)) == []
     assert {k: s for k, s in kept.items() if expected[k] != s} == {}
     ignored = sorted(set(torchvision) - set(kept))
@@ -126,7 +126,7 @@ def test_logits_equal_torchvision(name, tmp_path):
     assert checksum(images) == pytest.approx(float(fixture["input_checksum"]), rel=1e-9), stream_changed
 
     # Through a file, as a user would: safetensors, no torch.
-    if name in ("resnet18", "convnext_tiny", "mobilenet_v3_large", "densenet121", "efficientnet_v2_s", "shufflenet_v2_x1_0", "regnet_y_400mf", "mnasnet0_5"):
+    if name in ("resnet18", "convnext_tiny", "mobilenet_v3_large", "densenet121", "efficientnet_v2_s", "shufflenet_v2_x1_0", "regnet_y_400mf", "mnasnet0_5", "inception_v3"):
         from safetensors.numpy import save_file
 
         save_file(state, str(tmp_path / f"{name}.safetensors"))
@@ -159,6 +159,23 @@ def test_mnasnet_version_1_file_is_refused_with_its_stem_shapes():
     state["layers.0.weight"] = np.zeros((32, 3, 3, 3), np.float32)
     with pytest.raises(WeightsMismatchError, match=r"layers.0.weight: file \(32, 3, 3, 3\), mnasnet0_5 needs \(16,"):
         convert_state_dict("mnasnet0_5", state)
+
+
+def test_inception_v3_takes_the_published_auxiliary_head_with_it_or_without():
+    """torchvision's Inception v3 file carries the auxiliary head (AuxLogits.*, in its count of 27,161,264): it loads
+    into the head with aux_logits=True (the default) and is ignored with aux_logits=False; the rest is the same.
+    The published weights get transform_input=True, as torchvision gives them."""
+    published = synthetic_state("inception_v3")
+    assert "AuxLogits.conv1.conv.weight" in published and "AuxLogits.fc.bias" in published
+    with_head = convert_state_dict("inception_v3", published)
+    without = convert_state_dict("inception_v3", published, aux_logits=False)
+    assert set(with_head["params"]) - set(without["params"]) == {"aux"}
+    head = with_head["params"]["aux"]
+    assert np.array_equal(head["fc"]["kernel"], published["AuxLogits.fc.weight"].T)
+    assert head["conv1"]["conv"]["kernel"].shape == (5, 5, 128, 768)
+    del with_head["params"]["aux"], with_head["batch_stats"]["aux"]
+    assert jax.tree.all(jax.tree.map(np.array_equal, with_head, without))
+    assert build_model("inception_v3").transform_input and not jaxconv.get_model("inception_v3").transform_input
 
 
 # ------------------------------------------------------------------------------------------------
@@ -312,6 +329,10 @@ def test_registry_holds_the_published_facts():
     # recipe at 232 (mnasnet.py).
     assert [(w.top1, w.top5, w.preprocessing.resize, w.sha256) for name in ("mnasnet0_5", "mnasnet1_3")
             for w in WEIGHTS[name].values()] == [(67.734, 87.490, 256, "3ffadce67e"), (76.506, 93.522, 232, "a4c69d6f")]
+    # torchvision's Inception v3 weights (ported from TensorFlow): resize 342, 299 px crop (inception.py).
+    assert [(w.top1, w.top5, w.preprocessing.resize, w.preprocessing.crop, w.file_name, w.num_params)
+            for w in WEIGHTS["inception_v3"].values()] == [
+        (77.294, 93.450, 342, 299, "inception_v3_google-0cc3c7bd.pth", 27_161_264)]
     assert weights_info("efficientnet_b3").preprocessing == dataclasses.replace(
         weights_info("efficientnet_b3").preprocessing, resize=320, crop=300, interpolation="bicubic"
     )

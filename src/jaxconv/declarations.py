@@ -134,8 +134,10 @@ class TorchvisionKeys:
     parameter tree, for families whose torchvision indices depend on it); it raises
     ValueError for a module torchvision's files do not have. ``flattened_input`` names the
     Dense layer whose input is a flattened (H, W, C) map (torchvision flattens (C, H, W)).
-    ``ignored`` are patterns of file entries dropped on purpose, ``load_options`` the model
-    options the published weights need, ``builder`` torchvision's builder when its name differs.
+    ``ignored`` are patterns of file entries dropped on purpose where the model has no such
+    entry (Inception v3's AuxLogits load into its auxiliary head and are dropped without it),
+    ``load_options`` the model options the published weights need, ``builder`` torchvision's
+    builder when its name differs.
     ``channel_parameters`` names jaxconv modules (a ``LayerScale``) whose one (C,) parameter
     torchvision holds as a (C, 1, 1) tensor of the enclosing module, under the same name
     (ConvNeXt's ``CNBlock.layer_scale``): key ``prefix(enclosing path) + '.' + name``.

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxconv.blocks.base import Activation, ModuleDef
+from jaxconv.declarations import IMAGENET_MEAN, IMAGENET_STD
 from jaxconv.layers import BatchNorm, Conv, Dropout, GlobalAvgPool, MaxPool, relu
 from jaxconv.layers.norm import bind_training_mode
 
@@ -21,6 +22,18 @@ def classifier_output(logits: jnp.ndarray, features: Features, return_features: 
     documented on each model) to (N, H, W, C) or (N, C) arrays.
     """
     return (logits, features) if return_features else logits
+
+
+def transform_input(x: jnp.ndarray) -> jnp.ndarray:
+    """torchvision's ``transform_input``: (N, H, W, 3) images normalised with the ImageNet mean and std ->
+    the same images normalised as (x - 0.5) / 0.5 per channel (pixels in [0, 1] -> [-1, 1]).
+
+    torchvision's published GoogLeNet and Inception v3 weights were trained on such inputs.
+    An exact per-channel affine map done before the first convolution, not folded into it: zero padding
+    would make a folded version differ at the borders.
+    """
+    mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
+    return x * (std / 0.5) + (mean - 0.5) / 0.5
 
 
 def pooled_head(

@@ -8,7 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxconv.archs.common import classifier_output, pooled_head
+from jaxconv.archs.common import classifier_output, pooled_head, transform_input
 from jaxconv.blocks import ConvNormAct, Inception
 from jaxconv.blocks.base import Activation, ModuleDef
 from jaxconv.layers import AvgPool, BatchNorm, Conv, Dropout, LocalResponseNorm, MaxPool, relu
@@ -29,9 +29,6 @@ INCEPTION_WIDTHS = {
     "5b": (384, 192, 384, 48, 128, 128),
 }
 STAGES = (("3a", "3b"), ("4a", "4b", "4c", "4d", "4e"), ("5a", "5b"))
-# The ImageNet mean and std that ``transform_input`` undoes (torchvision's GoogLeNet).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class AuxHead(nn.Module):
@@ -68,9 +65,7 @@ class GoogLeNet(nn.Module):
     ``transform_input=True`` maps images normalized with the ImageNet mean and std to
     (x - 0.5) / 0.5, the normalization torchvision's published GoogLeNet weights were trained
     with (torchvision turns it on when it loads them, and so does
-    ``jaxconv.load_pretrained('googlenet_tv', ...)``). It is an exact per-channel affine map
-    done before conv1, not folded into it: zero padding would make a folded version differ
-    at the borders.
+    ``jaxconv.load_pretrained('googlenet_tv', ...)``; ``jaxconv.archs.common.transform_input``).
 
     Features: 'stem', 'stage3', 'stage4', 'stage5', 'pre_logits'.
     """
@@ -95,8 +90,7 @@ class GoogLeNet(nn.Module):
         features: dict[str, jnp.ndarray] = {}
 
         if self.transform_input:
-            mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
-            x = x * (std / 0.5) + (mean - 0.5) / 0.5
+            x = transform_input(x)
         x = unit(64, 2, kernel_size=7, name="conv1")(x, train)
         x = MaxPool(3, 2, fit="ceil", name="pool1")(x)
         if self.lrn:

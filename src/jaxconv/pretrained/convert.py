@@ -203,7 +203,8 @@ def torch_layout(name: str, **model_overrides: Any) -> dict[str, tuple[int, ...]
 
 
 def is_ignored(name: str, key: str) -> bool:
-    """Whether ``key`` of a torchvision file for ``name`` is dropped on purpose (num_batches_tracked, aux heads)."""
+    """Whether ``key`` of a torchvision file for ``name`` is dropped on purpose when the model has no such entry
+    (num_batches_tracked, auxiliary heads)."""
     patterns = ALWAYS_IGNORED + torchvision_keys(name).ignored
     return any(fnmatch.fnmatchcase(key, p) for p in patterns)
 
@@ -233,7 +234,8 @@ def _few(items: list[str], limit: int = 4) -> str:
 def check_state_dict(name: str, state_dict: Mapping[str, Any], plan: Sequence[Entry]) -> None:
     """Raises WeightsMismatchError listing missing, unexpected and wrongly shaped entries."""
     expected = {e.torch_key: e.torch_shape for e in plan}
-    given = {k: tuple(np.shape(v)) for k, v in state_dict.items() if not is_ignored(name, k)}
+    # An ignored pattern drops what the model has no place for (Inception v3's AuxLogits without its head).
+    given = {k: tuple(np.shape(v)) for k, v in state_dict.items() if k in expected or not is_ignored(name, k)}
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
     wrong = [k for k in expected if k in given and given[k] != expected[k]]
