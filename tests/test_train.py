@@ -630,6 +630,64 @@ def test_a_small_mnasnet_trains_with_rmsprop_and_decays_only_its_kernels():
     assert all(0 < np.abs(np.asarray(leaf)).max() < 0.05 for leaf in means)  # from zero, 0.0003 of a batch per step
 
 
+def test_a_small_inception_v3_trains_with_its_auxiliary_head_and_rmsprop():
+    """Inception v3's recipe in miniature (the paper's section 8: RMSprop, decay 0.9, eps 1.0, gradient clipping at
+    2.0, label smoothing 0.1; weight decay 4e-5, TF-slim's; through the training system's optimizer and decay mask)
+    with the auxiliary head, whose logits the model sows in training and the loss adds times aux_loss_weight, as
+    the training system's step does: a few steps on a fixed batch lower the loss, every running mean moves (the
+    head's too) and norm scales and biases are not decayed. The stem, a 35x35 module and a grid reduction with a
+    few channels, the head on the last-but-one stage; 155 px, about the least the head takes (its 5x5/3 pool and
+    5x5 conv need a 17x17 map): stem 17, then 8. One compiled step on host-filled variables."""
+    import jax.numpy as jnp
+    import optax
+
+    import jaxconv
+    from jaxconv.blocks import InceptionA, InceptionB
+    from jaxconv.train.optim import build_optimizer, decay_mask
+    from jaxconv.train.steps import one_hot_targets, soft_cross_entropy
+
+    blocks = (("5b", InceptionA, (4, 4, 4, 4, 4, 4)), ("6a", InceptionB, (4, 4, 4)))
+    model = jaxconv.get_model("inception_v3", num_classes=4, blocks=blocks, stem_widths=(4, 4, 8, 8, 8),
+                              aux_widths=(8, 8))
+    rng = np.random.default_rng(0)
+    x, labels = rng.standard_normal((4, 155, 155, 3)).astype(np.float32), jnp.arange(4) % 4
+    variables = host_variables(model, x)
+    config = base_config()
+    config.update(label_smoothing=0.1)
+    config.optimizer.update(name="rmsprop", decay=0.9, epsilon=1.0, momentum=0.9, weight_decay=4e-5,
+                            grad_clip_norm=2.0)
+    optimizer = build_optimizer(config, lambda step: 0.1)
+    targets = one_hot_targets(labels, 4, config.label_smoothing)
+
+    def loss_fn(params, batch_stats, key):
+        logits, state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                                    mutable=["batch_stats", "aux_logits"], rngs={"dropout": key})
+        (aux,) = jax.tree_util.tree_leaves(state["aux_logits"])
+        loss = soft_cross_entropy(logits, targets).mean()
+        return loss + config.aux_loss_weight * soft_cross_entropy(aux, targets).mean(), state["batch_stats"]
+
+    @jax.jit
+    def step(params, batch_stats, opt_state, key):
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    opt_state, losses = optimizer.init(params), []
+    for i in range(6):
+        params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, jax.random.key(i))
+        losses.append(float(loss))
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    named = lambda tree: {"/".join(str(k.key) for k in path): leaf  # noqa: E731
+                          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+    means = {path: leaf for path, leaf in named(batch_stats).items() if path.endswith("/mean")}
+    assert len(means) == 5 + 7 + 4 + 2 and "aux/conv1/norm/mean" in means  # the stem, the modules, the head
+    assert all(np.abs(np.asarray(leaf)).max() > 0 for leaf in means.values())  # all started at zero
+    decayed = named(decay_mask(params))
+    assert decayed["mixed5b/branch5x5_2/conv/kernel"] and decayed["aux/fc/kernel"] and decayed["head/kernel"]
+    assert not any(flag for path, flag in decayed.items() if "/norm/" in path or path.endswith("bias"))
+
+
 def test_label_smoothing_and_clipping():
     import jax.numpy as jnp
     import optax
