@@ -277,7 +277,7 @@ KEYS: tuple[Key, ...] = (
     Key("label_smoothing", 0.0, _probability, "label smoothing of the cross-entropy", "schedule"),
     Key("ema_decay", None, Number(0, 1, low_open=True, high_open=True),
         "evaluate an exponential moving average of the weights", "schedule", nullable=True),
-    Key("aux_loss_weight", 0.3, _non_negative, "GoogLeNet's auxiliary classifiers, when the model has them",
+    Key("aux_loss_weight", 0.3, _non_negative, "the auxiliary classifiers' loss weight (GoogLeNet's, Inception v3's)",
         "schedule"),
     # Transfer learning.
     Key("init_weights", None, Text("a file, a published tag or a workdir", blank=True),
