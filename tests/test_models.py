@@ -368,7 +368,11 @@ def test_inception_v3_grids_and_auxiliary_head_follow_torchvision():
     """At 299 px the stem gives 35x35x192 and the three grids 35x35x288, 17x17x768 and 8x8x2048, as torchvision's
     comments say. With train=True the auxiliary head's logits are sown ('aux_logits'); in evaluation it does not
     run, so the network initialises and evaluates at 75 px (torchvision's min_size), where the head, as
-    torchvision's, could not run (its 5x5/3 pool and 5x5 convolution need the 17x17 grid of 299 px)."""
+    torchvision's, could not run (its 5x5/3 pool and 5x5 convolution need the 17x17 grid of 299 px): training
+    there says so."""
+    from jaxconv.blocks import InceptionA, InceptionB
+    from jaxconv.layers import GeometryError
+
     model = jaxconv.get_model("inception_v3", num_classes=3)
     x, small = (jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32) for size in (299, 75))
     train = lambda v, x: model.apply(v, x, train=True, return_features=True,  # noqa: E731
@@ -385,6 +389,10 @@ def test_inception_v3_grids_and_auxiliary_head_follow_torchvision():
     assert evaluation == {}
     assert variables["params"]["aux"]["conv1"]["conv"]["kernel"].shape == (5, 5, 128, 768)
     assert variables["params"]["mixed6b"]["branch7x7_2"]["conv"]["kernel"].shape == (1, 7, 128, 128)
+    blocks = (("5b", InceptionA, (4,) * 6), ("6a", InceptionB, (4,) * 3))  # a few channels: a quick trace
+    narrow = jaxconv.get_model("inception_v3", blocks=blocks, stem_widths=(4, 4, 8, 8, 8), aux_widths=(8, 8))
+    with pytest.raises(GeometryError, match=r"stage5 is 7x7 for 75x75 images\): train at 299 px .*aux_logits=False"):
+        jax.eval_shape(lambda x: narrow.init(jax.random.key(0), x, train=True), small)
 
 
 def matmul_dtypes(jaxpr, found=None) -> dict:

@@ -37,7 +37,7 @@ from jaxconv.archs.common import classifier_output, transform_input
 from jaxconv.blocks import ConvNormAct, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE
 from jaxconv.blocks.base import Activation, ModuleDef
 from jaxconv.declarations import TorchvisionKeys, torchvision_figures, torchvision_weights
-from jaxconv.layers import AvgPool, BatchNorm, Conv, Dropout, GlobalAvgPool, MaxPool, relu
+from jaxconv.layers import AvgPool, BatchNorm, Conv, Dropout, GeometryError, GlobalAvgPool, MaxPool, relu
 from jaxconv.layers.norm import norm_factory
 from jaxconv.registry import register
 
@@ -122,6 +122,7 @@ class Inception3(nn.Module):
         norm = norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name)
         unit = partial(ConvNormAct, conv=conv, norm=norm, act=relu)
         features: dict[str, jnp.ndarray] = {}
+        height, width = x.shape[1:3]
         if self.transform_input:
             x = transform_input(x)
         conv1a, conv2a, conv2b, conv3b, conv4a = self.stem_widths
@@ -141,14 +142,19 @@ class Inception3(nn.Module):
         if self.aux_logits and (train or self.is_initializing()):
             stages = [key for key in features if key.startswith("stage")]
             if len(stages) < 2:
-                raise ValueError(f"the auxiliary head reads the last-but-one stage; blocks {self.blocks!r} make "
-                                 f"{len(stages)} stage (set aux_logits=False)")
+                raise ValueError(f"the auxiliary head reads the last-but-one stage, and blocks {self.blocks!r} make "
+                                 f"only {len(stages)}: give blocks of two stages or more, or aux_logits=False")
             tap = features[stages[-2]]
+            side = InceptionAux.smallest_input
+            if train and min(tap.shape[1:3]) < side:
+                raise GeometryError(
+                    f"the auxiliary head needs a map of at least {side}x{side} ({stages[-2]} is {tap.shape[1]}x"
+                    f"{tap.shape[2]} for {height}x{width} images): train at 299 px and up (torchvision's head has "
+                    f"the same limit) or with aux_logits=False")
             if not train:
                 # Initialising for evaluation, where the head never runs: build it on a zero map of the size it
                 # takes, outside the image's graph, so that the model has the parameters torchvision's files
                 # carry at any input size the rest takes (the analysis counts no MACs for it).
-                side = InceptionAux.smallest_input
                 tap = jnp.zeros((tap.shape[0], side, side, tap.shape[-1]), tap.dtype)
             aux = InceptionAux(self.num_classes, self.aux_widths, conv=conv, norm=norm, dtype=self.dtype,
                                name="aux")(tap, train)
