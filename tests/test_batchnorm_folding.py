@@ -49,6 +49,24 @@ def test_folded_network_matches_in_eval_mode(name, size):
     assert float(jnp.std(expected)) > 0
 
 
+def test_inception_v3_folds_its_auxiliary_head_too():
+    """The auxiliary head runs in training only, yet its convolutions and BatchNorms are in the variables: they fold
+    like the others, so the BatchNorm-free twin (aux_logits kept) has every parameter. A narrow Inception v3 (the
+    stem, a 35x35 module, a grid reduction; a few channels) at 75 px."""
+    from jaxconv.blocks import InceptionA, InceptionB
+
+    blocks = (("5b", InceptionA, (4,) * 6), ("6a", InceptionB, (4,) * 3))
+    model = jaxconv.get_model("inception_v3", num_classes=10, blocks=blocks, stem_widths=(4, 4, 8, 8, 8),
+                              aux_widths=(8, 8))
+    x = np.random.default_rng(1).standard_normal((2, 75, 75, 3)).astype(np.float32)
+    variables = nontrivial_statistics(host_variables(model, x))
+    folded_model, folded = fold_batchnorm(model, variables, x.shape)
+    assert set(folded["params"]["aux"]["conv1"]["conv"]) == {"kernel", "bias"} and folded_model.aux_logits
+    expected = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+    actual = jax.jit(lambda v, x: folded_model.apply(v, x, train=False))(folded, x)
+    assert float(jnp.max(jnp.abs(actual - expected)) / jnp.max(jnp.abs(expected))) < 1e-5
+
+
 class PreActivation(nn.Module):
     norm: object = BatchNorm
 

@@ -33,7 +33,7 @@ class _Pair:
 
 
 def _find_pairs(model: nn.Module, variables: Mapping, input_shape: tuple[int, ...]) -> tuple[list[_Pair], list[str]]:
-    """Traces the model abstractly; pairs each BatchNorm with the Conv whose output it reads."""
+    """Traces the model's initialisation abstractly; pairs each BatchNorm with the Conv whose output it reads."""
     conv_outputs: dict[int, tuple[str, ...]] = {}
     pairs: list[_Pair] = []
     orphans: list[str] = []
@@ -54,11 +54,13 @@ def _find_pairs(model: nn.Module, variables: Mapping, input_shape: tuple[int, ..
                 pairs.append(_Pair(source, path, module.epsilon, module.use_scale, module.use_bias))
         return out
 
-    def forward(variables, x):
+    # Traced as initialisation for evaluation, which builds every module the variables hold: also those that only
+    # run in training (Inception v3's auxiliary head, whose BatchNorms are folded with the rest).
+    def build(x):
         with nn.intercept_methods(interceptor):
-            return model.apply(variables, x, train=False)
+            return model.init(jax.random.key(0), x, train=False)
 
-    jax.make_jaxpr(forward)(variables, jax.ShapeDtypeStruct(input_shape, jnp.float32))
+    jax.make_jaxpr(build)(jax.ShapeDtypeStruct(input_shape, jnp.float32))
     return pairs, orphans
 
 
