@@ -8,6 +8,7 @@
     python scripts/bench_vs_torch.py --models resnet18 --no-torch \\
         --variant "noynn:XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type="   # jaxconv A/B, no torch
     python scripts/bench_vs_torch.py --layers --models resnet50 --batch-size 8   # convolution by convolution
+    python scripts/bench_vs_torch.py --end-to-end --torch-python /path/to/torch/venv/bin/python   # time to accuracy
 
 Each side runs in its own worker process (jaxconv's: this Python; PyTorch's: --torch-python,
 which need not have JAX), builds the model, compiles and warms up, then waits. The driver
@@ -30,6 +31,10 @@ input gradient and kernel gradient, on the same shapes, alternately layer by lay
 runs them as aten's conv2d and convolution_backward in each memory format of --torch-variants
 (eager: contiguous NCHW, channels_last) and keeps the faster per layer; torch.compile does not
 apply to single kernels. The table says which convolutions, and which pass, make the gap.
+
+With --end-to-end, the two sides train the quickstart's network from scratch instead: `jaxconv
+train` against the same recipe in a plain PyTorch loop over the same images, timed to a test
+accuracy (scripts/end_to_end_vs_torch.py, which takes the options after it; see its --help).
 
 The CUDA path (--device cuda) is written for an NVIDIA GPU host with a CUDA build of torch
 and jax[cuda]; it has not been run on one yet.
@@ -574,6 +579,11 @@ def format_table(entries: list[dict]) -> str:
 
 
 def main() -> None:
+    if "--end-to-end" in sys.argv[1:]:  # the other mode, in its own script (its options differ)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from end_to_end_vs_torch import main as end_to_end
+
+        return end_to_end([a for a in sys.argv[1:] if a != "--end-to-end"])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per worker per round")
@@ -597,6 +607,9 @@ def main() -> None:
     parser.add_argument("--layers", action="store_true",
                         help="time each distinct convolution (forward, input and kernel gradient) instead of "
                              "training steps; --steps timings per pass per round")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="time to a test accuracy of `jaxconv train` against a plain PyTorch loop instead "
+                             "(scripts/end_to_end_vs_torch.py; its options follow)")
     parser.add_argument("--format", choices=("md", "json"), default="md")
     parser.add_argument("--json-out", metavar="FILE", help="also write the results as JSON to FILE")
     # Worker mode (internal).
