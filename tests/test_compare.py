@@ -202,6 +202,30 @@ def test_cli_compare_writes_files_and_plots(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0, name
 
 
+def test_the_modern_set_is_drawn_beside_the_lineage_with_published_figures(tmp_path):
+    """`compare --modern` adds the 2016-2022 frontier: every one of its models has torchvision's published top-1
+    and GMACs, and the bubble chart draws the two sets in two colours, each in the legend."""
+    from jaxconv.compare import MODERN_MODELS, plots
+
+    assert not set(MODERN_MODELS) & set(ILSVRC_MODELS)
+    for name in MODERN_MODELS:
+        figures = published(name)
+        assert figures.top1 is not None and figures.gmacs is not None, name
+    rows = [{"model": name, "gmacs": published(name).gmacs, "params": published(name).params,
+             "published_top1": published(name).top1} for name in ("resnet50", "vgg16", "convnext_tiny", "mobilenet_v2")]
+    figures = []
+    original = plots._save
+    plots._save = lambda fig, path: figures.append(fig) or original(fig, path)
+    try:
+        plots.plot_accuracy_vs_gmacs(rows, tmp_path / "chart.png", lineage=ILSVRC_MODELS)
+    finally:
+        plots._save = original
+    ax = figures[0].axes[0]
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "ILSVRC lineage (2012-2015)" in legend and "after ILSVRC (2016-2022)" in legend
+    assert [len(c.get_offsets()) for c in ax.collections] == [2, 2]
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

@@ -24,12 +24,14 @@ def _speed_measure(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from jaxconv.analysis import summary
-    from jaxconv.compare import ILSVRC_MODELS, compare_rows, find_runs, format_rows
+    from jaxconv.compare import ILSVRC_MODELS, MODERN_MODELS, compare_rows, find_runs, format_rows
     from jaxconv.compare import plots
     from jaxconv.layers import GeometryError
     from jaxconv.models import model_info
 
     models = args.models or list(ILSVRC_MODELS)
+    if args.modern:
+        models += [name for name in MODERN_MODELS if name not in models]
     for name in models:
         model_info(name)
     runs = find_runs(args.runs) if args.runs else []
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         for fmt in ("md", "csv", "json"):
             (out / f"compare.{fmt}").write_text(format_rows(rows, fmt, device=device), encoding="utf-8")
         written = [out / "compare.md", out / "compare.csv", out / "compare.json"]
-        written.append(plots.plot_accuracy_vs_gmacs(rows, out / "accuracy_vs_gmacs.png"))
+        written.append(plots.plot_accuracy_vs_gmacs(rows, out / "accuracy_vs_gmacs.png", lineage=ILSVRC_MODELS))
         written.append(plots.plot_accuracy_vs_gmacs(rows, out / "your_accuracy_vs_gmacs.png", accuracy="your"))
         written += [plots.plot_layer_profile(summary(name), out / f"{name}_layers.png") for name in models]
         log("wrote " + ", ".join(str(p) for p in written if p is not None))
@@ -63,9 +65,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub, common) -> None:
+    from jaxconv.compare.published import MODERN_MODELS
+
     p = sub.add_parser("compare", parents=[common], help="the ILSVRC architectures side by side: params, GMACs, memory, speed, accuracy")
     p.add_argument("models", nargs="*", help="registered names (default: alexnet zfnet vgg16 vgg19 googlenet "
                                              "resnet18..152 efficientnet_b0)")
+    p.add_argument("--modern", action="store_true",
+                   help="add what came after ILSVRC (2016-2022): " + ", ".join(MODERN_MODELS))
     p.add_argument("--format", choices=("md", "csv", "json"), default="md")
     p.add_argument("--out", help="also write compare.md/.csv/.json and the plots (PNG) into this directory")
     p.add_argument("--runs", nargs="+", metavar="DIR", help="training workdirs (or their parents) whose best "

@@ -60,13 +60,15 @@ def _label_without_overlap(ax, points: Sequence[tuple[float, float, str]], fonts
 
 
 def plot_accuracy_vs_gmacs(rows: Sequence[dict], path: str | pathlib.Path, *, accuracy: str = "published",
-                           title: str | None = None, num_classes: int = 1000) -> pathlib.Path | None:
+                           title: str | None = None, num_classes: int = 1000,
+                           lineage: Sequence[str] = ()) -> pathlib.Path | None:
     """Top-1 against GMACs, one bubble per model with area proportional to its parameters.
 
     ``accuracy`` picks 'published' or 'your' top-1 from compare_rows; models without that
     figure are left out. The accuracy axis runs from 0 to 100% with the chance line (1 in
     ``num_classes``), so that differences look as large as they are. Returns the path, or None
-    when no model has the figure.
+    when no model has the figure. Where some models are in ``lineage`` (the ILSVRC winners) and
+    others not, the two sets get their own colour and legend entry.
     """
     key = f"{accuracy}_top1"
     points = [r for r in rows if r.get(key) is not None]
@@ -74,8 +76,14 @@ def plot_accuracy_vs_gmacs(rows: Sequence[dict], path: str | pathlib.Path, *, ac
         return None
     fig, ax = plt.subplots(figsize=(8, 5.5))
     largest = max(r["params"] for r in points)
-    for r in points:
-        ax.scatter(r["gmacs"], r[key], s=2000 * r["params"] / largest + 20, alpha=0.45, edgecolors="black")
+    groups = {"ILSVRC lineage (2012-2015)": [r for r in points if r["model"] in lineage],
+              "after ILSVRC (2016-2022)": [r for r in points if r["model"] not in lineage]}
+    two = all(groups.values())
+    for (label, members), colour in zip(groups.items(), ("tab:blue", "tab:orange")):
+        if members:
+            ax.scatter([r["gmacs"] for r in members], [r[key] for r in members], alpha=0.45, edgecolors="black",
+                       s=[2000 * r["params"] / largest + 20 for r in members], color=colour,
+                       label=label if two else None)
     ax.set_xscale("log")
     ax.set_ylim(0, 100)
     _chance_line(ax, num_classes)

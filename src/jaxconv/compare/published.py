@@ -22,6 +22,14 @@ ILSVRC_MODELS = (
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "efficientnet_b0",
 )
 
+# What came after (2016-2022), one or two variants per family, for `jaxconv compare --modern`: the
+# accuracy-vs-GMACs frontier that the lineage led to, each with torchvision's published weights.
+MODERN_MODELS = (
+    "inception_v3", "densenet121", "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2", "shufflenet_v2_x1_0",
+    "mnasnet1_0", "mobilenet_v3_large", "regnet_y_400mf", "regnet_y_8gf", "efficientnet_b4", "efficientnet_v2_s",
+    "convnext_tiny", "convnext_base",
+)
+
 
 def published(name: str) -> Published:
     """The published figures for ``name``; an empty record for a model nobody published."""
@@ -33,5 +41,5 @@ def published_models() -> dict[str, Published]:
     return {name: model_info(name).published for name in list_models() if model_info(name).published}
 
 
-__all__ = ["ILSVRC_MODELS", "ILSVRC_SOURCE", "PAPER_COUNT", "TORCHVISION", "Published", "published",
+__all__ = ["ILSVRC_MODELS", "ILSVRC_SOURCE", "MODERN_MODELS", "PAPER_COUNT", "TORCHVISION", "Published", "published",
            "published_models"]
