@@ -265,7 +265,7 @@ def test_layer_gradient_norms_are_each_kernels_gradient_in_forward_order():
     ratios = {}
     for act in ("sigmoid", "relu"):
         model = jaxconv.get_model("plain20", num_classes=10, act=act, norm=None)
-        variables = model.init(jax.random.key(1), images[:1], train=False)
+        variables = jax.jit(lambda x, model=model: model.init(jax.random.key(1), x, train=False))(images[:1])
         norms = layer_gradient_norms(model, variables, images, labels)
         assert [name for name, _ in norms][:3] == ["stem/conv", "stage1/block0/conv1", "stage1/block0/conv2"]
         assert len(norms) == 20 and norms[-1][0] == "head"
@@ -274,7 +274,7 @@ def test_layer_gradient_norms_are_each_kernels_gradient_in_forward_order():
             logits = model.apply({"params": params}, images, train=True)
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-        grads = flatten_dict(jax.grad(loss)(variables["params"]))
+        grads = flatten_dict(jax.jit(jax.grad(loss))(variables["params"]))
         for name, value in norms:
             expected = float(jnp.linalg.norm(grads[(*name.split("/"), "kernel")].ravel()))
             assert value == pytest.approx(expected, rel=1e-5)
