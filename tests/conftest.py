@@ -32,9 +32,15 @@ import pytest  # noqa: E402
 import jaxconv  # noqa: E402
 
 
-@functools.cache
 def cached_summary(name: str, image_size=None, **overrides):
-    """jaxconv.summary at the model's defaults, computed once per session."""
+    """jaxconv.summary at the model's defaults, computed once per session (the model's own size named or not)."""
+    if image_size == jaxconv.model_info(name).image_size:
+        image_size = None
+    return _summary(name, image_size, **overrides)
+
+
+@functools.cache
+def _summary(name: str, image_size, **overrides):
     return jaxconv.summary(name, image_size=image_size, **overrides)
 
 

@@ -32,6 +32,7 @@ def ilsvrc_rows():
     return compare_rows(ILSVRC_MODELS, summarize=summarize)
 
 
+@pytest.mark.xdist_group("summaries")  # the ILSVRC models' summaries, cached there
 def test_the_default_table_is_the_lectures_lineage_with_published_counts_reproduced(ilsvrc_rows):
     assert [r["model"] for r in ilsvrc_rows] == list(ILSVRC_MODELS)
     for row in ilsvrc_rows:
@@ -50,6 +51,7 @@ def test_the_default_table_is_the_lectures_lineage_with_published_counts_reprodu
     assert by_name["vgg16"]["activation_mib"] * 2**20 / 4 == pytest.approx(15.2e6, rel=0.01)
 
 
+@pytest.mark.xdist_group("summaries")  # the ILSVRC models' summaries, cached there
 def test_published_accuracies_are_torchvisions(ilsvrc_rows):
     assert published("resnet50").top1 == 76.130 and published("efficientnet_b0").top5 == 93.532
     text = format_rows(ilsvrc_rows, "md")
@@ -58,6 +60,7 @@ def test_published_accuracies_are_torchvisions(ilsvrc_rows):
     assert "inference img/s" not in text  # nothing was measured
 
 
+@pytest.mark.xdist_group("summaries")  # the ILSVRC models' summaries, cached there
 def test_csv_and_json_carry_every_column(ilsvrc_rows):
     parsed = list(csv.DictReader(io.StringIO(format_rows(ilsvrc_rows, "csv"))))
     assert [r["model"] for r in parsed] == list(ILSVRC_MODELS)
