@@ -298,6 +298,35 @@ def test_weight_decay_skips_convnext_norms_biases_and_layer_scales():
                      ("scale", False): 23 + 18}
 
 
+def fit_one_batch(model, variables, x, labels, optimizer, *, steps=6, dropout=False, loss=None, sown=()):
+    """`steps` compiled training steps on the one batch: (params, batch_stats or None without them, the losses)."""
+    import optax
+
+    if loss is None:  # loss(logits, state), state: the mutable collections (batch_stats and `sown`) after the step
+        def loss(logits, state):
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    stats = {name: tree for name, tree in variables.items() if name == "batch_stats"}  # {} without BatchNorm
+    mutable = list(stats) + list(sown)
+
+    def loss_fn(params, stats, key):
+        logits, state = model.apply({"params": params, **stats}, x, train=True, mutable=mutable,
+                                    rngs=None if key is None else {"dropout": key})
+        return loss(logits, state), {name: state[name] for name in stats}
+
+    @jax.jit
+    def step(params, stats, opt_state, key):
+        (value, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), stats, opt_state, value
+
+    params = variables["params"]
+    opt_state, losses = optimizer.init(params), []
+    for i in range(steps):  # with dropout, step i's key is jax.random.key(i)
+        params, stats, opt_state, value = step(params, stats, opt_state, jax.random.key(i) if dropout else None)
+        losses.append(float(value))
+    return params, stats.get("batch_stats"), losses
+
+
 def test_a_small_convnext_trains_with_adamw_and_its_layer_scales_move():
     """ConvNeXt's recipe in miniature (AdamW with the training system's decay mask, stochastic depth on): a few
     steps on a fixed batch lower the loss, and the layer scales, started at 1e-6, move: gradients reach every
@@ -318,21 +347,8 @@ def test_a_small_convnext_trains_with_adamw_and_its_layer_scales_move():
         block = params[f"stage{stage}"]["block0"]
         block["layer_scale"]["scale"] = np.full_like(block["layer_scale"]["scale"], 1e-6)
     optimizer = optax.adamw(0.002, weight_decay=0.05, mask=decay_mask)
-
-    def loss_fn(params, key):
-        logits = model.apply({"params": params}, x, train=True, rngs={"dropout": key})
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-    @jax.jit
-    def step(params, opt_state, key):
-        loss, grads = jax.value_and_grad(loss_fn)(params, key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    opt_state, start, losses = optimizer.init(params), params, []
-    for i in range(6):
-        params, opt_state, loss = step(params, opt_state, jax.random.key(i))
-        losses.append(float(loss))
+    start = params
+    params, _, losses = fit_one_batch(model, {"params": params}, x, labels, optimizer, dropout=True)
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     for stage in range(1, 4):
         before = np.asarray(start[f"stage{stage}"]["block0"]["layer_scale"]["scale"])
@@ -348,7 +364,6 @@ def test_a_small_mobilenet_v3_trains_with_rmsprop_and_its_gates_and_statistics_m
     stride 2) at 16 px (16 / 2 -> 8 -> 4 -> 4 -> 2), one compiled step on host-filled variables (the loop itself is
     the same for every model and tested above)."""
     import jax.numpy as jnp
-    import optax
 
     import jaxconv
     from jaxconv.train.optim import build_optimizer
@@ -362,22 +377,7 @@ def test_a_small_mobilenet_v3_trains_with_rmsprop_and_its_gates_and_statistics_m
     config.optimizer.update(name="rmsprop", momentum=0.9, epsilon=0.0316, weight_decay=1e-5)
     optimizer = build_optimizer(config, lambda step: 0.01)
 
-    def loss_fn(params, batch_stats, key):
-        logits, state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                    mutable=["batch_stats"], rngs={"dropout": key})
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), state["batch_stats"]
-
-    @jax.jit
-    def step(params, batch_stats, opt_state, key):
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
-
-    params, batch_stats = variables["params"], variables["batch_stats"]
-    opt_state, losses = optimizer.init(params), []
-    for i in range(6):
-        params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, jax.random.key(i))
-        losses.append(float(loss))
+    params, batch_stats, losses = fit_one_batch(model, variables, x, labels, optimizer, dropout=True)
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     named = {"/".join(str(k.key) for k in path): leaf for path, leaf in
              jax.tree_util.tree_leaves_with_path({"params": params, "batch_stats": batch_stats})}
@@ -394,7 +394,6 @@ def test_a_small_densenet_trains_with_sgd_and_its_statistics_move():
     concatenations. Three stages of two dense layers (growth 4, 8 stem channels) at 32 px (32 / 4 -> 8 -> 4 -> 2),
     one compiled step on host-filled variables (the loop itself is the same for every model and tested above)."""
     import jax.numpy as jnp
-    import optax
 
     import jaxconv
     from jaxconv.train.optim import build_optimizer
@@ -407,22 +406,7 @@ def test_a_small_densenet_trains_with_sgd_and_its_statistics_move():
     config.optimizer.update(name="sgd", momentum=0.9, nesterov=True, weight_decay=1e-4)
     optimizer = build_optimizer(config, lambda step: 0.05)
 
-    def loss_fn(params, batch_stats):
-        logits, state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                    mutable=["batch_stats"])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), state["batch_stats"]
-
-    @jax.jit
-    def step(params, batch_stats, opt_state):
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
-
-    params, batch_stats = variables["params"], variables["batch_stats"]
-    opt_state, losses = optimizer.init(params), []
-    for _ in range(6):
-        params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state)
-        losses.append(float(loss))
+    params, batch_stats, losses = fit_one_batch(model, variables, x, labels, optimizer)
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     means = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(batch_stats) if path[-1].key == "mean"]
     assert len(means) == 1 + 3 * 2 * 2 + 2 + 1  # stem, two per dense layer, two transitions, norm5
@@ -438,7 +422,6 @@ def test_a_small_efficientnet_v2_trains_with_sgd_and_skips_its_norms_in_weight_d
     with SE (stride 2) at 16 px (16 / 2 -> 8 -> 4 -> 2), one compiled step on host-filled variables (the loop itself
     is the same for every model and tested above)."""
     import jax.numpy as jnp
-    import optax
 
     import jaxconv
     from jaxconv.train.optim import build_optimizer, decay_mask
@@ -452,26 +435,12 @@ def test_a_small_efficientnet_v2_trains_with_sgd_and_skips_its_norms_in_weight_d
     config.optimizer.update(name="sgd", momentum=0.9, weight_decay=2e-5)
     optimizer = build_optimizer(config, lambda step: 0.05)
 
-    def loss_fn(params, batch_stats, key):
-        logits, state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                    mutable=["batch_stats"], rngs={"dropout": key})
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), state["batch_stats"]
-
-    @jax.jit
-    def step(params, batch_stats, opt_state, key):
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
-
-    params, batch_stats = variables["params"], variables["batch_stats"]
+    params = variables["params"]
     decayed = {"/".join(str(k.key) for k in path): flag
                for path, flag in jax.tree_util.tree_leaves_with_path(decay_mask(params))}
     assert not any(flag for path, flag in decayed.items() if "/norm/" in path or path.endswith("bias"))
     assert decayed["stage1/block0/fused/conv/kernel"] and decayed["stage3/block0/se/fc1/kernel"]
-    opt_state, losses = optimizer.init(params), []
-    for i in range(6):
-        params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, jax.random.key(i))
-        losses.append(float(loss))
+    params, batch_stats, losses = fit_one_batch(model, variables, x, labels, optimizer, dropout=True)
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     means = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(batch_stats) if path[-1].key == "mean"]
     assert len(means) == 1 + 1 + 2 * 2 + 3 + 1  # stem, the fused conv, two expand-project pairs, the MBConv, head
@@ -486,7 +455,6 @@ def test_a_small_shufflenet_v2_trains_with_sgd_and_its_norms_escape_weight_decay
     of each kind (stride 2, then the split; width 16 after an 8-channel stem), at 32 px (32 / 4 -> 8 -> 4), one
     compiled step on host-filled variables (the loop itself is the same for every model and tested above)."""
     import jax.numpy as jnp
-    import optax
 
     import jaxconv
     from jaxconv.train.optim import build_optimizer, decay_mask
@@ -499,22 +467,7 @@ def test_a_small_shufflenet_v2_trains_with_sgd_and_its_norms_escape_weight_decay
     config.optimizer.update(name="sgd", momentum=0.9, weight_decay=4e-5)
     optimizer = build_optimizer(config, lambda step: 0.05)
 
-    def loss_fn(params, batch_stats):
-        logits, state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                    mutable=["batch_stats"])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), state["batch_stats"]
-
-    @jax.jit
-    def step(params, batch_stats, opt_state):
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
-
-    params, batch_stats = variables["params"], variables["batch_stats"]
-    opt_state, losses = optimizer.init(params), []
-    for _ in range(6):
-        params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state)
-        losses.append(float(loss))
+    params, batch_stats, losses = fit_one_batch(model, variables, x, labels, optimizer)
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     means = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(batch_stats) if path[-1].key == "mean"]
     assert len(means) == 1 + 5 + 3 + 1  # stem, the stride-2 unit's five conv-norm units, the stride-1 one's 3, head
@@ -533,7 +486,6 @@ def test_a_small_regnet_y_trains_with_sgd_and_its_statistics_and_gates_move():
     one-block stages of widths 8, 16, 32 (2, 4, 8 groups) at 32 px (32 / 2 -> 8 -> 4 -> 2), one compiled step on
     host-filled variables (the loop itself is the same for every model and tested above)."""
     import jax.numpy as jnp
-    import optax
 
     import jaxconv
     from jaxconv.train.optim import build_optimizer, decay_mask
@@ -547,27 +499,13 @@ def test_a_small_regnet_y_trains_with_sgd_and_its_statistics_and_gates_move():
     config.optimizer.update(name="sgd", momentum=0.9, weight_decay=5e-5)
     optimizer = build_optimizer(config, lambda step: 0.05)
 
-    def loss_fn(params, batch_stats):
-        logits, state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                    mutable=["batch_stats"])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), state["batch_stats"]
-
-    @jax.jit
-    def step(params, batch_stats, opt_state):
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
-
-    params, batch_stats = variables["params"], variables["batch_stats"]
+    params = variables["params"]
     assert params["stage3"]["block0"]["conv2"]["kernel"].shape == (3, 3, 4, 32)  # 8 groups of 4 channels
     decayed = {"/".join(str(k.key) for k in path): flag
                for path, flag in jax.tree_util.tree_leaves_with_path(decay_mask(params))}
     assert all(flag == path.endswith("kernel") for path, flag in decayed.items())
     assert {path.rsplit("/", 1)[-1] for path, flag in decayed.items() if not flag} == {"scale", "bias"}
-    opt_state, losses = optimizer.init(params), []
-    for _ in range(6):
-        params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state)
-        losses.append(float(loss))
+    params, batch_stats, losses = fit_one_batch(model, variables, x, labels, optimizer)
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     named = {"/".join(str(k.key) for k in path): leaf for path, leaf in
              jax.tree_util.tree_leaves_with_path({"params": params, "batch_stats": batch_stats})}
@@ -587,7 +525,6 @@ def test_a_small_mnasnet_trains_with_rmsprop_and_decays_only_its_kernels():
     residuals 3x with the residual, one 6x 5x5) at 16 px (16 / 2 -> 8 -> 8 -> 4 -> 2), one compiled step on
     host-filled variables (the loop itself is the same for every model and tested above)."""
     import jax.numpy as jnp
-    import optax
 
     import jaxconv
     from jaxconv.train.optim import build_optimizer, decay_mask
@@ -601,18 +538,7 @@ def test_a_small_mnasnet_trains_with_rmsprop_and_decays_only_its_kernels():
     config.optimizer.update(name="rmsprop", decay=0.9, momentum=0.9, weight_decay=1e-5)
     optimizer = build_optimizer(config, lambda step: 0.01)
 
-    def loss_fn(params, batch_stats, key):
-        logits, state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                    mutable=["batch_stats"], rngs={"dropout": key})
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), state["batch_stats"]
-
-    @jax.jit
-    def step(params, batch_stats, opt_state, key):
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
-
-    params, batch_stats = variables["params"], variables["batch_stats"]
+    params = variables["params"]
     decayed = {"/".join(str(k.key) for k in path): flag
                for path, flag in jax.tree_util.tree_leaves_with_path(decay_mask(params))}
     kinds = {}  # (leaf name, decayed) -> count
@@ -620,10 +546,7 @@ def test_a_small_mnasnet_trains_with_rmsprop_and_decays_only_its_kernels():
         kinds[(path.rsplit("/", 1)[-1], flag)] = kinds.get((path.rsplit("/", 1)[-1], flag), 0) + 1
     # 13 conv-norm units: stem, 2 in the separable stage, 3 in each of the 3 blocks, the head conv; the classifier.
     assert kinds == {("kernel", True): 13 + 1, ("scale", False): 13, ("bias", False): 13 + 1}
-    opt_state, losses = optimizer.init(params), []
-    for i in range(6):
-        params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, jax.random.key(i))
-        losses.append(float(loss))
+    params, batch_stats, losses = fit_one_batch(model, variables, x, labels, optimizer, dropout=True)
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     means = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(batch_stats) if path[-1].key == "mean"]
     assert len(means) == 13
@@ -639,7 +562,6 @@ def test_a_small_inception_v3_trains_with_its_auxiliary_head_and_rmsprop():
     few channels, the head on the last-but-one stage; 155 px, about the least the head takes (its 5x5/3 pool and
     5x5 conv need a 17x17 map): stem 17, then 8. One compiled step on host-filled variables."""
     import jax.numpy as jnp
-    import optax
 
     import jaxconv
     from jaxconv.blocks import InceptionA, InceptionB
@@ -659,24 +581,13 @@ def test_a_small_inception_v3_trains_with_its_auxiliary_head_and_rmsprop():
     optimizer = build_optimizer(config, lambda step: 0.1)
     targets = one_hot_targets(labels, 4, config.label_smoothing)
 
-    def loss_fn(params, batch_stats, key):
-        logits, state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                    mutable=["batch_stats", "aux_logits"], rngs={"dropout": key})
+    def loss_with_aux(logits, state):  # the auxiliary head's logits, sown in training, weighted in
         (aux,) = jax.tree_util.tree_leaves(state["aux_logits"])
         loss = soft_cross_entropy(logits, targets).mean()
-        return loss + config.aux_loss_weight * soft_cross_entropy(aux, targets).mean(), state["batch_stats"]
+        return loss + config.aux_loss_weight * soft_cross_entropy(aux, targets).mean()
 
-    @jax.jit
-    def step(params, batch_stats, opt_state, key):
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
-
-    params, batch_stats = variables["params"], variables["batch_stats"]
-    opt_state, losses = optimizer.init(params), []
-    for i in range(6):
-        params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, jax.random.key(i))
-        losses.append(float(loss))
+    params, batch_stats, losses = fit_one_batch(model, variables, x, labels, optimizer, dropout=True,
+                                                loss=loss_with_aux, sown=("aux_logits",))
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     named = lambda tree: {"/".join(str(k.key) for k in path): leaf  # noqa: E731
                           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
