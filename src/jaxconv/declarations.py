@@ -21,7 +21,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION_URL = "https://download.pytorch.org/models/"
 TIMM_URL = "https://huggingface.co/timm/{}/resolve/main/model.safetensors"
 
-TORCHVISION = "torchvision weights metadata (single model, 224 centre crop, ImageNet val)"
+TORCHVISION = "torchvision weights metadata (single model, centre crop at the weights' evaluation size, ImageNet val)"
 TORCHVISION_COUNT = "torchvision weights metadata"
 PAPER_COUNT = "counted from the paper's layer list"
 ILSVRC_SOURCE = "ILSVRC classification winners as charted in the lectures (ensembles, test set)"

@@ -65,13 +65,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub, common) -> None:
-    from jaxconv.compare.published import MODERN_MODELS
 
     p = sub.add_parser("compare", parents=[common], help="the ILSVRC architectures side by side: params, GMACs, memory, speed, accuracy")
     p.add_argument("models", nargs="*", help="registered names (default: alexnet zfnet vgg16 vgg19 googlenet "
                                              "resnet18..152 efficientnet_b0)")
     p.add_argument("--modern", action="store_true",
-                   help="add what came after ILSVRC (2016-2022): " + ", ".join(MODERN_MODELS))
+                   help="add what came after ILSVRC (2016-2022), one or two variants per family: Inception v3, "
+                        "DenseNet, ResNeXt, Wide ResNet, MobileNetV2/V3, ShuffleNet V2, MNASNet, RegNetY, "
+                        "EfficientNet-B4/V2-S, ConvNeXt")
     p.add_argument("--format", choices=("md", "csv", "json"), default="md")
     p.add_argument("--out", help="also write compare.md/.csv/.json and the plots (PNG) into this directory")
     p.add_argument("--runs", nargs="+", metavar="DIR", help="training workdirs (or their parents) whose best "

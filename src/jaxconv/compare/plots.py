@@ -43,19 +43,28 @@ def _chance_line(ax, num_classes: int | None, *, scale: float = 100.0, label: st
 
 
 def _label_without_overlap(ax, points: Sequence[tuple[float, float, str]], fontsize: int = 9) -> None:
-    """Names beside their points, each moved up (or down) in steps until it overlaps no other."""
+    """Names beside their points, right or left of them, moved up or down in steps until each overlaps no other
+    label; a name moved away from its point gets a thin line to it."""
     ax.figure.canvas.draw()
     placed = []
+    candidates = [(side, shift) for shift in (6, -12, 18, -24, 30, -36, 42, 54) for side in (1, -1)]
     for x, y, text in sorted(points, key=lambda p: (p[1], p[0])):
-        for shift in (6, 18, -12, 30, -24, 42, -36, 54):
-            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, shift), fontsize=fontsize)
+        for side, shift in candidates:
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(6 * side, shift),
+                                ha="left" if side > 0 else "right", fontsize=fontsize)
             box = label.get_window_extent()
             if not any(box.overlaps(other) for other in placed):
                 break
             label.remove()
         else:
+            side, shift = 1, 6
             label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=fontsize)
             box = label.get_window_extent()
+        if abs(shift) > 6:
+            label.remove()
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(6 * side, shift),
+                                ha="left" if side > 0 else "right", fontsize=fontsize,
+                                arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.5})
         placed.append(box)
 
 
@@ -74,7 +83,7 @@ def plot_accuracy_vs_gmacs(rows: Sequence[dict], path: str | pathlib.Path, *, ac
     points = [r for r in rows if r.get(key) is not None]
     if not points:
         return None
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(8, 5.5) if len(points) <= 15 else (11, 7))
     largest = max(r["params"] for r in points)
     groups = {"ILSVRC lineage (2012-2015)": [r for r in points if r["model"] in lineage],
               "after ILSVRC (2016-2022)": [r for r in points if r["model"] not in lineage]}
@@ -90,10 +99,13 @@ def plot_accuracy_vs_gmacs(rows: Sequence[dict], path: str | pathlib.Path, *, ac
     ax.set_xlabel("GMACs per image (log scale)")
     ax.set_ylabel(f"{accuracy} top-1 accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    legend = ax.legend(loc="lower right", fontsize=8)
+    for handle in legend.legend_handles:  # one marker size in the legend, whatever the bubbles' sizes
+        if hasattr(handle, "set_sizes"):
+            handle.set_sizes([60])
     smallest = min(r["params"] for r in points)
     ax.set_title(title or f"Accuracy vs compute; bubble area ∝ parameters ({millions(smallest)} to {millions(largest)})")
-    _label_without_overlap(ax, [(r["gmacs"], r[key], r["model"]) for r in points])
+    _label_without_overlap(ax, [(r["gmacs"], r[key], r["model"]) for r in points], fontsize=9 if len(points) <= 15 else 8)
     return _save(fig, path)
 
 
