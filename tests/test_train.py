@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from conftest import host_variables
+from conftest import host_variables, xla_flags_for_tests
 from jaxconv.checkpoint import CheckpointMismatch, Checkpoints
 from jaxconv.cli import main
 from jaxconv.train.config import ConfigError, apply_overrides, base_config, load_config, validate
@@ -706,7 +706,7 @@ def test_training_from_python_prints_only_its_own_lines(tmp_path):
 
 def launch(experiment, workdir) -> subprocess.Popen:
     # The same eight devices as this process: the subprocesses reuse the steps compiled here (see tiny.py).
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags_for_tests(8), "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.Popen(
         [sys.executable, "-m", "jaxconv.cli", "train", "--config", str(experiment), "--workdir", str(workdir)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

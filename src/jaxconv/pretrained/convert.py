@@ -29,7 +29,7 @@ import functools
 import math
 import os
 import pathlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -126,10 +126,13 @@ def variable_shapes(name: str, model=None, **model_overrides: Any) -> dict:
     import jax
     import jax.numpy as jnp
 
+    from jaxconv.layers.conv import reference_convolutions
+
     info = model_info(name)
     model = model if model is not None else build_model(name, **model_overrides)
     x = jax.ShapeDtypeStruct((1, info.image_size, info.image_size, info.in_channels), jnp.float32)
-    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    with reference_convolutions():  # one convolution primitive per layer: the same shapes, traced faster
+        variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
     return {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
 
 
