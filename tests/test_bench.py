@@ -214,3 +214,14 @@ def test_gpu_bench_script_records_the_machine_and_reports_failed_stages(tmp_path
     assert f"jax {jax.__version__}" in (out / "environment.txt").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["env.log", "environment.txt", "vs-resnet50.log"]
 
+
+
+def test_profile_step_fits_the_fixed_cost_and_refuses_batch_lists_it_cannot_fit(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[1] / "scripts"))
+    import profile_step
+
+    assert profile_step.fit_line([8.0, 32.0, 128.0], [14.0, 38.0, 134.0]) == pytest.approx((6.0, 1.0))
+    for given in ("32", "8,x"):
+        with pytest.raises(SystemExit) as exit_info:
+            profile_step.main(["resnet20", "--batch-sizes", given])
+        assert exit_info.value.code == 2 and f"--batch-sizes {given!r}" in capsys.readouterr().err
