@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import gc
 import math
 import os
 import shutil
@@ -43,18 +42,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import jaxconv  # noqa: E402
-
-
-# Tracing builds and drops millions of small objects (jaxprs, Flax scopes) while the session's caches keep
-# many alive: the cyclic collector's full passes over them took 12% of test_models and test_analysis
-# (gc.callbacks, 2026-12-03). Collect less often, and leave what exists once the tests are collected out of
-# its passes (test_models + test_analysis: 175 -> 166 s).
-gc.set_threshold(50_000, 20, 20)
-
-
-def pytest_collection_finish(session):
-    gc.collect()
-    gc.freeze()
 
 
 def cached_summary(name: str, image_size=None, **overrides):
