@@ -25,6 +25,7 @@ import argparse
 import collections
 import gzip
 import json
+import os
 import pathlib
 import re
 import statistics
@@ -91,8 +92,9 @@ def profile(model: str, image_size: int, batch_size: int, steps: int, trace_dir:
     wall = time.perf_counter() - started
     jax.profiler.stop_trace()
 
-    events = [e for e in _trace_events(trace_dir) if e.get("ph") == "X" and "dur" in e]
-    thread_names = {(e.get("pid"), e.get("tid")): e["args"]["name"] for e in _trace_events(trace_dir)
+    trace = _trace_events(trace_dir)
+    events = [e for e in trace if e.get("ph") == "X" and "dur" in e]
+    thread_names = {(e.get("pid"), e.get("tid")): e["args"]["name"] for e in trace
                     if e.get("ph") == "M" and e.get("name") == "thread_name"}
     # XLA's ops: named NAME.N by the compiler (the executor's and Python's own events are not).
     ops = [e for e in events if re.fullmatch(r"[\w-]+\.\d+|[\w-]+", e["name"]) and not e["name"].startswith(
@@ -163,8 +165,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--batch-sizes {args.batch_sizes!r}: give at least two positive batch sizes to fit a line")
 
     apply_default_xla_flags()  # as the jaxconv CLI starts: before JAX is imported
-    import os
-
     trace_dir = pathlib.Path(args.trace_dir or tempfile.mkdtemp(prefix="jaxconv-profile-"))
     record = {"model": args.model, "image_size": args.image_size, "xla_flags": os.environ.get("XLA_FLAGS", ""),
               "date": time.strftime("%Y-%m-%d %H:%M %Z"),

@@ -15,7 +15,6 @@ import shutil
 import tempfile
 
 
-
 def xla_flags_for_tests(devices: int = 8) -> str:
     """XLA_FLAGS for the suite and the processes it starts: ``devices`` virtual CPU devices, and no LLVM
     optimisation of XLA:CPU's generated code. The suite compiles hundreds of graphs and runs each a few

@@ -215,7 +215,6 @@ def test_gpu_bench_script_records_the_machine_and_reports_failed_stages(tmp_path
     assert sorted(p.name for p in out.iterdir()) == ["env.log", "environment.txt", "vs-resnet50.log"]
 
 
-
 def test_profile_step_fits_the_fixed_cost_and_refuses_batch_lists_it_cannot_fit(capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[1] / "scripts"))
     import profile_step
