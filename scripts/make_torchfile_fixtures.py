@@ -10,7 +10,7 @@ enough) and, for the ResNet-18 layout, JAX and Flax -- the environment of make_p
 
 Run from the repository root:
 
-    /work/torchenv/bin/python scripts/make_torchfile_fixtures.py
+    /work/torchenv/bin/python scripts/make_torchfile_fixtures.py [--families]
 
 It writes (about 42 KB in all):
 - tensors.pth (zip format) and tensors_legacy.pth (torch < 1.6's format): float32, float16, bfloat16,
@@ -21,6 +21,11 @@ It writes (about 42 KB in all):
 - resnet18_tiny.pth (legacy format): jaxconv.pretrained.synthetic's seeded weights in the layout of
   ResNet-18 with depths (1, 1, 1, 1), stem_width 1 and 3 classes (and num_batches_tracked), for
   jaxconv.load_pretrained;
+- families/NAME.pth and families.json: one small model of each torchvision family that jaxconv loads (its
+  options in families.json, chosen to keep every key of the family's layout at a few thousand weights),
+  seeded weights in torchvision's key layout (num_batches_tracked included), written in torch's legacy
+  format for the families whose torchvision files predate PyTorch 1.6 (2020) and in the zip format for
+  the later ones; ``--families`` writes only these;
 - full_model.pth: torch.save of a whole nn.Linear (a model class, refused by jaxconv);
 - evil_*.pth: checkpoints whose pickles would run a command (os.system, builtins.exec / eval,
   subprocess.Popen) that creates a file named pwned_*, in either format, in the tensors' place, in the
@@ -53,6 +58,50 @@ OUT = ROOT / "tests" / "fixtures" / "torchfile"
 # The tiny ResNet-18 of resnet18_tiny.pth; tests/test_pretrained.py loads it with the same options and seed.
 TINY_OPTIONS = {"depths": (1, 1, 1, 1), "stem_width": 1, "num_classes": 3}
 TINY_SEED = 7
+# families/NAME.pth: a small instance of each family (tests/test_pretrained.py reads the options from families.json).
+FAMILY_SEED = 11
+LEGACY_FAMILIES = {"resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2", "densenet121", "shufflenet_v2_x0_5",
+                   "mnasnet0_5", "inception_v3"}  # their torchvision files predate PyTorch 1.6's zip format
+
+
+def family_options() -> dict[str, dict]:
+    """name -> the options of its small instance, as JSON (Inception's block classes by their names).
+
+    SqueezeNet is left out: its fire modules' widths are not options (724,035 weights at 3 classes, 2.9 MB).
+    """
+    import jaxconv
+
+    mnasnet = [[*stage[:4], 1] for stage in jaxconv.get_model("mnasnet0_5").stages]  # one block a stage
+    inception = [[label, block.__name__, [max(1, w // 64) for w in widths]]
+                 for label, block, widths in jaxconv.get_model("inception_v3").blocks]
+    regnet = {"depth": 4, "w_0": 8, "w_a": 8, "w_m": 2.0, "group_width": 8, "stem_width": 8}
+    return {
+        "resnext50_32x4d": {"depths": [1, 1, 1, 1], "stem_width": 8, "widths": [64, 64, 64, 64]},
+        "wide_resnet50_2": {"depths": [1, 1, 1, 1], "stem_width": 8, "widths": [8, 8, 8, 8]},
+        "mobilenet_v2": {"width": 0.1, "depth": 0.1, "head_width": 8},
+        "mobilenet_v3_small": {"width": 0.1, "hidden_width": 8},
+        "densenet121": {"depths": [1, 1, 1, 1], "growth": 4, "stem_width": 8, "bn_size": 2},
+        "shufflenet_v2_x0_5": {"depths": [1, 1, 1], "widths": [8, 16, 16, 16, 32]},
+        "mnasnet0_5": {"width": 0.1, "head_width": 8, "stages": mnasnet},
+        "inception_v3": {"stem_widths": [2, 2, 4, 4, 8], "aux_widths": [4, 4], "blocks": inception},
+        "convnext_tiny": {"depths": [1, 1, 1, 1], "widths": [8, 8, 8, 8]},
+        "regnet_x_400mf": regnet,
+        "regnet_y_400mf": regnet,
+        "efficientnet_v2_s": {"width": 0.1, "depth": 0.1, "head_width": 8},
+    }
+
+
+def as_model_options(options: dict) -> dict:
+    """families.json's options as the model takes them: lists as tuples, Inception's block names as classes."""
+    from jaxconv.blocks import inception
+
+    def tuples(value):
+        return tuple(tuples(v) for v in value) if isinstance(value, list) else value
+
+    out = {key: tuples(value) for key, value in options.items()}
+    if "blocks" in out:
+        out["blocks"] = tuple((label, getattr(inception, block), widths) for label, block, widths in out["blocks"])
+    return {**out, "num_classes": 3}
 LEGACY_MAGIC, LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
 SYS_INFO = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}
 
@@ -155,13 +204,42 @@ class LegacyTensor:
         return self.rebuild, self.args
 
 
-def main() -> int:
+def with_batch_counts(layout: dict) -> dict:
+    """``layout`` with torchvision's num_batches_tracked beside each BatchNorm (jaxconv ignores them)."""
+    counts = {k.replace("running_var", "num_batches_tracked"): () for k in layout if k.endswith("running_var")}
+    return {**layout, **counts}
+
+
+def write_families(torch) -> None:
+    from jaxconv.pretrained.convert import torch_layout
+    from jaxconv.pretrained.synthetic import random_state_dict
+
+    folder = OUT / "families"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.pth"):
+        old.unlink()
+    options = family_options()
+    for name, spec in options.items():
+        state = random_state_dict(with_batch_counts(torch_layout(name, **as_model_options(spec))), FAMILY_SEED)
+        torch.save(collections.OrderedDict((k, torch.from_numpy(v)) for k, v in state.items()), folder / f"{name}.pth",
+                   _use_new_zipfile_serialization=name not in LEGACY_FAMILIES)
+        loaded = torch.load(folder / f"{name}.pth", map_location="cpu", weights_only=True)
+        assert list(loaded) == list(state) and all(np.array_equal(loaded[k].numpy(), state[k]) for k in state), name
+    (OUT / "families.json").write_text(json.dumps({"seed": FAMILY_SEED, "options": options}, indent=1) + "\n")
+    for path in sorted(folder.iterdir()):
+        print(f"families/{path.name}: {path.stat().st_size} bytes", file=sys.stderr)
+
+
+def main(argv: list[str]) -> int:
     import torch
 
     from jaxconv.pretrained.convert import torch_layout
     from jaxconv.pretrained.synthetic import random_state_dict
 
     OUT.mkdir(parents=True, exist_ok=True)
+    write_families(torch)
+    if argv == ["--families"]:
+        return 0
     for old in OUT.glob("*.pth"):
         old.unlink()
     state = benign_state(torch)
@@ -176,9 +254,7 @@ def main() -> int:
                                      ("view", LegacyTensor(torch, view, 1, (2,), (2,)))])
     data = np.arange(8, dtype="<f4").tobytes()
     (OUT / "views_legacy.pth").write_bytes(legacy_file(torch, views, {"r": (8, data)}))
-    layout = torch_layout("resnet18", **TINY_OPTIONS)  # with torchvision's num_batches_tracked, which jaxconv ignores
-    layout.update({k.replace("running_var", "num_batches_tracked"): () for k in layout if k.endswith("running_var")})
-    tiny = random_state_dict(layout, TINY_SEED)
+    tiny = random_state_dict(with_batch_counts(torch_layout("resnet18", **TINY_OPTIONS)), TINY_SEED)
     torch.save(collections.OrderedDict((k, torch.from_numpy(v)) for k, v in tiny.items()), OUT / "resnet18_tiny.pth",
                _use_new_zipfile_serialization=False)  # as torchvision's oldest files; smaller than a zip of 62 entries
     torch.save(torch.nn.Linear(2, 1), OUT / "full_model.pth")
@@ -221,4 +297,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -256,6 +256,26 @@ def test_pth_loads_without_torch(tmp_path, monkeypatch):
         load_pretrained("resnet18", TORCHFILES / "evil_system.pth")
 
 
+# families/NAME.pth: a small instance of each torchvision family jaxconv loads (but SqueezeNet, whose widths are
+# not options), seeded weights in torchvision's key layout, torch.save'd (legacy format for the families whose
+# files predate PyTorch 1.6, zip for the later) by scripts/make_torchfile_fixtures.py --families.
+FAMILY_FILES = json.loads((TORCHFILES / "families.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_FILES["options"]))
+def test_each_familys_pth_file_loads(name, monkeypatch):
+    """The .pth path of every family, as users load torchvision's files: the same variables as its key layout gives."""
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[1] / "scripts"))
+    from make_torchfile_fixtures import as_model_options
+
+    options = as_model_options(FAMILY_FILES["options"][name])
+    model, variables = load_pretrained(name, TORCHFILES / "families" / f"{name}.pth", **options)
+    expected = convert_state_dict(name, random_state_dict(torch_layout(name, **options), FAMILY_FILES["seed"]), **options)
+    assert model.num_classes == 3
+    assert jax.tree.structure(variables) == jax.tree.structure(expected)
+    assert jax.tree_util.tree_all(jax.tree.map(np.array_equal, variables, expected))
+
+
 def test_integer_weights_are_refused_naming_the_first(tmp_path):
     """An int8 (quantised) file has the right keys and shapes but not the weights; num_batches_tracked stays int64."""
     from safetensors.numpy import save_file
