@@ -24,6 +24,7 @@ import pytest
 from jaxconv.checkpoint import Checkpoints
 from jaxconv.cli import main
 from jaxconv.parallel import LaunchError, detect_cluster, initialize_distributed
+from conftest import xla_flags_for_tests
 from tiny import write_experiment
 
 pytestmark = pytest.mark.xdist_group("distributed")
@@ -40,11 +41,12 @@ def experiment(tmp_path_factory):
     return write_experiment(root / "exp.py", root / "tfds", augment="cifar", checkpoint_every_steps=4)
 
 
-def launch(experiment, workdir, devices, *extra) -> subprocess.Popen:
-    # XLA's optimised code, as users run it, not the suite's unoptimised one (conftest): unoptimised, one process
-    # and two ended 7.5e-5 apart in final loss (the cross-device sums run in another order); optimised, within 1e-5.
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
+def launch(experiment, workdir, devices, *extra, optimised: bool = True) -> subprocess.Popen:
+    # Where values are compared, XLA's optimised code, as users run it, not the suite's unoptimised one
+    # (conftest): unoptimised, one process and two ended 7.5e-5 apart in final loss (the cross-device sums run in
+    # another order); optimised, within 1e-5.
+    flags = f"--xla_force_host_platform_device_count={devices}" if optimised else xla_flags_for_tests(devices)
+    env = {**os.environ, "XLA_FLAGS": flags, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.Popen(
         [sys.executable, "-m", "jaxconv.cli", "train", "--config", str(experiment), "--workdir", str(workdir), *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -101,7 +103,7 @@ def test_when_one_process_dies_the_other_stops_within_a_bounded_time(experiment,
     workdir = tmp_path / "run"
     slow = ["--config.num_train_steps=100000", "--config.checkpoint_every_steps=100000", "--heartbeat-timeout", "10"]
     processes = [launch(experiment, workdir, 2, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                        "--process-id", str(k), *slow) for k in range(2)]
+                        "--process-id", str(k), *slow, optimised=False) for k in range(2)]
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 300
     while not (metrics.exists() and metrics.read_text().count("\n") >= 1):  # both are training

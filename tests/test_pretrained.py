@@ -83,7 +83,8 @@ def test_every_model_with_weights_converts():
 
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_layout_matches_torchvision(name):
-    expected = torch_layout(name)
+    plan = conversion_plan(name)  # torch_layout(name), traced once for both checks
+    expected = {e.torch_key: e.torch_shape for e in plan}
     torchvision = torchvision_layout(name)
     kept = {k: s for k, s in torchvision.items() if k in expected or not is_ignored(name, k)}
     assert sorted(set(kept) ^ set(expected)) == []
@@ -91,7 +92,7 @@ def test_layout_matches_torchvision(name):
     ignored = sorted(set(torchvision) - set(kept))
     assert all(k.endswith("num_batches_tracked") or k.startswith(("aux1.", "aux2.")) for k in ignored)
     # The model's trainable parameters are those torchvision publishes for the weights.
-    params = sum(int(np.prod(e.shape)) for e in conversion_plan(name) if e.collection == "params")
+    params = sum(int(np.prod(e.shape)) for e in plan if e.collection == "params")
     assert all(w.num_params == params for w in WEIGHTS[name].values())
 
 
