@@ -16,7 +16,6 @@ from jaxconv.blocks import (
     BasicBlock,
     Block,
     Bottleneck,
-    ConvNormAct,
     FusedMBConv,
     Inception,
     InceptionA,
@@ -30,8 +29,8 @@ from jaxconv.blocks import (
     ShuffleNetV2Unit,
     RegNetBottleneck,
 )
-from jaxconv.layers import BatchNorm, Conv, DropPath
-from jaxconv.models import ResNet, StageSpec
+from jaxconv.layers import Conv, DropPath
+from jaxconv.models import ResNet
 
 
 def param_shapes(block, x_shape, **kwargs):
@@ -77,6 +76,24 @@ def test_plain_block_has_the_same_layers_without_the_shortcut():
     y_plain = PlainBasicBlock(64, conv=conv).apply({"params": zeros, "batch_stats": batch_stats}, x)
     np.testing.assert_allclose(y_res, x, rtol=1e-6)
     np.testing.assert_allclose(y_plain, 0)
+
+
+@pytest.mark.parametrize("block", [BasicBlock(16), Bottleneck(16), RegNetBottleneck(16, group_width=4)],
+                         ids=lambda b: type(b).__name__)
+def test_zero_init_last_starts_each_block_as_its_shortcut_with_a_norm_or_without(block):
+    """Goyal et al. 2017: the last norm's scale at zero; without a norm, the last convolution (Fixup's rule 2)."""
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 8, 16)), jnp.float32)
+    with_norm = block.clone(zero_init_last=True)
+    variables = with_norm.init(jax.random.key(0), x)
+    last = max(k for k in variables["params"] if k.startswith("norm"))
+    assert not np.any(variables["params"][last]["scale"])
+    without = block.clone(zero_init_last=True, norm=None, conv=partial(Conv, use_bias=True))
+    params = without.init(jax.random.key(0), x)["params"]
+    last_conv = max(k for k in params if k.startswith("conv"))
+    assert not np.any(params[last_conv]["kernel"]) and np.all(params["conv1"]["kernel"] != 0)
+    np.testing.assert_array_equal(without.apply({"params": params}, x), jax.nn.relu(x))
+    # zero_init_last off leaves the last convolution drawn like the others
+    assert np.any(block.clone(norm=None).init(jax.random.key(0), x)["params"][last_conv]["kernel"])
 
 
 def test_shortcut_options():

@@ -50,7 +50,7 @@ class ResNet(nn.Module):
       variant: 'v1' or 'v1.5' for bottleneck blocks (None keeps the block's default, v1.5).
       shortcut: 'A', 'B' or 'C' (None keeps the block's default, 'B').
       norm: the normalisation (None for none: convolutions then carry biases).
-      zero_init_last: start each block's last norm scale at zero.
+      zero_init_last: start each block's last norm scale at zero (without a norm, its last convolution).
       drop_path_rate: stochastic depth, rising linearly to this rate over the blocks.
       dtype: compute dtype (parameters stay float32).
 

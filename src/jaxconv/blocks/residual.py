@@ -24,7 +24,8 @@ class ResidualBlock(Block):
 
     Subclasses define ``branch(x, train)``; the shortcut, stochastic depth (``drop_path``)
     and the final activation are shared. ``zero_init_last`` starts the last norm's scale at
-    zero, so that each block begins as the identity (Goyal et al. 2017).
+    zero, so that each block begins as the identity (Goyal et al. 2017); without a norm it
+    starts the branch's last convolution at zero instead (Fixup's second rule, Zhang et al. 2019).
     """
 
     shortcut: ShortcutKind = "B"
@@ -33,6 +34,12 @@ class ResidualBlock(Block):
 
     def branch(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         raise NotImplementedError
+
+    def last_conv(self, *args, **kwargs) -> nn.Module:
+        """The branch's last convolution: ``self.conv(*args, **kwargs)``, at zero when ``zero_init_last`` has no norm."""
+        if self.zero_init_last and self.norm is None:
+            kwargs["kernel_init"] = nn.initializers.zeros
+        return self.conv(*args, **kwargs)
 
     def last_norm(self, x: jnp.ndarray, name: str, train: bool) -> jnp.ndarray:
         if self.zero_init_last:
@@ -71,7 +78,7 @@ class BasicBlock(ResidualBlock):
     def branch(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         y = self.conv(self.features, 3, self.stride, padding=1, name="conv1")(x)
         y = self.activate(self.normalize(y, "norm1", train))
-        y = self.conv(self.features, 3, 1, padding=1, name="conv2")(y)
+        y = self.last_conv(self.features, 3, 1, padding=1, name="conv2")(y)
         return self.last_norm(y, "norm2", train)
 
 
@@ -100,7 +107,7 @@ class Bottleneck(ResidualBlock):
         y = self.activate(self.normalize(y, "norm1", train))
         y = self.conv(width, 3, stride_3x3, padding=1, groups=self.groups, name="conv2")(y)
         y = self.activate(self.normalize(y, "norm2", train))
-        y = self.conv(self.features, 1, 1, name="conv3")(y)
+        y = self.last_conv(self.features, 1, 1, name="conv3")(y)
         return self.last_norm(y, "norm3", train)
 
 
@@ -129,7 +136,7 @@ class RegNetBottleneck(ResidualBlock):
         y = self.activate(self.normalize(y, "norm2", train))
         if self.se_ratio:
             y = SqueezeExcite(int(round(self.se_ratio * x.shape[-1])), act=self.activate, conv=self.conv, name="se")(y)
-        y = self.conv(self.features, 1, name="conv3")(y)
+        y = self.last_conv(self.features, 1, name="conv3")(y)
         return self.last_norm(y, "norm3", train)
 
 
