@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+import numpy as np
 import pytest
 from conftest import cached_summary
 from tiny import tiny_config
@@ -112,6 +113,33 @@ def test_plots_name_models_start_their_axes_at_zero_and_draw_chance(tiny_run, tm
     assert acc_ax.get_ylim() == (0, 100) and loss_ax.get_ylim()[0] == 0 and lr_ax.get_ylim()[0] == 0
     assert any(line.get_label().startswith("chance (10%)") for line in acc_ax.get_lines())
     assert {line.get_label() for line in acc_ax.get_lines()} >= {"resnet20 train", "resnet20 eval"}
+
+
+def test_seeds_of_a_setting_are_drawn_as_their_mean_and_range(tiny_run, tmp_path):
+    """Three seeds, two at chance and one that learned: the curve is their mean and the band reaches both."""
+    import dataclasses
+
+    from jaxconv.compare import plots
+
+    assert plots.seed_band([[{"step": 1, "top1": 0.1}, {"step": 2, "top1": 0.1}], [{"step": 1, "top1": 0.4}]],
+                           "top1") == ([1, 2], [0.25, 0.1], [0.1, 0.1], [0.4, 0.1])
+    run = find_runs([tiny_run])[0]
+    seeds = [dataclasses.replace(run, path=tmp_path / f"seed{seed}", config=run.config | {"seed": seed},
+                                 evals=tuple(r | {"top1": top1} for r in run.evals))
+             for seed, top1 in ((0, 0.1), (1, 0.1), (2, 0.7))]
+    figures = []
+    original = plots._save
+    plots._save = lambda fig, path: figures.append(fig) or original(fig, path)
+    try:
+        plots.plot_training_curves(seeds, tmp_path / "curves.png")
+    finally:
+        plots._save = original
+    acc_ax = figures[0].axes[1]
+    (evals,) = [line for line in acc_ax.get_lines() if line.get_label().endswith("eval")]
+    assert "3 seeds" in evals.get_label()
+    assert np.allclose(evals.get_ydata(), 30.0)  # (10 + 10 + 70) / 3
+    bands = [c.get_paths()[0].vertices[:, 1] for c in acc_ax.collections]
+    assert any(np.isclose(v.min(), 10.0) and np.isclose(v.max(), 70.0) for v in bands)
 
 
 def repeat_of(tiny_run, folder: pathlib.Path, *, seed: int, learning_rate: float, top1: float | None,

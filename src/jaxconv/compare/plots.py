@@ -140,11 +140,25 @@ def _num_classes(runs: Sequence[Run]) -> int | None:
     return counts.pop() if len(counts) == 1 else None
 
 
+def seed_band(seeds: Sequence[Sequence[dict]], key: str) -> tuple[list, list, list, list]:
+    """(steps, mean, min, max) of ``key`` over the seeds' records, at each step that any seed logged it
+    (a seed that stopped early, e.g. diverged, leaves the later steps to the others)."""
+    values: dict[int, list[float]] = {}
+    for records in seeds:
+        for record in records:
+            if key in record and record[key] is not None:
+                values.setdefault(record["step"], []).append(record[key])
+    steps = sorted(values)
+    return (steps, [sum(values[s]) / len(values[s]) for s in steps], [min(values[s]) for s in steps],
+            [max(values[s]) for s in steps])
+
+
 def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title: str | None = None) -> pathlib.Path | None:
     """Loss (training and evaluation), accuracy (training and evaluation top-1) and the learning
-    rate against steps, one colour per setting (its seeds share it). Accuracy runs from 0 to 100% with the chance line,
-    loss from 0 with the loss of a uniform guess, so that noise at chance does not read as a
-    trend. None when no run logged."""
+    rate against steps, one colour per setting. A setting run with several seeds is drawn as the mean over
+    its seeds with a band from their lowest to their highest value (so that a seed at chance is not hidden
+    under one that learned). Accuracy runs from 0 to 100% with the chance line, loss from 0 with the loss of
+    a uniform guess, so that noise at chance does not read as a trend. None when no run logged."""
     import math
 
     from jaxconv.compare.runs import repeats
@@ -156,24 +170,23 @@ def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title
     groups = repeats(runs)  # the seeds of one setting share a colour and a legend entry
     colours = plt.cm.tab10.colors if len(groups) <= 10 else plt.cm.tab20.colors
     names = run_labels([group[0] for group in groups])
-    drawn = []
     for i, group in enumerate(groups):
-        name = names[i] + (f" ({len(group)} seeds)" if len(group) > 1 else "")
-        drawn += [(run, name if j == 0 else "_nolegend_", colours[i % len(colours)]) for j, run in enumerate(group)]
-    for run, label, colour in drawn:
-        steps = [r["step"] for r in run.train]
-        if run.train:
-            loss_ax.plot(steps, [r["loss"] for r in run.train], color=colour, label=f"{label} train")
-            acc_ax.plot(steps, [100 * r["top1"] for r in run.train], color=colour, alpha=0.6, label=f"{label} train")
-            if any("learning_rate" in r for r in run.train):
-                lr_ax.plot([r["step"] for r in run.train if "learning_rate" in r],
-                           [r["learning_rate"] for r in run.train if "learning_rate" in r], color=colour, label=label)
-        if run.evals:
-            eval_steps = [r["step"] for r in run.evals]
-            loss_ax.plot(eval_steps, [r["loss"] for r in run.evals], color=colour, linestyle="--", marker="o",
-                         markersize=4, label=f"{label} eval")
-            acc_ax.plot(eval_steps, [100 * r["top1"] for r in run.evals], color=colour, linestyle="--", marker="o",
-                        markersize=4, label=f"{label} eval")
+        label = names[i] + (f" ({len(group)} seeds: mean, band min–max)" if len(group) > 1 else "")
+        colour = colours[i % len(colours)]
+        eval_style = {"color": colour, "linestyle": "--", "marker": "o", "markersize": 4}
+        for axis, records, key, scale, kind, style in (
+                (loss_ax, "train", "loss", 1, "train", {"color": colour}),
+                (acc_ax, "train", "top1", 100, "train", {"color": colour, "alpha": 0.6}),
+                (lr_ax, "train", "learning_rate", 1, None, {"color": colour}),
+                (loss_ax, "evals", "loss", 1, "eval", eval_style),
+                (acc_ax, "evals", "top1", 100, "eval", eval_style)):
+            steps, mean, low, high = seed_band([getattr(run, records) for run in group], key)
+            if not steps:
+                continue
+            axis.plot(steps, [scale * v for v in mean], label=f"{label} {kind}" if kind else label, **style)
+            if len(group) > 1:
+                axis.fill_between(steps, [scale * v for v in low], [scale * v for v in high], color=colour,
+                                  alpha=0.15, linewidth=0)
     classes = _num_classes(runs)
     _chance_line(acc_ax, classes)
     if classes and classes > 1:
