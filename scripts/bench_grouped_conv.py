@@ -8,9 +8,14 @@ gradient, each jitted alone, medians), alternately in one run:
   groups, ``grouped_by_dense``);
 * ``dense``: a dense convolution of about the same MACs (C' = sqrt(C * C_out / groups) channels).
 
-Cost per MAC is reported relative to the dense convolution's. Usage:
+Cost per MAC is reported relative to the dense convolution's. With ``--torch-python`` the same
+grouped and dense layers are also timed with PyTorch's CPU kernels (oneDNN, channels_last or
+contiguous, whichever is faster; scripts/bench_vs_torch.py's layer worker, in its own process,
+alternately with the JAX side), which says how far the best CPU library's grouped convolutions
+are from its dense ones per MAC. Usage:
 
     python scripts/bench_grouped_conv.py [--batch 8] [--reps 5] [--skip-xla-above 2e9] [--json-out FILE]
+                                         [--torch-python /path/to/torch/venv/bin/python]
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 
 from jaxconv.cli.startup import apply_default_xla_flags
@@ -74,6 +80,32 @@ def operands(batch, size, channels, out, groups, kernel, stride, rng):
     return (x, w, g), macs
 
 
+def torch_spec(batch, size, channels, out, groups, kernel, stride) -> dict:
+    """A layer as bench_vs_torch.py's layer worker takes it (jaxconv.bench.ConvLayer's fields)."""
+    pad = kernel // 2
+    return {"input_shape": [batch, size, size, channels], "features": out, "kernel": [kernel, kernel],
+            "stride": [stride, stride], "padding": [[pad, pad], [pad, pad]], "dilation": [1, 1], "groups": groups,
+            "count": 1, "names": [], "input_grad": True}
+
+
+def start_torch(torch_python: str):
+    """bench_vs_torch.py's PyTorch layer worker, in the given Python (its own process)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)
+    from bench_vs_torch import Worker
+
+    worker = Worker("pytorch", [torch_python, os.path.join(here, "bench_vs_torch.py"), "--worker", "torch-layers",
+                                "--torch-variants", "eager,channels_last"])
+    if not worker.info.get("ready"):
+        raise SystemExit(f"--torch-python {torch_python}: the PyTorch worker did not start: {worker.info}")
+    return worker
+
+
+def torch_times(worker, spec: dict, reps: int) -> dict[str, float]:
+    reply = worker.ask("layer " + json.dumps({"layer": spec, "reps": reps, "warmup": 1}))
+    return {p: statistics.median(reply["times"][p]) for p in PASSES}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
@@ -81,14 +113,19 @@ def main() -> None:
     parser.add_argument("--skip-xla-above", type=float, default=2e9,
                         help="skip XLA's grouped convolution for layers of more MACs (it takes seconds)")
     parser.add_argument("--json-out")
+    parser.add_argument("--torch-python", help="also time PyTorch's grouped and dense convolutions with this Python")
     args = parser.parse_args()
+    torch_worker = start_torch(args.torch_python) if args.torch_python else None
     rng = np.random.default_rng(0)
     print(f"# XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     print(f"# {jax.devices()[0].device_kind} ({jax.default_backend()}), {platform.processor() or platform.machine()}, "
           f"jax {jax.__version__}, batch {args.batch}, {time.strftime('%Y-%m-%d')}")
+    if torch_worker:
+        print(f"# PyTorch {torch_worker.info['torch']}, {torch_worker.info['threads']} threads")
+    torch_head = " PyTorch dense / grouped (ms) | PyTorch per MAC vs its dense | jaxconv / PyTorch grouped time |"
     print("| layer | MACs | dense (ms) | jaxconv (ms) | XLA grouped (ms) | jaxconv per MAC vs dense "
-          "| XLA per MAC vs dense |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| XLA per MAC vs dense |" + (torch_head if torch_worker else ""))
+    print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if torch_worker else ""))
     rows = []
     for name, channels, out, groups, size, kernel, stride in LAYERS:
         grouped_ops, macs = operands(args.batch, size, channels, out, groups, kernel, stride, rng)
@@ -102,23 +139,39 @@ def main() -> None:
         for variant, (fns, ops, _) in variants.items():  # compile
             for p, fn in fns.items():
                 jax.block_until_ready(fn(*ops[:2]) if p == "forward" else fn(*ops))
+        torch_specs = {"torch_dense": torch_spec(args.batch, size, dense_width, dense_width, 1, kernel, stride),
+                       "torch_grouped": torch_spec(args.batch, size, channels, out, groups, kernel, stride)}
+        torch_runs = {v: [] for v in torch_specs} if torch_worker else {}
         for _ in range(args.reps):  # alternately
             for variant, (fns, ops, _) in variants.items():
                 for p, fn in fns.items():
                     began = time.perf_counter()
                     jax.block_until_ready(fn(*ops[:2]) if p == "forward" else fn(*ops))
                     times[variant][p].append(time.perf_counter() - began)
+            for variant in torch_runs:  # one median of 3 per pass each round
+                torch_runs[variant].append(torch_times(torch_worker, torch_specs[variant], 3))
         total = {v: sum(statistics.median(times[v][p]) for p in PASSES) for v in variants}
         per_mac = {v: total[v] / variants[v][2] for v in variants}
         row = {"layer": name, "channels": channels, "out": out, "groups": groups, "size": size, "kernel": kernel,
                "macs": macs, "dense_width": dense_width, "dense_macs": dense_macs,
                "seconds": {v: {p: statistics.median(times[v][p]) for p in PASSES} for v in variants},
                "per_mac_vs_dense": {v: per_mac[v] / per_mac["dense"] for v in variants}}
+        for variant, runs in torch_runs.items():
+            row["seconds"][variant] = {p: statistics.median(run[p] for run in runs) for p in PASSES}
         rows.append(row)
         xla = f"{1e3 * total['xla']:.1f}" if "xla" in total else "(skipped)"
         xla_ratio = f"{row['per_mac_vs_dense']['xla']:.1f}x" if "xla" in total else "—"
-        print(f"| {name} | {macs / 1e6:.0f}M | {1e3 * total['dense']:.1f} | {1e3 * total['jaxconv']:.1f} | {xla} "
-              f"| {row['per_mac_vs_dense']['jaxconv']:.2f}x | {xla_ratio} |", flush=True)
+        line = (f"| {name} | {macs / 1e6:.0f}M | {1e3 * total['dense']:.1f} | {1e3 * total['jaxconv']:.1f} | {xla} "
+                f"| {row['per_mac_vs_dense']['jaxconv']:.2f}x | {xla_ratio} |")
+        if torch_runs:
+            dense_s, grouped_s = (sum(row["seconds"][v].values()) for v in ("torch_dense", "torch_grouped"))
+            row["torch_per_mac_vs_its_dense"] = (grouped_s / macs) / (dense_s / dense_macs)
+            row["jaxconv_over_torch_grouped"] = total["jaxconv"] / grouped_s
+            line += (f" {1e3 * dense_s:.1f} / {1e3 * grouped_s:.1f} | {row['torch_per_mac_vs_its_dense']:.2f}x "
+                     f"| {row['jaxconv_over_torch_grouped']:.2f} |")
+        print(line, flush=True)
+    if torch_worker:
+        torch_worker.close()
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(rows, f, indent=2)
