@@ -294,3 +294,18 @@ def test_the_scaling_study_compares_networks_of_twice_the_base_macs(variant, low
     ratios = {name: value / macs["base"] for name, value in macs.items() if name != "base"}
     assert set(ratios) == {"depth", "width", "resolution", "compound"}
     assert all(low < ratio < 2.1 for ratio in ratios.values()), ratios
+
+
+def test_an_unset_model_option_reads_as_the_models_own_default(tiny_run):
+    import dataclasses
+
+    from jaxconv.compare.runs import setting_values
+
+    run = find_runs([tiny_run])[0]
+    alexnet = dataclasses.replace(run, config=run.config | {"model": "alexnet", "model_options": {}})
+    vgg = dataclasses.replace(run, config=run.config | {"model": "vgg11_bn", "model_options": {"kernel_size": 5}})
+    mine = dataclasses.replace(run, config=run.config | {"model": "not_registered_here", "model_options": {}})
+    keys = ["model_options.norm", "model_options.kernel_size", "model_options.dropout", "learning_rate"]
+    assert setting_values(alexnet, keys)[::2] == ["None (default)", "0.5 (default)"]  # AlexNet has no norm
+    assert setting_values(vgg, keys)[1] == "5"
+    assert setting_values(mine, keys)[:1] == ["default"]  # a model this process cannot look up

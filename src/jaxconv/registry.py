@@ -55,6 +55,21 @@ class ModelInfo:
             factory = factory.func
         return factory  # type: ignore[return-value]
 
+    def option_default(self, option: str) -> Any:
+        """The value ``option`` takes when a config leaves it unset: the factory's (a partial's
+        keyword first, then the module's field default); KeyError when it has none."""
+        factory = self.factory
+        while isinstance(factory, functools.partial):
+            if option in factory.keywords:
+                return factory.keywords[option]
+            factory = factory.func
+        for field in dataclasses.fields(factory):
+            if field.name == option and field.default is not dataclasses.MISSING:
+                return field.default
+            if field.name == option and field.default_factory is not dataclasses.MISSING:
+                return field.default_factory()
+        raise KeyError(option)
+
     @property
     def options(self) -> tuple[str, ...]:
         """The keyword overrides get_model accepts for this model."""

@@ -172,9 +172,25 @@ DEFAULT = "default"  # a key the run's config leaves unset (a model option it do
 
 
 def setting_values(run: Run, keys: Sequence[str]) -> list[str]:
-    """The run's values of ``keys`` as text; 'default' for those its config leaves unset."""
+    """The run's values of ``keys`` as text. A model option its config leaves unset reads as the
+    model's own default ('None' for AlexNet's norm) where that is a plain value and the model is
+    registered here; otherwise, and for other unset keys, 'default'."""
     values = setting(run)
-    return [str(values.get(k, DEFAULT)) for k in keys]
+    return [str(values[k]) if k in values else _model_default(values.get("model"), k) for k in keys]
+
+
+def _model_default(model: Any, key: str) -> str:
+    from jaxconv.registry import UnknownModelError, model_info
+
+    option = key.removeprefix("model_options.")
+    if option == key or not isinstance(model, str):
+        return DEFAULT
+    try:
+        value = model_info(model).option_default(option)
+    except (UnknownModelError, KeyError, TypeError):
+        return DEFAULT
+    plain = value is None or isinstance(value, (bool, int, float, str, tuple))
+    return f"{value} (default)" if plain else DEFAULT
 
 
 def setting_label(run: Run, keys: Sequence[str]) -> str:
