@@ -5,10 +5,12 @@ gradient, each jitted alone, medians), alternately in one run:
 
 * ``xla``: ``lax.conv_general_dilated`` with ``feature_group_count`` (what XLA:CPU runs natively);
 * ``jaxconv``: ``jaxconv.layers.conv.convolve`` (on the CPU: dense convolutions over bundles of
-  groups, ``grouped_by_dense``);
-* ``dense``: a dense convolution of about the same MACs (C' = sqrt(C * C_out / groups) channels).
+  groups, ``grouped_by_dense``; a depthwise one as a sum over taps, ``depthwise_by_taps``);
+* ``dense``: a dense convolution of about the same MACs (C' = sqrt(C * C_out / groups) channels);
+* ``dense64``: a dense 64 -> 64 convolution of the same kernel and map size, a fixed reference
+  (a ResNet's first stage), for layers whose C' is so small that its own cost per MAC is high.
 
-Cost per MAC is reported relative to the dense convolution's. With ``--torch-python`` the same
+Cost per MAC is reported relative to the dense convolutions'. With ``--torch-python`` the same
 grouped and dense layers are also timed with PyTorch's CPU kernels (oneDNN, channels_last or
 contiguous, whichever is faster; scripts/bench_vs_torch.py's layer worker, in its own process,
 alternately with the JAX side), which says how far the best CPU library's grouped convolutions
@@ -49,6 +51,12 @@ LAYERS = (
     ("ResNeXt-50 32x4d stage 4", 1024, 1024, 32, 7, 3, 1),
     ("ResNeXt-101 64x4d stage 1", 256, 256, 64, 56, 3, 1),
     ("AlexNet conv2 (2 towers)", 96, 256, 2, 27, 5, 1),
+    # Depthwise (groups = channels; jaxconv: depthwise_by_taps on the CPU). The dense convolution of
+    # the same MACs has sqrt(C) channels, itself slow per MAC: the ratio flatters depthwise layers.
+    ("EfficientNet-B0 block 1 depthwise", 32, 32, 32, 112, 3, 1),
+    ("MobileNetV2 stage 2 depthwise", 144, 144, 144, 56, 3, 1),
+    ("EfficientNet-B0 stage 3 depthwise 5x5", 240, 240, 240, 28, 5, 1),
+    ("MobileNetV2 last stage depthwise", 960, 960, 960, 7, 3, 1),
 )
 PASSES = ("forward", "input_grad", "kernel_grad")
 
@@ -122,8 +130,9 @@ def main() -> None:
           f"jax {jax.__version__}, batch {args.batch}, {time.strftime('%Y-%m-%d')}")
     if torch_worker:
         print(f"# PyTorch {torch_worker.info['torch']}, {torch_worker.info['threads']} threads")
-    torch_head = " PyTorch dense / grouped (ms) | PyTorch per MAC vs its dense | jaxconv / PyTorch grouped time |"
-    print("| layer | MACs | dense (ms) | jaxconv (ms) | XLA grouped (ms) | jaxconv per MAC vs dense "
+    torch_head = (" PyTorch dense / grouped (ms) | PyTorch per MAC vs its dense (vs its 64-ch) "
+                  "| jaxconv / PyTorch grouped time |")
+    print("| layer | MACs | dense (ms) | jaxconv (ms) | XLA grouped (ms) | jaxconv per MAC vs dense (vs 64-ch) "
           "| XLA per MAC vs dense |" + (torch_head if torch_worker else ""))
     print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if torch_worker else ""))
     rows = []
@@ -133,6 +142,8 @@ def main() -> None:
         dense_ops, dense_macs = operands(args.batch, size, dense_width, dense_width, 1, kernel, stride, rng)
         variants = {"dense": (functions(dense_width, dense_width, 1, kernel, stride, "dense"), dense_ops, dense_macs),
                     "jaxconv": (functions(channels, out, groups, kernel, stride, "jaxconv"), grouped_ops, macs)}
+        reference_ops, reference_macs = operands(args.batch, size, 64, 64, 1, kernel, stride, rng)
+        variants["dense64"] = (functions(64, 64, 1, kernel, stride, "dense"), reference_ops, reference_macs)
         if macs * 3 <= args.skip_xla_above:
             variants["xla"] = (functions(channels, out, groups, kernel, stride, "xla"), grouped_ops, macs)
         times = {v: {p: [] for p in PASSES} for v in variants}
@@ -140,6 +151,7 @@ def main() -> None:
             for p, fn in fns.items():
                 jax.block_until_ready(fn(*ops[:2]) if p == "forward" else fn(*ops))
         torch_specs = {"torch_dense": torch_spec(args.batch, size, dense_width, dense_width, 1, kernel, stride),
+                       "torch_dense64": torch_spec(args.batch, size, 64, 64, 1, kernel, stride),
                        "torch_grouped": torch_spec(args.batch, size, channels, out, groups, kernel, stride)}
         torch_runs = {v: [] for v in torch_specs} if torch_worker else {}
         for _ in range(args.reps):  # alternately
@@ -155,19 +167,24 @@ def main() -> None:
         row = {"layer": name, "channels": channels, "out": out, "groups": groups, "size": size, "kernel": kernel,
                "macs": macs, "dense_width": dense_width, "dense_macs": dense_macs,
                "seconds": {v: {p: statistics.median(times[v][p]) for p in PASSES} for v in variants},
-               "per_mac_vs_dense": {v: per_mac[v] / per_mac["dense"] for v in variants}}
+               "per_mac_vs_dense": {v: per_mac[v] / per_mac["dense"] for v in variants},
+               "per_mac_vs_dense64": {v: per_mac[v] / per_mac["dense64"] for v in variants}}
         for variant, runs in torch_runs.items():
             row["seconds"][variant] = {p: statistics.median(run[p] for run in runs) for p in PASSES}
         rows.append(row)
         xla = f"{1e3 * total['xla']:.1f}" if "xla" in total else "(skipped)"
         xla_ratio = f"{row['per_mac_vs_dense']['xla']:.1f}x" if "xla" in total else "—"
         line = (f"| {name} | {macs / 1e6:.0f}M | {1e3 * total['dense']:.1f} | {1e3 * total['jaxconv']:.1f} | {xla} "
-                f"| {row['per_mac_vs_dense']['jaxconv']:.2f}x | {xla_ratio} |")
+                f"| {row['per_mac_vs_dense']['jaxconv']:.2f}x ({row['per_mac_vs_dense64']['jaxconv']:.2f}x) "
+                f"| {xla_ratio} |")
         if torch_runs:
-            dense_s, grouped_s = (sum(row["seconds"][v].values()) for v in ("torch_dense", "torch_grouped"))
+            dense_s, dense64_s, grouped_s = (sum(row["seconds"][v].values())
+                                             for v in ("torch_dense", "torch_dense64", "torch_grouped"))
             row["torch_per_mac_vs_its_dense"] = (grouped_s / macs) / (dense_s / dense_macs)
+            row["torch_per_mac_vs_its_dense64"] = (grouped_s / macs) / (dense64_s / reference_macs)
             row["jaxconv_over_torch_grouped"] = total["jaxconv"] / grouped_s
             line += (f" {1e3 * dense_s:.1f} / {1e3 * grouped_s:.1f} | {row['torch_per_mac_vs_its_dense']:.2f}x "
+                     f"({row['torch_per_mac_vs_its_dense64']:.2f}x) "
                      f"| {row['jaxconv_over_torch_grouped']:.2f} |")
         print(line, flush=True)
     if torch_worker:

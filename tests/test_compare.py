@@ -231,15 +231,15 @@ def test_bad_input_is_one_line_with_exit_status_2(args, needle, capsys):
 
 def test_a_study_plans_one_run_per_network_in_its_own_workdir(tmp_path):
     runs = plan([str(PLAIN_VS_RESIDUAL)], runs_dir=tmp_path, overrides={"log_every_steps": "5"})
-    assert [r.name for r in runs] == ["plain20", "plain56", "resnet20", "resnet56", "plain20_seed1", "plain56_seed1",
-                                      "plain20_seed2", "plain56_seed2"]
+    assert [r.name for r in runs] == ["resnet20", "resnet56", "resnet20_seed1", "resnet56_seed1", "resnet20_seed2",
+                                      "resnet56_seed2", "plain20", "plain56"]
     assert runs[0].experiment.endswith("study_plain_vs_residual.py:quick")
-    assert runs[0].workdir == tmp_path / "study_plain_vs_residual" / "quick" / "plain20"
-    assert dict(runs[0].overrides) == {"model": "plain20", "log_every_steps": "5"}
-    assert dict(runs[6].overrides) == {"model": "plain20", "seed": "2", "log_every_steps": "5"}
-    assert "--config.model=plain20" in runs[0].argv()
+    assert runs[6].workdir == tmp_path / "study_plain_vs_residual" / "quick" / "plain20"
+    assert dict(runs[6].overrides) == {"model": "plain20", "log_every_steps": "5"}
+    assert dict(runs[4].overrides) == {"model": "resnet20", "seed": "2", "log_every_steps": "5"}
+    assert "--config.model=plain20" in runs[6].argv()
     with pytest.raises(SweepError, match=r"--set seed=3: study_plain_vs_residual.py sets seed itself "
-                                         r"\(run 'plain20_seed1': 1\); leave it out, or pick runs with --only"):
+                                         r"\(run 'resnet20_seed1': 1\); leave it out, or pick runs with --only"):
         plan([str(PLAIN_VS_RESIDUAL)], runs_dir=tmp_path, overrides={"seed": "3"})
     full = plan([str(PLAIN_VS_RESIDUAL)], runs_dir=tmp_path, variant="full")
     assert len(full) == 12 and full[-1].experiment.endswith("imagenet_resnet50.py")
