@@ -309,3 +309,26 @@ def test_an_unset_model_option_reads_as_the_models_own_default(tiny_run):
     assert setting_values(alexnet, keys)[::2] == ["None (default)", "0.5 (default)"]  # AlexNet has no norm
     assert setting_values(vgg, keys)[1] == "5"
     assert setting_values(mine, keys)[:1] == ["default"]  # a model this process cannot look up
+
+
+def test_the_reports_accuracy_chart_has_the_datasets_chance_and_one_bubble_per_setting(tiny_run, tmp_path):
+    from jaxconv.compare import plots
+
+    for seed, top1 in enumerate((0.2, 0.3, 0.7)):
+        repeat_of(tiny_run, tmp_path / "runs" / f"lr0.1_seed{seed}", seed=seed, learning_rate=0.1, top1=top1)
+    repeat_of(tiny_run, tmp_path / "runs" / "lr0.5", seed=0, learning_rate=0.5, top1=0.5)
+    figures = []
+    original = plots._save
+    plots._save = lambda fig, path: figures.append((pathlib.Path(path).name, fig)) or original(fig, path)
+    try:
+        write_report(find_runs([tmp_path / "runs"]), tmp_path / "report")
+    finally:
+        plots._save = original
+    (chart,) = [fig for name, fig in figures if name == "accuracy_vs_gmacs.png"]
+    ax = chart.axes[0]
+    assert [line.get_label() for line in ax.get_lines() if "chance" in line.get_label()] == ["chance (10%)"]  # shapes
+    labels = sorted(text.get_text() for text in ax.texts)
+    assert labels == ["lr0.1_seed0 (3 seeds)", "lr0.5"]
+    (bar,) = [c for c in ax.containers if c.get_label() == "seeds: min–max"]
+    segment = bar.lines[2][0].get_segments()[0]  # the one bar: from the lowest seed to the highest
+    assert segment[0][1] == pytest.approx(20.0) and segment[1][1] == pytest.approx(70.0)

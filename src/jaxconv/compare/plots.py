@@ -69,12 +69,13 @@ def _label_without_overlap(ax, points: Sequence[tuple[float, float, str]], fonts
 
 
 def plot_accuracy_vs_gmacs(rows: Sequence[dict], path: str | pathlib.Path, *, accuracy: str = "published",
-                           title: str | None = None, num_classes: int = 1000,
+                           title: str | None = None, num_classes: int | None = 1000,
                            lineage: Sequence[str] = ()) -> pathlib.Path | None:
     """Top-1 against GMACs, one bubble per model with area proportional to its parameters.
 
     ``accuracy`` picks 'published' or 'your' top-1 from compare_rows; models without that
-    figure are left out. The accuracy axis runs from 0 to 100% with the chance line (1 in
+    figure are left out. A row with ``<accuracy>_top1_range`` (low, high) gets a bar over it: the
+    spread of a setting's seeds around their mean. The accuracy axis runs from 0 to 100% with the chance line (1 in
     ``num_classes``), so that differences look as large as they are. Returns the path, or None
     when no model has the figure. Where some models are in ``lineage`` (the ILSVRC winners) and
     others not, the two sets get their own colour and legend entry.
@@ -93,7 +94,13 @@ def plot_accuracy_vs_gmacs(rows: Sequence[dict], path: str | pathlib.Path, *, ac
             ax.scatter([r["gmacs"] for r in members], [r[key] for r in members], alpha=0.45, edgecolors="black",
                        s=[2000 * r["params"] / largest + 20 for r in members], color=colour,
                        label=label if two else None)
+    ranged = [r for r in points if r.get(f"{key}_range")]  # seeds of one setting: their mean, a bar to min and max
+    if ranged:
+        ax.errorbar([r["gmacs"] for r in ranged], [r[key] for r in ranged], fmt="none", ecolor="black", capsize=4,
+                    linewidth=1, yerr=[[r[key] - r[f"{key}_range"][0] for r in ranged],
+                                       [r[f"{key}_range"][1] - r[key] for r in ranged]], label="seeds: min–max")
     ax.set_xscale("log")
+    ax.margins(x=0.12)  # room for the bubbles and names at either end
     ax.set_ylim(0, 100)
     _chance_line(ax, num_classes)
     ax.set_xlabel("GMACs per image (log scale)")
@@ -132,7 +139,8 @@ def run_labels(runs: Sequence[Run]) -> list[str]:
             for run in runs]
 
 
-def _num_classes(runs: Sequence[Run]) -> int | None:
+def dataset_classes(runs: Sequence[Run]) -> int | None:
+    """The class count of the runs' dataset (None when they differ, or for a folder dataset)."""
     from jaxconv.data.catalog import DATASETS
 
     counts = {DATASETS[run.dataset].num_classes for run in runs if run.dataset in DATASETS}
@@ -187,7 +195,7 @@ def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title
             if len(group) > 1:
                 axis.fill_between(steps, [scale * v for v in low], [scale * v for v in high], color=colour,
                                   alpha=0.15, linewidth=0)
-    classes = _num_classes(runs)
+    classes = dataset_classes(runs)
     _chance_line(acc_ax, classes)
     if classes and classes > 1:
         loss_ax.axhline(math.log(classes), color="grey", linestyle=":", linewidth=1.2,
@@ -298,7 +306,7 @@ def plot_final_against(runs: Sequence[Run], key: str, path: str | pathlib.Path, 
             ax.plot(positions, means, color=colour, marker="o", markersize=4, label=label)
         diverged_x += [x for x, group in points for run in group
                        if (run.summary or {}).get("status") == "diverged"]
-    classes = _num_classes(runs)
+    classes = dataset_classes(runs)
     _chance_line(acc_ax, classes)
     finite = [r.train[-1]["loss"] for r in runs if r.train and math.isfinite(r.train[-1]["loss"])]
     top = max(finite + ([math.log(classes)] if classes and classes > 1 else []) + [1.0]) * 1.15

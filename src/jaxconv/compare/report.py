@@ -194,12 +194,18 @@ def write_report(runs: Sequence[Run], out: str | pathlib.Path, *, title: str = "
     if gradients:
         parts += ["## Gradient norms layer by layer", "", layer_norm_table(runs), "",
                   f"![per-layer gradient norms]({gradients.name})", ""]
-    bubbles = [
-        {"model": run.name, "params": costs[run.path]["params"], "gmacs": costs[run.path]["gmacs"],
-         "your_top1": 100 * run.best_eval["top1"]}
-        for run in runs if costs.get(run.path) and run.best_eval
-    ]
+    bubbles = []
+    for group in repeats(runs):  # a setting's seeds: one bubble at their mean, a bar to their min and max
+        measured = [run for run in group if costs.get(run.path) and run.best_eval]
+        if measured:
+            best = [100 * run.best_eval["top1"] for run in measured]
+            first = measured[0]
+            bubbles.append({"model": first.name if len(best) == 1 else f"{first.name} ({len(best)} seeds)",
+                            "params": costs[first.path]["params"], "gmacs": costs[first.path]["gmacs"],
+                            "your_top1": sum(best) / len(best),
+                            "your_top1_range": (min(best), max(best)) if len(best) > 1 else None})
     chart = plots.plot_accuracy_vs_gmacs(bubbles, out / "accuracy_vs_gmacs.png", accuracy="your",
+                                         num_classes=plots.dataset_classes(runs),
                                          title="Best top-1 vs GMACs; bubble area ∝ parameters")
     if chart:
         parts += ["## Accuracy against compute", "", f"![accuracy vs GMACs]({chart.name})", ""]
