@@ -17,7 +17,7 @@ alternately with the JAX side), which says how far the best CPU library's groupe
 are from its dense ones per MAC. Usage:
 
     python scripts/bench_grouped_conv.py [--batch 8] [--reps 5] [--skip-xla-above 2e9] [--json-out FILE]
-                                         [--torch-python /path/to/torch/venv/bin/python]
+                                         [--torch-python /path/to/torch/venv/bin/python] [--only TEXT]
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--skip-xla-above", type=float, default=2e9,
                         help="skip XLA's grouped convolution for layers of more MACs (it takes seconds)")
     parser.add_argument("--json-out")
+    parser.add_argument("--only", help="only the layers whose name contains this text, e.g. 'depthwise'")
     parser.add_argument("--torch-python", help="also time PyTorch's grouped and dense convolutions with this Python")
     args = parser.parse_args()
     torch_worker = start_torch(args.torch_python) if args.torch_python else None
@@ -137,6 +138,8 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if torch_worker else ""))
     rows = []
     for name, channels, out, groups, size, kernel, stride in LAYERS:
+        if args.only and args.only not in name:
+            continue
         grouped_ops, macs = operands(args.batch, size, channels, out, groups, kernel, stride, rng)
         dense_width = max(1, round(math.sqrt(channels * out / groups)))
         dense_ops, dense_macs = operands(args.batch, size, dense_width, dense_width, 1, kernel, stride, rng)

@@ -321,30 +321,39 @@ def test_small_map_convolution_matches_the_plain_one(height, width, kernel, stri
     assert "rhs_reversal" not in _compiled_gradient(ours, x, w, grad)
 
 
-@pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (5, 2)])
-def test_depthwise_by_taps_matches_the_grouped_convolution(kernel, stride):
+@pytest.mark.parametrize("kernel,stride,channels", [
+    (3, 1, 6), (3, 2, 6), (5, 2, 6),  # a sum over taps, its gradients by autodiff
+    (3, 1, 16), (5, 1, 24),  # stride 1, bundles of 16 and 12 channels: the kernel gradient by dense convolutions
+    (7, 1, 16),  # a 7x7 (ConvNeXt's): by autodiff
+    (3, 2, 16),  # stride 2: by autodiff again
+])
+def test_depthwise_by_taps_matches_the_grouped_convolution(kernel, stride, channels):
     """EfficientNet's depthwise convolutions run as a sum over taps on the CPU backend."""
     from jax import lax
 
     from jaxconv.layers.conv import NHWC, convolve, reference_convolutions
 
     rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.standard_normal((2, 9, 8, 6)), jnp.float32)
-    w = jnp.asarray(rng.standard_normal((kernel, kernel, 1, 6)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((2, 9, 8, channels)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((kernel, kernel, 1, channels)), jnp.float32)
     pads = ((kernel // 2, kernel // 2),) * 2
 
     def grouped(x, w):
-        return lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=NHWC, feature_group_count=6)
+        return lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=NHWC,
+                                        feature_group_count=channels)
 
     def ours(x, w):
-        return convolve(x, w, (stride, stride), pads, groups=6)
+        return convolve(x, w, (stride, stride), pads, groups=channels)
 
     grad = _same_values_and_gradients(ours, grouped, x, w, rng)
-    # On the CPU backend no grouped convolution is left; the analyzer's reference trace keeps one.
-    assert "convolution(" not in _compiled_gradient(ours, x, w, grad)
+    # On the CPU backend no grouped convolution is left (the dense kernel gradient's convolutions
+    # have no feature groups); the analyzer's reference trace keeps one.
+    compiled = _compiled_gradient(ours, x, w, grad)
+    assert "feature_group_count" not in compiled
+    assert ("convolution(" in compiled) == (stride == 1 and channels >= 8 and kernel <= 5)
     with reference_convolutions():
         traced = str(jax.make_jaxpr(ours)(x, w))
-    assert traced.count("conv_general_dilated") == 1 and "feature_group_count=6" in traced
+    assert traced.count("conv_general_dilated") == 1 and f"feature_group_count={channels}" in traced
 
 
 @pytest.mark.parametrize("channels,out,groups,size,kernel,stride", [
