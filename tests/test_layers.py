@@ -324,7 +324,6 @@ def test_small_map_convolution_matches_the_plain_one(height, width, kernel, stri
 @pytest.mark.parametrize("kernel,stride,channels", [
     (3, 1, 6), (3, 2, 6), (5, 2, 6),  # a sum over taps, its gradients by autodiff
     (3, 1, 16), (5, 1, 24),  # stride 1, bundles of 16 and 12 channels: the kernel gradient by dense convolutions
-    (7, 1, 16),  # a 7x7 (ConvNeXt's): by autodiff
     (3, 2, 16),  # stride 2: by autodiff again
 ])
 def test_depthwise_by_taps_matches_the_grouped_convolution(kernel, stride, channels):
