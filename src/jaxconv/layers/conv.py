@@ -217,8 +217,9 @@ def depthwise_by_taps(x: jnp.ndarray, kernel: jnp.ndarray, *, stride: tuple[int,
     of the input first. For a stride-1 float32 layer with a kernel of at most 5x5 and at least 8
     channels in a bundle of ``group_bundle`` it is computed instead as ``grouped_by_dense``'s (dense
     convolutions over bundles of channels with block-diagonal kernels): whole training steps ran
-    1.1x (EfficientNet-B0) and 1.25x (MobileNetV2) faster (docs/benchmarks.md, issue 18; ConvNeXt's
-    7x7, 16 times the MACs in the bundles, was not measured and keeps autodiff's). Values are the same.
+    1.1-1.35x faster (EfficientNet-B0, MobileNetV2), cold compiles about twice as long
+    (docs/benchmarks.md, issue 18; ConvNeXt's 7x7, 16 times the MACs in the bundles, was not
+    measured and keeps autodiff's). Values are the same.
     """
     stride = (int(stride[0]), int(stride[1]))
     padding = tuple((int(a), int(b)) for a, b in padding)
