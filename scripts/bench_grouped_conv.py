@@ -89,11 +89,14 @@ def operands(batch, size, channels, out, groups, kernel, stride, rng):
 
 
 def torch_spec(batch, size, channels, out, groups, kernel, stride) -> dict:
-    """A layer as bench_vs_torch.py's layer worker takes it (jaxconv.bench.ConvLayer's fields)."""
+    """A layer as bench_vs_torch.py's layer worker takes it: a jaxconv.bench.ConvLayer as a dict."""
+    import dataclasses
+
+    from jaxconv.bench import ConvLayer
+
     pad = kernel // 2
-    return {"input_shape": [batch, size, size, channels], "features": out, "kernel": [kernel, kernel],
-            "stride": [stride, stride], "padding": [[pad, pad], [pad, pad]], "dilation": [1, 1], "groups": groups,
-            "count": 1, "names": [], "input_grad": True}
+    return dataclasses.asdict(ConvLayer((batch, size, size, channels), out, (kernel, kernel), (stride, stride),
+                                        ((pad, pad), (pad, pad)), (1, 1), groups, count=1, names=()))
 
 
 def start_torch(torch_python: str):
