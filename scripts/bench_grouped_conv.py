@@ -127,6 +127,12 @@ def main() -> None:
     parser.add_argument("--only", help="only the layers whose name contains this text, e.g. 'depthwise'")
     parser.add_argument("--torch-python", help="also time PyTorch's grouped and dense convolutions with this Python")
     args = parser.parse_args()
+    if args.torch_python and not (os.path.isfile(args.torch_python) and os.access(args.torch_python, os.X_OK)):
+        parser.error(f"--torch-python {args.torch_python}: not an executable file; give the python of an "
+                     "environment with torch, e.g. /path/to/venv/bin/python")
+    if args.only and not any(args.only in layer[0] for layer in LAYERS):
+        parser.error(f"--only {args.only!r}: no layer's name contains it; the layers: "
+                     + ", ".join(layer[0] for layer in LAYERS))
     torch_worker = start_torch(args.torch_python) if args.torch_python else None
     rng = np.random.default_rng(0)
     print(f"# XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")

@@ -16,10 +16,22 @@ from jaxconv.compare import plots
 from jaxconv.data.catalog import DATASETS
 
 
+def _fail(message: str) -> None:
+    """A user's mistake: one line, exit status 2."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
+
+
 def settings(report: pathlib.Path) -> tuple[list[dict], str]:
     """The chart's rows and the runs' dataset, from the report's '| run | model | …' table."""
-    lines = report.read_text().splitlines()
-    head = next(i for i, line in enumerate(lines) if line.startswith("| run | model |"))
+    try:
+        lines = report.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        _fail(f"{report}: cannot read it ({error.strerror if isinstance(error, OSError) else error}); "
+                         "give a report.md that `jaxconv report` wrote")
+    head = next((i for i, line in enumerate(lines) if line.startswith("| run | model |")), None)
+    if head is None:
+        _fail(f"{report}: no '| run | model |' table; give a report.md that `jaxconv report` wrote")
     columns = [c.strip() for c in lines[head].strip("|").split("|")]
     groups: dict[str, list[tuple]] = {}
     datasets = set()
@@ -40,7 +52,7 @@ def settings(report: pathlib.Path) -> tuple[list[dict], str]:
                      "params": members[0][1], "gmacs": members[0][2], "your_top1": sum(best) / len(best),
                      "your_top1_range": (min(best), max(best)) if len(best) > 1 else None})
     if len(datasets) != 1:
-        raise SystemExit(f"{report}: runs on {sorted(datasets) or 'no dataset'}; one dataset expected")
+        _fail(f"{report}: runs on {sorted(datasets) or 'no dataset'}; one dataset expected")
     return rows, datasets.pop()
 
 
