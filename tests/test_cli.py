@@ -54,6 +54,7 @@ def test_summary_table_options(capsys):
         (["list", "nothing*"], "no model matches"),
         (["summary", "resnet20", "--option", "widht=2"], "--option widht=2: resnet20 refuses it"),
         (["summary", "resnet20", "--option", "groups"], "expected NAME=VALUE"),
+        (["summary", "alexnet", "--option", "classifier_norm=True"], "but norm is None; give norm='batch'"),
         (["frobnicate"], "invalid choice"),
     ],
 )

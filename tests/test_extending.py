@@ -322,6 +322,19 @@ def test_every_family_takes_group_and_layer_norm_or_none(name):
         assert expected == 25_557_032  # torchvision's count, with any of the three
 
 
+@pytest.mark.parametrize("name", ["alexnet", "zfnet"])
+def test_classifier_norm_normalises_fc6_and_fc7_in_place_of_their_biases(name):
+    """Study (d)'s BatchNorm AlexNet normalises every layer but the last, as BN-Inception does."""
+    convs_only = _abstract_variables(name, norm="batch")
+    everywhere = _abstract_variables(name, norm="batch", classifier_norm=True)
+    assert set(everywhere["batch_stats"]) - set(convs_only["batch_stats"]) == {"fc6_norm", "fc7_norm"}
+    assert "bias" not in everywhere["params"]["fc6"] and "bias" in convs_only["params"]["fc6"]
+    # a scale and a shift for each of FC6's and FC7's 4,096 units, in place of their biases
+    assert _count(everywhere["params"]) - _count(convs_only["params"]) == 2 * 4096
+    with pytest.raises(ValueError, match="classifier_norm=True .* but norm is None"):
+        _abstract_variables(name, classifier_norm=True)
+
+
 def test_group_norm_matches_flax_and_fits_any_width(rng):
     from jaxconv.layers import GroupNorm
 

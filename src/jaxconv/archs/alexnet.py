@@ -17,17 +17,32 @@ from jaxconv.layers.norm import norm_factory
 from jaxconv.registry import register
 
 
-def _classifier(x, *, width, num_classes, dropout, dropout_first, act, train, dtype, features):
-    """FC6 -> FC7 -> FC8 with dropout on FC6/FC7 (before them in torchvision, after in the paper)."""
+def _classifier(x, *, width, num_classes, dropout, dropout_first, act, train, dtype, features, norm=None):
+    """FC6 -> FC7 -> FC8 with dropout on FC6/FC7 (before them in torchvision, after in the paper).
+
+    ``norm`` (a bound norm factory or None) normalises FC6 and FC7 before their activation, in
+    place of their biases.
+    """
     x = x.reshape(x.shape[0], -1)
     for name in ("fc6", "fc7"):
         if dropout_first:
             x = Dropout(dropout, name=f"{name}_dropout")(x, deterministic=not train)
-        x = act(nn.Dense(width, dtype=dtype, name=name)(x))
+        x = nn.Dense(width, use_bias=norm is None, dtype=dtype, name=name)(x)
+        if norm is not None:
+            x = norm(name=f"{name}_norm")(x)
+        x = act(x)
         if not dropout_first:
             x = Dropout(dropout, name=f"{name}_dropout")(x, deterministic=not train)
     features["pre_logits"] = x
     return nn.Dense(num_classes, dtype=dtype, name="head")(x)
+
+
+def _classifier_norm(classifier_norm: bool, norm):
+    """The norm FC6 and FC7 take: the model's own when ``classifier_norm``, else none."""
+    if classifier_norm and norm is None:
+        raise ValueError("classifier_norm=True normalises FC6 and FC7 with the model's norm, but norm is None; "
+                         "give norm='batch' (or 'group', 'layer') with it")
+    return norm if classifier_norm else None
 
 
 def _unit(x, features, kernel, stride=1, *, index, conv, norm, act, **options):
@@ -59,14 +74,16 @@ class AlexNet(nn.Module):
     classifier_width: int = 4096
     dropout: float = 0.5
     norm: ModuleDef | None = None  # none in 2012; 'batch', 'group', 'layer' or a module after every conv
+    classifier_norm: bool = False  # also normalise FC6 and FC7 with `norm` (BN-Inception's every layer)
     act: Activation = relu
     dtype: Any = jnp.float32
     axis_name: str | None = None  # sync BatchNorm over this device axis (set by the training system)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
-        unit = partial(_unit, conv=partial(Conv, dtype=self.dtype), act=self.act,
-                       norm=norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name))
+        norm = norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name)
+        classifier_norm = _classifier_norm(self.classifier_norm, norm)
+        unit = partial(_unit, conv=partial(Conv, dtype=self.dtype), act=self.act, norm=norm)
         w1, w2, w3, w4, w5 = self.widths
         features: dict[str, jnp.ndarray] = {}
 
@@ -96,6 +113,7 @@ class AlexNet(nn.Module):
             train=train,
             dtype=self.dtype,
             features=features,
+            norm=classifier_norm,
         )
         return classifier_output(logits, features, return_features)
 
@@ -160,14 +178,16 @@ class ZFNet(nn.Module):
     classifier_width: int = 4096
     dropout: float = 0.5
     norm: ModuleDef | None = None  # none in 2013; 'batch', 'group', 'layer' or a module after every conv
+    classifier_norm: bool = False  # also normalise FC6 and FC7 with `norm` (BN-Inception's every layer)
     act: Activation = relu
     dtype: Any = jnp.float32
     axis_name: str | None = None  # sync BatchNorm over this device axis (set by the training system)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
-        unit = partial(_unit, conv=partial(Conv, dtype=self.dtype), act=self.act,
-                       norm=norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name))
+        norm = norm_factory(self.norm, train=train, dtype=self.dtype, axis_name=self.axis_name)
+        classifier_norm = _classifier_norm(self.classifier_norm, norm)
+        unit = partial(_unit, conv=partial(Conv, dtype=self.dtype), act=self.act, norm=norm)
         w1, w2, w3, w4, w5 = self.widths
         features: dict[str, jnp.ndarray] = {}
 
@@ -198,6 +218,7 @@ class ZFNet(nn.Module):
             train=train,
             dtype=self.dtype,
             features=features,
+            norm=classifier_norm,
         )
         return classifier_output(logits, features, return_features)
 
