@@ -33,9 +33,13 @@ def nontrivial_statistics(variables, seed=0):
     return jax.tree_util.tree_map_with_path(randomize, variables)
 
 
-@pytest.mark.parametrize("name,size", [("resnet50", 32), ("vgg16_bn", 32)])
-def test_folded_network_matches_in_eval_mode(name, size):
-    model = jaxconv.get_model(name, num_classes=10)
+@pytest.mark.parametrize("name,size,options", [
+    ("resnet50", 32, {}), ("vgg16_bn", 32, {}),
+    # BatchNorm after FC6 and FC7 too: it folds into the dense layers
+    ("alexnet", 67, {"widths": (8, 8, 8, 8, 8), "classifier_width": 16, "norm": "batch", "classifier_norm": True}),
+])
+def test_folded_network_matches_in_eval_mode(name, size, options):
+    model = jaxconv.get_model(name, num_classes=10, **options)
     x = np.random.default_rng(1).standard_normal((2, size, size, 3)).astype(np.float32)
     variables = nontrivial_statistics(host_variables(model, x))
     folded_model, folded = fold_batchnorm(model, variables, x.shape)

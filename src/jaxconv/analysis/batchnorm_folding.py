@@ -1,11 +1,11 @@
-"""Folding BatchNorm into the preceding convolution for inference.
+"""Folding BatchNorm into the preceding convolution (or dense layer) for inference.
 
 In evaluation mode BatchNorm is the per-channel affine map y = gamma * (x - mean) /
 sqrt(var + eps) + beta. After a convolution x = W * u + b it can be absorbed:
 
     W' = W * s,   b' = (b - mean) * s + beta,   s = gamma / sqrt(var + eps)
 
-(scaling the output-channel axis of W). The folded network has no BatchNorm, one fewer
+(scaling the output-channel axis of W; a dense layer's kernel the same way). The folded network has no BatchNorm, one fewer
 memory pass per convolution, and the same outputs up to float rounding.
 """
 
@@ -33,7 +33,7 @@ class _Pair:
 
 
 def _find_pairs(model: nn.Module, variables: Mapping, input_shape: tuple[int, ...]) -> tuple[list[_Pair], list[str]]:
-    """Traces the model's initialisation abstractly; pairs each BatchNorm with the Conv whose output it reads."""
+    """Traces the model's initialisation abstractly; pairs each BatchNorm with the Conv or Dense whose output it reads."""
     conv_outputs: dict[int, tuple[str, ...]] = {}
     pairs: list[_Pair] = []
     orphans: list[str] = []
@@ -44,7 +44,7 @@ def _find_pairs(model: nn.Module, variables: Mapping, input_shape: tuple[int, ..
             return out
         module = context.module
         path = tuple(module.scope.path)
-        if isinstance(module, Conv):
+        if isinstance(module, (Conv, nn.Dense)):
             conv_outputs[id(out)] = path
         elif isinstance(module, nn.BatchNorm):
             source = conv_outputs.get(id(args[0])) if args else None
@@ -64,14 +64,23 @@ def _find_pairs(model: nn.Module, variables: Mapping, input_shape: tuple[int, ..
     return pairs, orphans
 
 
+def _norm_free_twin(model: nn.Module) -> nn.Module:
+    """The model with ``norm=None``, and off every switch that puts `norm` on more layers (``classifier_norm``)."""
+    fields = {f.name for f in dataclasses.fields(model)}
+    if "norm" not in fields:
+        raise ValueError(f"{type(model).__name__} has no `norm` field, so a BatchNorm-free twin cannot be built")
+    switches = {name: False for name in fields if name.endswith("_norm") and isinstance(getattr(model, name), bool)}
+    return model.clone(norm=None, **switches)
+
+
 def fold_batchnorm(
     model: nn.Module, variables: Mapping[str, Any], input_shape: tuple[int, ...]
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Returns ``(folded_model, folded_variables)`` with every BatchNorm folded into its conv.
+    """Returns ``(folded_model, folded_variables)`` with every BatchNorm folded into its conv (or dense layer).
 
     ``model`` must take its normalisation as a ``norm`` field (every jaxconv architecture
-    does); the folded model is ``model.clone(norm=None)``, whose convolutions carry the
-    folded biases. ``input_shape`` (N, H, W, C) is any input the model accepts; it is used
+    does); the folded model is ``model.clone(norm=None)`` (AlexNet's ``classifier_norm`` off too),
+    whose convolutions carry the folded biases. ``input_shape`` (N, H, W, C) is any input the model accepts; it is used
     to trace which convolution feeds which BatchNorm. A BatchNorm that does not directly
     follow a convolution (pre-activation designs) cannot be folded and raises ValueError.
 
@@ -85,9 +94,7 @@ def fold_batchnorm(
         raise ValueError(
             f"cannot fold BatchNorm layers whose input is not a convolution's output: {', '.join(orphans)}"
         )
-    if not any(f.name == "norm" for f in dataclasses.fields(model)):
-        raise ValueError(f"{type(model).__name__} has no `norm` field, so a BatchNorm-free twin cannot be built")
-    folded_model = model.clone(norm=None)
+    folded_model = _norm_free_twin(model)
 
     params = flatten_dict(jax.tree_util.tree_map(jnp.asarray, dict(variables["params"])))
     stats = flatten_dict(dict(variables["batch_stats"]))
