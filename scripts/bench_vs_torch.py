@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """jaxconv against PyTorch on the same architectures, timed alternately in one run.
 
-    python scripts/bench_vs_torch.py                          # the four models, CPU
+    python scripts/bench_vs_torch.py                          # the five models, CPU
     python scripts/bench_vs_torch.py --models resnet18 --rounds 5 --format json
     python scripts/bench_vs_torch.py --device cuda --dtype bfloat16 --models resnet50
     python scripts/bench_vs_torch.py --models resnet50 --torch-python /path/to/torch/venv/bin/python
@@ -55,6 +55,7 @@ import time
 # (batch on CPU, batch on GPU, image size) per model: the issue's settings, and sizes that keep
 # a CPU step to seconds for VGG-16 and EfficientNet-B0.
 MODELS = {
+    "resnet20": (128, 256, 32),  # the quickstart's network; PyTorch's from scripts/end_to_end_vs_torch.py
     "resnet18": (128, 256, 32),
     "resnet50": (32, 256, 224),
     "vgg16": (16, 128, 224),
@@ -171,7 +172,12 @@ def torch_worker(args: argparse.Namespace) -> None:
 
     def build(variant: str):
         torch.manual_seed(0)
-        model = getattr(torchvision.models, args.model)(num_classes=NUM_CLASSES).to(device)
+        if args.model == "resnet20":  # not in torchvision: the CIFAR ResNet-20 of the end-to-end comparison
+            from end_to_end_vs_torch import torch_resnet20
+
+            model = torch_resnet20(num_classes=NUM_CLASSES).to(device)
+        else:
+            model = getattr(torchvision.models, args.model)(num_classes=NUM_CLASSES).to(device)
         x = images
         if "channels_last" in variant:
             model = model.to(memory_format=torch.channels_last)

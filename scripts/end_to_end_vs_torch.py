@@ -48,17 +48,10 @@ RECIPE = {"batch_size": 32, "learning_rate": 0.05, "momentum": 0.9, "weight_deca
 # --- the PyTorch side (runs in --torch-python; needs only torch and numpy) ---------------------------
 
 
-def torch_worker(args: argparse.Namespace) -> None:
-    import numpy as np
+def torch_resnet20(num_classes: int = 10):
+    """The CIFAR ResNet-20 in PyTorch (option-A shortcuts, BatchNorm), initialised as jaxconv's resnet20 is."""
     import torch
     from torch import nn
-
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
-    data = np.load(args.data)
-    to_input = lambda images: (torch.from_numpy(images).permute(0, 3, 1, 2).float() - RECIPE["mean"]) / RECIPE["std"]
-    train_x, train_y = to_input(data["train_images"]), torch.from_numpy(data["train_labels"]).long()
-    test_x, test_y = to_input(data["test_images"]), torch.from_numpy(data["test_labels"]).long()
 
     class Block(nn.Module):
         def __init__(self, cin: int, cout: int, stride: int):
@@ -84,13 +77,29 @@ def torch_worker(args: argparse.Namespace) -> None:
         for block in range(3):
             layers.append(Block(cin, width, 2 if stage and not block else 1))
             cin = width
-    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(module, nn.Linear):
             nn.init.trunc_normal_(module.weight, std=1 / math.sqrt(module.in_features))
             nn.init.zeros_(module.bias)
+    return model
+
+
+def torch_worker(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(os.cpu_count() or 1)
+    data = np.load(args.data)
+    to_input = lambda images: (torch.from_numpy(images).permute(0, 3, 1, 2).float() - RECIPE["mean"]) / RECIPE["std"]
+    train_x, train_y = to_input(data["train_images"]), torch.from_numpy(data["train_labels"]).long()
+    test_x, test_y = to_input(data["test_images"]), torch.from_numpy(data["test_labels"]).long()
+
+    model = torch_resnet20(num_classes=10)
     decayed = [p for p in model.parameters() if p.ndim > 1]
     others = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD([{"params": decayed, "weight_decay": RECIPE["weight_decay"]},

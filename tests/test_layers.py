@@ -292,6 +292,33 @@ def _compiled_gradient(f, x, w, grad) -> str:
     return jax.jit(lambda x, w, g: jax.vjp(f, x, w)[1](g)).lower(x, w, grad).compile().as_text()
 
 
+def test_dense_convolution_input_reaches_its_gradient_as_a_buffer():
+    """On XLA:CPU a differentiated dense convolution's input passes through a conditional, so that the backward
+    pass's layout copy reads it instead of recomputing the chain that produced it (issue 23); values, reverse- and
+    forward-mode derivatives are the plain convolution's, and nothing is added without differentiation."""
+    from jax import lax
+
+    from jaxconv.layers.conv import NHWC, convolve
+
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((2, 6, 6, 8)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 8, 8)), jnp.float32)
+    pads = ((1, 1), (1, 1))
+
+    def plain(x, w):
+        return lax.conv_general_dilated(jax.nn.relu(x * 2.0 + 1.0), w, (1, 1), pads, dimension_numbers=NHWC)
+
+    def ours(x, w):
+        return convolve(jax.nn.relu(x * 2.0 + 1.0), w, (1, 1), pads)
+
+    grad = _same_values_and_gradients(ours, plain, x, w, rng)
+    tangents = (jnp.ones_like(x), jnp.full_like(w, 0.5))
+    for got, expected in zip(jax.jvp(ours, (x, w), tangents), jax.jvp(plain, (x, w), tangents)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert "conditional(" in _compiled_gradient(ours, x, w, grad)
+    assert "conditional(" not in jax.jit(ours).lower(x, w).compile().as_text()
+
+
 @pytest.mark.parametrize("height,width,kernel,stride,pad", [
     (2, 2, 3, 1, 1),  # ResNet-18's stage 3 at 32 px
     (1, 1, 3, 1, 1),  # its stage 4

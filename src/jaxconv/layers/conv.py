@@ -132,7 +132,10 @@ def convolve(x: jnp.ndarray, kernel: jnp.ndarray, stride: tuple[int, int], paddi
     * on the CPU backend, any other grouped convolution (ResNeXt's, AlexNet's two towers) goes
       through ``grouped_by_dense``: dense convolutions over bundles of groups, concatenated.
       XLA:CPU runs grouped convolutions (forward and both gradients) 80-2,200x slower per MAC
-      than a dense convolution of the same MACs; this way 1.9-9x (docs/benchmarks.md, issue 18).
+      than a dense convolution of the same MACs; this way 1.9-9x (docs/benchmarks.md, issue 18);
+    * on the CPU backend, a differentiated dense convolution with more than one tap reads its
+      input through ``kept_for_backward``, so that its kernel gradient does not recompute the
+      chain that produced it (issue 23).
     """
     (top, bottom), (left, right) = padding
     height, width = x.shape[1:3]
@@ -153,7 +156,37 @@ def convolve(x: jnp.ndarray, kernel: jnp.ndarray, stride: tuple[int, int], paddi
     if groups > 1:
         return lax.platform_dependent(x, kernel, cpu=partial(grouped_by_dense, stride=stride, padding=pads,
                                                              groups=groups), default=plain)
+    if taps > 1:  # a 1x1 convolution's kernel gradient is a matrix product on XLA:CPU: no layout copy
+        x = lax.platform_dependent(x, kernel, cpu=kept_for_backward, default=lambda x, kernel: x)
     return plain(x, kernel)
+
+
+@jax.custom_jvp
+def kept_for_backward(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """``x`` itself; differentiated, ``x`` as a buffer XLA cannot fuse through (XLA:CPU, dense convolutions).
+
+    A kernel gradient on XLA:CPU first copies the convolution's input into another layout, and
+    XLA fuses into that copy whatever elementwise chain produced the input: in a ResNet the
+    BatchNorms, residual adds and ReLUs of every earlier block of the stage, recomputed once per
+    convolution in the backward pass. Under differentiation the input passes through a
+    conditional (on a value of the kernel, which XLA cannot fold; both branches return the
+    input), whose output is a buffer: the copy reads it instead (ResNet-20's train step
+    1.2x faster; docs/benchmarks.md, issue 23). Tangents and cotangents pass unchanged, and
+    without differentiation nothing is added.
+    """
+    del kernel
+    return x
+
+
+@kept_for_backward.defjvp
+def _kept_for_backward_jvp(primals, tangents):
+    x, kernel = primals
+    dx, _ = tangents
+    first = kernel.reshape(-1)[0]
+    # False only for a NaN; both branches return the input (x * 1.0 is x exactly; identical branches
+    # would be merged, and the conditional with them).
+    kept = lax.cond(first == first, lambda x: x, lambda x: x * 1.0, x)
+    return kept, dx
 
 
 def group_bundle(groups: int, group_channels: int, min_channels: int = 16) -> int:
