@@ -82,7 +82,7 @@ def fold_batchnorm(
     does); the folded model is ``model.clone(norm=None)`` (AlexNet's ``classifier_norm`` off too),
     whose convolutions carry the folded biases. ``input_shape`` (N, H, W, C) is any input the model accepts; it is used
     to trace which convolution feeds which BatchNorm. A BatchNorm that does not directly
-    follow a convolution (pre-activation designs) cannot be folded and raises ValueError.
+    follow a convolution or dense layer (pre-activation designs) cannot be folded and raises ValueError.
 
     Evaluation outputs match: ``folded_model.apply(folded_variables, x)`` equals
     ``model.apply(variables, x, train=False)`` up to float32 rounding.
@@ -92,7 +92,7 @@ def fold_batchnorm(
     pairs, orphans = _find_pairs(model, variables, input_shape)
     if orphans:
         raise ValueError(
-            f"cannot fold BatchNorm layers whose input is not a convolution's output: {', '.join(orphans)}"
+            f"cannot fold BatchNorm layers whose input is not a convolution's or dense layer's output: {', '.join(orphans)}"
         )
     folded_model = _norm_free_twin(model)
 

@@ -171,7 +171,7 @@ def kept_for_backward(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     convolution in the backward pass. Under differentiation the input passes through a
     conditional (on a value of the kernel, which XLA cannot fold; both branches return the
     input), whose output is a buffer: the copy reads it instead (ResNet-20's train step
-    1.2x faster; docs/benchmarks.md, issue 23). Tangents and cotangents pass unchanged, and
+    1.2-1.45x faster; docs/benchmarks.md, issue 23). Tangents and cotangents pass unchanged, and
     without differentiation nothing is added.
     """
     del kernel
