@@ -43,6 +43,23 @@ def transpose_fusion_instructions(hlo: str) -> tuple[int, int]:
     return len(calls), sum(sizes.get(name, 0) for name in calls)
 
 
+def time_alternately(compiled: dict, rounds: int, steps: int, facts: dict) -> dict[str, list[float]]:
+    """Median step times of each compiled step, round by round, the steps taking turns within a round.
+
+    Adds each one's images/s per round and their median to facts[name]."""
+    for step in compiled.values():
+        step.run(2)
+    times = {name: [] for name in compiled}
+    for _ in range(rounds):
+        for name, step in compiled.items():
+            times[name].append(statistics.median(step.run(steps)))
+    for name, step in compiled.items():
+        batch = step.request.batch_size
+        facts[name]["images_per_s"] = [round(batch / t, 1) for t in times[name]]
+        facts[name]["median_images_per_s"] = round(batch / statistics.median(times[name]), 1)
+    return times
+
+
 def measure(spec: tuple[str, int, int], rounds: int, steps: int) -> dict:
     import jaxconv.layers.conv as conv
     from jaxconv.bench.common import Request
@@ -61,15 +78,7 @@ def measure(spec: tuple[str, int, int], rounds: int, steps: int) -> dict:
         fusions, instructions = transpose_fusion_instructions(hlo)
         facts[side] = {"compile_s": round(compiled[side].compile_s, 2), "conditionals": hlo.count(" conditional("),
                        "transpose_fusions": fusions, "instructions_in_them": instructions}
-    for step in compiled.values():
-        step.run(2)
-    times = {side: [] for side in compiled}
-    for _ in range(rounds):
-        for side, step in compiled.items():
-            times[side].append(statistics.median(step.run(steps)))
-    for side in compiled:
-        facts[side]["images_per_s"] = [round(batch / t, 1) for t in times[side]]
-        facts[side]["median_images_per_s"] = round(batch / statistics.median(times[side]), 1)
+    times = time_alternately(compiled, rounds, steps, facts)
     speedup = statistics.median(times["without"]) / statistics.median(times["with"])
     return {"model": model, "image_size": size, "batch_size": batch, "rounds": rounds, "steps": steps,
             **facts, "speedup": round(speedup, 3)}

@@ -70,8 +70,11 @@ def _cost(compiled) -> tuple[float | None, int | None]:
     return flops, memory
 
 
-def compile_step(request: Request) -> CompiledStep:
+def compile_step(request: Request, compiler_options: dict[str, str] | None = None) -> CompiledStep:
     """Builds the model, state and synthetic batch, and lowers and compiles the step (timed).
+
+    compiler_options: XLA options for this compilation only (DebugOptions fields by name, e.g.
+    {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}), beside $XLA_FLAGS.
 
     Raises BenchError for a request that cannot run: an unknown model, an input the network
     cannot take, a batch that does not divide over the devices.
@@ -138,7 +141,7 @@ def compile_step(request: Request) -> CompiledStep:
     started = time.perf_counter()
     lowered = step.lower(state, batch)
     lowered_at = time.perf_counter()
-    executable = lowered.compile()
+    executable = lowered.compile(compiler_options)
     compiled_at = time.perf_counter()
     flops, memory = _cost(executable)
     return CompiledStep(request, size, executable, state, batch, devices, lowered_at - started,

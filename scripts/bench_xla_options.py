@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Training steps compiled with different XLA options, alternately, in one process.
+
+XLA_FLAGS is read once per process, so comparing two settings of it means two processes, whose
+timings drift apart on a shared machine. Most of XLA's options can instead be given to one
+compilation (`jax.stages.Lowered.compile(compiler_options)`); this script compiles
+`jaxconv bench`'s train step for each SPEC once per VARIANT and times them in alternating rounds
+(medians), with what the compiled steps hold: YNNPACK fusions and convolutions.
+
+    python scripts/bench_xla_options.py resnet20:32:32 resnet18:32:128 \\
+        --variant eigen=xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE \\
+        --variant ynn=xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION
+
+SPEC is MODEL:IMAGE_SIZE:BATCH; VARIANT is NAME=OPTION=VALUE (repeat a NAME to give it several
+options; NAME= alone compiles with no options). The first variant is the baseline of the
+speedups. Prints one JSON line per SPEC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+
+from bench_kept_for_backward import parse_spec, time_alternately
+
+from jaxconv.cli.startup import apply_default_xla_flags
+
+
+def parse_variant(text: str) -> tuple[str, str | None, str | None]:
+    name, _, option = text.partition("=")
+    if not name:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=OPTION=VALUE or NAME=")
+    if not option:
+        return name, None, None
+    key, sep, value = option.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=OPTION=VALUE, e.g. "
+                                         "ynn=xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_REDUCE")
+    return name, key, value
+
+
+def measure(spec: tuple[str, int, int], variants: dict[str, dict[str, str]], rounds: int, steps: int) -> dict:
+    from jaxconv.bench.common import Request
+    from jaxconv.bench.step import compile_step
+
+    model, size, batch = spec
+    compiled, facts = {}, {}
+    for name, options in variants.items():
+        compiled[name] = compile_step(Request(model, batch_size=batch, image_size=size), options or None)
+        hlo = compiled[name].executable.as_text()
+        facts[name] = {"options": options, "compile_s": round(compiled[name].compile_s, 2),
+                       "ynn_fusions": len(re.findall(r"^\s*(?:ROOT )?%ynn_fusion[.0-9]* = ", hlo, re.M)),
+                       "convolutions": hlo.count(" convolution(")}
+    times = time_alternately(compiled, rounds, steps, facts)
+    baseline = statistics.median(times[next(iter(times))])
+    for name in compiled:
+        facts[name]["speedup"] = round(baseline / statistics.median(times[name]), 3)
+    return {"model": model, "image_size": size, "batch_size": batch, "rounds": rounds, "steps": steps, **facts}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("specs", nargs="+", type=parse_spec, metavar="SPEC", help="MODEL:IMAGE_SIZE:BATCH")
+    parser.add_argument("--variant", action="append", type=parse_variant, required=True, metavar="VARIANT",
+                        help="NAME=OPTION=VALUE, at least two variants (repeat the flag)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
+    parser.add_argument("--steps", type=int, default=10, help="steps timed per variant and round (default 10)")
+    args = parser.parse_args(argv)
+    variants: dict[str, dict[str, str]] = {}
+    for name, key, value in args.variant:
+        variants.setdefault(name, {})
+        if key is not None:
+            variants[name][key] = value
+    if len(variants) < 2:
+        parser.error("give at least two variants to compare (--variant NAME=OPTION=VALUE, repeated)")
+    if args.rounds < 1 or args.steps < 1:
+        parser.error("--rounds and --steps must be at least 1")
+    apply_default_xla_flags()
+    from jaxconv.bench.common import BenchError
+
+    for spec in args.specs:
+        try:
+            print(json.dumps(measure(spec, variants, args.rounds, args.steps)), flush=True)
+        except BenchError as e:
+            print(f"bench_xla_options.py: error: {e}", file=sys.stderr)
+            return 2
+        except Exception as e:  # XLA refuses an unknown option or value at compile time
+            if type(e).__name__ != "XlaRuntimeError" and "INVALID_ARGUMENT" not in str(e):
+                raise
+            print(f"bench_xla_options.py: error: XLA refused an option: {str(e).splitlines()[0]}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
