@@ -140,6 +140,10 @@ def test_seeds_of_a_setting_are_drawn_as_their_mean_and_range(tiny_run, tmp_path
     assert np.allclose(evals.get_ydata(), 30.0)  # (10 + 10 + 70) / 3
     bands = [c.get_paths()[0].vertices[:, 1] for c in acc_ax.collections]
     assert any(np.isclose(v.min(), 10.0) and np.isclose(v.max(), 70.0) for v in bands)
+    # one legend, outside the panels (none drawn over a curve), naming the setting once
+    assert all(ax.get_legend() is None for ax in figures[0].axes)
+    (legend,) = figures[0].legends
+    assert sum("3 seeds" in text.get_text() for text in legend.get_texts()) == 1
 
 
 def repeat_of(tiny_run, folder: pathlib.Path, *, seed: int, learning_rate: float, top1: float | None,

@@ -12,12 +12,14 @@ Axes do not exaggerate: accuracy runs from 0 to 100% with the chance line, loss 
 from __future__ import annotations
 
 import pathlib
+import re
 from collections.abc import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from jaxconv.compare.runs import Run  # noqa: E402
 
@@ -178,9 +180,12 @@ def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title
     groups = repeats(runs)  # the seeds of one setting share a colour and a legend entry
     colours = plt.cm.tab10.colors if len(groups) <= 10 else plt.cm.tab20.colors
     names = run_labels([group[0] for group in groups])
+    keys = []  # the legend, below the panels: one entry per setting, then what the line styles mean
     for i, group in enumerate(groups):
-        label = names[i] + (f" ({len(group)} seeds: mean, band min–max)" if len(group) > 1 else "")
+        name = names[i] if len(group) == 1 else re.sub(r"_seed\d+(?=\)?$)", "", names[i])  # the setting, not its first seed
+        label = name + (f" ({len(group)} seeds: mean, band min–max)" if len(group) > 1 else "")
         colour = colours[i % len(colours)]
+        keys.append(Line2D([], [], color=colour, linewidth=2, label=label))
         eval_style = {"color": colour, "linestyle": "--", "marker": "o", "markersize": 4}
         for axis, records, key, scale, kind, style in (
                 (loss_ax, "train", "loss", 1, "train", {"color": colour}),
@@ -207,7 +212,11 @@ def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title
         axis.set_xlabel("step")
         axis.set_ylabel(name)
         axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=7)
+    # Outside the panels, so that no legend hides a curve; the reference lines are named where they are drawn.
+    keys += [Line2D([], [], color="black", label="training (logged windows)"),
+             Line2D([], [], color="black", linestyle="--", marker="o", markersize=4, label="evaluation")]
+    keys += [line for axis in (loss_ax, acc_ax) for line in axis.get_lines() if line.get_linestyle() == ":"]
+    fig.legend(handles=keys, loc="outside lower center", ncols=min(3, len(keys)), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
