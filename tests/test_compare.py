@@ -175,9 +175,9 @@ def test_report_gathers_seeds_with_their_spread_and_plots_final_values_against_a
     runs = find_runs([tmp_path / "runs"])
     text = write_report(runs, tmp_path / "report", x="learning_rate").read_text()
     assert "| learning_rate | model_options.norm | seeds |" in text  # a key set to None differs from one unset
-    assert "| 0.1 | default | 0, 1, 2 |" in text and "| 30.0 ± 10.0 (20.0–40.0) | 3 completed |" in text
+    assert "| 0.1 | BatchNorm (default) | 0, 1, 2 |" in text and "| 30.0 ± 10.0 (20.0–40.0) | 3 completed |" in text
     assert "| 0.1 | None | 0 |" in text
-    assert "| 1.0 | default | 0 |" in text and "1 diverged (step 2)" in text  # its last record before the NaN
+    assert "| 1.0 | BatchNorm (default) | 0 |" in text and "1 diverged (step 2)" in text  # its last record before the NaN
     assert (tmp_path / "report" / "final_vs_learning_rate.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(RunError, match="do not differ in 'model'; they differ in: learning_rate, model_options.norm"):
         write_report(runs, tmp_path / "other", x="model")
@@ -313,6 +313,8 @@ def test_an_unset_model_option_reads_as_the_models_own_default(tiny_run):
     assert setting_values(alexnet, keys)[::2] == ["None (default)", "0.5 (default)"]  # AlexNet has no norm
     assert setting_values(vgg, keys)[1] == "5"
     assert setting_values(mine, keys)[:1] == ["default"]  # a model this process cannot look up
+    resnet = dataclasses.replace(run, config=run.config | {"model": "resnet20", "model_options": {}})
+    assert setting_values(resnet, keys)[:1] == ["BatchNorm (default)"]  # a module default, named
 
 
 def test_the_reports_accuracy_chart_has_the_datasets_chance_and_one_bubble_per_setting(tiny_run, tmp_path):

@@ -173,8 +173,8 @@ DEFAULT = "default"  # a key the run's config leaves unset (a model option it do
 
 def setting_values(run: Run, keys: Sequence[str]) -> list[str]:
     """The run's values of ``keys`` as text. A model option its config leaves unset reads as the
-    model's own default ('None' for AlexNet's norm) where that is a plain value and the model is
-    registered here; otherwise, and for other unset keys, 'default'."""
+    model's own default ('None' for AlexNet's norm, 'BatchNorm' for ResNet's) where that is a plain value
+    or a named module and the model is registered here; otherwise, and for other unset keys, 'default'."""
     values = setting(run)
     return [str(values[k]) if k in values else _model_default(values.get("model"), k) for k in keys]
 
@@ -189,8 +189,10 @@ def _model_default(model: Any, key: str) -> str:
         value = model_info(model).option_default(option)
     except (UnknownModelError, KeyError, TypeError):
         return DEFAULT
-    plain = value is None or isinstance(value, (bool, int, float, str, tuple))
-    return f"{value} (default)" if plain else DEFAULT
+    if value is None or isinstance(value, (bool, int, float, str, tuple)):
+        return f"{value} (default)"
+    name = getattr(value, "__name__", None) or getattr(getattr(value, "func", None), "__name__", None)
+    return f"{name} (default)" if isinstance(name, str) else DEFAULT  # a module, e.g. ResNet's BatchNorm
 
 
 def setting_label(run: Run, keys: Sequence[str]) -> str:
