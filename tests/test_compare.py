@@ -140,6 +140,10 @@ def test_seeds_of_a_setting_are_drawn_as_their_mean_and_range(tiny_run, tmp_path
     assert np.allclose(evals.get_ydata(), 30.0)  # (10 + 10 + 70) / 3
     bands = [c.get_paths()[0].vertices[:, 1] for c in acc_ax.collections]
     assert any(np.isclose(v.min(), 10.0) and np.isclose(v.max(), 70.0) for v in bands)
+    from jaxconv.compare.runs import group_name
+
+    named = [dataclasses.replace(run, path=tmp_path / f"dropout0.5_seed{run.config['seed']}") for run in seeds[1:]]
+    assert group_name(named) == "dropout0.5" and group_name(named[:1]) == "dropout0.5_seed1"
     # one legend, outside the panels (none drawn over a curve), naming the setting once
     assert all(ax.get_legend() is None for ax in figures[0].axes)
     (legend,) = figures[0].legends
@@ -334,7 +338,7 @@ def test_the_reports_accuracy_chart_has_the_datasets_chance_and_one_bubble_per_s
     ax = chart.axes[0]
     assert [line.get_label() for line in ax.get_lines() if "chance" in line.get_label()] == ["chance (10%)"]  # shapes
     labels = sorted(text.get_text() for text in ax.texts)
-    assert labels == ["lr0.1_seed0 (3 seeds)", "lr0.5"]
+    assert labels == ["lr0.1 (3 seeds)", "lr0.5"]  # the setting, named once without its first seed
     (bar,) = [c for c in ax.containers if c.get_label() == "seeds: min–max"]
     segment = bar.lines[2][0].get_segments()[0]  # the one bar: from the lowest seed to the highest
     assert segment[0][1] == pytest.approx(20.0) and segment[1][1] == pytest.approx(70.0)

@@ -12,7 +12,6 @@ Axes do not exaggerate: accuracy runs from 0 to 100% with the chance line, loss 
 from __future__ import annotations
 
 import pathlib
-import re
 from collections.abc import Sequence
 
 import matplotlib
@@ -134,11 +133,13 @@ def plot_layer_profile(summary, path: str | pathlib.Path) -> pathlib.Path:
     return _save(fig, path)
 
 
-def run_labels(runs: Sequence[Run]) -> list[str]:
-    """What to call each run in a legend: its model, with its folder where two runs share a model."""
+def run_labels(runs: Sequence[Run], names: Sequence[str] | None = None) -> list[str]:
+    """What to call each run in a legend: its model, with its folder and name (or ``names``' entry) where two
+    runs share a model."""
     models = [run.model for run in runs]
-    return [run.model if models.count(run.model) == 1 else f"{run.model} ({run.path.parent.name}/{run.name})"
-            for run in runs]
+    names = names or [run.name for run in runs]
+    return [run.model if models.count(run.model) == 1 else f"{run.model} ({run.path.parent.name}/{name})"
+            for run, name in zip(runs, names)]
 
 
 def dataset_classes(runs: Sequence[Run]) -> int | None:
@@ -171,7 +172,7 @@ def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title
     a uniform guess, so that noise at chance does not read as a trend. None when no run logged."""
     import math
 
-    from jaxconv.compare.runs import repeats
+    from jaxconv.compare.runs import group_name, repeats
 
     runs = [r for r in runs if r.train or r.evals]
     if not runs:
@@ -179,11 +180,10 @@ def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title
     fig, (loss_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(16, 4.5), layout="constrained")
     groups = repeats(runs)  # the seeds of one setting share a colour and a legend entry
     colours = plt.cm.tab10.colors if len(groups) <= 10 else plt.cm.tab20.colors
-    names = run_labels([group[0] for group in groups])
+    names = run_labels([group[0] for group in groups], [group_name(group) for group in groups])
     keys = []  # the legend, below the panels: one entry per setting, then what the line styles mean
     for i, group in enumerate(groups):
-        name = names[i] if len(group) == 1 else re.sub(r"_seed\d+(?=\)?$)", "", names[i])  # the setting, not its first seed
-        label = name + (f" ({len(group)} seeds: mean, band min–max)" if len(group) > 1 else "")
+        label = names[i] + (f" ({len(group)} seeds: mean, band min–max)" if len(group) > 1 else "")
         colour = colours[i % len(colours)]
         keys.append(Line2D([], [], color=colour, linewidth=2, label=label))
         eval_style = {"color": colour, "linestyle": "--", "marker": "o", "markersize": 4}

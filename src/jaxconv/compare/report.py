@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from jaxconv.compare import plots
 from jaxconv.compare.published import published
-from jaxconv.compare.runs import Run, RunError, differing_keys, repeats, setting_values
+from jaxconv.compare.runs import Run, RunError, differing_keys, group_name, repeats, setting_values
 
 
 def _duration(seconds: float | None) -> str:
@@ -200,7 +200,7 @@ def write_report(runs: Sequence[Run], out: str | pathlib.Path, *, title: str = "
         if measured:
             best = [100 * run.best_eval["top1"] for run in measured]
             first = measured[0]
-            bubbles.append({"model": first.name if len(best) == 1 else f"{first.name} ({len(best)} seeds)",
+            bubbles.append({"model": first.name if len(best) == 1 else f"{group_name(group)} ({len(best)} seeds)",
                             "params": costs[first.path]["params"], "gmacs": costs[first.path]["gmacs"],
                             "your_top1": sum(best) / len(best),
                             "your_top1_range": (min(best), max(best)) if len(best) > 1 else None})

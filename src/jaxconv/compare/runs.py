@@ -168,6 +168,14 @@ def repeats(runs: Sequence[Run]) -> list[tuple[Run, ...]]:
     return [tuple(group) for group in groups.values()]
 
 
+def group_name(group: Sequence[Run]) -> str:
+    """What to call a setting's runs: its first run's name, without a ``_seed<N>`` suffix naming that run's seed
+    when the group holds several seeds (a sweep's 'dropout0.5_seed1' and 'dropout0.5_seed2': 'dropout0.5')."""
+    first = group[0]
+    setting = first.name.removesuffix(f"_seed{first.config.get('seed', 0)}")
+    return setting if len(group) > 1 and setting else first.name
+
+
 DEFAULT = "default"  # a key the run's config leaves unset (a model option it does not pass)
 
 
