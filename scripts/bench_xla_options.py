@@ -29,7 +29,7 @@ from bench_kept_for_backward import parse_spec, time_alternately
 from jaxconv.cli.startup import apply_default_xla_flags
 
 
-def parse_variant(text: str) -> tuple[str, str | None, str | None]:
+def parse_variant(text: str) -> tuple[str, str | None, str | bool | int | None]:
     name, _, option = text.partition("=")
     if not name:
         raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=OPTION=VALUE or NAME=")
@@ -39,10 +39,17 @@ def parse_variant(text: str) -> tuple[str, str | None, str | None]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=OPTION=VALUE, e.g. "
                                          "ynn=xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_REDUCE")
-    return name, key, value
+    return name, key, _typed(value)
 
 
-def measure(spec: tuple[str, int, int], variants: dict[str, dict[str, str]], rounds: int, steps: int) -> dict:
+def _typed(value: str) -> str | bool | int:
+    """An option's value as XLA takes it: its bool options refuse the strings 'true' and 'false'."""
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return int(value) if re.fullmatch(r"-?\d+", value) else value
+
+
+def measure(spec: tuple[str, int, int], variants: dict[str, dict[str, str | bool | int]], rounds: int, steps: int) -> dict:
     from jaxconv.bench.common import Request
     from jaxconv.bench.step import compile_step
 
@@ -69,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     parser.add_argument("--steps", type=int, default=10, help="steps timed per variant and round (default 10)")
     args = parser.parse_args(argv)
-    variants: dict[str, dict[str, str]] = {}
+    variants: dict[str, dict[str, str | bool | int]] = {}
     for name, key, value in args.variant:
         variants.setdefault(name, {})
         if key is not None:

@@ -278,11 +278,14 @@ def test_activation_definitions():
 
 def _same_values_and_gradients(ours, reference, x, w, rng):
     """Asserts equal outputs and input/kernel gradients; returns the cotangent used."""
-    expected, reference_vjp = jax.vjp(reference, x, w)
-    got, our_vjp = jax.vjp(ours, x, w)
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # Jitted: op by op, a sum over 25 taps of bundles dispatches hundreds of small programs (45 s).
+    # Each through a new lambda: jit's trace cache, keyed on the function, would otherwise hand a
+    # later make_jaxpr(ours) this trace, whatever reference_convolutions() says.
+    expected = jax.jit(lambda x, w: reference(x, w))(x, w)
+    np.testing.assert_allclose(jax.jit(lambda x, w: ours(x, w))(x, w), expected, rtol=1e-5, atol=1e-5)
     grad = jnp.asarray(rng.standard_normal(expected.shape), jnp.float32)
-    for ours_grad, reference_grad in zip(our_vjp(grad), reference_vjp(grad)):
+    ours_grads, reference_grads = (jax.jit(lambda x, w, g, f=f: jax.vjp(f, x, w)[1](g))(x, w, grad) for f in (ours, reference))
+    for ours_grad, reference_grad in zip(ours_grads, reference_grads):
         np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-5, atol=1e-5)
     return grad
 

@@ -104,7 +104,9 @@ def reference_convolutions():
     """Within this context ``convolve`` emits one plain lax.conv_general_dilated per call.
 
     The analyzer (jaxconv.analysis) traces models inside it: it reads MACs and receptive
-    fields from the convolution primitives of the jaxpr, whatever formulation runs.
+    fields from the convolution primitives of the jaxpr, whatever formulation runs. Trace a
+    new function inside it (a closure, as the analyzer does): JAX's trace cache, keyed on the
+    function and its arguments' shapes, would return an earlier jit's trace of the same one.
     """
     token = _REFERENCE.set(True)
     try:
