@@ -224,3 +224,26 @@ def test_profile_step_fits_the_fixed_cost_and_refuses_batch_lists_it_cannot_fit(
         with pytest.raises(SystemExit) as exit_info:
             profile_step.main(["resnet20", "--batch-sizes", given])
         assert exit_info.value.code == 2 and f"--batch-sizes {given!r}" in capsys.readouterr().err
+
+
+def test_end_to_end_medians_count_a_run_that_missed_the_target_and_seeds_are_checked(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[1] / "scripts"))
+    import end_to_end_vs_torch as e2e
+
+    def run(side, seed, seconds, rate):
+        return {"side": side, "round": 1, "seed": seed, "time_to_target_s": seconds, "wall_s": 100.0,
+                "images_per_s": rate, "evals": [{"top1": 0.85}]}
+
+    results = [run("jaxconv", 0, 90.0, 270), run("pytorch", 0, 60.0, 500), run("jaxconv", 1, None, 280),
+               run("pytorch", 1, 80.0, 480), run("jaxconv", 2, 100.0, 260), run("pytorch", 2, 100.0, 490)]
+    table = e2e.format_table({"target": 0.8, "results": results})
+    # jaxconv's median is 100 s (90, 100 and a miss), PyTorch's 80 s: the miss counts, not just the two that reached
+    assert "at 0.80x PyTorch's speed (medians over runs, 100.0 against 80.0 s" in table
+    assert "| 1 | 1 | jaxconv | not reached |" in table and "training images/s: jaxconv at 0.55x" in table
+    results[4]["time_to_target_s"] = None
+    assert "no ratio: at least half of one side's runs did not reach 80%" in e2e.format_table(
+        {"target": 0.8, "results": results})
+    for given in ("0,x", "1,1", "-1"):
+        with pytest.raises(SystemExit) as exit_info:
+            e2e.main(["--seeds", given])
+        assert exit_info.value.code == 2 and f"{given!r}: expected" in capsys.readouterr().err
