@@ -5,7 +5,7 @@ XLA_FLAGS is read once per process, so comparing two settings of it means two pr
 timings drift apart on a shared machine. Most of XLA's options can instead be given to one
 compilation (`jax.stages.Lowered.compile(compiler_options)`); this script compiles
 `jaxconv bench`'s train step for each SPEC once per VARIANT and times them in alternating rounds
-(medians), with what the compiled steps hold: YNNPACK fusions and convolutions.
+(medians), with what the compiled steps hold: YNNPACK fusions, convolutions and scratch memory.
 
     python scripts/bench_xla_options.py resnet20:32:32 resnet18:32:128 \\
         --variant eigen=xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE \\
@@ -61,6 +61,9 @@ def measure(spec: tuple[str, int, int], variants: dict[str, dict[str, str | bool
         facts[name] = {"options": options, "compile_s": round(compiled[name].compile_s, 2),
                        "ynn_fusions": len(re.findall(r"^\s*(?:ROOT )?%ynn_fusion[.0-9]* = ", hlo, re.M)),
                        "convolutions": hlo.count(" convolution(")}
+        memory = compiled[name].executable.memory_analysis()  # XLA's buffer assignment: the step's scratch
+        if memory is not None:
+            facts[name]["temp_mib"] = round(memory.temp_size_in_bytes / 2**20, 1)
     times = time_alternately(compiled, rounds, steps, facts)
     baseline = statistics.median(times[next(iter(times))])
     for name in compiled:
