@@ -22,10 +22,20 @@ when every run of it at that rate ends at a test top-1 of at least 30%; reproduc
 rate at which the BatchNorm network trains is at least 10x (two grid steps) the largest at which
 the network without it trains; partly if one step larger; not if not larger; if the network
 without BatchNorm trains at no rate, "higher rates" stays untested. Planned at about 35 minutes.
+Result (2026-12-04, 25.6 min): partly — with BatchNorm every seed trains at 0.1 (35-44%), without
+it none (10-20%); both at 0.01-0.03, neither at 1.0 (docs/results/batchnorm).
 fifth design (session 22, commit d072647): ResNet-20 (Bjorck et al.'s network family) with
 BatchNorm or none at 32 px, rates 0.0003-1.0 without warm-up: without BatchNorm it trained at no
 rate (10-16.5%; diverged at 0.1-1.0), with it at 0.003-0.03 (0.1: two seeds of three); higher
 rates untested.
+fourth design (session 21, commit 08d98e8): the sixth's networks without warm-up, seeds 1 and 2 at
+0.1 and 0.3: both trained at 0.01-0.03, neither at 0.1 (one BatchNorm seed of three 37.6%); not
+reproduced.
+third design (session 19, commit 39ee0df): the same AlexNet with BatchNorm after the convolutions
+only, without warm-up, rates 0.01-1.0, seeds 1 and 2 at 0.1: both trained at 0.01-0.03 and
+neither at 0.1.
+second design (issue 22, commit 7232423): plain-20 and plain-8 at 32 px, 600 steps, rates
+0.01-1.0; without BatchNorm no network left chance at any rate.
 full: CIFAR-10, 20k iterations of 128 per run with a cosine schedule, ResNet-110 (Bjorck et al.'s
 network) with and without BN.
 """
