@@ -178,8 +178,9 @@ def run_side(name: str, command: list[str], env: dict[str, str]) -> dict:
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                cwd=ROOT)
-    evals, tail, images_per_s = [], [], None
+    evals, tail, images_per_s, last_line_s = [], [], None, None
     for line in process.stdout:
+        last_line_s = round(time.perf_counter() - started, 2)
         tail = (tail + [line.rstrip()])[-20:]
         match = EVAL_LINE.match(line.strip())
         if match:
@@ -190,8 +191,9 @@ def run_side(name: str, command: list[str], env: dict[str, str]) -> dict:
             images_per_s = float(found[1])
     if process.wait() != 0:
         raise SystemExit(f"error: the {name} side exited with status {process.returncode}:\n" + "\n".join(tail))
+    # last_line_s: when the side printed its last line (jaxconv: its run summary); the rest of wall_s is its exit.
     return {"side": name, "evals": evals, "wall_s": round(time.perf_counter() - started, 2),
-            "images_per_s": images_per_s}
+            "images_per_s": images_per_s, "last_line_s": last_line_s}
 
 
 def _seeds(text: str) -> tuple[int, ...]:
