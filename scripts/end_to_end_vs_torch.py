@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         data_dir = args.data_dir or scratch / "data"
         arrays = scratch / "shapes32.npz"
         export_dataset(data_dir, arrays)
+
         def jax_command(seed: int, round_: int) -> list[str]:
             return [sys.executable, "-m", "jaxconv.cli", "train", "--config", str(ROOT / "experiments/default.py"),
                     f"--config.data_dir={data_dir}", f"--config.num_train_steps={args.steps}",
@@ -293,6 +294,7 @@ def format_table(report: dict) -> str:
         rows.append(f"training images/s: jaxconv at {statistics.median(rates['jaxconv']) / statistics.median(rates['pytorch']):.2f}x "
                     f"PyTorch's (medians over {runs})")
     return "\n".join(rows)
+
 
 if __name__ == "__main__":
     main()
