@@ -15,7 +15,8 @@
 #             (needs TensorFlow; the other stages need only JAX, Flax, Optax, ml_collections and torch)
 #
 # Environment: PYTHON (default python3) runs jaxconv; TORCH_PYTHON, if set, runs the PyTorch
-# worker (a separate environment, when the two frameworks' CUDA libraries clash). Run from the
+# worker (a separate environment, when the two frameworks' CUDA libraries clash); TORCH_VARIANTS,
+# if set, the PyTorch variants the vs stages try (bench_vs_torch.py's --torch-variants). Run from the
 # repository root, with jaxconv installed or PYTHONPATH=src. Each stage's log is OUTDIR/STAGE.log;
 # a stage that fails does not stop the others, and the exit status is 1 if any failed.
 set -uo pipefail
@@ -34,6 +35,7 @@ mkdir -p "$out" || exit 2
 python=${PYTHON:-python3}
 vs_torch=("$python" scripts/bench_vs_torch.py --device cuda --dtype bfloat16)
 [[ -n ${TORCH_PYTHON:-} ]] && vs_torch+=(--torch-python "$TORCH_PYTHON")
+[[ -n ${TORCH_VARIANTS:-} ]] && vs_torch+=(--torch-variants "$TORCH_VARIANTS")
 
 stage_env() {
   {
@@ -63,8 +65,8 @@ stage_target() {
     "$out/resnet50_bf16_b256.json" | tee "$out/resnet50_bf16_b256.txt"
 }
 
-stage_vs() {  # MODEL at bench_vs_torch.py's GPU batch size and resolution
-  "${vs_torch[@]}" --models "$1" --json-out "$out/vs_torch_$1.json" | tee "$out/vs_torch_$1.md"
+stage_vs() {  # MODEL at bench_vs_torch.py's GPU batch size and resolution; 4 rounds of 20 steps a side
+  "${vs_torch[@]}" --models "$1" --steps 20 --rounds 4 --json-out "$out/vs_torch_$1.json" | tee "$out/vs_torch_$1.md"
 }
 
 stage_layers() {
