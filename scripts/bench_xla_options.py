@@ -49,24 +49,41 @@ def _typed(value: str) -> str | bool | int:
     return int(value) if re.fullmatch(r"-?\d+", value) else value
 
 
-def measure(spec: tuple[str, int, int], variants: dict[str, dict[str, str | bool | int]], rounds: int, steps: int) -> dict:
+def _refused(e: Exception) -> bool:
+    """Whether XLA refused an option or value at compile time (an unknown name, a wrong type)."""
+    return type(e).__name__ == "XlaRuntimeError" or "INVALID_ARGUMENT" in str(e)
+
+
+def measure(spec: tuple[str, int, int], variants: dict[str, dict[str, str | bool | int]], rounds: int, steps: int,
+            dtype: str = "float32") -> dict:
+    """A variant whose options XLA refuses is reported with the refusal and left out of the timing
+    (another jaxlib may not know an option); the first variant must compile."""
     from jaxconv.bench.common import Request
     from jaxconv.bench.step import compile_step
 
     model, size, batch = spec
     compiled, facts = {}, {}
     for name, options in variants.items():
-        compiled[name] = compile_step(Request(model, batch_size=batch, image_size=size), options or None)
+        try:
+            compiled[name] = compile_step(Request(model, batch_size=batch, image_size=size, dtype=dtype),
+                                          options or None)
+        except Exception as e:
+            if not compiled or not _refused(e):
+                raise
+            facts[name] = {"options": options, "error": str(e).splitlines()[0][:300]}
+            continue
         hlo = compiled[name].executable.as_text()
         facts[name] = {"options": options, "compile_s": round(compiled[name].compile_s, 2),
                        "ynn_fusions": len(re.findall(r"^\s*(?:ROOT )?%ynn_fusion[.0-9]* = ", hlo, re.M)),
-                       "convolutions": hlo.count(" convolution(")}
+                       "convolutions": hlo.count(" convolution("),
+                       "cudnn_convolutions": hlo.count('custom_call_target="__cudnn$conv'),  # GPU: via cuDNN
+                       "fusions": len(re.findall(r"= \S+ fusion\(", hlo))}
         memory = compiled[name].executable.memory_analysis()  # XLA's buffer assignment: the step's scratch
         if memory is not None:
             facts[name]["temp_mib"] = round(memory.temp_size_in_bytes / 2**20, 1)
     times = time_alternately(compiled, rounds, steps, facts)
     baseline = statistics.median(times[next(iter(times))])
-    for name in compiled:
+    for name in compiled:  # the baseline is the first variant, which compiled
         facts[name]["speedup"] = round(baseline / statistics.median(times[name]), 3)
     return {"model": model, "image_size": size, "batch_size": batch, "rounds": rounds, "steps": steps, **facts}
 
@@ -78,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="NAME=OPTION=VALUE, at least two variants (repeat the flag)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     parser.add_argument("--steps", type=int, default=10, help="steps timed per variant and round (default 10)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
     args = parser.parse_args(argv)
     variants: dict[str, dict[str, str | bool | int]] = {}
     for name, key, value in args.variant:
@@ -93,12 +111,12 @@ def main(argv: list[str] | None = None) -> int:
 
     for spec in args.specs:
         try:
-            print(json.dumps(measure(spec, variants, args.rounds, args.steps)), flush=True)
+            print(json.dumps(measure(spec, variants, args.rounds, args.steps, args.dtype)), flush=True)
         except BenchError as e:
             print(f"bench_xla_options.py: error: {e}", file=sys.stderr)
             return 2
-        except Exception as e:  # XLA refuses an unknown option or value at compile time
-            if type(e).__name__ != "XlaRuntimeError" and "INVALID_ARGUMENT" not in str(e):
+        except Exception as e:  # XLA refused the first variant's options
+            if not _refused(e):
                 raise
             print(f"bench_xla_options.py: error: XLA refused an option: {str(e).splitlines()[0]}", file=sys.stderr)
             return 2
