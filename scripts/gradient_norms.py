@@ -16,7 +16,6 @@ import pathlib
 import sys
 
 import jax
-import jax.numpy as jnp
 
 from jaxconv.analysis.gradients import layer_gradient_norms
 from jaxconv.layers.activations import ACTIVATIONS
