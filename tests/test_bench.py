@@ -215,6 +215,19 @@ def test_gpu_bench_script_records_the_machine_and_reports_failed_stages(tmp_path
     assert sorted(p.name for p in out.iterdir()) == ["env.log", "environment.txt", "vs-resnet50.log"]
 
 
+def test_xla_options_reports_an_option_this_jaxlib_refuses_and_times_the_rest(monkeypatch):
+    """scripts/bench_xla_options.py (gpu_bench.sh's xla-options stage): an option the installed
+    jaxlib does not know is reported beside the others' timings instead of ending the run."""
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[1] / "scripts"))
+    import bench_xla_options
+
+    spec = ("resnet20", 8, 8)  # a batch that divides over the suite's 8 CPU devices
+    result = bench_xla_options.measure(spec, {"base": {}, "gone": {"xla_no_such_option": True}}, rounds=1, steps=1)
+    assert result["base"]["speedup"] == 1.0 and result["base"]["median_images_per_s"] > 0
+    assert result["gone"] == {"options": {"xla_no_such_option": True},
+                              "error": "INVALID_ARGUMENT: No such compile option: 'xla_no_such_option'"}
+
+
 def test_profile_step_fits_the_fixed_cost_and_refuses_batch_lists_it_cannot_fit(capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parents[1] / "scripts"))
     import profile_step
