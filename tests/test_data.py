@@ -382,3 +382,15 @@ def test_closing_device_batches_releases_the_input_iterator_at_once():
         assert not batches._thread.is_alive() and alive() is None
     finally:
         gc.enable()
+
+
+def test_the_pipelines_run_without_tf_data_autotuning_thread_and_use_every_core():
+    """Deleting a tf.data iterator waits for its autotuning thread, whose wake-ups come up to a minute
+    apart late in a run and which sometimes misses the one cancellation gives (a run's end sat 0-60 s;
+    docs/benchmarks.md); without that thread, AUTOTUNE's parallel calls must still reach every core
+    the process may use, past tf.data's default of 16."""
+    import os
+
+    options = pipeline._options()
+    assert options.autotune.enabled is False
+    assert options.autotune.initial_parallelism == len(os.sched_getaffinity(0))

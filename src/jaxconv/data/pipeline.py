@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -54,7 +55,15 @@ def epoch_permutation(seed: int, epoch: int, count: int) -> np.ndarray:
 def _options() -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = True
-    options.autotune.enabled = True
+    # No autotuning thread: deleting an iterator waits for that thread to wake, and its wake-ups come up
+    # to a minute apart late in a run; the wake that cancellation should give is sometimes missed, so the
+    # training input's end (or the process's exit) sat 0-60 s (docs/benchmarks.md). AUTOTUNE's maps then
+    # run as many calls at once as the process has cores (tf.data's own default stops at 16, short of a
+    # GPU host) and prefetch grows its own buffer: the same images/s as with autotuning, measured on the
+    # ImageNet and CIFAR recipes, one and two cores.
+    options.autotune.enabled = False
+    options.autotune.initial_parallelism = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)
     options.threading.max_intra_op_parallelism = 1
     return options
 

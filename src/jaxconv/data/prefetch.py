@@ -60,13 +60,11 @@ class DeviceBatches:
         return item
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stops the producer and releases the input's iterator now, on this thread.
-
-        A tf.data iterator still alive when the interpreter exits is destroyed after TensorFlow
-        has begun to shut down, and then waits for its autotuning thread's next wake-up, which
-        comes up to a minute apart late in a run: `jaxconv train` sat 23-45 s between its last
-        line and its exit (docs/benchmarks.md). Released here it goes in milliseconds. A producer
-        still busy after ``timeout`` seconds (a stuck input) keeps its iterator; it is a daemon.
+        """Stops the producer and releases the input's iterator now, on this thread, rather than
+        whenever the last reference goes: at worst during the interpreter's exit, where a tf.data
+        iterator with an autotuning thread waited for it (`jaxconv train` sat 23-45 s after its
+        last line; docs/benchmarks.md). A producer still busy after ``timeout`` seconds (a stuck
+        input) keeps its iterator; it is a daemon thread.
         """
         with self._lock:
             self._stopped = True
