@@ -391,6 +391,8 @@ def test_the_pipelines_run_without_tf_data_autotuning_thread_and_use_every_core(
     the process may use, past tf.data's default of 16."""
     import os
 
-    options = pipeline._options()
+    from jaxconv.data.source import dataset_options
+
+    options = dataset_options()
     assert options.autotune.enabled is False
     assert options.autotune.initial_parallelism == len(os.sched_getaffinity(0))

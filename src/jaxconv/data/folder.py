@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from jaxconv.data.source import DatasetUnavailable, Source
+from jaxconv.data.source import DatasetUnavailable, Source, dataset_options
 from jaxconv.progress import Counter
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -108,7 +108,7 @@ def decodable(root: pathlib.Path, files: Sequence[str]) -> list[bool]:
         ds = ds.map(lambda i, p: (i, tf.shape(tf.io.decode_image(tf.io.read_file(p), channels=3,
                                                                    expand_animations=False))),
                     num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.ignore_errors()
+        ds = ds.ignore_errors().with_options(dataset_options())
         good = set()
         with Counter(f"checking the images of {root}", len(unknown), unit=" files") as counter:
             for i, _ in ds.as_numpy_iterator():

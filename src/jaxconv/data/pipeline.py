@@ -19,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 
 from jaxconv.data import augment
+from jaxconv.data.source import dataset_options
 from jaxconv.data.sources import Source
 
 # The input pipeline runs on the host's CPUs; keep TensorFlow off the accelerators JAX uses.
@@ -50,22 +50,6 @@ class Preprocess:
 
 def epoch_permutation(seed: int, epoch: int, count: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch, 0x5EED]).permutation(count)
-
-
-def _options() -> tf.data.Options:
-    options = tf.data.Options()
-    options.deterministic = True
-    # No autotuning thread: deleting an iterator waits for that thread to wake, and its wake-ups come up
-    # to a minute apart late in a run; the wake that cancellation should give is sometimes missed, so the
-    # training input's end (or the process's exit) sat 0-60 s (docs/benchmarks.md). AUTOTUNE's maps then
-    # run as many calls at once as the process has cores (tf.data's own default stops at 16, short of a
-    # GPU host) and prefetch grows its own buffer: the same images/s as with autotuning, measured on the
-    # ImageNet and CIFAR recipes, one and two cores.
-    options.autotune.enabled = False
-    options.autotune.initial_parallelism = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else (os.cpu_count() or 1)
-    options.threading.max_intra_op_parallelism = 1
-    return options
 
 
 def _fetch_fn(source: Source):
@@ -130,7 +114,7 @@ def train_dataset(
 
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(local, drop_remainder=True)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(dataset_options())
 
 
 def eval_dataset(
@@ -170,7 +154,7 @@ def eval_dataset(
         return {"image": augment.to_uint8(view), "label": label, "mask": tf.cast(index >= 0, tf.float32)}
 
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(_options())
+    ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(dataset_options())
     return ds, steps
 
 

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
 from jaxconv.errors import UserError
+
+
+def dataset_options() -> tf.data.Options:
+    """The options of every tf.data pipeline jaxconv iterates (training and evaluation input, scans)."""
+    options = tf.data.Options()
+    options.deterministic = True
+    # No autotuning thread: deleting an iterator waits for that thread to wake, and its wake-ups come up
+    # to a minute apart late in a run; the wake that cancellation should give is sometimes missed, so the
+    # training input's end (or the process's exit) sat 0-60 s (docs/benchmarks.md). AUTOTUNE's maps then
+    # run as many calls at once as the process has cores (tf.data's own default stops at 16, short of a
+    # GPU host) and prefetch grows its own buffer: the same images/s as with autotuning, measured on the
+    # ImageNet and CIFAR recipes, one and two cores.
+    options.autotune.enabled = False
+    options.autotune.initial_parallelism = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)
+    options.threading.max_intra_op_parallelism = 1
+    return options
 
 
 class DatasetUnavailable(UserError):
