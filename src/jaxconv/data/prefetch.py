@@ -59,7 +59,7 @@ class DeviceBatches:
             raise StopIteration
         return item
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float = 10.0) -> None:
         """Stops the producer and releases the input's iterator now, on this thread, rather than
         whenever the last reference goes: at worst during the interpreter's exit, where a tf.data
         iterator with an autotuning thread waited for it (`jaxconv train` sat 23-45 s after its
