@@ -425,6 +425,44 @@ def test_a_signal_while_the_dataset_is_generated_stops_at_once_and_keeps_nothing
     assert len(generated) < 2000 and not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
 
 
+def test_a_signal_while_a_prepared_dataset_opens_or_the_model_is_built_stops_before_the_first_step(
+        data_dir, tmp_path, monkeypatch):
+    """Only preparing a dataset is cut at once: a SIGTERM (a preemption) while the start opens a dataset
+    that is already prepared, or builds the model, lets the start finish and stops before the first
+    step, as a preempted run should (it once ended with exit status 130 and a line about a dataset
+    being prepared)."""
+    from jaxconv.train import experiment
+
+    real = experiment.get_model
+
+    def get_model_under_preemption(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "get_model", get_model_under_preemption)
+    lines = []
+    summary = train(tiny(data_dir), tmp_path / "run", log=lines.append)
+    assert summary["status"] == "preempted" and summary["steps"] == 0
+    assert lines[-1] == "SIGTERM before the first step: stopped; run the same command to start"
+
+
+def test_a_signal_just_before_a_dataset_is_generated_stops_it_before_it_starts(tmp_path, monkeypatch):
+    """A stop request that comes as the dataset is about to be generated (hours, for some) ends the
+    start there, as one during the generation does, keeping nothing."""
+    from jaxconv.data import sources
+
+    real = sources.tfds_builder
+
+    def builder_under_preemption(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sources, "tfds_builder", builder_under_preemption)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM while the dataset was prepared: stopped at once"):
+        train(tiny(tmp_path / "data"), tmp_path / "run", log=lambda _: None)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
+
+
 def test_a_model_given_nchw_or_other_channels_says_which_layout_it_takes():
     from jaxconv.models import get_model
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from jaxconv.data.source import DatasetUnavailable, Source, dataset_options
+from jaxconv.data.source import DatasetUnavailable, Source, dataset_options, preparing_data
 from jaxconv.progress import Counter
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -110,7 +110,7 @@ def decodable(root: pathlib.Path, files: Sequence[str]) -> list[bool]:
                     num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.ignore_errors().with_options(dataset_options())
         good = set()
-        with Counter(f"checking the images of {root}", len(unknown), unit=" files") as counter:
+        with Counter(f"checking the images of {root}", len(unknown), unit=" files") as counter, preparing_data():
             for i, _ in ds.as_numpy_iterator():
                 good.add(int(i))
                 counter.advance()

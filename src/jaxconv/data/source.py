@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 import numpy as np
 import tensorflow as tf
 
 from jaxconv.errors import UserError
 
+
+_preparing = threading.Event()
+_on_preparing: list = []  # callables run as such work starts (jaxconv.train.signals: a stop already asked for)
+
+
+@contextlib.contextmanager
+def preparing_data():
+    """Marks work that makes a dataset usable and keeps nothing if cut short: generating or downloading
+    it, scanning an image folder. A stop request (SIGTERM, Ctrl-C) ends such work at once, also one
+    that came just before it; anywhere else in a run's start it lets the start finish and stops before
+    the first step (jaxconv.train.signals)."""
+    _preparing.set()
+    try:
+        for check in list(_on_preparing):
+            check()
+        yield
+    finally:
+        _preparing.clear()
+
+
+def data_being_prepared() -> bool:
+    return _preparing.is_set()
 
 def dataset_options() -> tf.data.Options:
     """The options of every tf.data pipeline jaxconv iterates (training and evaluation input, scans)."""

@@ -28,7 +28,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jaxconv.data.catalog import DATASETS, DatasetSpec
-from jaxconv.data.source import DatasetUnavailable, Source
+from jaxconv.data.source import DatasetUnavailable, Source, preparing_data
 from jaxconv.logs import without_absl_messages
 from jaxconv.progress import Counter
 
@@ -192,8 +192,8 @@ def prepare(
     # What preparing creates; TFDS removes its own incomplete.* folder on a failure, not these.
     new = [path for path in (root, root / spec.tfds_name, root / "downloads") if not path.exists()]
     try:
-        with contextlib.redirect_stdout(io.StringIO()), _counting(builder, spec):  # TFDS prints a banner to stdout
-            builder.download_and_prepare(file_format="array_record", download_config=config)
+        with contextlib.redirect_stdout(io.StringIO()), _counting(builder, spec), preparing_data():
+            builder.download_and_prepare(file_format="array_record", download_config=config)  # (TFDS prints a banner)
     except BaseException as e:  # a full disk, a second Ctrl-C: nothing half-made is left behind
         if isinstance(e, OSError) and (data_path / "dataset_info.json").exists():
             # Another machine sharing data_dir finished the same dataset first (TFDS's final rename found it
