@@ -13,7 +13,7 @@ from jaxconv.errors import UserError
 
 
 _preparing = threading.Event()
-_on_preparing: list = []  # callables run as such work starts (jaxconv.train.signals: a stop already asked for)
+_on_preparing: list = []  # checks run as such work starts (see stop_before_preparing)
 
 
 @contextlib.contextmanager
@@ -33,6 +33,17 @@ def preparing_data():
 
 def data_being_prepared() -> bool:
     return _preparing.is_set()
+
+
+@contextlib.contextmanager
+def stop_before_preparing(check):
+    """Inside it, ``check()`` runs as each preparation starts, and may raise to keep it from starting."""
+    _on_preparing.append(check)
+    try:
+        yield
+    finally:
+        _on_preparing.remove(check)
+
 
 def dataset_options() -> tf.data.Options:
     """The options of every tf.data pipeline jaxconv iterates (training and evaluation input, scans)."""

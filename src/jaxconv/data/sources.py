@@ -192,8 +192,9 @@ def prepare(
     # What preparing creates; TFDS removes its own incomplete.* folder on a failure, not these.
     new = [path for path in (root, root / spec.tfds_name, root / "downloads") if not path.exists()]
     try:
+        # TFDS prints a banner to stdout.
         with contextlib.redirect_stdout(io.StringIO()), _counting(builder, spec), preparing_data():
-            builder.download_and_prepare(file_format="array_record", download_config=config)  # (TFDS prints a banner)
+            builder.download_and_prepare(file_format="array_record", download_config=config)
     except BaseException as e:  # a full disk, a second Ctrl-C: nothing half-made is left behind
         if isinstance(e, OSError) and (data_path / "dataset_info.json").exists():
             # Another machine sharing data_dir finished the same dataset first (TFDS's final rename found it

@@ -34,11 +34,12 @@ def stop_signals(log: Callable[[str], None] = print):
     One process: SIGTERM, or a first Ctrl-C, sets a flag (the run finishes its step, saves a
     checkpoint and returns normally); a second Ctrl-C ends the process at once, with a line and
     without a traceback (a checkpoint write it cuts short is never restored: see checkpoint.py).
-    Inside ``request.preparing()``, while a dataset is being generated, downloaded or scanned
-    (``jaxconv.data.source.preparing_data``: nothing to save, and possibly hours to go), either
-    signal stops at once with KeyboardInterrupt, so that what was half-prepared is removed on the
-    way out; elsewhere in it (opening a prepared dataset, building the model) the start finishes
-    and the run stops before its first step, exit status 0, as a preempted run should.
+    While a dataset is being generated, downloaded or scanned (``jaxconv.data.source.preparing_data``:
+    nothing to save, and possibly hours to go), either signal stops at once with KeyboardInterrupt,
+    so that what was half-prepared is removed on the way out, and inside ``request.preparing()`` a
+    preparation does not start after one; elsewhere in the start (opening a prepared dataset,
+    building the model) the start finishes and the run stops before its first step, exit status 0,
+    as a preempted run should.
     Several processes: JAX's preemption service (which owns SIGTERM then) makes every process agree
     on the same step, so that they all save the same checkpoint.
     """
@@ -49,7 +50,7 @@ def stop_signals(log: Callable[[str], None] = print):
         return
     from jaxconv.data import source
 
-    flag, reason, preparing = threading.Event(), [], threading.Event()
+    flag, reason = threading.Event(), []
 
     def stop_preparing(name: str) -> None:
         raise KeyboardInterrupt(f"{name} while the dataset was prepared: stopped at once; nothing of it is kept")
@@ -58,18 +59,8 @@ def stop_signals(log: Callable[[str], None] = print):
         if flag.is_set():
             stop_preparing(reason[0] if reason else "SIGTERM")
 
-    @contextlib.contextmanager
-    def while_preparing():
-        preparing.set()
-        source._on_preparing.append(stopped_already)
-        try:
-            yield
-        finally:
-            source._on_preparing.remove(stopped_already)
-            preparing.clear()
-
     request = StopRequest(lambda step: flag.is_set(), flag.is_set, lambda: reason[0] if reason else "SIGTERM",
-                          while_preparing)
+                          lambda: source.stop_before_preparing(stopped_already))
     if threading.current_thread() is not threading.main_thread():
         yield request
         return
@@ -77,11 +68,11 @@ def stop_signals(log: Callable[[str], None] = print):
     def on_term(*_):
         reason.append("SIGTERM")
         flag.set()
-        if preparing.is_set() and source.data_being_prepared():
+        if source.data_being_prepared():
             stop_preparing("SIGTERM")
 
     def on_interrupt(*_):
-        if preparing.is_set() and source.data_being_prepared():
+        if source.data_being_prepared():
             stop_preparing("Ctrl-C")
         if flag.is_set():
             print("\njaxconv: interrupted again: stopped at once; the last complete checkpoint is kept",
