@@ -158,6 +158,29 @@ def test_an_unwritable_workdir_is_reported_before_any_work(tmp_path, capsys):
     assert len(err) <= 3 and "is not writable" in err[-1]
 
 
+def test_a_workdir_on_a_full_disk_is_refused_in_one_line_and_leaves_nothing(tmp_path):
+    """A full disk lets a file be created but not written: the writability probe must not stay behind,
+    nor the workdir the refused run created. (A file-size limit of 1 byte stands in for the full disk.)"""
+    import resource
+
+    from jaxconv.train.workdir import WorkdirError, holding
+
+    existing, new = tmp_path / "existing", tmp_path / "new"
+    existing.mkdir()
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, not kills
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1, limit[1]))
+    try:
+        for workdir in (existing, new):
+            with pytest.raises(WorkdirError, match=f"workdir {re.escape(str(workdir))} is not writable: File too large"):
+                with holding(workdir, log=lambda _: None):
+                    pass
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"] and not any(existing.iterdir())
+
+
 # --- NaN rollback ---------------------------------------------------------------------------------------
 
 

@@ -78,9 +78,11 @@ def ensure_writable(workdir: pathlib.Path) -> None:
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         probe.write_text("ok")
-        probe.unlink()
     except OSError as e:
         raise WorkdirError(f"workdir {workdir} is not writable: {e.strerror or e}") from None
+    finally:  # a full disk lets the file be created but not written: it must not stay
+        with contextlib.suppress(OSError):
+            probe.unlink()
 
 
 def atomic_write_text(path: pathlib.Path, text: str) -> None:
@@ -352,6 +354,9 @@ def holding(workdir: pathlib.Path, log: Callable[[str], None]):
         if not held and error is None:
             error = WorkdirBusy(f"workdir {workdir}: process 0 could not lock it (see its output)")
     if error is not None:
+        if created and is_main:  # e.g. a full disk that let the folder be made but nothing in it
+            with contextlib.suppress(OSError):
+                workdir.rmdir()  # only if empty: never anything of someone else's
         raise error
     try:
         yield
