@@ -9,6 +9,7 @@ import pathlib
 import signal
 import re
 import shutil
+import time
 
 import jax
 import jax.numpy as jnp
@@ -81,6 +82,63 @@ def test_an_unsealed_unreadable_checkpoint_is_also_caught(tmp_path):
     checkpoints.close()
 
 
+def test_an_unsealed_checkpoint_that_reads_but_holds_nan_is_broken(tmp_path):
+    """Without a manifest nothing checks a checkpoint's bytes; a corruption that still reads (as NaN
+    here) is caught because a run never saves a state that is not finite."""
+    checkpoints, messages = saved(tmp_path)
+    checkpoints.save(3, toy_state(float("nan")), {"step": 3})
+    checkpoints.wait()
+    (checkpoints.step_directory(3) / MANIFEST).unlink()  # as if its run was killed before sealing it
+    _, _, step = checkpoints.restore_latest(toy_state(0.0))
+    assert step == 2 and len(messages) == 1 and "NaN or infinite values" in messages[0]
+    checkpoints.close()
+
+
+def test_a_checkpoint_a_killed_run_left_unsealed_is_sealed_on_restore_and_the_others_pruned(tmp_path):
+    """A run killed between a save and its seal leaves it unsealed; the next run seals the one it
+    resumes from, and drops older leftovers as it would sealed ones (they were kept for ever)."""
+    checkpoints, messages = saved(tmp_path, steps=(1, 2, 3))
+    checkpoints.close()
+    for step in (1, 3):
+        (tmp_path / "checkpoints" / str(step) / MANIFEST).unlink()
+    reopened = Checkpoints(tmp_path, keep=2, log=messages.append)
+    state, _, step = reopened.restore_latest(toy_state(0.0))
+    assert step == 3 and float(state["w"][0, 0]) == 3.0 and reopened.is_sealed(3) and not messages
+    for step in (4, 5):
+        reopened.save(step, toy_state(step), {"step": step})
+        reopened.wait()
+    assert reopened.all_steps() == [4, 5]
+    reopened.close()
+
+
+def test_a_finished_save_is_sealed_without_waiting_for_the_next_one(tmp_path):
+    """The loop asks after every step; a run killed between two saves then leaves the first sealed."""
+    checkpoints = Checkpoints(tmp_path, keep=3)
+    checkpoints.save(1, toy_state(1.0), {"step": 1})
+    deadline = time.time() + 60
+    while not checkpoints.is_sealed(1) and time.time() < deadline:
+        checkpoints.seal_finished()
+        time.sleep(0.01)
+    assert checkpoints.is_sealed(1)
+    checkpoints.close()
+
+
+def test_a_reader_beside_a_training_run_skips_checkpoints_deleted_while_it_reads(tmp_path):
+    """`jaxconv eval` on a run that is training: checkpoints it listed may be pruned before it reads
+    them, and newer ones appear; neither is a broken checkpoint."""
+    writer, _ = saved(tmp_path, steps=(1, 2, 3))
+    messages: list[str] = []
+    reader = Checkpoints(tmp_path, read_only=True, log=messages.append)
+    assert reader.all_steps() == [1, 2, 3]
+    writer.save(4, toy_state(4.0), {"step": 4})
+    writer.wait()
+    writer.manager.delete(3)
+    state, _, step = reader.restore_latest(toy_state(0.0))
+    assert step == 4 and float(state["w"][0, 0]) == 4.0 and not messages
+    assert not (tmp_path / "broken_checkpoints").exists()
+    reader.close(), writer.close()
+
+
 def test_an_interrupted_write_is_never_restored_and_is_cleaned_up(tmp_path):
     checkpoints, _ = saved(tmp_path)
     checkpoints.close()
@@ -99,7 +157,7 @@ def test_an_interrupted_write_is_never_restored_and_is_cleaned_up(tmp_path):
 
 def test_no_good_checkpoint_is_deleted_while_the_newest_is_unsealed():
     sealed = {1, 2, 3}
-    policy = KeepSealed(keep=1, is_sealed=lambda step: step in sealed)
+    policy = KeepSealed(keep=1, pending=lambda step: step not in sealed)
 
     class Info:
         def __init__(self, step, top1=None):

@@ -271,6 +271,40 @@ def test_an_unusable_latest_checkpoint_is_skipped_by_eval_and_set_aside_by_a_res
     assert steps_logged_once(workdir)
 
 
+def test_a_truncated_unsealed_latest_checkpoint_costs_one_line_not_a_traceback_per_array(four_steps, tmp_path,
+                                                                                        capfd):
+    """A run killed before sealing its newest checkpoint, whose file was then cut short: the resume
+    says so in one line (it printed Orbax's abandoned reads' tracebacks, 9,000 lines for ResNet-20)."""
+    workdir = copy_of(four_steps, tmp_path)
+    latest = workdir / "checkpoints" / "4"
+    (latest / "jaxconv_manifest.json").unlink()
+    victim = max((p for p in (latest / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    victim.write_bytes(victim.read_bytes()[:1000])
+    capfd.readouterr()
+    assert main(["train", "--workdir", str(workdir), "--config.num_train_steps=6"]) == 0
+    err = capfd.readouterr().err
+    assert "checkpoint 4 is broken (unreadable" in err and "resuming from step 2" in err
+    assert "Exception ignored" not in err and "Traceback" not in err and "TensorStore details" not in err
+
+
+def test_a_finished_run_stopped_before_its_summary_gets_it_on_the_next_start(four_steps, tmp_path, capsys):
+    """Killed after sealing its last checkpoint, before writing summary.json: the next start writes it
+    from the run's records (it said "nothing to do" and left the run incomplete for ever)."""
+    workdir = copy_of(four_steps, tmp_path)
+    finished = json.loads((workdir / "summary.json").read_text())
+    (workdir / "summary.json").unlink()
+    capsys.readouterr()
+    assert main(["train", "--workdir", str(workdir)]) == 0
+    out, err = capsys.readouterr()
+    assert "stopped before writing its summary" in err and "(wall time unknown)" in out
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 4 and summary["wall_time_s"] is None
+    assert summary["final_eval"] == finished["final_eval"] and summary["best_eval"] == finished["best_eval"]
+    assert load_run(workdir).completed
+    assert main(["train", "--workdir", str(workdir)]) == 0
+    assert "nothing to do" in capsys.readouterr().err
+
+
 def test_settling_metrics_keeps_rollbacks_and_earlier_steps(tmp_path):
     lines = [{"step": 2, "split": "train"}, {"step": 4, "split": "rollback"}, {"step": 4, "split": "eval"},
              {"step": 6, "split": "train"}]

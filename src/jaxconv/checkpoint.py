@@ -3,15 +3,18 @@
 Saving: asynchronous and atomic — Orbax writes into a temporary directory and renames it
 when complete, so an interrupted save (SIGKILL, full disk) never becomes a checkpoint.
 Once a save has finished, jaxconv *seals* it: a manifest with the size and SHA-256 of every
-file (``jaxconv_manifest.json`` inside the step directory).
+file (``jaxconv_manifest.json`` inside the step directory). The training loop seals a save as
+soon as it has finished (``seal_finished``), so a run killed later leaves it sealed.
 
-Keeping: the last ``keep`` sealed checkpoints, the best sealed one by evaluation top-1, and
-every checkpoint not sealed yet — so a good checkpoint is never deleted to make room while a
-newer one is unproven.
+Keeping: the last ``keep`` checkpoints, the best one by evaluation top-1, and every save of
+this run not sealed yet — so a good checkpoint is never deleted to make room while a newer one
+is unproven. (A checkpoint a killed run wrote but did not seal is kept or dropped like any other.)
 
 Restoring: the newest checkpoint whose files match its manifest and that Orbax can read. A
 broken one (truncated, corrupted, unreadable) is reported in one line, moved aside to
-WORKDIR/broken_checkpoints/ for inspection — never deleted — and the previous one is used.
+WORKDIR/broken_checkpoints/ for inspection — never deleted — and the previous one is used. A
+checkpoint without a manifest (its run was killed before sealing it) must also hold only finite
+values, as every saved state does; a run that restores one seals it.
 
 Every process calls save and restore (they are collective in multi-process runs); sealing
 and moving aside are done by process 0 on the shared checkpoint directory.
@@ -19,9 +22,13 @@ and moving aside are done by process 0 on the shared checkpoint directory.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
+import inspect
 import os
 import pathlib
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -58,18 +65,18 @@ def _top1(metrics: dict) -> float:
 
 @dataclasses.dataclass
 class KeepSealed(checkpoint_managers.PreservationPolicy):
-    """Keep every unsealed checkpoint, the last ``keep`` sealed ones and the best sealed one."""
+    """Keep every save of this run not sealed yet (``pending``), and of the others the last ``keep``
+    and the best."""
 
     keep: int
-    is_sealed: Callable[[int], bool]
+    pending: Callable[[int], bool]
 
     def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> Sequence[bool]:
-        sealed = [info for info in checkpoints if self.is_sealed(info.step)]
-        latest = {info.step for info in sorted(sealed, key=lambda info: info.step)[-self.keep:]}
-        scored = [info for info in sealed if info.metrics is not None and "top1" in info.metrics]
+        settled = [info for info in checkpoints if not self.pending(info.step)]
+        latest = {info.step for info in sorted(settled, key=lambda info: info.step)[-self.keep:]}
+        scored = [info for info in settled if info.metrics is not None and "top1" in info.metrics]
         best = {max(scored, key=lambda info: _top1(info.metrics)).step} if scored else set()
-        return [(not self.is_sealed(info.step)) or info.step in latest or info.step in best
-                for info in checkpoints]
+        return [self.pending(info.step) or info.step in latest or info.step in best for info in checkpoints]
 
 
 _SINGLE_WRITER = False
@@ -132,7 +139,7 @@ class Checkpoints:
     def _manager(self) -> ocp.CheckpointManager:
         _single_writer_arrays()
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=KeepSealed(self.keep, self.is_sealed),
+            preservation_policy=KeepSealed(self.keep, lambda step: step in self._unsealed),
             best_fn=_top1,  # also makes Orbax store each checkpoint's metrics, so a resumed run keeps the best
             best_mode="max",
             create=not self.read_only,
@@ -176,6 +183,25 @@ class Checkpoints:
         """Waits for the pending save and seals it."""
         self._finish_pending()
 
+    def seal_finished(self, *, collective: bool = True) -> None:
+        """Seals the pending save if it has finished, without waiting for it (called after each step).
+
+        With several processes the choice must be the same on each: only where ``collective`` (a point
+        every process reaches, such as a logging step) does process 0's view decide, broadcast.
+        """
+        in_progress = getattr(self.manager, "is_saving_in_progress", None)  # Orbax >= 0.11.x
+        if not self._unsealed or in_progress is None:
+            return
+        finished = not in_progress()
+        if jax.process_count() > 1:
+            if not collective:
+                return
+            from jax.experimental import multihost_utils
+
+            finished = bool(multihost_utils.broadcast_one_to_all(np.int32(finished)))
+        if finished:
+            self._finish_pending()
+
     def _finish_pending(self) -> None:
         try:
             self.manager.wait_until_finished()
@@ -204,7 +230,7 @@ class Checkpoints:
         steps = self.all_steps()
         keep = set(steps[-self.keep:]) | {self.best_step()}
         for step in steps:
-            if step not in keep and self.is_sealed(step):
+            if step not in keep:
                 self.manager.delete(step)
 
     def _write_error(self, step: int | None, error: Exception) -> CheckpointWriteError:
@@ -226,6 +252,17 @@ class Checkpoints:
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
         )
         return restored["state"], dict(restored["meta"])
+
+    def _seal_restored(self, step: int, state: Any) -> None:
+        """A checkpoint without a manifest, just read whole: its values must all be finite (a run never
+        saves a state whose loss was not finite); a writer then seals it, as its killed run did not."""
+        if self.is_sealed(step):
+            return
+        if not _all_finite(state):
+            raise ValueError("it holds NaN or infinite values, and no manifest to check its files against")
+        if not self.read_only and jax.process_index() == 0:
+            with contextlib.suppress(OSError):  # sealing is a safeguard; a full disk must not stop the resume
+                write_manifest(self.step_directory(step))
 
     def available(self, step: int | None = None, *, hint: str = "") -> list[int]:
         """The steps held, with NoCheckpoint when there is none (or ``step`` is not among them)."""
@@ -250,17 +287,29 @@ class Checkpoints:
         Broken checkpoints on the way are reported, moved to WORKDIR/broken_checkpoints and
         skipped. A checkpoint that is intact but does not fit ``target`` raises CheckpointMismatch.
         """
-        candidates = [step] if step is not None else list(reversed(self.all_steps()))
-        for candidate in candidates:
+        tried: set[int] = set()
+        while True:
+            candidates = [step] if step is not None else [s for s in reversed(self.all_steps()) if s not in tried]
+            if not candidates or len(tried) > 100:
+                return None
+            candidate = candidates[0]
+            tried.add(candidate)
             problem = verify_manifest(self.step_directory(candidate))
             if problem is None:
                 try:
-                    state, meta = self.restore(candidate, target)
+                    with _quiet_unraisable():
+                        state, meta = self.restore(candidate, target)
+                        self._seal_restored(candidate, state)
                     return state, meta, candidate
                 except CheckpointMismatch:
                     raise
                 except Exception as e:  # unreadable: truncated or corrupted files, bad metadata
-                    problem = f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    first = str(e).splitlines()[0].split(" See full TensorStore details")[0] if str(e) else ""
+                    problem = f"unreadable: {type(e).__name__}: {first}"
+                    if step is None and not self.step_directory(candidate).exists():
+                        # deleted while it was read: the run training in this workdir pruned it
+                        self.manager.reload()
+                        continue
             if step is not None:
                 raise BrokenCheckpoint(f"checkpoint {candidate} in {self.directory} is broken ({problem})")
             if self.read_only:
@@ -322,6 +371,35 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _all_finite(tree: Any) -> bool:
+    """Whether every floating-point value in ``tree`` is finite: one compiled reduction, the same answer
+    on every process of a multi-process run."""
+    leaves = [leaf for leaf in jax.tree_util.tree_leaves(tree)
+              if hasattr(leaf, "dtype") and jax.numpy.issubdtype(leaf.dtype, jax.numpy.inexact)]
+    if not leaves:
+        return True
+    check = jax.jit(lambda xs: jax.numpy.stack([jax.numpy.isfinite(x).all() for x in xs]).all())
+    return bool(check(leaves))
+
+
+@contextlib.contextmanager
+def _quiet_unraisable():
+    """Drops what an abandoned read leaves to the garbage collector: a checkpoint Orbax cannot read
+    makes its unawaited read coroutines each print a traceback (hundreds) when they are collected."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not inspect.iscoroutine(unraisable.object):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook = previous
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:

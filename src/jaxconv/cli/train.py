@@ -153,7 +153,8 @@ def allowed_changes(values: Sequence[str]) -> frozenset[str]:
 def format_train_summary(summary: dict) -> str:
     lines = [f"{summary.get('status', 'completed')}: {summary.get('model')} on {summary.get('dataset')}, "
              f"{summary.get('steps')} steps ({summary.get('epochs', 0):.2f} epochs) "
-             f"in {summary.get('wall_time_s', 0) / 60:.1f} min"]
+             + (f"in {summary['wall_time_s'] / 60:.1f} min" if summary.get("wall_time_s") is not None
+                else "(wall time unknown)")]
     final = summary.get("final_eval")
     if final:
         lines.append(f"  final eval: top-1 {100 * final['top1']:.2f}%  top-5 {100 * final['top5']:.2f}%  "

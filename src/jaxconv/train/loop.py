@@ -45,7 +45,7 @@ from jaxconv.train.signals import StopRequest, stop_signals
 from jaxconv.train.state import TrainState
 from jaxconv.train.steps import eval_step, train_step
 from jaxconv.train.workdir import WorkdirBusy, WorkdirError, atomic_write_text, has_checkpoints, holding, \
-    read_summary, settle_metrics
+    read_records, read_summary, settle_metrics
 
 __all__ = ["ConfigChanged", "ConfigError", "TrainingDiverged", "WorkdirBusy", "WorkdirError", "evaluate",
            "evaluate_checkpoint", "train"]
@@ -178,8 +178,14 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
         return _stopped_before_training(config, workdir, start_step, stop, log)
     if start_step >= exp.total_steps:
         checkpoints.close()
-        log(f"already trained for {exp.total_steps} steps; nothing to do (see {workdir / 'summary.json'})")
-        return read_summary(workdir) or {"steps": start_step}
+        summary = read_summary(workdir)
+        if summary is None:
+            summary = _late_summary(exp, state, workdir, checkpoints.directory)
+            log(f"the run had finished (checkpoint {start_step}) but stopped before writing its summary; "
+                f"wrote {workdir / 'summary.json'} from its records")
+        else:
+            log(f"already trained for {exp.total_steps} steps; nothing to do (see {workdir / 'summary.json'})")
+        return summary
     for warning in schedule_warnings(config, exp.schedule, exp.steps_per_epoch, exp.total_steps):
         log(f"warning: {warning}")
     try:
@@ -217,8 +223,10 @@ def _run_steps(run: Run, stop: StopRequest, log: Callable[[str], None], progress
     while True:
         last, stopping = run.step == total, stop.at_step(run.step)
         saving = save.due(run.step, last, stopping)
+        logging_due = log_metrics.due(run.step, last)
+        run.checkpoints.seal_finished(collective=logging_due)  # a run killed later keeps it sealed
         try:
-            if log_metrics.due(run.step, last) or (saving and run.pending):
+            if logging_due or (saving and run.pending):
                 log_metrics(run)  # never checkpoint a state whose loss has not been checked
         except TrainingDiverged as error:
             roll_back(run, error)
@@ -371,6 +379,30 @@ class SaveCheckpoint(Periodic):
 
 
 # -- after the last step --------------------------------------------------------------------------
+
+def _late_summary(exp: Experiment, state, workdir: pathlib.Path, checkpoints: pathlib.Path) -> dict:
+    """The summary of a run stopped (SIGKILL, a lost node) after its last checkpoint, before its summary:
+    from the checkpoint and metrics.jsonl, whose final evaluation comes before the last save. Its wall
+    time is unknown (None)."""
+    total = exp.total_steps
+    final = None
+    if (workdir / "metrics.jsonl").is_file():
+        records, _ = read_records(workdir / "metrics.jsonl")
+        evals = [r for r in records if r.get("split") == "eval" and r.get("step") == total]
+        final = evals[-1] if evals else None
+    summary = {
+        "status": "completed", "model": exp.config.model, "dataset": exp.config.dataset,
+        "steps": total, "epochs": total / exp.steps_per_epoch,
+        "final_eval": final, "best_eval": best_eval(workdir), "rollbacks": int(np.asarray(state.rollbacks.addressable_shards[0].data)),
+        "wall_time_s": None, "devices": exp.parallel.device_count, "processes": jax.process_count(),
+        "workdir": str(workdir.absolute()), "checkpoints": str(checkpoints),
+        "metrics": str((workdir / "metrics.jsonl").absolute()),
+        "written_late": "by a later start: the run stopped after its last checkpoint, before its summary",
+    }
+    if jax.process_index() == 0:
+        atomic_write_text(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
 
 def _summary(run: Run, workdir: pathlib.Path, started: float) -> dict:
     exp, config = run.exp, run.exp.config
