@@ -55,6 +55,11 @@ def test_summary_table_options(capsys):
         (["summary", "resnet20", "--option", "widht=2"], "--option widht=2: resnet20 refuses it"),
         (["summary", "resnet20", "--option", "groups"], "expected NAME=VALUE"),
         (["summary", "alexnet", "--option", "classifier_norm=True"], "but norm is None; give norm='batch'"),
+        # widths and groups of 0 reached a division: a ZeroDivisionError traceback
+        (["summary", "resnet20", "--option", "widths=(0, 0, 0)"], "stage1/block0/conv1: features=0 must be a positive"),
+        (["summary", "resnet20", "--option", "stem_width=-16"], "stem/conv: features=-16 must be a positive integer"),
+        (["summary", "alexnet", "--option", "groups=0"], "conv2: groups=0 must be a positive integer"),
+        (["summary", "resnet20", "--option", "num_classes=0"], "give it as --num-classes, not as a model option"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -65,6 +70,17 @@ def test_bad_input_is_one_line_with_exit_status_2(args, needle, capsys):
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0]
     assert lines[0].startswith("jaxconv: error:")
+
+
+def test_ctrl_c_says_interrupted(monkeypatch, capsys):
+    from jaxconv.cli import listing
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(listing, "run", interrupted)
+    assert main(["list"]) == 130
+    assert capsys.readouterr().err == "jaxconv: interrupted\n"  # it printed "jaxconv: " and nothing more
 
 
 def test_bad_input_in_a_real_process_has_no_traceback():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -69,7 +70,7 @@ def test_a_torn_last_line_is_ignored_but_damage_inside_is_not(tiny_run, tmp_path
     (copy / "metrics.jsonl").write_text("\n".join(lines) + "\n" + lines[-1][:10])
     assert len(load_run(copy).evals) == 2
     (copy / "metrics.jsonl").write_text(lines[0][:10] + "\n" + "\n".join(lines))
-    with pytest.raises(RunError, match="metrics.jsonl:1: not a JSON line"):
+    with pytest.raises(RunError, match="metrics.jsonl:1: not a JSON object"):
         load_run(copy)
 
 
@@ -229,12 +230,34 @@ def test_the_modern_set_is_drawn_beside_the_lineage_with_published_figures(tmp_p
         (["compare", "--no-speed", "--runs", "/nonexistent"], "/nonexistent: no such directory"),
         (["compare", "lenet5", "--no-speed", "--image-size", "8"], "--image-size 8"),
         (["report", "/nonexistent"], "/nonexistent: no such directory"),
+        (["report", __file__], f"{__file__}: not a directory"),
+        (["compare", "resnet20", "--no-speed", "--out", f"{__file__}/sub"], "--out"),  # was a traceback after the table
     ],
 )
 def test_bad_input_is_one_line_with_exit_status_2(args, needle, capsys):
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_report_reads_past_odd_records_and_counts_a_run_given_twice_once(tiny_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    lines = (copy / "metrics.jsonl").read_text().splitlines()
+    odd = ['{"split": "eval"}', '{"step": "x", "split": "train", "loss": 1.0, "top1": 0.5}']
+    (copy / "metrics.jsonl").write_text("\n".join(lines[:1] + odd + lines[1:]) + "\n")
+    run = load_run(copy)
+    assert len(run.evals) == 2 and any("2 record(s) without an integer step" in note for note in run.notes)
+    assert [r.path for r in find_runs([copy, copy, tmp_path])] == [copy]
+
+
+def test_a_failed_out_removes_the_parent_folders_it_created(tiny_run, tmp_path, capsys):
+    out = tmp_path / "new" / "deeper" / "out"
+    assert cli.main(["report", str(tiny_run), "--out", str(out), "--x", "bogus_key"]) == 2
+    assert list(tmp_path.iterdir()) == []
+    assert cli.main(["compare", "lenet5", "--no-speed", "--image-size", "8", "--out", str(out)]) == 2
+    assert list(tmp_path.iterdir()) == []
+    assert "--image-size 8" in capsys.readouterr().err
 
 
 def test_a_study_plans_one_run_per_network_in_its_own_workdir(tmp_path):

@@ -180,6 +180,12 @@ BAD_MODULES = {
                   "--import raises.py: importing it failed: RuntimeError: no GPU here (raises.py, line 3)"),
     "needs.py": ("import not_a_module_anywhere\n",
                  "--import needs.py: importing it failed: ModuleNotFoundError: No module named 'not_a_module_anywhere'"),
+    # a script's habit: it made every command exit 0 with no output
+    "exits.py": ("import sys\n\nsys.exit(0)\n", "--import exits.py: importing it failed: SystemExit: 0 (exits.py, line 3)"),
+    # a factory that is not a Flax module class: `list` crashed on it with a TypeError
+    "lambda.py": ("import jaxconv\n\njaxconv.register('x', lambda **k: None, image_size=32, num_classes=10)\n",
+                  "--import lambda.py: importing it failed: ValueError: register('x', ...): the factory must be a Flax "
+                  "module class or a functools.partial of one, got function <lambda> (lambda.py, line 3)"),
 }
 
 
@@ -220,7 +226,8 @@ def test_jaxconv_import_variable_in_a_real_process(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "jaxconv.cli", "list"], capture_output=True, text=True, env=env,
                          timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip() == (f"jaxconv: error: --import {tmp_path / 'broken.py'}: importing it failed: "
+    assert bad.stderr.strip() == (f"jaxconv: error: $JAXCONV_IMPORT entry {tmp_path / 'broken.py'}: importing it "
+                                  f"failed: "
                                   "ZeroDivisionError: division by zero (broken.py, line 1)")
 
 
@@ -254,7 +261,7 @@ def test_a_name_is_refused_to_other_code_and_replaced_by_the_code_that_registere
     with pytest.raises(ValueError, match=r"a model named 'mine' is already registered \(ResNet, by .*mine.py\)"):
         jaxconv.register("mine", _tiny_net(), image_size=32)  # from this test: other code
     with pytest.raises(ValueError, match="already registered.*by jaxconv"):
-        exec(compile("import jaxconv\njaxconv.register('resnet20', None.__class__, image_size=32)", str(
+        exec(compile("import jaxconv\njaxconv.register('resnet20', NET, image_size=32)", str(
             user_space / "mine.py"), "exec"), module.__dict__)
     with pytest.raises(ValueError, match="image_size must be a positive int"):
         jaxconv.register("other", _tiny_net(), image_size="32")

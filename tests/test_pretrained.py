@@ -454,6 +454,20 @@ def test_preprocessing_is_torchvisions_resize_crop_normalize():
     assert abs((bright.min() + bright.max()) / 2 - 111.5) <= 1
 
 
+def test_a_long_strip_is_cropped_without_resizing_it_whole(monkeypatch):
+    """A 1 x 1000 px image resizes to 256 x 256,000 (3.7 GB at its peak; 1 x 60,000 would need 47 GB): past
+    a size only the centre crop is resampled, equal to cropping the whole resize within a grey level."""
+    from jaxconv.pretrained import predict
+
+    strip = np.random.default_rng(0).integers(0, 256, (3, 500, 3), dtype=np.uint8)  # 256 x 42,666 when whole
+    pre = weights_info("resnet50", "IMAGENET1K_V2").preprocessing
+    whole = preprocess(strip, pre)
+    monkeypatch.setattr(predict, "_WHOLE_RESIZE_PIXELS", 0)
+    cropped = preprocess(strip, pre)
+    grey_levels = np.abs(whole - cropped) * np.asarray(pre.std, np.float32) * 255
+    assert cropped.shape == (224, 224, 3) and grey_levels.max() <= 1.01 and (grey_levels > 0.5).mean() < 0.01
+
+
 @pytest.fixture(scope="module")
 def prediction_inputs(tmp_path_factory):
     """Two small PNGs (one in a folder, with a text file beside it) and seeded resnet18 weights."""

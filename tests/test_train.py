@@ -169,6 +169,9 @@ def test_wrongly_typed_values_set_in_get_config_are_refused():
         (["--config.nosuchkey=1"], "unknown key"),
         (["--config", "nowhere.py"], "no such experiment file"),
         (["--config.learning_rate"], "needs a value"),
+        # finite in Python, infinite in the float32 step (it ran, and overflowed into NaN or an OverflowError)
+        (["--config.learning_rate=1e308"], "config.learning_rate=1e+308: must be a finite float32 number"),
+        (["--config.warmup_epochs=1e300"], "config.warmup_epochs=1e+300: must be a finite float32 number"),
     ],
 )
 def test_bad_train_arguments_exit_2_and_write_nothing(args, needle, tmp_path, capsys):

@@ -305,6 +305,30 @@ def test_a_finished_run_stopped_before_its_summary_gets_it_on_the_next_start(fou
     assert "nothing to do" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("override,needle", [
+    ("--config.num_epochs=1e15", "config.num_epochs=1000000000000000.0: is 8e+15 steps"),  # ran 10^16 steps
+    ("--config.warmup_epochs=1e30", "config.warmup_epochs=1e+30: is "),  # an OverflowError traceback
+])
+def test_epochs_beyond_what_a_run_can_count_are_refused_in_one_line(data_dir, tmp_path, capsys, override, needle):
+    experiment = write_experiment(tmp_path / "exp.py", data_dir)
+    args = ["train", "--config", str(experiment), "--workdir", str(tmp_path / "run"), override]
+    if "num_epochs" in override:
+        args.append("--config.num_train_steps=None")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert needle in err[-1] and "at most 2,147,483,647 steps fit a run" in err[-1]
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_of_a_run_whose_config_json_holds_a_wrong_type_is_one_line(four_steps, tmp_path, capsys):
+    workdir = copy_of(four_steps, tmp_path)
+    config = json.loads((workdir / "config.json").read_text())
+    (workdir / "config.json").write_text(json.dumps({**config, "eval_batch_size": True}))
+    assert main(["eval", "--workdir", str(workdir)]) == 2  # was a TypeError traceback
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config.eval_batch_size=True: must be a positive integer" in err[0]
+
+
 def test_settling_metrics_keeps_rollbacks_and_earlier_steps(tmp_path):
     lines = [{"step": 2, "split": "train"}, {"step": 4, "split": "rollback"}, {"step": 4, "split": "eval"},
              {"step": 6, "split": "train"}]

@@ -106,9 +106,13 @@ def register(
     """
     if not name or not isinstance(name, str):
         raise ValueError(f"model name must be a non-empty string, got {name!r}")
-    if not callable(factory):
-        raise ValueError(f"register({name!r}, ...): the factory must be a Flax module class or a partial of one, "
-                         f"got {type(factory).__name__}")
+    inner = factory
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    if not (isinstance(inner, type) and issubclass(inner, nn.Module)):  # its fields are the model's options
+        got = getattr(inner, "__name__", None) if callable(inner) else None
+        raise ValueError(f"register({name!r}, ...): the factory must be a Flax module class or a functools.partial "
+                         f"of one, got {type(inner).__name__}{f' {got}' if got else ''}")
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
         raise ValueError(f"register({name!r}, ...): image_size must be a positive int, got {image_size!r}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:

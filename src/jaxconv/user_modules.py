@@ -115,9 +115,9 @@ def import_file(path: str | pathlib.Path, *, what: str | None = None, name: str 
             sys.modules.pop(name, None)
         else:
             sys.modules[name] = previous
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+        if isinstance(e, KeyboardInterrupt):
             raise
-        raise UserModuleError(f"{what}: importing it failed: {error_cause(e)}") from e
+        raise UserModuleError(f"{what}: importing it failed: {error_cause(e, path)}") from e  # the user's line
     return module
 
 
@@ -143,7 +143,7 @@ def import_name(name: str, *, what: str | None = None) -> ModuleType:
                 f"{what}: no module named {e.name!r} on the Python path or in {where} "
                 f"(give the file's path, e.g. --import path/to/{name.rsplit('.', 1)[-1]}.py)") from e
         raise UserModuleError(f"{what}: importing it failed: {error_cause(e)}") from e
-    except Exception as e:  # noqa: BLE001 -- any error in the user's code is reported in one line
+    except (Exception, SystemExit) as e:  # noqa: BLE001 -- any error in the user's code is reported in one line
         raise UserModuleError(f"{what}: importing it failed: {error_cause(e)}") from e
 
 
@@ -161,8 +161,9 @@ def import_modules(specs: Iterable[str], *, source: str = "--import") -> list[st
     ``source`` names where the specs came from in error messages ('--import', 'config.imports').
     """
     recorded = []
+    from_env = set(env_specs()) if source == "--import" else set()
     for spec in specs:
-        module = import_one(spec, what=f"{source} {spec}")
+        module = import_one(spec, what=f"{f'${ENV_VAR} entry' if spec in from_env else source} {spec}")
         record = recorded_spec(spec, module)
         if record not in recorded:
             recorded.append(record)

@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jaxconv: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as e:  # with a message when jaxconv raised it (stopping a dataset's preparation)
-        print(f"jaxconv: {e or 'interrupted'}", file=sys.stderr)
+        print(f"jaxconv: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -142,22 +142,35 @@ def comma_choices(flag: str, text: str, allowed: Sequence[str]) -> tuple[str, ..
 @contextlib.contextmanager
 def output_directory(out: pathlib.Path):
     """--out DIR: created first (one line when it cannot be), and removed again if the command fails
-    before finishing, when this command created it: nothing half-written is left behind."""
-    created = not out.exists()
+    before finishing, with every parent folder this command created: nothing half-written is left behind."""
+    top = None  # the highest folder this command creates
+    for folder in (out, *out.parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        top = folder
+
+    def remove_created() -> None:
+        if top is not None:
+            shutil.rmtree(top, ignore_errors=True)
+
+    probe = out / f".jaxconv_write_test.{os.getpid()}"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".jaxconv_write_test.{os.getpid()}"
         probe.write_text("ok")
-        probe.unlink()
     except OSError as e:
+        remove_created()
         raise UsageError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+    finally:  # a full disk lets the file be created but not written
+        with contextlib.suppress(OSError):
+            probe.unlink()
     try:
         yield
+    except UserError:  # a mistake in the command's other inputs (some are also FileNotFoundErrors), not --out's
+        remove_created()
+        raise
     except OSError as e:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise UsageError(f"--out {out}: writing failed ({e.strerror or e}){'; removed it' if created else ''}") from None
+        remove_created()
+        raise UsageError(f"--out {out}: writing failed ({e.strerror or e}){'; removed it' if top else ''}") from None
     except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
+        remove_created()
         raise

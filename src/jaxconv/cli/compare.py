@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pathlib
 import sys
 
-from jaxconv.cli.common import UsageError, log, positive_int
+from jaxconv.cli.common import UsageError, log, output_directory, positive_int
 from jaxconv.cli.startup import enable_compilation_cache, quiet_backends
 
 
@@ -23,13 +24,10 @@ def _speed_measure(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxconv.analysis import summary
-    from jaxconv.compare import ILSVRC_MODELS, MODERN_MODELS, compare_rows, find_runs, format_rows
-    from jaxconv.compare import plots
-    from jaxconv.layers import GeometryError
+    from jaxconv.compare import ILSVRC_MODELS, MODERN_MODELS, find_runs
     from jaxconv.models import model_info
 
-    models = args.models or list(ILSVRC_MODELS)
+    models = list(dict.fromkeys(args.models)) or list(ILSVRC_MODELS)  # a model named twice is one row
     if args.modern:
         models += [name for name in MODERN_MODELS if name not in models]
     for name in models:
@@ -45,6 +43,17 @@ def run(args: argparse.Namespace) -> int:
         import jax
 
         device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})"
+    with output_directory(out) if out is not None else contextlib.nullcontext():  # --out: checked first
+        _compare(args, models, runs, out, device)
+    return 0
+
+
+def _compare(args, models, runs, out, device) -> None:
+    from jaxconv.analysis import summary
+    from jaxconv.compare import ILSVRC_MODELS, compare_rows, format_rows
+    from jaxconv.compare import plots
+    from jaxconv.layers import GeometryError
+
     try:
         rows = compare_rows(models, runs=runs, measure=_speed_measure(args) if args.speed else None,
                             batch_size=args.batch_size, image_size=args.image_size)
@@ -53,7 +62,6 @@ def run(args: argparse.Namespace) -> int:
     text = format_rows(rows, args.format, device=device)
     sys.stdout.write(text)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         for fmt in ("md", "csv", "json"):
             (out / f"compare.{fmt}").write_text(format_rows(rows, fmt, device=device), encoding="utf-8")
         written = [out / "compare.md", out / "compare.csv", out / "compare.json"]
@@ -61,7 +69,6 @@ def run(args: argparse.Namespace) -> int:
         written.append(plots.plot_accuracy_vs_gmacs(rows, out / "your_accuracy_vs_gmacs.png", accuracy="your"))
         written += [plots.plot_layer_profile(summary(name), out / f"{name}_layers.png") for name in models]
         log("wrote " + ", ".join(str(p) for p in written if p is not None))
-    return 0
 
 
 def register(sub, common) -> None:

@@ -23,7 +23,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     workdir = pathlib.Path(args.workdir)
     stored = stored_config(workdir)
     devices = jax.device_count()
-    if isinstance(stored.get("eval_batch_size"), int) and stored.eval_batch_size > 0:  # fit this machine's devices
+    batch = stored.get("eval_batch_size")
+    if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0:  # fit this machine's devices
         stored.eval_batch_size = -(-stored.eval_batch_size // devices) * devices
     try:
         config = validate(stored, device_count=devices, process_count=jax.process_count())

@@ -16,6 +16,10 @@ def run(args: argparse.Namespace) -> int:
     info = model_info(args.model)
     size = args.image_size or info.image_size
     options = dict(args.options)
+    for key, flag in (("num_classes", "--num-classes"), ("dtype", "--dtype"), ("image_size", "--image-size"),
+                      ("batch_size", "--batch-size"), ("in_channels", "--in-channels")):
+        if key in options:
+            raise UsageError(f"--option {key}={options[key]!r}: give it as {flag}, not as a model option")
     try:
         result = summary(
             args.model,
@@ -31,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{args.model} cannot take {size_text} px inputs: {e} (its default size is {info.image_size})"
         ) from None
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ArithmeticError) as e:  # ArithmeticError: widths of 0 reach a division
         if not options:
             raise
         raise UsageError(f"--option {' '.join(f'{k}={v!r}' for k, v in options.items())}: {args.model} refuses it: "

@@ -125,7 +125,11 @@ def _train_command(args: argparse.Namespace, extra: list[str]) -> int:
     try:
         summary = train(config, workdir, log=log, allow_changes=allow_changes)
     except TrainingDiverged as e:
-        log(f"jaxconv: training stopped: {e}; the last good checkpoint is kept in {workdir / 'checkpoints'}")
+        from jaxconv.train.workdir import has_checkpoints
+
+        kept = (f"the last good checkpoint is kept in {workdir / 'checkpoints'}" if has_checkpoints(workdir)
+                else "no checkpoint had been written yet")
+        log(f"jaxconv: training stopped: {e}; {kept}")
         return EXIT_FAILURE
     except RunWriteError as e:  # a checkpoint, metrics.jsonl, config.json, ...
         print(f"jaxconv: training stopped: {e}", file=sys.stderr)

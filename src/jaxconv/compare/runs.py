@@ -69,7 +69,7 @@ def _records(path: pathlib.Path) -> tuple[list[dict], tuple[str, ...]]:
     notes = []
     for number, _ in bad:
         if number < lines:
-            raise RunError(f"{path}:{number}: not a JSON line") from None
+            raise RunError(f"{path}:{number}: not a JSON object, as every metrics record is") from None
         # A run killed while writing leaves at most a torn last line; its next session sets it aside.
         notes.append(f"{path}:{number}: the last line is cut short (a run killed while writing it); read without it")
     return records, tuple(notes)
@@ -80,7 +80,7 @@ def load_run(path: str | pathlib.Path) -> Run:
     path = pathlib.Path(path)
     metrics, config = path / "metrics.jsonl", path / "config.json"
     if not path.is_dir():
-        raise RunError(f"{path}: no such directory")
+        raise RunError(f"{path}: {'not a directory' if path.exists() else 'no such directory'}")
     if not metrics.is_file() or not config.is_file():
         raise RunError(f"{path}: not a training run (a `jaxconv train` workdir has config.json and metrics.jsonl)")
     try:
@@ -101,12 +101,28 @@ def load_run(path: str | pathlib.Path) -> Run:
             notes += (f"{summary_path}: unreadable ({e}); read as a run without its summary",)
         if not isinstance(summary, dict):
             summary = None
+    usable = [r for r in records if _usable(r)]
+    if len(usable) < len(records):
+        notes += (f"{metrics}: {len(records) - len(usable)} record(s) without an integer step, or a train/eval "
+                  f"record without a numeric loss and top-1; read without them",)
     # A resumed run re-logs the steps after its checkpoint: keep the last record of each step.
-    by_key = {(r.get("split"), r.get("step")): r for r in records}
-    ordered = sorted(by_key.values(), key=lambda r: r.get("step", 0))
+    by_key = {(r.get("split"), r["step"]): r for r in usable}
+    ordered = sorted(by_key.values(), key=lambda r: r["step"])
     train = tuple(r for r in ordered if r.get("split") == "train")
     evals = tuple(r for r in ordered if r.get("split") == "eval")
     return Run(path, config_dict, train, evals, summary, notes)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _usable(record: dict) -> bool:
+    """What a report can read: an integer step, and a train or eval record's loss and top-1 as numbers."""
+    step = record.get("step")
+    if isinstance(step, bool) or not isinstance(step, int):
+        return False
+    return record.get("split") not in ("train", "eval") or (_number(record.get("loss")) and _number(record.get("top1")))
 
 
 def find_runs(paths: Iterable[str | pathlib.Path]) -> list[Run]:
@@ -114,19 +130,20 @@ def find_runs(paths: Iterable[str | pathlib.Path]) -> list[Run]:
 
     Raises RunError for a path that holds no run at all.
     """
-    runs: list[Run] = []
+    found: dict[pathlib.Path, pathlib.Path] = {}  # each run once, however many given paths reach it
     for given in paths:
         root = pathlib.Path(given)
         if not root.is_dir():
-            raise RunError(f"{root}: no such directory")
+            raise RunError(f"{root}: {'not a directory' if root.exists() else 'no such directory'}")
         if (root / "metrics.jsonl").is_file():
-            runs.append(load_run(root))
+            found.setdefault(root.resolve(), root)
             continue
-        found = sorted(p.parent for p in root.rglob("metrics.jsonl") if (p.parent / "config.json").is_file())
-        if not found:
+        below = sorted(p.parent for p in root.rglob("metrics.jsonl") if (p.parent / "config.json").is_file())
+        if not below:
             raise RunError(f"{root}: holds no training run (no config.json + metrics.jsonl below it)")
-        runs.extend(load_run(p) for p in found)
-    return runs
+        for path in below:
+            found.setdefault(path.resolve(), path)
+    return [load_run(path) for path in found.values()]
 
 
 # -- repeats and settings ---------------------------------------------------------------------------

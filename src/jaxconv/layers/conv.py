@@ -65,6 +65,10 @@ class Conv(nn.Module):
         stride = as_pair(self.stride, f"{name}: stride")
         dilation = as_pair(self.dilation, f"{name}: dilation")
         in_features = x.shape[-1]
+        for field in ("features", "groups"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: {field}={value!r} must be a positive integer")
         if in_features % self.groups or self.features % self.groups:
             raise ValueError(
                 f"{name}: groups={self.groups} must divide both the input channels ({in_features}) "

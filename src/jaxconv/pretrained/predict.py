@@ -59,20 +59,32 @@ def resized_size(height: int, width: int, shorter: int) -> tuple[int, int]:
     return int(shorter * height / width), shorter
 
 
+_KERNELS = {"bilinear": "triangle", "bicubic": "keyscubic"}  # tf.image.resize's kernels for its methods
+_WHOLE_RESIZE_PIXELS = 4096 * 4096  # beyond this the whole resized image (float32) is not made
+
+
 def preprocess(image: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
     """(H, W, 3) uint8 -> (crop, crop, 3) float32: resize shorter side, center crop, scale, normalize."""
     import tensorflow as tf
 
     height, width = image.shape[:2]
     new_height, new_width = resized_size(height, width, preprocessing.resize)
-    resized = tf.image.resize(image, (new_height, new_width), method=preprocessing.interpolation, antialias=True)
-    resized = tf.clip_by_value(tf.round(resized), 0.0, 255.0).numpy()
     crop = preprocessing.crop
     if new_height < crop or new_width < crop:
         raise ValueError(f"resized to {new_height}x{new_width}, smaller than the {crop}x{crop} crop")
     top = int(round((new_height - crop) / 2.0))
     left = int(round((new_width - crop) / 2.0))
-    patch = resized[top : top + crop, left : left + crop] / 255.0
+    if new_height * new_width <= _WHOLE_RESIZE_PIXELS:
+        resized = tf.image.resize(image, (new_height, new_width), method=preprocessing.interpolation, antialias=True)
+        resized = resized[top : top + crop, left : left + crop]
+    else:  # a long strip (1 x 1000 px resizes to 256 x 256,000): only the crop, by the same resampling shifted
+        # to the crop's offset; equal to cropping the whole resize but for float rounding (<= 1 grey level)
+        scale = np.asarray([new_height, new_width], np.float32) / np.asarray([height, width], np.float32)
+        resized = tf.raw_ops.ScaleAndTranslate(
+            images=tf.cast(image[None], tf.float32), size=[crop, crop], scale=scale,
+            translation=np.asarray([-top, -left], np.float32), kernel_type=_KERNELS[preprocessing.interpolation],
+            antialias=True)[0]
+    patch = tf.clip_by_value(tf.round(resized), 0.0, 255.0).numpy() / 255.0
     mean = np.asarray(preprocessing.mean, np.float32)
     std = np.asarray(preprocessing.std, np.float32)
     return ((patch - mean) / std).astype(np.float32)

@@ -353,14 +353,14 @@ def _check_model(c: ml_collections.ConfigDict, channels: int) -> None:
                                                         f"not as a model option; drop model_options.{key}")
     try:
         model = get_model(c.model, num_classes=10, **options)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, ArithmeticError) as e:
         raise ConfigError("model_options", options, str(e)) from None
     x = jax.ShapeDtypeStruct((1, c.image_size, c.image_size, channels), jnp.float32)
     try:
         _trace(model, x.shape)
     except GeometryError as e:
         raise ConfigError("image_size", c.image_size, f"{c.model} cannot take it: {e}") from None
-    except (ValueError, TypeError) as e:  # an option the model refuses once it is built (norm='grop', shortcut='Z')
+    except (ValueError, TypeError, ArithmeticError) as e:  # an option the model refuses once it is built (norm='grop', shortcut='Z')
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         if options:
             raise ConfigError("model_options", options, f"{c.model} refuses them: {reason}") from None

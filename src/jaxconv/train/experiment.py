@@ -24,6 +24,7 @@ from jaxconv.models import get_model, runtime_options
 from jaxconv.parallel import AXIS, DataParallel, on_first_process
 from jaxconv.train import freezing, transfer
 from jaxconv.train.config import ConfigError
+from jaxconv.train.keys import INT32_MAX
 from jaxconv.train.optim import build_optimizer, learning_rate_schedule
 from jaxconv.train.state import TrainState, create_state
 from jaxconv.train.steps import StepOptions
@@ -74,6 +75,12 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         raise ConfigError("batch_size", config.batch_size, f"must be at most the {len(sources['train'])} examples "
                                                            f"of {config.dataset}'s training split")
     total_steps = config.num_train_steps or int(math.ceil(config.num_epochs * steps_per_epoch))
+    for key, epochs in (("num_epochs", None if config.num_train_steps else config.num_epochs),
+                        ("warmup_epochs", config.warmup_epochs),
+                        ("decay_epochs", max(config.decay_epochs, default=0) if config.schedule == "step" else None)):
+        if epochs is not None and epochs * steps_per_epoch > INT32_MAX:  # steps count in int32
+            raise ConfigError(key, config[key], f"is {epochs * steps_per_epoch:.3g} steps of {steps_per_epoch} per "
+                                                f"epoch; at most {INT32_MAX:,} steps fit a run")
     schedule = learning_rate_schedule(config, steps_per_epoch, total_steps)
     preprocess = pipeline.Preprocess(
         image_size=config.image_size,

@@ -19,6 +19,7 @@ from jaxconv.errors import UserError
 RUN_DEFINING_KEYS = ("model", "dataset", "image_size", "batch_size", "num_train_steps", "seed")
 
 INT32_MAX = 2**31 - 1  # sizes, counts and steps become int32 array dimensions and counters
+FLOAT32_MAX = 3.4028234663852886e38  # rates, factors and epochs are float32 on the devices
 MAX_IMAGE_SIZE = 4096  # larger than any classification network is trained at; beyond it, a typo
 MAX_SHAPES_EXAMPLES = 5_000_000
 
@@ -75,6 +76,8 @@ class Number(Check):
     def check(self, key, value):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(key, value, "must be a finite number")
+        if abs(value) > FLOAT32_MAX:  # the step computes in float32, where it would be infinite
+            raise ConfigError(key, value, f"must be a finite float32 number (at most {FLOAT32_MAX:.3g} in size)")
         bad_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
         bad_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
         if bad_low or bad_high:
