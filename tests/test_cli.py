@@ -60,6 +60,7 @@ def test_summary_table_options(capsys):
         (["summary", "resnet20", "--option", "stem_width=-16"], "stem/conv: features=-16 must be a positive integer"),
         (["summary", "alexnet", "--option", "groups=0"], "conv2: groups=0 must be a positive integer"),
         (["summary", "resnet20", "--option", "num_classes=0"], "give it as --num-classes, not as a model option"),
+        (["eval", "--workdir", "/nonexistent/run"], "--workdir /nonexistent/run: no such directory"),
         (["frobnicate"], "invalid choice"),
     ],
 )

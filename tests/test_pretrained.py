@@ -529,11 +529,17 @@ def test_predict_prints_top_k_classes_and_skips_non_images(prediction_inputs, ca
          "download https://download.pytorch.org/models/resnet18-f37072fd.pth and save it as {root}/empty/"),
         (["--weights", "{root}/resnet18.safetensors", "--weights-tag", "V2"], "--weights-tag V2: resnet18's published"),
         (["--weights", "{root}/resnet18.safetensors", "--model", "resnet20"], "--model resnet20: no ImageNet weights"),
+        (["--weights", "{root}/resnet18.safetensors", "--top", "5000"], "--top 5000: there are 1000 ImageNet classes"),
+        (["--weights", "IMAGENET1K_V1", "--weights-dir", "{root}/first.png"], "--weights-dir {root}/first.png: is a file"),
+        (["{root}/empty", "--weights", "{root}/resnet18.safetensors"], "{root}/empty: holds no file"),
     ],
 )
 def test_predict_bad_arguments_are_one_line_with_status_2(prediction_inputs, capsys, extra, needle):
     root = str(prediction_inputs)
+    (prediction_inputs / "empty").mkdir(exist_ok=True)
     argv = ["predict", f"{root}/first.png", "--model", "resnet18", *[e.format(root=root) for e in extra]]
+    if extra[0].endswith("/empty"):  # only an empty folder to predict
+        argv = ["predict", *[e.format(root=root) for e in extra], "--model", "resnet18"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("jaxconv: error:") and needle.format(root=root) in err[0]

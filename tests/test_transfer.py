@@ -133,6 +133,22 @@ def test_another_runs_checkpoint_is_a_source_and_mismatches_are_named(finetuned)
         load_variables(str(workdir), "resnet20", {})
 
 
+def test_a_source_runs_broken_latest_checkpoint_is_named_when_an_earlier_one_is_used(finetuned, tmp_path):
+    import shutil
+
+    source = tmp_path / "run"
+    shutil.copytree(finetuned[0], source)
+    steps = sorted(int(p.name) for p in (source / "checkpoints").iterdir() if p.name.isdigit())
+    assert len(steps) >= 2
+    victim = max((p for p in (source / "checkpoints" / str(steps[-1])).rglob("*") if p.is_file()),
+                 key=lambda p: p.stat().st_size)
+    victim.write_bytes(victim.read_bytes()[:100])
+    messages: list[str] = []
+    _, description = load_variables(str(source), "resnet18", OPTIONS, log=messages.append)
+    assert f"step {steps[-2]}" in description  # it fell back silently before
+    assert len(messages) == 1 and messages[0].startswith(f"checkpoint {steps[-1]}") and "broken" in messages[0]
+
+
 def test_a_file_for_another_shape_is_refused_naming_the_entries(weights_file):
     wider = get_model("resnet18", num_classes=10, **{**OPTIONS, "stem_width": 16})
     with pytest.raises(TransferError) as error:

@@ -115,6 +115,9 @@ def stored_config(workdir: pathlib.Path):
     from jaxconv.train.keys import RUN_DEFINING_KEYS
 
     config_path = workdir / "config.json"
+    if not workdir.is_dir():
+        raise UsageError(f"--workdir {workdir}: {'not a directory' if workdir.exists() else 'no such directory'} "
+                         f"(give a `jaxconv train` workdir)")
     if not config_path.is_file():
         raise UsageError(f"--workdir {workdir}: no config.json there (is it a `jaxconv train` workdir?)")
     try:

@@ -31,9 +31,17 @@ def run(args: argparse.Namespace) -> int:
                          f"{', '.join(published)}")
     if is_tag and args.weights_tag not in (None, args.weights):
         raise UsageError("--weights-tag is for a --weights file; a published tag brings its own preprocessing")
+    if args.top > 1000:
+        raise UsageError(f"--top {args.top}: there are 1000 ImageNet classes; give at most 1000")
     missing = [name for name in args.inputs if not pathlib.Path(name).expanduser().exists()]
     if len(missing) == len(args.inputs):  # before any weights are read: nothing to predict
         raise UsageError(f"{', '.join(missing)}: no such file or folder; give image files, or folders of them")
+    if not predict.expand_inputs(args.inputs):
+        raise UsageError(f"{', '.join(args.inputs)}: holds no file (hidden ones are skipped); give image files, "
+                         f"or folders of them")
+    if args.weights_dir is not None and pathlib.Path(args.weights_dir).expanduser().exists() and \
+            not pathlib.Path(args.weights_dir).expanduser().is_dir():
+        raise UsageError(f"--weights-dir {args.weights_dir}: is a file; give the folder the weights are kept in")
     tag = args.weights if is_tag else (args.weights_tag or next(iter(published)))
     weight_set = published[tag]
     if is_tag:

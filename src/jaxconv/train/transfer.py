@@ -144,7 +144,8 @@ def pretrained_options(model_name: str, source: str | None) -> dict[str, Any]:
     return dict(keys.load_options) if keys is not None else {}
 
 
-def load_variables(source: str, model_name: str, model_options: Mapping[str, Any]) -> tuple[dict, str]:
+def load_variables(source: str, model_name: str, model_options: Mapping[str, Any],
+                   log: Callable[[str], None] = print) -> tuple[dict, str]:
     """Reads {'params', 'batch_stats'} (numpy) from ``source``; returns them and a description of the source.
 
     ``source``: a torchvision state dict file, a published tag of ``model_name`` (fetched into
@@ -159,7 +160,7 @@ def load_variables(source: str, model_name: str, model_options: Mapping[str, Any
     options = {k: v for k, v in model_options.items() if k not in ("dtype", "num_classes")}
     if path.is_dir():
         try:
-            variables, meta = checkpoint_variables(source)
+            variables, meta = checkpoint_variables(source, log=log)  # says which broken ones it skipped
         except (FileNotFoundError, ValueError) as e:  # no checkpoint there, or a broken one
             raise TransferError("init_weights", source, str(e)) from None
         if meta.get("model") not in (None, model_name):
@@ -179,7 +180,8 @@ def load_variables(source: str, model_name: str, model_options: Mapping[str, Any
     return {c: variables.get(c, {}) for c in COLLECTIONS}, description
 
 
-def checkpoint_variables(path: str | pathlib.Path, step: int | None = None) -> tuple[dict, dict]:
+def checkpoint_variables(path: str | pathlib.Path, step: int | None = None, *,
+                         log: Callable[[str], None] = lambda _: None) -> tuple[dict, dict]:
     """{'params', 'batch_stats'} (host arrays) and the meta of a jaxconv run's latest (or given) checkpoint.
 
     ``path``: the workdir, its checkpoints/ directory, or one step directory (checkpoints/1000).
@@ -194,7 +196,7 @@ def checkpoint_variables(path: str | pathlib.Path, step: int | None = None) -> t
         workdir = path.parent
     else:
         workdir = path
-    checkpoints = Checkpoints(workdir, read_only=True, log=lambda _: None)
+    checkpoints = Checkpoints(workdir, read_only=True, log=log)
     try:
         steps = checkpoints.available(step, hint=f" (is {path} a `jaxconv train` workdir?)")
         stored = checkpoints.manager.item_metadata(step if step is not None else steps[-1])["state"]
@@ -256,7 +258,7 @@ def initial_variables(source: str, model_name: str, model_options: Mapping[str, 
     Entries absent from the result (the re-initialised head) keep their fresh initial values
     (see ``with_variables``). Logs what was loaded and what was re-initialised.
     """
-    loaded, description = load_variables(source, model_name, model_options)
+    loaded, description = load_variables(source, model_name, model_options, log=log)
     expected = variable_shapes(model, input_shape)
     fitting, reinitialised = match_variables(loaded, expected, head_parameters(model, input_shape), source)
     fitting = {c: {k: np.asarray(v, np.float32) for k, v in fitting[c].items()} for c in COLLECTIONS}
