@@ -852,7 +852,8 @@ def damage_checkpoint(which: str, how: str) -> Callable[[Ctx], None]:
     """Damages the copied run's ``which`` checkpoint ('latest' or 'all'): ``how`` is
     few-bytes (every file, manifest included, becomes b'xx'), truncate (its largest file, to half),
     flip (the last 16 bytes of its largest file), loop (a symlink to itself), file (a regular file),
-    dangling (a symlink to nowhere), empty (an empty folder), unsealed-garbage (manifest gone, files zeroed)."""
+    dangling (a symlink to nowhere), empty (an empty folder), unsealed-garbage (manifest gone, files zeroed),
+    unsealed-truncate (manifest gone, as a run killed before sealing leaves it, then its largest file cut to 1 kB)."""
     def step(ctx: Ctx) -> None:
         targets = [ctx.run / "checkpoints" / str(s) for s in ctx.steps()] if which == "all" else [_checkpoint(ctx, which)]
         for directory in targets:
@@ -870,6 +871,9 @@ def damage_checkpoint(which: str, how: str) -> Callable[[Ctx], None]:
                 (directory / "jaxconv_manifest.json").unlink()
                 for path in files:
                     path.write_bytes(b"\0")
+            elif how == "unsealed-truncate":
+                (directory / "jaxconv_manifest.json").unlink()
+                largest.write_bytes(largest.read_bytes()[:1000])
             else:
                 shutil.rmtree(directory)
                 if how == "loop":
@@ -1221,8 +1225,14 @@ def _key_words(key: str) -> Mention:
 
 
 def _value_words(value: str) -> Mention:
-    """A value as given, or as parsed when it is a list ('60,30' is shown as (60, 30))."""
-    return (value, f"({', '.join(value.split(','))})") if "," in value else value
+    """A value as given, or as parsed when it is a list ('60,30' is shown as (60, 30)) or a float ('1e308' as 1e+308)."""
+    if "," in value:
+        return (value, f"({', '.join(value.split(','))})")
+    try:
+        shown = repr(float(value))
+    except ValueError:
+        return value
+    return (value, shown) if shown != value else value
 
 
 @cases_of("resume")
@@ -1282,6 +1292,7 @@ CONFIG_DAMAGE = [  # id, set-up (on a copied run), what the message must name
     ("missing-model", edit_config(_drop("model")), "model"),
     ("unknown-key", edit_config(_set("batchsize", 3)), "batchsize"),
     ("null-model-options", edit_config(_set("model_options", None)), "model_options"),
+    ("bool-eval-batch-size", edit_config(_set("eval_batch_size", True)), "eval_batch_size"),
 ]
 REPORT_DAMAGE = [  # id, set-up on a copied run; `report` must still work or say what is wrong
     ("metrics-torn-line", append("run/metrics.jsonl", '{"step": 8, "split": "tra')),
@@ -1291,14 +1302,20 @@ REPORT_DAMAGE = [  # id, set-up on a copied run; `report` must still work or say
     ("metrics-not-objects", write("run/metrics.jsonl", '[1, 2]\n"x"\nnull\n')),
     ("metrics-wrong-types", write("run/metrics.jsonl", '{"step": "eight", "split": "test", "top1": "high", "loss": []}\n')),
     ("metrics-nan", append("run/metrics.jsonl", '{"step": 9, "split": "test", "top1": NaN, "loss": Infinity}\n')),
+    ("metrics-eval-without-top1", append("run/metrics.jsonl", '{"split": "eval", "step": 9}\n')),
+    ("metrics-train-text-step", append("run/metrics.jsonl", '{"step": "x", "split": "train", "loss": 1.0, "top1": 0.5}\n')),
     ("summary-garbage", write("run/summary.json", "{oops")),
     ("config-garbage", write("run/config.json", "{oops")),
 ]
-CHECKPOINT_DAMAGE = ["few-bytes", "truncate", "flip", "unsealed-garbage", "loop", "file", "dangling", "empty"]
+CHECKPOINT_DAMAGE = ["few-bytes", "truncate", "flip", "unsealed-garbage", "unsealed-truncate", "loop", "file", "dangling",
+                     "empty"]
 
 
 @cases_of("damage")
 def damage_cases() -> Iterator[Case]:
+    yield Case("damage-summary-missing-resume", "a finished run without summary.json (killed after its last checkpoint)",
+               cli(*RESUME), Succeeds("summary"), setup=(copy_run, remove("run/summary.json")),
+               checks=(exists("run/summary.json"),))
     yield Case("damage-metrics-torn-resume", "torn last line of metrics.jsonl, then resume",
                cli(*RESUME, MORE_STEPS), Succeeds("metrics.jsonl"),
                setup=(copy_run, append("run/metrics.jsonl", '{"step": 8, "split": "train", "lo')),
@@ -1451,6 +1468,7 @@ VALUE_MISTAKES = [  # key, value: given as --config.KEY=VALUE to the tiny experi
     ("image_size", "16.5"), ("batch_size", "0"), ("batch_size", "-32"), ("batch_size", "1000"),
     ("batch_size", "99999999999999999999999"), ("batch_size", "abc"), ("batch_size", "3.5"),
     ("learning_rate", "nan"), ("learning_rate", "inf"), ("learning_rate", "-0.1"), ("learning_rate", "abc"),
+    ("learning_rate", "1e308"), ("warmup_epochs", "1e300"), ("warmup_epochs", "1e30"), ("model_options.widths", "(0, 0, 0)"),
     ("num_train_steps", "0"), ("num_train_steps", "-5"), ("num_train_steps", "99999999999999999999999"),
     ("num_epochs", "-1"), ("model_options.shortcut", "Z"), ("model_options.depths", "abc"),
     ("model_options.bogus", "1"), ("model_options.num_classes", "5"), ("model", "resnt20"), ("optimizer.name", "adam"),
@@ -1487,6 +1505,10 @@ OUTPUT_MISTAKES = [  # id, command, set-up, what the message must name
     ("export-out-read-only", ("export", "--workdir", "{run}", "--out", "{scratch}/ro/exported"),
      tmpfs("ro", "1M", read_only=True), (("read-only", "not writable", "permission"),)),
     ("export-out-not-empty", ("export", "--workdir", "{run}", "--out", "{scratch}/full"), write("full/x", "x"), ("full",)),
+    ("compare-out-under-file", ("compare", "resnet20", "--no-speed", "--out", "{scratch}/afile/cmp"), write("afile", "x"),
+     ("afile",)),
+    ("report-out-deep-bad-x", ("report", "{run}", "--out", "{scratch}/new/deeper/rep", "--x", "bogus_key"),
+     write("afile", "x"), ("bogus_key",)),
 ]
 
 
@@ -1873,6 +1895,11 @@ ARGS_MISTAKES = [  # id, jaxconv arguments, what the message must name (a copied
     ("predict-weights-tag", ("predict", "{scratch}/cat.png", "--model", "resnet18", "--weights", R18, "--weights-tag",
                              "BOGUS"), ("BOGUS",)),
     ("predict-top-0", ("predict", "{scratch}/cat.png", "--model", "resnet18", "--weights", R18, "--top", "0"), ("--top",)),
+    ("predict-top-5000", ("predict", "{scratch}/cat.png", "--model", "resnet18", "--weights", R18, "--top", "5000"),
+     ("--top",)),
+    ("summary-option-widths-0", ("summary", "resnet20", "--option", "widths=(0, 0, 0)"), ("widths",)),
+    ("summary-option-groups-0", ("summary", "alexnet", "--option", "groups=0"), ("groups",)),
+    ("summary-option-num-classes", ("summary", "resnet20", "--option", "num_classes=0"), ("--num-classes",)),
     ("predict-batch-size-0", ("predict", "{scratch}/cat.png", "--model", "resnet18", "--weights", R18, "--batch-size", "0"),
      ("--batch-size",)),
     ("no-command", (), ()),
