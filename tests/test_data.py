@@ -360,6 +360,43 @@ def test_folder_of_class_subfolders_holds_out_a_deterministic_part(tmp_path):
         folder_splits(tmp_path / "missing")
 
 
+@pytest.mark.parametrize("layout", ["Train+Val", "train only", "train+dev", "val is a file"])
+def test_split_folders_the_layout_does_not_take_are_named_as_splits_not_trained_as_classes(tmp_path, layout):
+    """Train/ + Val/ trained a two-class 'Train vs Val' classifier; train/ alone was 'one class subfolder'."""
+    names = {"Train+Val": ("Train", "Val"), "train only": ("train",), "train+dev": ("train", "dev"),
+             "val is a file": ("train",)}[layout]
+    for name in names:
+        write_images(tmp_path / name, ["cat", "dog"], 2)
+    if layout == "val is a file":
+        (tmp_path / "val").write_text("not a folder")
+    with pytest.raises(DatasetUnavailable, match=r"which look like splits, not classes; splits are train/ and one "
+                                                 r"of val/"):
+        folder_splits(tmp_path)
+
+
+def test_a_hold_out_that_leaves_a_split_or_a_class_empty_says_so(tmp_path):
+    """Held-out files are chosen by a hash of their path: with few images a class (or the whole evaluation
+    split) can come out empty, which was reported as unreadable images or trained without the class."""
+    import zlib
+
+    def named(held: bool, start: int = 0) -> str:
+        return next(f"{i}.png" for i in range(start, 10_000)
+                    if (zlib.crc32(f"a/{i}.png".encode()) % 1000 < 100) == held)
+
+    write_images(tmp_path / "few", ["b"], 0)
+    (tmp_path / "few" / "a").mkdir()
+    pixels = tf.io.encode_png(np.zeros((8, 8, 3), np.uint8))
+    tf.io.write_file(str(tmp_path / "few" / "a" / named(False)), pixels)
+    tf.io.write_file(str(tmp_path / "few" / "b" / named(False).replace("a/", "")), pixels)
+    with pytest.raises(DatasetUnavailable, match="left no image to evaluate on: 2 images are too few"):
+        folder_splits(tmp_path / "few")
+    for path in (tmp_path / "few" / "a").iterdir():
+        path.unlink()
+    tf.io.write_file(str(tmp_path / "few" / "a" / named(True)), pixels)
+    with pytest.raises(DatasetUnavailable, match=r"class folder .*few/a has 1 image\(s\), all held out"):
+        folder_splits(tmp_path / "few")
+
+
 def test_closing_device_batches_releases_the_input_iterator_at_once():
     """DeviceBatches.close() stops its producer and drops the tf.data iterator on the closing
     thread: an iterator left for the interpreter's exit waited up to a minute there for its

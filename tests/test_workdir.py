@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -19,6 +20,7 @@ import sys
 import time
 
 import jax
+import numpy as np
 import pytest
 
 from jaxconv.checkpoint import Checkpoints
@@ -327,6 +329,65 @@ def test_eval_of_a_run_whose_config_json_holds_a_wrong_type_is_one_line(four_ste
     assert main(["eval", "--workdir", str(workdir)]) == 2  # was a TypeError traceback
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "config.eval_batch_size=True: must be a positive integer" in err[0]
+
+
+def photos(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A folder dataset: three classes of 16 plain 12 px images."""
+    import tensorflow as tf
+
+    folder = tmp_path / "photos"
+    for c, shade in (("a", 40), ("b", 120), ("c", 200)):
+        (folder / c).mkdir(parents=True)
+        for i in range(16):
+            tf.io.write_file(str(folder / c / f"{i}.png"), tf.io.encode_png(np.full((12, 12, 3), shade, np.uint8)))
+    return folder
+
+
+def folder_run(folder: pathlib.Path, workdir: pathlib.Path) -> list[str]:
+    return ["train", "--workdir", str(workdir), "--config.dataset=folder", f"--config.folder={folder}",
+            "--config.image_size=16", "--config.batch_size=8", "--config.num_train_steps=2",
+            "--config.eval_every_steps=2", "--config.checkpoint_every_steps=2", "--config.warmup_epochs=0",
+            "--config.model=resnet20", "--config.model_options.depths=(1, 1, 1)"]
+
+
+def test_an_image_gone_while_the_run_reads_it_stops_the_run_in_one_line(tmp_path, capsys, monkeypatch):
+    """A file deleted under a running run: the evaluation's read failed with a TensorFlow traceback."""
+    from jaxconv.train import loop
+
+    folder = photos(tmp_path)
+    real = loop.Evaluate.__call__
+
+    def evaluate_after_a_deletion(self, run):
+        shutil.rmtree(folder)  # every image, the evaluation split's too
+        return real(self, run)
+
+    monkeypatch.setattr(loop.Evaluate, "__call__", evaluate_after_a_deletion)
+    capsys.readouterr()
+    assert main(folder_run(folder, tmp_path / "run")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("jaxconv: stopped: reading the data failed at step 2 (NotFoundError: ")
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_renaming_a_folder_class_before_a_resume_is_refused_not_trained_on_swapped_labels(tmp_path, capsys):
+    """Labels are the sorted class folders: renaming `a` to `z` made label 0 mean `b` in the resumed run (and in
+    `eval`) without a word; a class added met the checkpoint as a shape mismatch."""
+    folder, workdir = photos(tmp_path), tmp_path / "run"
+    args = folder_run(folder, workdir)
+    assert main(args) == 0
+    assert json.loads((workdir / "dataset.json").read_text())["classes"] == ["a", "b", "c"]
+    (folder / "a").rename(folder / "z")
+    capsys.readouterr()
+    assert main([*args[:3], "--config.num_train_steps=4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "the dataset's classes changed since the run in" in err[-1] and "gone: a; new: z" in err[-1]
+    assert main(["eval", "--workdir", str(workdir)]) == 2
+    assert "an evaluation would read its labels as other classes" in capsys.readouterr().err
+    (folder / "z").rename(folder / "a")
+    (folder / "a" / "0.png").unlink()  # fewer images: a line, and the run goes on
+    assert main([*args[:3], "--config.num_train_steps=4"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"warning: the (train|eval) split had (\d+) examples when the run started and has \d+ now", err), err
 
 
 def test_settling_metrics_keeps_rollbacks_and_earlier_steps(tmp_path):

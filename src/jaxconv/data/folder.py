@@ -190,6 +190,14 @@ def folder_splits(root: str | os.PathLike, eval_fraction: float = 0.1,
                 parts["eval" if held else "train"][1].setdefault(c, []).append(name)
     if not classes:
         raise DatasetUnavailable(f"dataset 'folder': {root} has no class subfolders (expected root/<class>/<image>)")
+    split_like = [c for c in classes if c.lower() in ("train", "training", "dev", *EVAL_DIR_NAMES)]
+    if parts["train"][0] == root and split_like and len(split_like) == len(classes):
+        # train/ without val/ beside it, Train/ + Val/, train/ + dev/: split folders, not classes
+        raise DatasetUnavailable(
+            f"dataset 'folder': {root} holds {', '.join(f'{c}/' for c in classes)}, which look like splits, not "
+            f"classes; splits are train/ and one of {', '.join(f'{n}/' for n in EVAL_DIR_NAMES)} (lower case, both "
+            f"folders of class subfolders), or put the class folders directly in {root} to hold out "
+            f"{eval_fraction:.0%} of each class by hash")
     train_base = parts["train"][0]
     empty = [c for c in classes if not found[c]]
     if empty and any(found.values()):
@@ -200,6 +208,13 @@ def folder_splits(root: str | os.PathLike, eval_fraction: float = 0.1,
     if len(classes) < 2:
         raise DatasetUnavailable(f"dataset 'folder': {train_base} has one class subfolder ({classes[0]}); "
                                  f"a classifier needs at least two (root/<class>/<image>)")
+    untrained = [c for c in classes if found[c] and not parts["train"][1].get(c)] if train_base == root else []
+    if untrained:
+        c = untrained[0]
+        raise DatasetUnavailable(
+            f"dataset 'folder': class folder {root / c} has {len(found[c])} image(s), all held out for evaluation "
+            f"(by a hash of the file name), so training would never see the class; add images to it, or give "
+            f"train/ and val/ folders")
     report = FolderScan(skipped).report(root)
     if report and log is not None:
         log(report)
@@ -207,6 +222,11 @@ def folder_splits(root: str | os.PathLike, eval_fraction: float = 0.1,
     for split, (base, by_class) in parts.items():
         files = [f for c in classes for f in by_class.get(c, [])]
         labels = [i for i, c in enumerate(classes) for _ in by_class.get(c, [])]
+        if not files and split == "eval" and base == root:
+            raise DatasetUnavailable(
+                f"dataset 'folder': holding out {eval_fraction:.0%} of each class of {root} (chosen by a hash of the "
+                f"file name) left no image to evaluate on: {sum(map(len, found.values()))} images are too few; add "
+                f"images, or give train/ and val/ folders")
         if not files:
             raise DatasetUnavailable(f"dataset 'folder': the {split} split ({base}) has no readable images "
                                      f"({', '.join(IMAGE_SUFFIXES)})")

@@ -17,6 +17,7 @@ from jaxconv.data import pipeline
 from jaxconv.train.experiment import Experiment, abstract_state, build
 from jaxconv.train.report import Progress
 from jaxconv.train.steps import eval_step
+from jaxconv.train.resume import check_dataset
 from jaxconv.train.workdir import read_records
 
 
@@ -73,6 +74,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathli
                         split: str | None = None, ten_crop: bool = False, log: Callable[[str], None] = print) -> dict:
     """Evaluates the latest (or given) checkpoint of ``workdir`` on the eval (or given) split."""
     exp = build(config, log=log)
+    check_dataset(pathlib.Path(workdir), exp.sources, log, what="an evaluation")
     if split is not None and split != exp.spec.eval_split:
         exp = _with_split(exp, split)
     # Read-only: an evaluation moves and cleans nothing, so it is safe beside a run that is still training.

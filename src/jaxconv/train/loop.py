@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import sys
 import time
 from collections.abc import Callable, Collection
 from functools import partial
@@ -40,7 +41,7 @@ from jaxconv.train.experiment import (Experiment, abstract_state, build, checkpo
                                       train_batches)
 from jaxconv.train.optim import schedule_warnings
 from jaxconv.train.report import MetricsWriter, Progress
-from jaxconv.train.resume import ConfigChanged, changes_on_resume, record_changes
+from jaxconv.train.resume import ConfigChanged, changes_on_resume, check_dataset, record_changes, record_dataset
 from jaxconv.train.signals import StopRequest, stop_signals
 from jaxconv.train.state import TrainState
 from jaxconv.train.steps import eval_step, train_step
@@ -49,6 +50,10 @@ from jaxconv.train.workdir import WorkdirBusy, WorkdirError, atomic_write_text, 
 
 __all__ = ["ConfigChanged", "ConfigError", "TrainingDiverged", "WorkdirBusy", "WorkdirError", "evaluate",
            "evaluate_checkpoint", "train"]
+
+
+class DataReadFailure(RunFailure, RuntimeError):
+    """The input pipeline could not read an example that it could when the run started."""
 
 
 class TrainingDiverged(RunFailure, RuntimeError):
@@ -80,6 +85,15 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
         except TrainingDiverged as error:
             run.status, run.failure = "diverged", error
             raise
+        except Exception as error:
+            tf = sys.modules.get("tensorflow")  # the input pipelines' errors: a file gone or changed meanwhile
+            if tf is None or not isinstance(error, tf.errors.OpError):
+                raise
+            first = str(getattr(error, "message", "") or error).strip().splitlines()
+            raise DataReadFailure(
+                f"reading the data failed at step {run.step} ({type(error).__name__}: {first[0] if first else ''}): "
+                f"a file changed or went away while the run read it; the last checkpoint is kept, and the same "
+                f"command resumes once the data is whole") from None
         finally:
             run.close()
             if run.status == "diverged":  # recorded, so that a report can tell "diverged" from "killed"
@@ -152,6 +166,8 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
         exp = build(config, log=log)
     if stop.before_training():  # while the model was built
         return _stopped_before_training(config, workdir, 0, stop, log)
+    if resuming:
+        check_dataset(workdir, exp.sources, log)
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, log=log)
     try:
         began = time.time()
@@ -169,6 +185,7 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
             if restored is not None and changes:
                 record_changes(config, workdir, start_step, changes, log)
             atomic_write_text(workdir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+            record_dataset(workdir, exp.sources)
             settle_metrics(workdir, start_step, log)
     except BaseException:
         checkpoints.close()

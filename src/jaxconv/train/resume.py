@@ -96,3 +96,53 @@ def record_changes(config, workdir: pathlib.Path, step: int, changes: dict, log:
 
 
 __all__ = ["ConfigChanged", "changes_on_resume", "check_resume", "config_changes", "record_changes"]
+
+
+# -- the data a run was started on -------------------------------------------------------------------------------------
+
+DATASET_RECORD = "dataset.json"
+
+
+class DatasetChanged(UserError, ValueError):
+    """A resume (or an evaluation) of a run whose dataset's classes are not the ones it was trained on."""
+
+
+def dataset_record(sources: dict) -> dict:
+    """What a run records about its data when it starts: the class names (a folder dataset's) and the sizes."""
+    classes = getattr(sources["train"], "classes", None)
+    return {"classes": list(classes) if classes is not None else None,
+            "train_examples": len(sources["train"]), "eval_examples": len(sources["eval"])}
+
+
+def check_dataset(workdir: pathlib.Path, sources: dict, log: Callable[[str], None], *, what: str = "a resume") -> None:
+    """Refuses a run whose classes are not those it started with (renaming a class folder swapped the labels
+    silently; adding one met the checkpoint as a shape mismatch); says so when the sizes changed."""
+    try:
+        recorded = json.loads((workdir / DATASET_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # a run of an older jaxconv, or one not started yet
+    if not isinstance(recorded, dict):
+        return
+    now = dataset_record(sources)
+    before, after = recorded.get("classes"), now["classes"]
+    if before is not None and after is not None and before != after:
+        gone, new = [c for c in before if c not in after], [c for c in after if c not in before]
+        change = "; ".join(part for part in (f"gone: {', '.join(gone)}" if gone else "",
+                                             f"new: {', '.join(new)}" if new else "") if part) or "their order"
+        raise DatasetChanged(
+            f"the dataset's classes changed since the run in {workdir} started ({len(before)} then, {len(after)} now; "
+            f"{change}): {what} would read its labels as other classes; restore the class folders, or start a new "
+            f"workdir")
+    for split in ("train", "eval"):
+        key = f"{split}_examples"
+        if isinstance(recorded.get(key), int) and recorded[key] != now[key]:
+            log(f"warning: the {split} split had {recorded[key]} examples when the run started and has {now[key]} "
+                f"now: the batches after this point differ from those an uninterrupted run would have seen")
+
+
+def record_dataset(workdir: pathlib.Path, sources: dict) -> None:
+    """Writes WORKDIR/dataset.json once, when the run starts (a resume keeps the first one)."""
+    from jaxconv.train.workdir import atomic_write_text
+
+    if not (workdir / DATASET_RECORD).exists():
+        atomic_write_text(workdir / DATASET_RECORD, json.dumps(dataset_record(sources), indent=2) + "\n")
