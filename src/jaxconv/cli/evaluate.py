@@ -7,13 +7,14 @@ import json
 import pathlib
 
 from jaxconv.cli.common import UsageError, log, positive_int, stored_config
-from jaxconv.cli.startup import enable_compilation_cache, quiet_backends
+from jaxconv.cli.startup import enable_compilation_cache, ignore_late_storage_callbacks, quiet_backends
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
     quiet_backends()
+    ignore_late_storage_callbacks()  # a checkpoint that cannot be read leaves TensorStore's reads behind
     import jax
 
     from jaxconv.train.config import ConfigError, validate

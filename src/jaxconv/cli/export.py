@@ -6,11 +6,12 @@ import argparse
 import pathlib
 
 from jaxconv.cli.common import UsageError, comma_choices, output_directory, positive_int
-from jaxconv.cli.startup import quiet_backends
+from jaxconv.cli.startup import ignore_late_storage_callbacks, quiet_backends
 
 
 def run(args: argparse.Namespace) -> int:
     quiet_backends()
+    ignore_late_storage_callbacks()  # a checkpoint that cannot be read leaves TensorStore's reads behind
     from jaxconv import export
 
     if bool(args.workdir) == bool(args.weights):
