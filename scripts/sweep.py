@@ -19,11 +19,13 @@ import json
 import os
 import pathlib
 import platform
+import signal
 import subprocess
 import sys
 import time
 
-from jaxconv.train.sweep import SweepError, plan, slurm_array
+from jaxconv.train.sweep import SweepError, plan, planned_config, slurm_array
+from jaxconv.train.workdir import read_summary
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
@@ -63,28 +65,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--x", metavar="KEY", help="with --report: also plot final values against this swept key")
     args = parser.parse_args(argv)
     try:
+        runs_dir = pathlib.Path(args.runs_dir)
+        if runs_dir.exists() and not runs_dir.is_dir():
+            raise SweepError(f"--runs-dir {runs_dir}: is a file; give a folder for the runs' workdirs")
         runs = plan(args.experiments, runs_dir=args.runs_dir, variant=args.variant, only=args.only,
                     overrides=_overrides(args.set))
         if not runs:
             raise SweepError("no run selected")
         if args.slurm:
-            pathlib.Path(args.slurm).write_text(slurm_array(runs, sbatch_options=args.sbatch_option))
+            script = pathlib.Path(args.slurm)
+            try:
+                script.write_text(slurm_array(runs, sbatch_options=args.sbatch_option))
+            except OSError as e:
+                raise SweepError(f"--slurm {script}: cannot write it ({e.strerror or e})") from None
             print(f"wrote {args.slurm} ({len(runs)} array tasks); submit it with: sbatch {args.slurm}")
             return 0
+        _check_report(args, runs)
     except SweepError as e:
         print(f"sweep: error: {e}", file=sys.stderr)
         return 2
     failed = []
     for index, run in enumerate(runs, start=1):
-        summary = run.workdir / "summary.json"
-        if summary.is_file() and json.loads(summary.read_text()).get("status") == "completed":
-            print(f"[{index}/{len(runs)}] {run.name}: completed before, skipped", flush=True)
-            continue
+        summary = read_summary(run.workdir)
+        if summary is not None and summary.get("status") == "completed":
+            differ = _differs(run)
+            if not differ:
+                print(f"[{index}/{len(runs)}] {run.name}: completed before, skipped", flush=True)
+                continue
+            print(f"[{index}/{len(runs)}] {run.name}: completed before with {differ}; `jaxconv train` decides "
+                  f"whether that resumes it", flush=True)
         print(f"[{index}/{len(runs)}] {run.command()}", flush=True)
         if args.dry_run:
             continue
         started = time.time()
-        code = subprocess.call(run.argv())
+        code, interrupted = _train(run)
+        if interrupted:
+            print(f"sweep: stopped by {interrupted} during {run.name} (it saved a checkpoint if it could); run the "
+                  f"same command to go on", file=sys.stderr)
+            return 130
         record = {
             "run": run.name, "workdir": str(run.workdir), "exit_code": code,
             "wall_time_s": round(time.time() - started, 1), "machine": _machine(),
@@ -95,14 +113,69 @@ def main(argv: list[str] | None = None) -> int:
             log.write(json.dumps(record) + "\n")
         if code != 0:
             failed.append(run.name)
+    reported = 0
     if args.report and not args.dry_run:
         dirs = sorted({str(run.workdir.parent) for run in runs})
-        subprocess.call([sys.executable, "-m", "jaxconv.cli", "report", *dirs, "--out", args.report,
-                         *(["--x", args.x] if args.x else [])])
+        reported = subprocess.call([sys.executable, "-m", "jaxconv.cli", "report", *dirs, "--out", args.report,
+                                    *(["--x", args.x] if args.x else [])])
     if failed:
         print(f"sweep: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
-    return 0
+    return reported
+
+
+def _train(run) -> tuple[int, str | None]:
+    """Runs one `jaxconv train` to its end; Ctrl-C (which the terminal sends to it too) and SIGTERM (passed on)
+    let it save a checkpoint and stop before the sweep stops: (exit status, the signal's name or None)."""
+    child = subprocess.Popen(run.argv())
+    received: list[str] = []
+
+    def on_signal(signum, _frame):
+        received.append(signal.Signals(signum).name)
+        if signum == signal.SIGTERM:
+            child.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return code, (received[0] if received else None)
+
+
+def _differs(run) -> str:
+    """What this sweep sets that a completed run's config.json holds otherwise ('' when nothing)."""
+    try:
+        stored = json.loads((run.workdir / "config.json").read_text(encoding="utf-8"))
+        from jaxconv.train.config import flat
+
+        stored = flat(stored)
+    except (OSError, ValueError, TypeError):
+        return ""
+    planned = planned_config(run)
+    keys = [key for key, _ in run.overrides if key in planned and stored.get(key) != _plain(planned[key])]
+    return ", ".join(f"{key}={stored.get(key)!r} (now {planned[key]!r})" for key in keys)
+
+
+def _plain(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def _check_report(args, runs) -> None:
+    """--report DIR and --x KEY, checked before hours of training rather than after."""
+    if args.x and not args.report:
+        raise SweepError("--x goes with --report DIR")
+    if args.report:
+        out = pathlib.Path(args.report)
+        if out.exists() and not out.is_dir():
+            raise SweepError(f"--report {out}: is a file; give a folder for the report")
+    if args.x:
+        keys = {key for run in runs for key, _ in run.overrides}
+        varied = sorted(key for key in keys if len({dict(run.overrides).get(key) for run in runs}) > 1)
+        if args.x not in varied:
+            raise SweepError(f"--x {args.x}: the sweep's runs differ in {', '.join(varied) or 'no key'}; give one of "
+                             f"them")
 
 
 if __name__ == "__main__":

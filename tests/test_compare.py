@@ -365,3 +365,58 @@ def test_the_reports_accuracy_chart_has_the_datasets_chance_and_one_bubble_per_s
     (bar,) = [c for c in ax.containers if c.get_label() == "seeds: min–max"]
     segment = bar.lines[2][0].get_segments()[0]  # the one bar: from the lowest seed to the highest
     assert segment[0][1] == pytest.approx(20.0) and segment[1][1] == pytest.approx(70.0)
+
+
+def sweep_main():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep_script", pathlib.Path(__file__).parents[1] / "scripts" / "sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+INCEPTION = str(pathlib.Path(__file__).parents[1] / "experiments" / "study_inception.py")
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--set", "num_train_step=2"], "--set num_train_step=2: run 'reduced': config.num_train_step"),  # ran every run
+    (["--set", "learning_rate=-1"], "--set learning_rate=-1: run 'reduced'"),
+    (["--runs-dir", "{file}"], "is a file; give a folder"),  # a NotADirectoryError traceback after the first run
+    (["--slurm", "{tmp}/nowhere/s.sbatch"], "--slurm {tmp}/nowhere/s.sbatch: cannot write it"),
+    (["--report", "{file}"], "--report {file}: is a file"),  # said after every run had trained, exit 0
+    (["--report", "{tmp}/rep", "--x", "learnin_rate"], "--x learnin_rate: the sweep's runs differ in"),
+    (["--only", "nave"], "--only nave: no such run"),  # with two files: 'no run selected'
+])
+def test_a_sweeps_mistakes_are_one_line_before_anything_runs(tmp_path, capsys, extra, needle):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    extra = [e.format(file=afile, tmp=tmp_path) for e in extra]
+    default = str(pathlib.Path(INCEPTION).with_name("default.py"))
+    argv = [INCEPTION, *([default] if "--only" in extra else []), *extra]
+    if "--runs-dir" not in extra:
+        argv += ["--runs-dir", str(tmp_path / "runs")]
+    assert sweep_main()(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sweep: error: ") and needle.format(file=afile, tmp=tmp_path) in err[0]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "rep").exists()
+
+
+def test_a_completed_run_is_skipped_only_when_the_sweep_asks_for_the_same(tmp_path, capsys):
+    """A finished sweep run again with another --set reused the old results under the new settings; an empty
+    summary.json was a traceback."""
+    workdir = tmp_path / "runs" / "study_inception" / "quick" / "reduced"
+    workdir.mkdir(parents=True)
+    argv = [INCEPTION, "--only", "reduced", "--runs-dir", str(tmp_path / "runs"), "--dry-run"]
+    (workdir / "summary.json").write_text("")
+    assert sweep_main()(argv) == 0
+    assert "jaxconv.cli train" in capsys.readouterr().out
+    config = load_config(f"{INCEPTION}:quick")
+    config.update(learning_rate=0.05)
+    (workdir / "config.json").write_text(json.dumps(config.to_dict()))
+    (workdir / "summary.json").write_text(json.dumps({"status": "completed"}))
+    assert sweep_main()(argv + ["--set", "learning_rate=0.05"]) == 0
+    assert "reduced: completed before, skipped" in capsys.readouterr().out
+    assert sweep_main()(argv + ["--set", "learning_rate=0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "completed before with learning_rate=0.05 (now 0.5)" in out and "jaxconv.cli train" in out

@@ -101,11 +101,37 @@ def plan(experiments: Sequence[str], *, runs_dir: str | pathlib.Path = "runs", v
                                  f"(run {name!r}: {pairs[swept[0]]}); leave it out, or pick runs with --only")
             pairs.update(overrides or {})
             planned.append(PlannedRun(name, run_experiment, base / name, tuple(pairs.items())))
+    unknown = sorted(set(only) - {r.name for r in planned})
+    if unknown:  # (one file: said above, with its runs)
+        raise SweepError(f"--only {' '.join(unknown)}: no such run in {', '.join(experiments)}")
     names = [str(r.workdir) for r in planned]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SweepError(f"two runs would share a workdir: {', '.join(duplicates)}")
+    _check_overrides(planned, overrides or {})
     return planned
+
+
+def _check_overrides(planned: Sequence[PlannedRun], overrides: Mapping[str, str]) -> None:
+    """Every run's overrides name config keys and parse (each run's), and the first run's config is valid:
+    a --set mistake is one line before anything runs, not the same failure once per run."""
+    from jaxconv.train.config import ConfigError, apply_overrides, load_config, validate
+
+    for index, run in enumerate(planned):
+        try:
+            config = apply_overrides(load_config(run.experiment), dict(run.overrides))
+            if index == 0:
+                validate(config, device_count=1)
+        except ConfigError as e:
+            given = next((f"--set {key}={overrides[key]}: " for key in overrides if key in str(e)), "")
+            raise SweepError(f"{given}run {run.name!r}: {e}") from None
+
+
+def planned_config(run: PlannedRun) -> dict:
+    """The flat config ``run`` trains with (its experiment and overrides), as config.json records it."""
+    from jaxconv.train.config import apply_overrides, flat, load_config
+
+    return flat(apply_overrides(load_config(run.experiment), dict(run.overrides)).to_dict())
 
 
 def slurm_array(planned: Sequence[PlannedRun], *, job_name: str = "jaxconv-sweep", python: str = "python",
