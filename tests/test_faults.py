@@ -378,7 +378,7 @@ def test_folder_class_without_a_readable_image_and_a_single_class_are_refused(tm
 
 
 def test_folder_counts_dangling_symlinks_with_the_skipped_files(tmp_path):
-    for name in ("cat/0.png", "dog/0.png"):
+    for name in ("cat/0.png", "cat/1.png", "dog/0.png"):  # (cat/0.png alone is held out for evaluation)
         write(tmp_path / name, np.zeros((4, 4, 3), np.uint8))
     (tmp_path / "dog" / "gone.png").symlink_to(tmp_path / "nowhere.png")
     messages: list[str] = []
