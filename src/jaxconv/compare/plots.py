@@ -107,10 +107,11 @@ def plot_accuracy_vs_gmacs(rows: Sequence[dict], path: str | pathlib.Path, *, ac
     ax.set_xlabel("GMACs per image (log scale)")
     ax.set_ylabel(f"{accuracy} top-1 accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
-    legend = ax.legend(loc="lower right", fontsize=8)
-    for handle in legend.legend_handles:  # one marker size in the legend, whatever the bubbles' sizes
-        if hasattr(handle, "set_sizes"):
-            handle.set_sizes([60])
+    if ax.get_legend_handles_labels()[0]:  # (nothing labelled: no empty legend, nor matplotlib's warning)
+        legend = ax.legend(loc="lower right", fontsize=8)
+        for handle in legend.legend_handles:  # one marker size in the legend, whatever the bubbles' sizes
+            if hasattr(handle, "set_sizes"):
+                handle.set_sizes([60])
     smallest = min(r["params"] for r in points)
     ax.set_title(title or f"Accuracy vs compute; bubble area ∝ parameters ({millions(smallest)} to {millions(largest)})")
     _label_without_overlap(ax, [(r["gmacs"], r[key], r["model"]) for r in points], fontsize=9 if len(points) <= 15 else 8)
