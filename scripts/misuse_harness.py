@@ -1403,9 +1403,12 @@ def fault_cases() -> Iterator[Case]:
     for name, moment, extra in (("training", after_line(PROGRESS, 1.0), ()),
                                 ("starting", after_line("-> workdir", 0.2), ()),
                                 ("checkpointing", after_line(PROGRESS, 1.0), every_step)):
+        # While starting, one Ctrl-C already stops the run before its first step (exit 0, since 19e00da); the second
+        # may come once that stop is done, or meet the first in one call of CPython's handler (the main thread in C).
+        statuses = (0, 130, -signal.SIGINT) if name == "starting" else (130, -signal.SIGINT)
         yield Case(f"faults-sigint-twice-{name}", f"two quick Ctrl-Cs (100 ms apart) while {name}; then resume",
                    interrupt(moment, [signal.SIGINT, signal.SIGINT], group=True, extra=extra, exact=False),
-                   Ends((("interrupted", "stopped"),), (130, -signal.SIGINT)),
+                   Ends((("interrupted", "stopped"),), statuses),
                    checks=(no_partial_checkpoints,) if extra else ())
     killed = Ends(statuses=(-signal.SIGKILL,))
     yield Case("faults-sigkill-training", "SIGKILL after the first checkpoint; then resume",
