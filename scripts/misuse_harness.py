@@ -1739,11 +1739,14 @@ API_CASES = [  # id, set-up code, call (sets `result`), what the message must na
     ("load_pretrained-unconvertible-model", "", f"result = jaxconv.load_pretrained('resnet20', '{R18}')", ("resnet20",)),
     ("load_pretrained-unknown-model", "", f"result = jaxconv.load_pretrained('nope', '{R18}')", ("nope",)),
     ("load_pretrained-int-model", "", f"result = jaxconv.load_pretrained(5, '{R18}')", (("name", "str", "model"),)),
-    ("register-existing-name", "", "result = jaxconv.register('resnet50', lambda **kw: None, image_size=32)",
-     ("resnet50",)),
-    ("register-int-name", "", "result = jaxconv.register(5, lambda **kw: None, image_size=32)", ("name",)),
+    ("register-existing-name", "import flax.linen as nn",
+     "result = jaxconv.register('resnet50', nn.Dense, image_size=32)", (("resnet50", "already registered"),)),
+    ("register-int-name", "import flax.linen as nn", "result = jaxconv.register(5, nn.Dense, image_size=32)", ("name",)),
     ("register-not-callable", "", "result = jaxconv.register('mine', 'not a factory', image_size=32)", ("factory",)),
-    ("register-image_size-0", "", "result = jaxconv.register('mine', lambda **kw: None, image_size=0)", ("image_size",)),
+    ("register-a-function", "", "result = jaxconv.register('mine', lambda **kw: None, image_size=32)",
+     (("factory", "Flax module class"),)),
+    ("register-image_size-0", "import flax.linen as nn", "result = jaxconv.register('mine', nn.Dense, image_size=0)",
+     ("image_size",)),
 ]
 API_MAY_RETURN = [  # id, call: huge but well-formed requests, which may be answered or refused
     ("summary-image_size-huge", "result = jaxconv.summary('resnet50', image_size=10_000_000).params"),
