@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from jaxconv.train.sweep import SweepError, plan, planned_config, slurm_array
+from jaxconv.train.sweep import SweepError, changed_settings, plan, slurm_array
 from jaxconv.train.workdir import read_summary
 
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     for index, run in enumerate(runs, start=1):
         summary = read_summary(run.workdir)
         if summary is not None and summary.get("status") == "completed":
-            differ = _differs(run)
+            differ = changed_settings(run)
             if not differ:
                 print(f"[{index}/{len(runs)}] {run.name}: completed before, skipped", flush=True)
                 continue
@@ -142,24 +142,6 @@ def _train(run) -> tuple[int, str | None]:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return code, (received[0] if received else None)
-
-
-def _differs(run) -> str:
-    """What this sweep sets that a completed run's config.json holds otherwise ('' when nothing)."""
-    try:
-        stored = json.loads((run.workdir / "config.json").read_text(encoding="utf-8"))
-        from jaxconv.train.config import flat
-
-        stored = flat(stored)
-    except (OSError, ValueError, TypeError):
-        return ""
-    planned = planned_config(run)
-    keys = [key for key, _ in run.overrides if key in planned and stored.get(key) != _plain(planned[key])]
-    return ", ".join(f"{key}={stored.get(key)!r} (now {planned[key]!r})" for key in keys)
-
-
-def _plain(value):
-    return json.loads(json.dumps(value, default=str))
 
 
 def _check_report(args, runs) -> None:

@@ -407,38 +407,40 @@ def _late_summary(exp: Experiment, state, workdir: pathlib.Path, checkpoints: pa
         records, _ = read_records(workdir / "metrics.jsonl")
         evals = [r for r in records if r.get("split") == "eval" and r.get("step") == total]
         final = evals[-1] if evals else None
-    summary = {
-        "status": "completed", "model": exp.config.model, "dataset": exp.config.dataset,
-        "steps": total, "epochs": total / exp.steps_per_epoch,
-        "final_eval": final, "best_eval": best_eval(workdir), "rollbacks": int(np.asarray(state.rollbacks.addressable_shards[0].data)),
-        "wall_time_s": None, "devices": exp.parallel.device_count, "processes": jax.process_count(),
-        "workdir": str(workdir.absolute()), "checkpoints": str(checkpoints),
-        "metrics": str((workdir / "metrics.jsonl").absolute()),
-        "written_late": "by a later start: the run stopped after its last checkpoint, before its summary",
-    }
-    if jax.process_index() == 0:
-        atomic_write_text(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+    rollbacks = int(np.asarray(state.rollbacks.addressable_shards[0].data))
+    return _write_summary(exp, workdir, checkpoints, status="completed", steps=total, final_eval=final,
+                          rollbacks=rollbacks, wall_time_s=None,
+                          written_late="by a later start: the run stopped after its last checkpoint, before its summary")
 
 
 def _summary(run: Run, workdir: pathlib.Path, started: float) -> dict:
-    exp, config = run.exp, run.exp.config
+    exp = run.exp
+    failure = {"error": str(run.failure), "diverged_at_step": run.failure.step} if run.failure else {}
+    return _write_summary(exp, workdir, run.checkpoints.directory, status=run.status,
+                          steps=int(exp.parallel.first(run.state.step)), final_eval=run.last_eval,
+                          rollbacks=int(exp.parallel.first(run.state.rollbacks)), wall_time_s=time.time() - started,
+                          **failure)
+
+
+def _write_summary(exp: Experiment, workdir: pathlib.Path, checkpoints: pathlib.Path, *, status: str, steps: int,
+                   final_eval: dict | None, rollbacks: int, wall_time_s: float | None, **extra) -> dict:
+    """The run's closing summary; written to WORKDIR/summary.json (by process 0) when the run is over."""
     is_main = jax.process_index() == 0
-    final_step = int(exp.parallel.first(run.state.step))
+    config = exp.config
     summary = {
-        "status": run.status, **({"error": str(run.failure), "diverged_at_step": run.failure.step} if run.failure else {}),
+        "status": status, **extra,  # why it diverged, or that the summary was written late
         "model": config.model, "dataset": config.dataset,
-        "steps": final_step, "epochs": final_step / exp.steps_per_epoch,
-        "final_eval": run.last_eval,
+        "steps": steps, "epochs": steps / exp.steps_per_epoch,
+        "final_eval": final_eval,
         "best_eval": best_eval(workdir) if is_main else None,
-        "rollbacks": int(exp.parallel.first(run.state.rollbacks)),
-        "wall_time_s": time.time() - started,
+        "rollbacks": rollbacks,
+        "wall_time_s": wall_time_s,
         "devices": exp.parallel.device_count,
         "processes": jax.process_count(),
         "workdir": str(workdir.absolute()),
-        "checkpoints": str(run.checkpoints.directory),
+        "checkpoints": str(checkpoints),
         "metrics": str((workdir / "metrics.jsonl").absolute()),
     }
-    if is_main and run.status in ("completed", "diverged"):
+    if is_main and status in ("completed", "diverged"):
         atomic_write_text(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -127,11 +127,23 @@ def _check_overrides(planned: Sequence[PlannedRun], overrides: Mapping[str, str]
             raise SweepError(f"{given}run {run.name!r}: {e}") from None
 
 
-def planned_config(run: PlannedRun) -> dict:
-    """The flat config ``run`` trains with (its experiment and overrides), as config.json records it."""
-    from jaxconv.train.config import apply_overrides, flat, load_config
+def changed_settings(run: PlannedRun) -> str:
+    """What ``run``'s overrides set that the config.json of its (finished) workdir holds otherwise, as
+    'key=old (now new)'; '' when nothing, or when there is no readable config.json."""
+    import json
 
-    return flat(apply_overrides(load_config(run.experiment), dict(run.overrides)).to_dict())
+    from jaxconv.train.config import apply_overrides, load_config
+    from jaxconv.train.resume import config_changes
+
+    try:
+        stored = json.loads((run.workdir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(stored, dict):
+        return ""
+    changes = config_changes(stored, apply_overrides(load_config(run.experiment), dict(run.overrides)))
+    keys = [key for key, _ in run.overrides if key in changes]
+    return ", ".join(f"{key}={changes[key][0]!r} (now {changes[key][1]!r})" for key in keys)
 
 
 def slurm_array(planned: Sequence[PlannedRun], *, job_name: str = "jaxconv-sweep", python: str = "python",
