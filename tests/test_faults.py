@@ -386,6 +386,23 @@ def test_folder_counts_dangling_symlinks_with_the_skipped_files(tmp_path):
     assert len(messages) == 1 and "skipped 1 files" in messages[0] and "dog/gone.png" in messages[0]
 
 
+
+def test_folder_follows_links_to_folders_as_torchvision_does_and_reports_a_cycle(tmp_path):
+    root, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    for name in ("cat/0.png", "cat/1.png", "dog/0.png"):
+        write(root / name, np.zeros((4, 4, 3), np.uint8))
+    for name in ("more/2.png", "more/3.png"):
+        write(elsewhere / name, np.zeros((4, 4, 3), np.uint8))
+    (root / "dog" / "linked").symlink_to(elsewhere / "more", target_is_directory=True)
+    (root / "cat" / "loop").symlink_to(root / "cat", target_is_directory=True)
+    messages: list[str] = []
+    sources = folder_splits(root, log=messages.append)
+    # torchvision's ImageFolder (os.walk with followlinks=True) reads dog/linked/2.png and 3.png too
+    read = sorted(os.fsdecode(p) for s in ("train", "eval") for p in sources[s]._paths)
+    assert read == [str(root / n) for n in ("cat/0.png", "cat/1.png", "dog/0.png", "dog/linked/2.png",
+                                            "dog/linked/3.png")]
+    assert len(messages) == 1 and "skipped 1 files" in messages[0] and "cat/loop/" in messages[0]
+
 # --- files in the way, offline datasets, inputs in the wrong layout -------------------------------------------
 
 

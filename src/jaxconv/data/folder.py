@@ -71,9 +71,9 @@ def _class_files(root: pathlib.Path) -> tuple[dict[str, list[str]], list[str]]:
     images, others = {}, []
     for c in classes:
         images[c] = []
-        for path in sorted((root / c).rglob("*")):
-            if path.name.startswith("."):
-                continue
+        entries, unread = _walk(root / c)
+        others.extend(str(d.relative_to(root)) + os.sep for d in unread)
+        for path in entries:
             if path.is_symlink() and not path.exists():  # a dangling link: reported with the skipped files
                 others.append(str(path.relative_to(root)))
                 continue
@@ -81,6 +81,33 @@ def _class_files(root: pathlib.Path) -> tuple[dict[str, list[str]], list[str]]:
                 continue
             (images[c] if _is_image(path) else others).append(str(path.relative_to(root)))
     return images, others
+
+
+def _walk(top: pathlib.Path) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+    """Every entry below top but hidden ones, sorted, links to folders followed (as torchvision's
+    ImageFolder does); and the folders not read: those that cannot be listed, and links back into a
+    folder the walk is already inside (a cycle)."""
+    found: list[pathlib.Path] = []
+    unread: list[pathlib.Path] = []
+
+    def visit(directory: pathlib.Path, inside: frozenset[str]) -> None:
+        try:
+            entries = sorted(directory.iterdir())
+        except OSError:
+            unread.append(directory)
+            return
+        for path in entries:
+            if path.name.startswith("."):
+                continue
+            if not path.is_dir():
+                found.append(path)
+            elif (real := os.path.realpath(path)) in inside:
+                unread.append(path)
+            else:
+                visit(path, inside | {real})
+
+    visit(top, frozenset({os.path.realpath(top)}))
+    return sorted(found), unread
 
 
 def _scan_cache_path(root: pathlib.Path) -> pathlib.Path:
