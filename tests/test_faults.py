@@ -589,6 +589,9 @@ def test_a_model_given_nchw_or_other_channels_says_which_layout_it_takes():
     ("dropout", -0.5, "dropout is a probability"),
     ("stem", "imgnet", "stem must be one of 'imagenet', 'cifar' (or a module), got 'imgnet'"),
     ("block", "bottleneck", "block takes a module or function (its default: Bottleneck), not the string 'bottleneck'"),
+    ("zero_init_last", "false", "zero_init_last takes True or False (its default: False), got 'false'"),
+    ("depths", 16, "depths takes a sequence (its default: (3, 4, 6, 3)), got 16"),
+    ("stem_width", "64", "stem_width takes a number (its default: 64), got '64'"),
 ])
 def test_get_model_checks_option_values_when_it_builds_the_model(option, value, needle):
     """As torchvision's constructors do: a wrong value is refused by get_model, not deep inside init (or never)."""
@@ -603,6 +606,18 @@ def test_get_model_checks_option_values_when_it_builds_the_model(option, value, 
     model = get_model("resnet20", stem="imagenet")
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 32, 32, 3), "float32"))
     assert variables["params"]["stem"]["conv"]["kernel"].shape == (7, 7, 3, 16)
+
+
+def test_summary_options_read_true_and_false_as_the_configs_write_them(capsys):
+    """`--option aux_logits=false` was the string 'false', which Python takes for true: GoogLeNet was counted
+    with its auxiliary heads (13,378,280 parameters, docs/analysis.md, instead of 6,998,552 without)."""
+    for text in ("aux_logits=false", "aux_logits=False", "aux_logits=FALSE"):
+        assert main(["summary", "googlenet", "--option", text, "--format", "json"]) == 0
+        assert json.loads(capsys.readouterr().out)["params"] == 6_998_552
+    assert main(["summary", "resnet20", "--option", "zero_init_last=maybe"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "jaxconv: error: --option zero_init_last='maybe': resnet20 refuses it: zero_init_last takes True or False "
+        "(its default: False), got 'maybe'"]
 
 
 def test_api_calls_with_the_wrong_kind_of_argument_say_what_they_take():

@@ -83,13 +83,15 @@ NAMED_MODULES = {"stem": STEMS}
 
 
 def check_named_modules(name: str, overrides: dict[str, Any]) -> None:
-    """A string given for an option whose value is a module or a function (stem='imagenet') must be one of its
-    names; elsewhere (block='bottleneck') a string would fail deep inside ``init`` as "'str' object is not
-    callable"."""
-    strings = {key: value for key, value in overrides.items() if isinstance(value, str) and key not in ("norm", "act", "dtype")}
-    if not strings:
+    """Each option's value is of its default's kind (_check_type); a string given for an option whose value is
+    a module or a function (stem='imagenet') must be one of its names; elsewhere (block='bottleneck') a string
+    would fail deep inside ``init`` as "'str' object is not callable"."""
+    if not overrides:
         return
     defaults = build_model(name)
+    for key, value in overrides.items():
+        _check_type(name, key, value, getattr(defaults, key, None))
+    strings = {key: value for key, value in overrides.items() if isinstance(value, str) and key not in ("norm", "act", "dtype")}
     for key, value in strings.items():
         default = getattr(defaults, key, None)
         if isinstance(default, str) or default is None or not callable(default):
@@ -100,6 +102,27 @@ def check_named_modules(name: str, overrides: dict[str, Any]) -> None:
                              f"{getattr(default, '__name__', type(default).__name__)}), not the string {value!r}")
         if value not in names:
             raise ValueError(f"{name}: {key} must be one of {', '.join(map(repr, names))} (or a module), got {value!r}")
+
+
+def _check_type(name: str, key: str, value: Any, default: Any) -> None:
+    """An option whose default is a bool, a number or a sequence takes one: Python would read the string
+    'false' as true (aux_logits='false' built the auxiliary heads) and fail on widths=16 as "object of type
+    'int' has no len()"."""
+    if value is None:
+        return
+    if isinstance(default, bool):
+        wrong = not isinstance(value, bool)
+        kind = "True or False"
+    elif isinstance(default, (int, float)):
+        wrong = isinstance(value, bool) or not isinstance(value, (int, float))
+        kind = "a number"
+    elif isinstance(default, (tuple, list)):
+        wrong = not isinstance(value, (tuple, list))
+        kind = "a sequence"
+    else:
+        return
+    if wrong:
+        raise ValueError(f"{name}: {key} takes {kind} (its default: {default!r}), got {value!r}")
 
 
 def check_shared_options(name: str, overrides: dict[str, Any]) -> None:

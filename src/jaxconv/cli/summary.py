@@ -38,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError, ArithmeticError) as e:  # ArithmeticError: widths of 0 reach a division
         if not options:
             raise
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        detail = detail.removeprefix(f"{args.model}: ")  # get_model's own checks name the model too
         raise UsageError(f"--option {' '.join(f'{k}={v!r}' for k, v in options.items())}: {args.model} refuses it: "
-                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                         f"{detail}") from None
     sys.stdout.write(format_summary(result, args.format))
     return 0
 
