@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import host_variables, xla_flags_for_tests
+import jaxconv
 from jaxconv.checkpoint import CheckpointMismatch, Checkpoints
 from jaxconv.cli import main
 from jaxconv.train.config import ConfigError, apply_overrides, base_config, load_config, validate
@@ -754,6 +755,9 @@ def test_the_main_job_leaves_checkpoints_metrics_and_a_summary(uninterrupted):
     evals = [r for r in records if r["split"] == "eval"]
     assert len(evals) == 1 and evals[0]["examples"] == 40
     assert json.loads((workdir / "config.json").read_text())["num_train_steps"] == 24
+    # the parameters it trained, as the analyzer counts them from shapes (report checks a model's code against it)
+    assert json.loads((workdir / "summary.json").read_text())["params"] == jaxconv.summary(
+        "resnet20", image_size=16, depths=(1, 1, 1)).params
     # TensorBoard reads the scalars as scalars (the dashboard and EventAccumulator alike) and the hyper-parameters.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out}: exists and is not a directory")
     command = "jaxconv report " + " ".join(args.runs) + f" --out {args.out}" + (f" --x {args.x}" if args.x else "")
     with output_directory(out):
-        path = write_report(runs, out, title=args.title, command=command, x=args.x)
+        path = write_report(runs, out, title=args.title, command=command, x=args.x,
+                            log=lambda note: print(f"jaxconv: note: {note}", file=sys.stderr))
     print(path)
     return 0
 

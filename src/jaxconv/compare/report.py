@@ -7,7 +7,7 @@ import json
 import math
 import pathlib
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from jaxconv.compare import plots
 from jaxconv.compare.published import published
@@ -26,24 +26,36 @@ def _percent(record: dict | None, key: str) -> str:
     return f"{100 * record[key]:.2f}" if record and key in record else "—"
 
 
-def run_cost(run: Run) -> dict | None:
-    """Parameters and GMACs of the run's model at its input size and class count; None if it cannot be built."""
+def run_cost(run: Run) -> dict | str:
+    """Parameters and GMACs of the run's model at its input size and class count, from the model's code as
+    it is now; or why they are not shown (the code cannot be imported or built, or it has changed since the
+    run: its summary.json records the parameters it trained)."""
     from jaxconv.analysis import summary
     from jaxconv.data.catalog import DATASETS
-    from jaxconv.user_modules import UserModuleError, import_run_modules
+    from jaxconv.errors import UserError
+    from jaxconv.user_modules import import_run_modules
 
     try:
         import_run_modules(run.config, where=str(run.path))
-    except UserModuleError:
-        return None
-    spec = DATASETS.get(run.dataset)
-    num_classes = spec.num_classes if spec and spec.num_classes else None
-    options = dict(run.config.get("model_options") or {})
-    try:
+        spec = DATASETS.get(run.dataset)
+        num_classes = spec.num_classes if spec and spec.num_classes else None
+        options = dict(run.config.get("model_options") or {})
         s = summary(run.model, image_size=run.config.get("image_size"), num_classes=num_classes, **options)
-    except (ValueError, TypeError):
-        return None
+    except (UserError, ValueError, TypeError) as e:
+        return f"{run.model} could not be built ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    trained = (run.summary or {}).get("params")
+    if isinstance(trained, int) and trained != s.params:
+        return (f"{run.model} now has {s.params:,} parameters where the run trained {trained:,}: its code "
+                f"changed since")
     return {"params": s.params, "gmacs": s.macs / 1e9}
+
+
+def _published_top1(name: str) -> float | None:
+    """The published top-1 of a model, None for one without (or no longer known: its code is gone)."""
+    try:
+        return published(name).top1
+    except (KeyError, ValueError):
+        return None
 
 
 def sweep_records(runs: Sequence[Run]) -> list[dict]:
@@ -148,7 +160,8 @@ def layer_norm_table(runs: Sequence[Run]) -> str:
 
 
 def write_report(runs: Sequence[Run], out: str | pathlib.Path, *, title: str = "jaxconv report",
-                 command: str | None = None, x: str | None = None) -> pathlib.Path:
+                 command: str | None = None, x: str | None = None,
+                 log: Callable[[str], None] | None = None) -> pathlib.Path:
     """Writes OUT/report.md with the runs table, the published figures of their models, training
     curves (OUT/curves.png), per-layer gradient norms of runs that logged them
     (OUT/layer_grad_norms.png) and accuracy against GMACs (OUT/accuracy_vs_gmacs.png).
@@ -162,10 +175,17 @@ def write_report(runs: Sequence[Run], out: str | pathlib.Path, *, title: str = "
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     costs = {run.path: run_cost(run) for run in runs}
+    unknown = {run.name: cost for run in runs if isinstance(cost := costs[run.path], str)}
+    costs = {path: cost for path, cost in costs.items() if not isinstance(cost, str)}
     parts = [f"# {title}", ""]
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts.append(f"Generated {stamp}" + (f" by `{command}`" if command else "") + f" from {len(runs)} run(s).")
     parts += ["", "## Runs", "", runs_table(runs, costs)]
+    if unknown:
+        notes = [f"parameters and GMACs not shown for {name}: {why}" for name, why in unknown.items()]
+        parts += [note[0].upper() + note[1:] + "." for note in notes] + [""]
+        for note in notes if log else ():
+            log(note)
 
     if len(runs) > 1:
         parts += ["## Settings", "", "Runs that differ only in their seed are one row; a spread reads mean ± "
@@ -176,7 +196,7 @@ def write_report(runs: Sequence[Run], out: str | pathlib.Path, *, title: str = "
             parts += [f"## Final values against {x}", "", f"![final values against {x}]({final.name})", ""]
 
     datasets = sorted({run.dataset for run in runs})
-    models = sorted({run.model for run in runs if published(run.model).top1 is not None})
+    models = sorted({run.model for run in runs if _published_top1(run.model) is not None})
     if models:
         parts += ["## Published figures for these models", "",
                   "| model | published top-1 % | published top-5 % | source |", "|---|---:|---:|---|"]

@@ -134,6 +134,11 @@ def _state_factory(exp: Experiment) -> tuple[Callable, jax.Array]:
     return create, jax.random.PRNGKey(exp.config.seed)
 
 
+def param_count(exp: Experiment) -> int:
+    """The number of trainable and frozen parameters of the run's model (BatchNorm statistics not counted)."""
+    return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(abstract_state(exp).params))
+
+
 def abstract_state(exp: Experiment) -> TrainState:
     """The shapes, dtypes and (replicated) shardings of the state: the target of a restore, at no compute."""
     create, rng = _state_factory(exp)

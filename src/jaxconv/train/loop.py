@@ -37,7 +37,7 @@ from jaxconv.data.prefetch import DeviceBatches
 from jaxconv.errors import RunFailure
 from jaxconv.train.config import ConfigError
 from jaxconv.train.evaluate import best_eval, evaluate, evaluate_checkpoint
-from jaxconv.train.experiment import (Experiment, abstract_state, build, checkpoint_meta, initial_state,
+from jaxconv.train.experiment import (Experiment, abstract_state, build, checkpoint_meta, initial_state, param_count,
                                       train_batches)
 from jaxconv.train.optim import schedule_warnings
 from jaxconv.train.report import MetricsWriter, Progress
@@ -430,6 +430,7 @@ def _write_summary(exp: Experiment, workdir: pathlib.Path, checkpoints: pathlib.
     summary = {
         "status": status, **extra,  # why it diverged, or that the summary was written late
         "model": config.model, "dataset": config.dataset,
+        "params": param_count(exp),  # as trained: `report` checks the model's code still builds this
         "steps": steps, "epochs": steps / exp.steps_per_epoch,
         "final_eval": final_eval,
         "best_eval": best_eval(workdir) if is_main else None,
