@@ -4,6 +4,7 @@
     python scripts/sweep.py experiments/study_plain_vs_residual.py --variant full --slurm sweep.sbatch
     python scripts/sweep.py experiments/default.py experiments/cifar10_resnet20.py --set num_train_steps=100
     python scripts/sweep.py experiments/study_batchnorm.py --only bn_lr0.1 --dry-run
+    python scripts/sweep.py experiments/default.py --import my_nets.py --set model=my_net
 
 Each run trains in RUNS_DIR/<experiment>/<variant>/<run> (resuming it when it was interrupted; a
 completed run is skipped). Every finished run appends a line with its wall time, machine and
@@ -26,6 +27,7 @@ import time
 
 from jaxconv.train.sweep import SweepError, changed_settings, plan, slurm_array
 from jaxconv.train.workdir import read_summary
+from jaxconv.user_modules import ENV_VAR, UserModuleError, env_specs, import_modules, merge
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
@@ -63,13 +65,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("--report", metavar="DIR", help="afterwards, write `jaxconv report` of the sweep's runs to DIR")
     parser.add_argument("--x", metavar="KEY", help="with --report: also plot final values against this swept key")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
+                        help=f"your module or .py file with models (as every jaxconv command takes it; also "
+                             f"${ENV_VAR}): every run imports and records it; repeatable")
     args = parser.parse_args(argv)
     try:
         runs_dir = pathlib.Path(args.runs_dir)
         if runs_dir.exists() and not runs_dir.is_dir():
             raise SweepError(f"--runs-dir {runs_dir}: is a file; give a folder for the runs' workdirs")
+        overrides = _overrides(args.set)
+        specs = merge(env_specs(), args.imports)
+        if specs:
+            if "imports" in overrides:
+                raise SweepError("give your modules either with --import (or $JAXCONV_IMPORT) or with --set imports=…")
+            try:  # as the runs will record them: absolute, so that each run finds them from its own workdir
+                overrides["imports"] = ",".join(import_modules(specs))
+            except UserModuleError as e:
+                raise SweepError(str(e)) from None
         runs = plan(args.experiments, runs_dir=args.runs_dir, variant=args.variant, only=args.only,
-                    overrides=_overrides(args.set))
+                    overrides=overrides)
         if not runs:
             raise SweepError("no run selected")
         if args.slurm:

@@ -104,6 +104,20 @@ def check_named_modules(name: str, overrides: dict[str, Any]) -> None:
             raise ValueError(f"{name}: {key} must be one of {', '.join(map(repr, names))} (or a module), got {value!r}")
 
 
+def option_value(text: str) -> Any:
+    """A model option's value as a command line spells it: a Python literal (2, (3, 3, 3), None), true/false/
+    none in any case (as the configs' values are written), or else a string (norm=group)."""
+    import ast
+
+    words = {"true": True, "false": False, "none": None, "null": None}
+    if text.strip().lower() in words:
+        return words[text.strip().lower()]
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def _check_type(name: str, key: str, value: Any, default: Any) -> None:
     """An option whose default is a bool, a number or a sequence takes one: Python would read the string
     'false' as true (aux_logits='false' built the auxiliary heads) and fail on widths=16 as "object of type
@@ -112,6 +126,8 @@ def _check_type(name: str, key: str, value: Any, default: Any) -> None:
         return
     if isinstance(default, bool):
         wrong = not isinstance(value, bool)
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            wrong = False  # as a config.json of a sweep before 2026-12-04 recorded it (a string, then read as true)
         kind = "True or False"
     elif isinstance(default, (int, float)):
         wrong = isinstance(value, bool) or not isinstance(value, (int, float))

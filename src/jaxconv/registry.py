@@ -78,6 +78,7 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def register(
@@ -106,6 +107,11 @@ def register(
     """
     if not name or not isinstance(name, str):
         raise ValueError(f"model name must be a non-empty string, got {name!r}")
+    if not _NAME.fullmatch(name):
+        # a name goes on command lines, in patterns (`jaxconv list 'res*'`) and in file names (compare's plots)
+        raise ValueError(f"register({name!r}, ...): a model name is letters, digits, '_', '-' and '.', starting "
+                         f"with a letter or digit (as resnet50, my_net-v2), so that it can be typed as an argument, "
+                         f"matched by a pattern and used in a file name")
     inner = factory
     while isinstance(inner, functools.partial):
         inner = inner.func

@@ -16,6 +16,7 @@ trust.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -76,6 +77,12 @@ def _add_to_path(folder: pathlib.Path) -> None:
         sys.path.insert(0, entry)
 
 
+def _prints_to_stderr() -> contextlib.AbstractContextManager:
+    """What a user's module prints while it is imported goes to stderr: stdout is the commands' output
+    (`--format json`, a table), which a "loading my nets..." line would corrupt."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
 def import_file(path: str | pathlib.Path, *, what: str | None = None, name: str | None = None,
                 fresh: bool = False) -> ModuleType:
     """Imports a Python file as a module (once: a file imported before, by name or path, is reused).
@@ -109,7 +116,8 @@ def import_file(path: str | pathlib.Path, *, what: str | None = None, name: str 
     previous = sys.modules.get(name)
     sys.modules[name] = module  # dataclasses (Flax modules) look their module up while the file runs
     try:
-        spec.loader.exec_module(module)
+        with _prints_to_stderr():
+            spec.loader.exec_module(module)
     except BaseException as e:
         if previous is None:
             sys.modules.pop(name, None)
@@ -135,7 +143,8 @@ def import_name(name: str, *, what: str | None = None) -> ModuleType:
     if root:
         _add_to_path(pathlib.Path(root))
     try:
-        return importlib.import_module(name)
+        with _prints_to_stderr():
+            return importlib.import_module(name)
     except ModuleNotFoundError as e:
         if e.name and (name == e.name or name.startswith(e.name + ".")):
             where = f"{pathlib.Path.cwd()}" + (f" or {root}" if root else "")

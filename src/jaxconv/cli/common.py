@@ -70,21 +70,13 @@ LARGEST = 2**31 - 1  # sizes and counts become int32 array dimensions
 
 
 def model_option(text: str) -> tuple[str, object]:
-    """NAME=VALUE, the value a Python literal (2, (3, 3, 3), None), true/false/none in any case (as the
-    config's values are written), or else a string (norm=group)."""
-    import ast
+    """NAME=VALUE, the value as jaxconv.models.option_value reads it."""
+    from jaxconv.models import option_value
 
     name, sep, value = text.partition("=")
     if not sep or not name.strip().isidentifier():
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, e.g. groups=2, got {text!r}")
-    words = {"true": True, "false": False, "none": None, "null": None}
-    if value.strip().lower() in words:
-        return name.strip(), words[value.strip().lower()]
-    try:
-        parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        parsed = value
-    return name.strip(), parsed
+    return name.strip(), option_value(value)
 
 
 def image_size_arg(text: str) -> int | tuple[int, int]:

@@ -77,7 +77,7 @@ def resolved_config(source, overrides: dict[str, str], imports: Sequence[str] = 
         config = apply_overrides(config, overrides)
         if imports:
             config.imports = tuple(merge(imports, config.get("imports", ())))
-        return validate(config, device_count=jax.device_count(), process_count=jax.process_count())
+        return validate(config, device_count=jax.device_count(), process_count=jax.process_count(), log=log)
     except ConfigError as e:
         raise UsageError(str(e)) from None
 

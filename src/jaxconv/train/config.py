@@ -13,12 +13,13 @@ import difflib
 import functools
 import inspect
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ml_collections
 from ml_collections import config_dict
 
+from jaxconv.models import option_value
 from jaxconv.train.keys import BY_NAME, KEYS, MOVED, ConfigError, default_value
 
 
@@ -213,10 +214,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
     for name, text in overrides.items():
         parts = name.split(".")
         if parts[0] == "model_options" and len(parts) == 2:
-            try:
-                value = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                value = text
+            value = option_value(text)
             try:
                 config.model_options[parts[1]] = value
             except TypeError:
@@ -242,7 +240,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
     return config
 
 
-def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int = 1) -> ml_collections.ConfigDict:
+def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int = 1,
+             log: Callable[[str], None] | None = None) -> ml_collections.ConfigDict:
     """Checks every value and fills the defaults that depend on others; returns the resolved config.
 
     Each key is checked as keys.KEYS declares it; then what relates several keys. Nothing is
@@ -258,7 +257,7 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     if unknown:
         raise ConfigError(unknown[0], _get(given, unknown[0]), unknown_key_hint(unknown[0]))
     values = {**{key.name: default_value(key.name) for key in KEYS}, **flat(given)}  # an older config: new keys' defaults
-    values["imports"] = _import_user_modules(values["imports"])
+    values["imports"] = _import_user_modules(values["imports"], values["model"], log)
     for key in KEYS:
         values[key.name] = key.validate(values[key.name])
     c = base_config()
@@ -326,16 +325,31 @@ def _check_directory(c: ml_collections.ConfigDict, key: str) -> None:
         raise ConfigError(key, c[key], f"{where}; give a directory")
 
 
-def _import_user_modules(specs: Any) -> tuple[str, ...]:
-    """Imports ``config.imports``; returns them as the run records them (absolute paths for files)."""
-    from jaxconv.user_modules import UserModuleError, import_modules
+def _import_user_modules(specs: Any, model: Any, log: Callable[[str], None] | None) -> tuple[str, ...]:
+    """Imports ``config.imports``; returns them as the run records them (absolute paths for files).
+
+    A recorded file that is gone (moved since the run trained) is left out when the run's model is known
+    without it -- the user gave its new place with --import -- and named otherwise."""
+    from jaxconv.models import model_info
+    from jaxconv.user_modules import UserModuleError, import_modules, is_file_spec
 
     if isinstance(specs, str) or not isinstance(specs, (tuple, list)) or not all(isinstance(s, str) for s in specs):
         raise ConfigError("imports", specs, "must be a list of module names or .py files, e.g. ('my_blocks.py',)")
+    gone = [s for s in specs if is_file_spec(s) and not pathlib.Path(s).expanduser().exists()]
     try:
-        return tuple(import_modules(specs, source="config.imports"))
+        recorded = import_modules([s for s in specs if s not in gone], source="config.imports")
     except UserModuleError as e:
         raise ConfigError("imports", tuple(specs), str(e).split(": ", 1)[1]) from None
+    if gone:
+        try:
+            model_info(model)
+        except (ValueError, TypeError):
+            raise ConfigError("imports", tuple(specs), f"{gone[0]} is gone; if you moved it, give its new place with "
+                                                       f"--import NEW_PATH.py") from None
+        if log is not None:
+            log(f"config.imports: {', '.join(gone)} {'is' if len(gone) == 1 else 'are'} gone; {model} is known "
+                f"without {'it' if len(gone) == 1 else 'them'} (--import), so {'it is' if len(gone) == 1 else 'they are'} left out")
+    return tuple(recorded)
 
 
 def _check_model(c: ml_collections.ConfigDict, channels: int) -> None:
