@@ -74,12 +74,31 @@ def test_a_torn_last_line_is_ignored_but_damage_inside_is_not(tiny_run, tmp_path
         load_run(copy)
 
 
-def test_compare_fills_your_accuracy_from_runs(tiny_run):
-    runs = find_runs([tiny_run])
+def test_compare_fills_your_accuracy_from_runs_of_the_architecture_it_compares(tiny_run, tmp_path, capsys):
+    """The tiny run trained resnet20 with depths (1, 1, 1): a ResNet-8, not the ResNet-20 of the row, which it
+    used to fill. A run of the registered architecture fills it; the others are named with the reason."""
+    from jaxconv.compare.table import uncompared_runs
+
+    stock = tmp_path / "stock"
+    stock.mkdir()
+    config = json.loads((tiny_run / "config.json").read_text())
+    (stock / "config.json").write_text(json.dumps({**config, "model_options": {}}))
+    (stock / "metrics.jsonl").write_text((tiny_run / "metrics.jsonl").read_text())
+    runs = find_runs([tiny_run, stock])
     rows = compare_rows(["resnet20", "plain20"], runs=runs, summarize=summarize)
-    assert rows[0]["your_top1"] == pytest.approx(100 * runs[0].best_eval["top1"])
-    assert rows[0]["your_dataset"] == "shapes" and rows[1]["your_top1"] is None
-    assert "| shapes |" in format_rows(rows, "md")
+    assert rows[0]["your_run"] == str(stock) and rows[1]["your_top1"] is None
+    assert rows[0]["your_top1"] == pytest.approx(100 * runs[1].best_eval["top1"])
+    assert "| shapes (at 16 px) |" in format_rows(rows, "md")  # the row's figures are at 32 px
+    assert uncompared_runs(["resnet20", "plain20"], runs) == [
+        f"{tiny_run}: trained resnet20 with model options (depths=[1, 1, 1]), another network than the resnet20 "
+        f"compared; left out"]
+    assert uncompared_runs(["alexnet"], runs[1:]) == [
+        f"{stock}: a run of resnet20, which is not among the models compared (name it: jaxconv compare resnet20 ...)"]
+    (stock / "metrics.jsonl").write_text('{"step": 2, "split": "eval", "loss": 1.0, "top1": 1.7}\n')
+    assert cli.main(["compare", "resnet20", "--no-speed", "--runs", str(stock)]) == 0
+    err = capsys.readouterr().err
+    assert "1 record(s) without an integer step, or a train/eval record without a numeric loss and a top-1" in err
+    assert f"{stock}: no evaluation yet; left out" in err
 
 
 def test_report_writes_tables_and_plots(tiny_run, tmp_path):

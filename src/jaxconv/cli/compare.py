@@ -25,6 +25,7 @@ def _speed_measure(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from jaxconv.compare import ILSVRC_MODELS, MODERN_MODELS, find_runs
+    from jaxconv.compare.table import uncompared_runs
     from jaxconv.models import model_info
 
     models = list(dict.fromkeys(args.models)) or list(ILSVRC_MODELS)  # a model named twice is one row
@@ -33,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     for name in models:
         model_info(name)
     runs = find_runs(args.runs) if args.runs else []
+    for note in [n for run in runs for n in run.notes] + uncompared_runs(models, runs):
+        log(f"jaxconv: note: {note}")
     out = pathlib.Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")

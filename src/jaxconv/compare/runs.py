@@ -104,7 +104,7 @@ def load_run(path: str | pathlib.Path) -> Run:
     usable = [r for r in records if _usable(r)]
     if len(usable) < len(records):
         notes += (f"{metrics}: {len(records) - len(usable)} record(s) without an integer step, or a train/eval "
-                  f"record without a numeric loss and top-1; read without them",)
+                  f"record without a numeric loss and a top-1 fraction (0 to 1); read without them",)
     # A resumed run re-logs the steps after its checkpoint: keep the last record of each step.
     by_key = {(r.get("split"), r["step"]): r for r in usable}
     ordered = sorted(by_key.values(), key=lambda r: r["step"])
@@ -122,7 +122,9 @@ def _usable(record: dict) -> bool:
     step = record.get("step")
     if isinstance(step, bool) or not isinstance(step, int):
         return False
-    return record.get("split") not in ("train", "eval") or (_number(record.get("loss")) and _number(record.get("top1")))
+    top1 = record.get("top1")
+    return record.get("split") not in ("train", "eval") or (_number(record.get("loss")) and _number(top1)
+                                                            and 0 <= top1 <= 1)  # a fraction; NaN fails too
 
 
 def find_runs(paths: Iterable[str | pathlib.Path]) -> list[Run]:

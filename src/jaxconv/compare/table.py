@@ -22,9 +22,32 @@ FORMATS = ("md", "csv", "json")
 Measure = Callable[[str, str, int, int], float]
 
 
+def _stock(run: Run) -> bool:
+    """Whether the run trained the registered architecture as it is (no model options changing it)."""
+    return not run.config.get("model_options")
+
+
 def _best_run(runs: Sequence[Run], model: str) -> Run | None:
-    candidates = [r for r in runs if r.model == model and r.best_eval is not None]
+    candidates = [r for r in runs if r.model == model and _stock(r) and r.best_eval is not None]
     return max(candidates, key=lambda r: r.best_eval["top1"]) if candidates else None
+
+
+def uncompared_runs(models: Sequence[str], runs: Sequence[Run]) -> list[str]:
+    """Why each run that fills no row's "your top-1" does not: its model is not compared, it changed the
+    architecture with model options (a ResNet-20 with depths (1, 1, 1) is not ResNet-20), or it has no
+    evaluation yet."""
+    notes = []
+    for run in runs:
+        if run.model not in models:
+            notes.append(f"{run.path}: a run of {run.model}, which is not among the models compared (name it: "
+                         f"jaxconv compare {run.model} ...)")
+        elif not _stock(run):
+            options = ", ".join(f"{k}={v!r}" for k, v in sorted(run.config["model_options"].items()))
+            notes.append(f"{run.path}: trained {run.model} with model options ({options}), another network than "
+                         f"the {run.model} compared; left out")
+        elif run.best_eval is None:
+            notes.append(f"{run.path}: no evaluation yet; left out")
+    return notes
 
 
 def compare_rows(
@@ -68,6 +91,7 @@ def compare_rows(
             "your_top5": 100 * best["top5"] if best and "top5" in best else None,
             "your_run": str(run.path) if run else None,
             "your_dataset": run.dataset if run else None,
+            "your_image_size": (run.config.get("image_size") or info.image_size) if run else None,
             "published_params": pub.params,
             "published_gmacs": pub.gmacs,
             "published_top1": pub.top1,
@@ -107,7 +131,10 @@ def format_markdown(rows: Sequence[dict], *, device: str | None = None) -> str:
         if speed:
             cells += [_number(r["eval_images_per_sec"], ".1f"), _number(r["train_images_per_sec"], ".1f")]
         if yours:
-            cells += [_number(r["your_top1"], ".2f"), _number(r["your_top5"], ".2f"), r["your_dataset"] or "—"]
+            dataset = r["your_dataset"] or "—"
+            if r["your_image_size"] not in (None, r["image_size"]):
+                dataset += f" (at {r['your_image_size']} px)"
+            cells += [_number(r["your_top1"], ".2f"), _number(r["your_top5"], ".2f"), dataset]
         top1 = _number(r["published_top1"], ".3f")
         if r["published_image_size"] not in (None, r["image_size"]):
             top1 += f" (at {r['published_image_size']})"
