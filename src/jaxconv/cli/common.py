@@ -81,8 +81,8 @@ def model_option(text: str) -> tuple[str, object]:
 
 def image_size_arg(text: str) -> int | tuple[int, int]:
     parts = text.lower().split("x")
-    if len(parts) > 2:
-        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
+    if len(parts) > 2 or (len(parts) == 2 and not all(p.strip() for p in parts)):
+        raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 224 or 224x192), got {text!r}")
     sizes = tuple(positive_int(p) for p in parts)
     return sizes[0] if len(sizes) == 1 else sizes  # type: ignore[return-value]
 

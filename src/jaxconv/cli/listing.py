@@ -81,13 +81,21 @@ def run(args: argparse.Namespace) -> int:
     # the Python API): their rows are kept, no JAX needed.
     registry = sys.modules.get("jaxconv.registry")
     others = registry is not None and any(not registry.model_info(n).builtin for n in registry.list_models())
-    rows = builtin_rows(args.pattern) if not args.imports and not others else None
-    if rows is None:
-        from jaxconv.models import list_models
+    def matching(pattern: str) -> list[dict]:
+        rows = builtin_rows(pattern) if not args.imports and not others else None
+        if rows is None:
+            from jaxconv.models import list_models
 
-        rows = registry_rows(args.pattern) if list_models(args.pattern) else []
+            rows = registry_rows(pattern) if list_models(pattern) else []
+        return rows
+
+    rows = matching(args.pattern)
     if not rows:
-        raise UsageError(f"no model matches {args.pattern!r}; `jaxconv list` shows them all")
+        wider = f"*{args.pattern.lower().strip('*')}*"  # 'resnet', 'RESNET5*': a part of a name, in lower case
+        near = [r["name"] for r in matching(wider)] if wider != args.pattern else []
+        hint = (f"; patterns match whole names, in lower case: {wider!r} matches {', '.join(near[:6])}"
+                f"{' …' if len(near) > 6 else ''}" if near else "; `jaxconv list` shows them all")
+        raise UsageError(f"no model matches {args.pattern!r}{hint}")
     if args.format == "json":
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     elif args.format == "md":

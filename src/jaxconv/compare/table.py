@@ -67,6 +67,7 @@ def compare_rows(
     defaults to ``jaxconv.summary``.
     """
     from jaxconv.analysis import summary
+    from jaxconv.layers import GeometryError
     from jaxconv.models import model_info
 
     summarize = summarize or (lambda name, size: summary(name, image_size=size))
@@ -74,7 +75,10 @@ def compare_rows(
     for name in models:
         info = model_info(name)
         size = image_size or info.image_size
-        ours = summarize(name, size)
+        try:
+            ours = summarize(name, size)
+        except GeometryError as e:
+            raise GeometryError(f"{name}: {e}") from None
         pub = published(name)
         run = _best_run(runs, name)
         best = run.best_eval if run else None
