@@ -113,3 +113,20 @@ def test_a_run_whose_model_file_moved_takes_its_new_place_from_import(user_space
     assert notes == [f"config.imports: {user_space / 'nets.py'} is gone; small_cnn is known without it (--import), "
                      f"so it is left out"]
     assert "moved" in sys.modules[jaxconv.model_info("small_cnn").source_module].__file__
+
+
+def test_a_package_module_given_as_a_file_and_a_file_shadowing_a_package_say_what_to_do(user_space, capsys,  # noqa: F811
+                                                                                        monkeypatch):
+    (user_space / "lab").mkdir()
+    (user_space / "lab" / "__init__.py").write_text("")
+    (user_space / "lab" / "blocks.py").write_text("WIDTH = 8\n")
+    (user_space / "lab" / "nets.py").write_text("from .blocks import WIDTH\n")
+    (user_space / "wave.py").write_text("from wave import Wave_read\n")  # the user's wave.py, not the standard one
+    monkeypatch.delitem(sys.modules, "wave", raising=False)  # as in a new process
+    assert main(["list", "--import", "lab/nets.py"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"; it is a module of the package lab: give it as --import lab.nets, from {user_space}")
+    assert main(["list", "--import", "lab.nets"]) == 0  # as the hint says
+    capsys.readouterr()
+    assert main(["list", "--import", "wave.py"]) == 2
+    assert capsys.readouterr().err.strip().endswith("; the file's name shadows the installed package 'wave': rename it")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import pathlib
@@ -125,8 +126,27 @@ def import_file(path: str | pathlib.Path, *, what: str | None = None, name: str 
             sys.modules[name] = previous
         if isinstance(e, KeyboardInterrupt):
             raise
-        raise UserModuleError(f"{what}: importing it failed: {error_cause(e, path)}") from e  # the user's line
+        raise UserModuleError(f"{what}: importing it failed: {error_cause(e, path)}{_hint(e, path)}") from e
     return module
+
+
+def _hint(error: BaseException, path: pathlib.Path) -> str:
+    """What a file that failed to import is likely to need: to be imported as a module of its package, or
+    another name than the package it shadows."""
+    if isinstance(error, ImportError) and "no known parent package" in str(error):
+        package = [path.stem]
+        folder = path.parent
+        while (folder / "__init__.py").is_file():
+            package.insert(0, folder.name)
+            folder = folder.parent
+        if len(package) > 1:
+            return f"; it is a module of the package {package[0]}: give it as --import {'.'.join(package)}, from {folder}"
+        return "; a file with relative imports is a module of a package: give it as --import PACKAGE.MODULE"
+    if f"'{path.stem}'" in str(error) and path.stem.isidentifier():
+        elsewhere = [entry for entry in sys.path if entry and pathlib.Path(entry).resolve() != path.parent]
+        if importlib.machinery.PathFinder.find_spec(path.stem, elsewhere) is not None:
+            return f"; the file's name shadows the installed package {path.stem!r}: rename it"
+    return ""
 
 
 def import_name(name: str, *, what: str | None = None) -> ModuleType:
