@@ -96,6 +96,9 @@ def test_parameter_count(name):
 
 def test_paper_options_change_counts_as_published():
     assert parameter_count("alexnet", groups=2) == PAPER_PARAMS["alexnet_groups2"]
+    # A Module given to summary() is analysed at its registered models' size: AlexNet's 227 (224 does not fit)
+    grouped = jaxconv.summary(jaxconv.get_model("alexnet", groups=2))
+    assert grouped.input_shape == (1, 227, 227, 3) and grouped.params == PAPER_PARAMS["alexnet_groups2"]
     assert parameter_count("googlenet", aux_logits=True) == PAPER_PARAMS["googlenet_aux"]
     # v1 and v1.5 differ in where the stride goes, not in parameters.
     assert parameter_count("resnet50", variant="v1") == TORCHVISION["resnet50"][0]

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxconv.analysis.trace import own_parameter_count, parameter_count, trace_model
-from jaxconv.models import get_model, model_info
+from jaxconv.models import get_model, list_models, model_info
 
 FORMATS = ("table", "md", "csv", "json")
 DTYPES = {"float32": (jnp.float32, 4), "bfloat16": (jnp.bfloat16, 2), "float16": (jnp.float16, 2)}
@@ -108,8 +108,9 @@ def summary(
 ) -> ModelSummary:
     """Analyses ``model`` (a registered name or a Module) at the given input size, from shapes only.
 
-    Defaults come from the registry for a name (image size, channels, classes); a Module
-    needs ``image_size`` (default 224) and ``in_channels`` (default 3). Raises ValueError for
+    Defaults come from the registry for a name (image size, channels, classes); for a Module, from the
+    registered models of its class when they agree (AlexNet's 227), else ``image_size`` 224 and
+    ``in_channels`` 3. Raises ValueError for
     an unknown model or format and GeometryError for an image size the network cannot take.
     """
     if dtype not in DTYPES:
@@ -126,8 +127,14 @@ def summary(
         if overrides or num_classes is not None:
             raise ValueError("num_classes and overrides apply to registered names; configure the Module itself")
         name = type(model).__name__
-        image_size = 224 if image_size is None else image_size
-        in_channels = 3 if in_channels is None else in_channels
+        if image_size is None or in_channels is None:  # the registered models of its class, when they agree
+            infos = [model_info(n) for n in list_models() if model_info(n).module_class is type(model)]
+            sizes = {info.image_size for info in infos}
+            channels = {info.in_channels for info in infos}
+            if image_size is None:
+                image_size = sizes.pop() if len(sizes) == 1 else 224
+            if in_channels is None:
+                in_channels = channels.pop() if len(channels) == 1 else 3
     else:
         raise TypeError(f"model must be a registered model's name (a str, see jaxconv.list_models()) or a Flax "
                         f"Module, got {type(model).__name__} {model!r}")
