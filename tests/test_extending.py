@@ -396,3 +396,238 @@ def test_a_resumed_run_takes_overrides_of_keys_its_config_json_left_unset():
     stored = ml_collections.ConfigDict(json.loads(json.dumps(base_config().to_dict())))
     config = apply_overrides(stored, {"optimizer.grad_clip_norm": "1", "data_dir": "/data", "num_train_steps": "300"})
     assert (config.optimizer.grad_clip_norm, config.data_dir, config.num_train_steps) == (1.0, "/data", 300)
+
+
+# A user's file whose modules each break the contract of docs/extending.md one way (the last three keep it).
+ODD_MODULES = """'''Modules that break jaxconv's model contract, one way each.'''
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+import jaxconv
+
+
+def features(x):
+    return jnp.mean(nn.relu(nn.Conv(4, (3, 3))(x)), axis=(1, 2))
+
+
+class NoTrain(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(self.num_classes)(features(x))
+
+
+class TrainNoDefault(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train):
+        return nn.Dense(self.num_classes)(features(x))
+
+
+class ExtraArg(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, mask, train=False):
+        return nn.Dense(self.num_classes)(features(x))
+
+
+class Pair(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        logits = nn.Dense(self.num_classes)(features(x))
+        return logits, logits
+
+
+class Named(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return {"logits": nn.Dense(self.num_classes)(features(x))}
+
+
+class Seven(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(7)(features(x))
+
+
+class ArgMax(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return jnp.argmax(nn.Dense(self.num_classes)(features(x)), axis=-1)
+
+
+class NoParams(nn.Module):
+    num_classes: int = 10
+
+    def __call__(self, x, train=False):
+        return jnp.mean(x, axis=(1, 2, 3))[:, None] * jnp.ones((1, self.num_classes))
+
+
+class Counter(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        count = self.variable("counters", "n", lambda: jnp.zeros((), jnp.int32))
+        if train:
+            count.value += 1
+        return nn.Dense(self.num_classes)(features(x))
+
+
+class AlwaysDropout(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(self.num_classes)(nn.Dropout(0.5, deterministic=False)(features(x)))
+
+
+class AlwaysBatchStats(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(self.num_classes)(nn.BatchNorm(use_running_average=False)(features(x)))
+
+
+class NoNumClasses(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(10)(features(x))
+
+
+class Fixed28(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(4, (3, 3))(x)
+        return nn.Dense(self.num_classes)(x.reshape((x.shape[0], 28 * 28 * 4)))
+
+
+class Mlp(nn.Module):  # keeps the contract; no convolutions to time
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(self.num_classes)(x.reshape((x.shape[0], -1)))
+
+
+class Drop(nn.Module):  # keeps the contract; computes in float32 alone (no dtype field)
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return nn.Dense(self.num_classes)(nn.Dropout(0.5, deterministic=not train)(features(x)))
+
+
+MODELS = {"notrain": NoTrain, "trainnodefault": TrainNoDefault, "extraarg": ExtraArg, "pair": Pair, "named": Named,
+          "seven": Seven, "argmax": ArgMax, "noparams": NoParams, "counter": Counter, "alwaysdropout": AlwaysDropout,
+          "alwaysbatchstats": AlwaysBatchStats, "nonumclasses": NoNumClasses, "mlp": Mlp, "drop": Drop}
+for name, module in MODELS.items():
+    jaxconv.register(name, module, image_size=32, num_classes=10)
+jaxconv.register("fixed28", Fixed28, image_size=28, num_classes=10)
+"""
+# (command, what its one line must say); every model is registered with image_size=32, num_classes=10.
+NEEDS = "jaxconv calls model.apply(variables, images, train=...) and needs logits, an (N, 10) floating array"
+CONTRACT_CASES = {
+    "notrain": "NoTrain.__call__(x) takes no train argument; jaxconv calls model.apply(variables, images, "
+               "train=...) with train=True while training",
+    "extraarg": "ExtraArg.__call__(x, mask, train=False) needs mask, which jaxconv does not give",
+    "pair": f"pair returns a tuple (train=True); {NEEDS}",
+    "named": f"named returns a dict (train=True); {NEEDS}",
+    "seven": f"seven returns an array of shape (2, 7) for 2 images (train=True); {NEEDS}",
+    "argmax": f"argmax returns int32 values (train=True); {NEEDS}",
+    "noparams": "noparams has no parameters (its init makes no 'params')",
+    "counter": "counter keeps variables in 'counters' (ScopeCollectionNotFound",
+    "alwaysdropout": "alwaysdropout draws random numbers with train=False (InvalidRngError",
+    "alwaysbatchstats": "alwaysbatchstats updates its batch_stats with train=False (ModifyScopeVariableError",
+    "nonumclasses": "NoNumClasses has no num_classes field; jaxconv builds every model as NoNumClasses(num_classes=...)",
+}
+SMALL = ("--image-size", "16")
+BENCH = ("--batch-size", "8", "--steps", "1", "--warmup", "1", *SMALL)
+TRAIN = ("--config.image_size=16", "--config.num_train_steps=1", "--workdir=runs/odd")
+
+
+@pytest.fixture
+def odd_file(user_space):
+    (user_space / "odd.py").write_text(ODD_MODULES, encoding="utf-8")
+    return user_space
+
+
+def _one_line(capsys) -> str:
+    """The error line, the last on stderr (bench says what it compiles first)."""
+    err = capsys.readouterr().err.strip()
+    errors = [line for line in err.splitlines() if line.startswith("jaxconv: error: ")]
+    assert len(errors) == 1 and err.endswith(errors[0]) and "Traceback" not in err, err
+    return errors[0]
+
+
+@pytest.mark.parametrize("model", sorted(CONTRACT_CASES))
+@pytest.mark.parametrize("command", [
+    ("summary", "{model}", *SMALL),
+    ("train", "--config.model={model}", *TRAIN),
+    ("bench", "{model}", *BENCH),
+    ("compare", "{model}", "--no-speed", *SMALL),
+])
+def test_a_model_that_breaks_the_contract_is_one_line_in_every_command(odd_file, capsys, command, model):
+    """Each was a traceback (exit 1) in some command; train's came after writing the workdir."""
+    args = [part.format(model=model) for part in command]
+    assert main([*args, "--import", "odd.py"]) == 2
+    assert CONTRACT_CASES[model] in _one_line(capsys)
+    assert not (odd_file / "runs").exists()
+
+
+def test_list_shows_a_model_that_breaks_the_contract_with_why_and_lists_the_rest(odd_file, capsys):
+    """`list --import odd.py` died on the first such model (and with $JAXCONV_IMPORT, every `jaxconv list`)."""
+    assert main(["list", "--import", "odd.py"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "resnet20" in rows and rows["mlp"].split()[1] == "30,730"
+    for model, needle in CONTRACT_CASES.items():
+        assert "cannot be used: " in rows[model] and needle in rows[model], rows[model]
+
+
+@pytest.mark.parametrize("args,needle", [
+    # a net that takes 28 px alone: the size's one line, as train gave it
+    (["summary", "fixed28", *SMALL], "fixed28 cannot take 16 px inputs: tracing it failed: TypeError: cannot reshape"),
+    (["bench", "fixed28", *BENCH], "fixed28 cannot take 16 px inputs: tracing it failed: TypeError: cannot reshape"),
+    (["compare", "fixed28", "--no-speed", *SMALL], "--image-size 16: tracing it failed: TypeError: cannot reshape"),
+    (["train", "--config.model=fixed28", *TRAIN], "config.image_size=16: fixed28 cannot take it: tracing it failed"),
+    (["bench", "mlp", "--mode", "layers", *BENCH], "mlp has no convolutions to time"),  # was a ZeroDivisionError
+    # bfloat16 for a model without a dtype field: train's was a traceback, summary's an answer
+    (["train", "--config.model=drop", "--config.dtype=bfloat16", *TRAIN],
+     "config.dtype='bfloat16': drop has no dtype field, so it cannot compute in bfloat16"),
+    (["summary", "drop", "--dtype", "bfloat16"], "drop has no dtype field, so it cannot compute in bfloat16"),
+])
+def test_sizes_dtypes_and_convolutions_a_user_model_lacks_are_one_line(odd_file, capsys, args, needle):
+    assert main([*args, "--import", "odd.py"]) == 2
+    assert needle in _one_line(capsys)
+    assert not (odd_file / "runs").exists()
+
+
+def test_what_keeps_the_contract_is_taken(odd_file, capsys):
+    """A __call__(x, train) without a default was refused by train's validation alone; GoogLeNet's auxiliary
+    logits (sown while training) registered by a user are what the step expects."""
+    from jaxconv.train.config import apply_overrides, base_config, validate
+
+    for model in ("trainnodefault", "mlp", "drop"):
+        config = apply_overrides(base_config(), {"model": model, "imports": "odd.py", "image_size": "16"})
+        assert validate(config, device_count=1).model == model
+        assert main(["summary", model, "--import", "odd.py", *SMALL]) == 0
+    jaxconv.register("googlenet_aux", partial(jaxconv.models.GoogLeNet, aux_logits=True), image_size=224,
+                     num_classes=10)
+    jaxconv.models.check_contract("googlenet_aux", jaxconv.get_model("googlenet_aux"), (1, 224, 224, 3))

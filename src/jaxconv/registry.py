@@ -27,6 +27,10 @@ class UnknownModelError(UserError, ValueError):
     """No model is registered under the requested name."""
 
 
+class ModelContractError(UserError, ValueError):
+    """A user's model that does not do what jaxconv needs of it (``jaxconv.models.check_contract``)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
     """What the registry knows about a model besides how to build it."""
@@ -97,7 +101,8 @@ def register(
     """Registers ``factory`` (a Module class or partial) under ``name``; returns the factory.
 
     ``factory(num_classes=..., **options)`` must build a Flax module called as
-    ``model.apply(variables, x, train=...)`` on (N, H, W, C) images; its dataclass fields are
+    ``model.apply(variables, x, train=...)`` on (N, H, W, C) images, returning (N, num_classes) logits
+    (the whole contract: docs/extending.md; commands check it, ``jaxconv.models.check_contract``); its dataclass fields are
     the options ``get_model`` accepts (a ``dtype`` field receives the compute dtype, an
     ``axis_name`` field the data-parallel axis that synchronises its BatchNorm).
     ``image_size`` is the default input resolution, ``num_classes`` the default head size;
@@ -182,6 +187,11 @@ def build_model(name: str, num_classes: int | None = None, **overrides: Any) -> 
         raise ValueError(
             f"{name} has no option {', '.join(map(repr, unknown))}; its options are: {', '.join(info.options)}"
         )
+    if "num_classes" not in info.options:  # else Python's "unexpected keyword argument", blaming the caller's options
+        raise ModelContractError(
+            f"{name}: {info.module_class.__name__} has no num_classes field; jaxconv builds every model as "
+            f"{info.module_class.__name__}(num_classes=...) for the dataset's classes: give it a "
+            f"`num_classes: int = {info.num_classes}` field and size its last layer with it")
     num_classes = info.num_classes if num_classes is None else num_classes
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")

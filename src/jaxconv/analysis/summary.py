@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxconv.analysis.trace import own_parameter_count, parameter_count, trace_model
-from jaxconv.models import get_model, list_models, model_info
+from jaxconv.models import check_contract, get_model, list_models, model_info
 
 FORMATS = ("table", "md", "csv", "json")
 DTYPES = {"float32": (jnp.float32, 4), "bfloat16": (jnp.bfloat16, 2), "float16": (jnp.float16, 2)}
@@ -117,6 +117,7 @@ def summary(
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch size must be a positive integer, got {batch_size!r}")
+    registered = model if isinstance(model, str) else None
     if isinstance(model, str):
         info = model_info(model)
         name = model
@@ -150,6 +151,8 @@ def summary(
             raise ValueError(f"{key} must be a positive int, got {value!r}")
     compute_dtype, nbytes = DTYPES[dtype]
     input_shape = (batch_size, height, width, in_channels)
+    if registered is not None:  # a user's model: what jaxconv needs of it, in one line (built-ins pass at once)
+        check_contract(registered, model, input_shape, dtype=compute_dtype)
     trace = trace_model(model, input_shape, compute_dtype)
 
     layers = [LayerSummary("input", "Input", input_shape, 0, 0, height * width * in_channels, 1, 1)]

@@ -73,7 +73,7 @@ def conv_layers(model: str, batch_size: int = 1, image_size: int | None = None,
 
     from jaxconv.layers import Conv, GeometryError
     from jaxconv.layers.geometry import as_pair, explicit_padding
-    from jaxconv.models import get_model
+    from jaxconv.models import check_contract, get_model
 
     info = requested_model(model)
     size = image_size or info.image_size
@@ -94,6 +94,7 @@ def conv_layers(model: str, batch_size: int = 1, image_size: int | None = None,
 
     images = jnp.zeros((batch_size, size, size, info.in_channels), jnp.float32)
     try:
+        check_contract(model, network, images.shape)  # a user's model: one line, not a traceback in the trace
         with nn.intercept_methods(record):
             jax.eval_shape(partial(network.init, train=False), jax.random.PRNGKey(0), images)
     except GeometryError as e:
@@ -185,6 +186,9 @@ def measure_layers(request: Request) -> dict:
     import jax
 
     layers = conv_layers(request.model, request.batch_size, request.image_size, request.num_classes)
+    if not layers:  # nothing to time, and nothing to divide the batch by
+        raise BenchError(f"{request.model} has no convolutions to time (--mode layers times each convolution "
+                         f"alone); time its whole step with --mode train or --mode eval")
     rows, compile_s = [], 0.0
     for layer in layers:
         timed = time_conv_layer(layer, request.dtype, request.steps, request.warmup)

@@ -88,7 +88,7 @@ def compile_step(request: Request, compiler_options: dict[str, str] | None = Non
 
     from jaxconv.layers import GeometryError
     from jaxconv.parallel import AXIS, DataParallel
-    from jaxconv.models import get_model, runtime_options
+    from jaxconv.models import check_contract, get_model, runtime_options
     from jaxconv.train.config import base_config
     from jaxconv.train.optim import build_optimizer
     from jaxconv.train.state import create_state
@@ -110,6 +110,7 @@ def compile_step(request: Request, compiler_options: dict[str, str] | None = Non
     model = get_model(request.model, num_classes=num_classes, **runtime)
     input_shape = (1, size, size, info.in_channels)
     try:
+        check_contract(request.model, model, input_shape)  # a user's model: one line, not a traceback in the step
         jax.eval_shape(partial(model.init, train=False), jax.random.PRNGKey(0), jnp.zeros(input_shape, jnp.float32))
     except GeometryError as e:
         raise BenchError(f"{request.model} cannot take {size} px inputs: {e} (its default size is "

@@ -19,25 +19,33 @@ def registry_rows(pattern: str = "*", summarize=None) -> list[dict]:
     else from the counts kept for the built-in models (jaxconv.analysis.counts), tracing the rest.
     """
     from jaxconv.analysis.counts import counts
+    from jaxconv.errors import UserError
     from jaxconv.models import list_models, model_info
 
     rows = []
     for name in list_models(pattern):
         info = model_info(name)
-        if summarize is not None:
-            result = summarize(name)
-            params, macs = result.params, result.macs
-        else:
-            params, macs = counts(name)
+        problem = None
+        try:
+            if summarize is not None:
+                result = summarize(name)
+                params, macs = result.params, result.macs
+            else:
+                params, macs = counts(name)
+        except UserError as e:  # a user's model that breaks jaxconv's contract is listed with why, not a crash
+            if info.builtin:
+                raise
+            params, macs, problem = None, None, str(e)
         rows.append(
             {
                 "name": name,
                 "family": info.family,
                 "params": params,
-                "gmacs": round(macs / 1e9, 3),
+                "gmacs": None if macs is None else round(macs / 1e9, 3),
                 "image_size": info.image_size,
                 "num_classes": info.num_classes,
                 "description": info.description,
+                **({"problem": problem} if problem else {}),
             }
         )
     return rows
@@ -66,12 +74,20 @@ def builtin_rows(pattern: str = "*") -> list[dict] | None:
              "num_classes": table[n]["num_classes"], "description": table[n]["description"]} for n in names]
 
 
+def _figure(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _description(row: dict) -> str:
+    return f"cannot be used: {row['problem']}" if row.get("problem") else row["description"]
+
+
 def registry_markdown(rows: list[dict]) -> str:
     lines = ["| model | params | GMACs | input | classes | description |", "|---|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(
-            f"| {r['name']} | {r['params']:,} | {r['gmacs']:.3f} | {r['image_size']} | {r['num_classes']} "
-            f"| {r['description']} |"
+            f"| {r['name']} | {_figure(r['params'], ',')} | {_figure(r['gmacs'], '.3f')} | {r['image_size']} "
+            f"| {r['num_classes']} | {_description(r)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -105,8 +121,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(f"{'model'.ljust(width)}  {'params':>12}  {'GMACs':>7}  {'input':>5}  description\n")
         for r in rows:
             sys.stdout.write(
-                f"{r['name'].ljust(width)}  {r['params']:>12,}  {r['gmacs']:>7.3f}  {r['image_size']:>5}  "
-                f"{r['description']}\n"
+                f"{r['name'].ljust(width)}  {_figure(r['params'], ','):>12}  {_figure(r['gmacs'], '.3f'):>7}  "
+                f"{r['image_size']:>5}  {_description(r)}\n"
             )
     return 0
 

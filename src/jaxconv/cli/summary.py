@@ -11,7 +11,7 @@ from jaxconv.cli.common import UsageError, image_size_arg, model_option, positiv
 def run(args: argparse.Namespace) -> int:
     from jaxconv.analysis import format_summary, summary
     from jaxconv.layers import GeometryError
-    from jaxconv.models import model_info
+    from jaxconv.models import ModelContractError, model_info
 
     info = model_info(args.model)
     size = args.image_size or info.image_size
@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{args.model} cannot take {size_text} px inputs: {e} (its default size is {info.image_size})"
         ) from None
+    except ModelContractError:  # the model itself, not the options given to it
+        raise
     except (TypeError, ValueError, ArithmeticError) as e:  # ArithmeticError: widths of 0 reach a division
         if not options:
             raise

@@ -300,7 +300,7 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     spec = DATASETS[c.dataset]
     if c.augment == "alexnet" and spec.channels != 3:
         raise ConfigError("augment", c.augment, f"PCA lighting needs RGB images; {c.dataset} has {spec.channels} channel")
-    _check_model(c, spec.channels)
+    _check_model(c, spec.channels, spec.num_classes)
     return c
 
 
@@ -352,13 +352,14 @@ def _import_user_modules(specs: Any, model: Any, log: Callable[[str], None] | No
     return tuple(recorded)
 
 
-def _check_model(c: ml_collections.ConfigDict, channels: int) -> None:
-    """Builds the model with its options and traces its shapes at the image size (no compute)."""
+def _check_model(c: ml_collections.ConfigDict, channels: int, num_classes: int) -> None:
+    """Builds the model with its options and traces its shapes at the image size (no compute); a user's model
+    is checked against what the training step needs of it (models.check_contract) before the workdir is made."""
     import jax
     import jax.numpy as jnp
 
     from jaxconv.layers import GeometryError
-    from jaxconv.models import get_model
+    from jaxconv.models import ModelContractError, check_contract, get_model, runtime_options
 
     options = dict(c.model_options)
     for key, owner in (("axis_name", "bn_mode"), ("dtype", "dtype"), ("num_classes", "dataset")):
@@ -366,12 +367,21 @@ def _check_model(c: ml_collections.ConfigDict, channels: int) -> None:
             raise ConfigError("model_options", options, f"{key} is set by the training system from config.{owner}, "
                                                         f"not as a model option; drop model_options.{key}")
     try:
-        model = get_model(c.model, num_classes=10, **options)
+        runtime_options(c.model, dtype=c.dtype)
+    except ValueError as e:
+        raise ConfigError("dtype", c.dtype, str(e)) from None
+    try:
+        model = get_model(c.model, num_classes=num_classes, **options)
+    except ModelContractError as e:  # the model itself, not the options the user gave it
+        raise ConfigError("model", c.model, str(e).removeprefix(f"{c.model}: ")) from None
     except (ValueError, TypeError, ArithmeticError) as e:
         raise ConfigError("model_options", options, str(e)) from None
     x = jax.ShapeDtypeStruct((1, c.image_size, c.image_size, channels), jnp.float32)
     try:
+        check_contract(c.model, model, x.shape)
         _trace(model, x.shape)
+    except ModelContractError as e:
+        raise ConfigError("model", c.model, str(e).removeprefix(f"{c.model}: ")) from None
     except GeometryError as e:
         raise ConfigError("image_size", c.image_size, f"{c.model} cannot take it: {e}") from None
     except (ValueError, TypeError, ArithmeticError) as e:  # an option the model refuses once it is built (norm='grop', shortcut='Z')
@@ -407,7 +417,9 @@ def _eval_shape(model, shape: tuple[int, ...]) -> None:
     from jaxconv.layers.conv import reference_convolutions
 
     with reference_convolutions():  # one convolution primitive per layer: the same shapes, traced faster
-        jax.eval_shape(lambda x: model.init(jax.random.key(0), x), jax.ShapeDtypeStruct(shape, jnp.float32))
+        # train=False as the training state is initialised: a __call__(x, train) with no default takes it too
+        jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                       jax.ShapeDtypeStruct(shape, jnp.float32))
 
 
 _cached_eval_shape = functools.lru_cache(maxsize=256)(_eval_shape)
