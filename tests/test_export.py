@@ -125,6 +125,7 @@ def test_export_command_exports_a_runs_checkpoint(workdir, tmp_path, capsys):
         (["--workdir", "nowhere"], "nowhere: no config.json there"),
         (["--workdir", "RUN", "--format", "onnx"], "--format 'onnx': expected a comma-separated list of saved_model"),
         (["--workdir", "RUN", "--platforms", "metal"], "--platforms 'metal': expected"),
+        (["--workdir", "RUN", "--out", ""], "--out is empty"),
     ],
 )
 def test_export_command_mistakes_are_one_line_with_status_2(workdir, tmp_path, capsys, args, needle):
@@ -141,3 +142,10 @@ def test_export_command_refuses_a_used_output_directory(workdir, tmp_path, capsy
     assert main(["export", "--workdir", str(workdir[0]), "--out", str(tmp_path / "out")]) == 2
     assert "exists and is not an empty directory" in capsys.readouterr().err
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
+def test_export_command_with_a_fixed_batch_names_it_for_the_images_and_the_logits(workdir, tmp_path, capsys):
+    out = tmp_path / "fixed"
+    assert main(["export", "--workdir", str(workdir[0]), "--out", str(out), "--format", "jax_export",
+                 "--platforms", "cpu", "--batch-size", "3", "--no-check"]) == 0
+    assert "images (3, 32, 32, 3) float32 -> logits (3, 10) float32" in capsys.readouterr().out

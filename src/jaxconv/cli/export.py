@@ -24,14 +24,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--step selects a checkpoint of --workdir")
     formats = comma_choices("--format", args.format, export.FORMATS)
     platforms = comma_choices("--platforms", args.platforms, export.PLATFORMS)
+    if not args.out.strip():
+        raise UsageError("--out is empty; give a new (or empty) directory for the export")
     out = pathlib.Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"--out {out}: exists and is not an empty directory; choose a new one")
     with output_directory(out):
         record, metadata = _export(args, export, out, formats, platforms)
     folded = f"{record['batchnorm_folded']} BatchNorms folded" if record["batchnorm_folded"] else "no BatchNorm folded"
+    batch = record["input"]["shape"][0] or "N"  # None: any batch size
     print(f"exported {metadata['model']} ({folded}, {record['dtype']}) to {out}: images "
-          f"{tuple(record['input']['shape'])} float32 -> logits (N, {metadata['num_classes']}) float32")
+          f"({batch}, {', '.join(map(str, record['input']['shape'][1:]))}) float32 -> logits "
+          f"({batch}, {metadata['num_classes']}) float32")
     for kind, name in record["files"].items():
         error = record.get("max_relative_error", {}).get(kind)
         check = f"  max |export - JAX| / max |JAX| = {error:.2g}" if error is not None else ""
