@@ -8,6 +8,12 @@ that folding them wrongly would show.
 from __future__ import annotations
 
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -15,7 +21,7 @@ import pytest
 
 from jaxconv.checkpoint import Checkpoints
 from jaxconv.cli import main
-from jaxconv.export import export_model, inference_function, load_exported, load_saved_model
+from jaxconv.export import ExportSourceMissing, export_model, inference_function, load_exported, load_saved_model
 from jaxconv.pretrained.convert import convert_state_dict, torch_layout
 from jaxconv.pretrained.synthetic import random_images, random_state_dict
 from jaxconv.models import get_model
@@ -149,3 +155,66 @@ def test_export_command_with_a_fixed_batch_names_it_for_the_images_and_the_logit
     assert main(["export", "--workdir", str(workdir[0]), "--out", str(out), "--format", "jax_export",
                  "--platforms", "cpu", "--batch-size", "3", "--no-check"]) == 0
     assert "images (3, 32, 32, 3) float32 -> logits (3, 10) float32" in capsys.readouterr().out
+
+
+def start_export(root, out) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "jaxconv.cli", "export", "--workdir", str(root), "--out", str(out),
+                             "--platforms", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def staging_folders(out) -> list:
+    return [p for p in out.parent.glob(f".{out.name}.partial-*")]
+
+
+def wait_for_staging(process, out, timeout=120.0) -> bool:
+    """True once the export has begun writing (its hidden folder beside OUT is there)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if staging_folders(out):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("when", ["starting", "writing"])
+def test_sigterm_during_an_export_leaves_nothing_or_a_complete_export(workdir, tmp_path, when):
+    """Once SIGTERM left a folder with the model files and no export.json, which loaded as a good export
+    and made the same command refuse the folder; now it stops as Ctrl-C does, in one line, exit 143."""
+    out = tmp_path / "sub" / "out"
+    process = start_export(workdir[0], out)
+    if when == "writing":
+        assert wait_for_staging(process, out), process.communicate()
+        time.sleep(random.uniform(0, 3))  # anywhere in the writing, the check, or the renaming
+    else:
+        time.sleep(random.uniform(0.5, 3))
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    if process.returncode == 0:  # it had finished
+        assert (out / "export.json").is_file() and load_exported(out)
+    else:
+        assert process.returncode in (143, -signal.SIGTERM), (process.returncode, err)  # -15: before main()
+        if process.returncode == 143:
+            assert err.strip().splitlines()[-1] == "jaxconv: terminated", err
+        assert not out.exists() and not (tmp_path / "sub").exists()
+
+
+def test_an_export_killed_midway_leaves_no_output_and_the_next_export_removes_its_leftovers(workdir, tmp_path,
+                                                                                           capsys):
+    out = tmp_path / "out"
+    process = start_export(workdir[0], out)
+    assert wait_for_staging(process, out), process.communicate()
+    process.kill()
+    process.communicate()
+    assert not out.exists() and len(staging_folders(out)) == 1
+    assert main(["export", "--workdir", str(workdir[0]), "--out", str(out), "--format", "jax_export",
+                 "--platforms", "cpu", "--no-check"]) == 0
+    assert (out / "export.json").is_file() and not staging_folders(out)
+
+
+def test_loading_an_unfinished_export_is_refused(tmp_path):
+    (tmp_path / "stopped").mkdir()
+    (tmp_path / "stopped" / "model.jax_export").write_bytes(b"a stopped export's file")
+    for load in (load_exported, load_saved_model):
+        with pytest.raises(ExportSourceMissing, match="stopped: not a finished export \\(no export.json"):
+            load(tmp_path / "stopped")

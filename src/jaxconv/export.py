@@ -9,6 +9,11 @@
                       embedded); ``load_exported(out_dir)`` or ``jax.export.deserialize``
     export.json       what was exported: model, input shape, dtype, folding, platforms, checks
 
+An export is written whole or not at all: into a hidden folder beside ``out_dir``
+(``.NAME.partial-PID``), renamed onto ``out_dir`` once complete and checked, so a process
+stopped midway (SIGTERM, SIGKILL, a full disk) leaves no half-export that loads as a good
+one; the next export to the same place removes what a dead process left there.
+
 Both take float32 images (N, H, W, C), already normalized as in training, for any batch
 size N, and return float32 logits (N, classes). With ``dtype='bfloat16'`` the weights are
 stored and the network computed in bfloat16 (inputs are cast on entry, logits back to
@@ -19,10 +24,14 @@ SavedModel runs where TensorFlow has XLA: CPU, CUDA GPU, TPU.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import functools
 import json
+import os
 import pathlib
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -38,6 +47,7 @@ PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 JAX_EXPORT_FILE = "model.jax_export"
 SAVED_MODEL_DIR = "saved_model"
 MANIFEST_FILE = "export.json"
+STAGING_SUFFIX = ".partial-"  # .NAME.partial-PID: an export being written beside NAME
 
 
 
@@ -103,7 +113,7 @@ def export_model(model, variables: Mapping[str, Any], out_dir: str | pathlib.Pat
     (model name, preprocessing, ...) is stored in export.json. With ``check``, each export is
     reloaded and run on two random images; the largest difference from the float32,
     un-folded JAX model, relative to the largest logit, is recorded under 'max_relative_error'.
-    ``out_dir`` must not exist or be empty.
+    ``out_dir`` must not exist or be empty; it appears when the export is complete and checked.
     """
     formats, platforms = tuple(formats), tuple(platforms)
     unknown = [f for f in formats if f not in FORMATS] + [p for p in platforms if p not in PLATFORMS]
@@ -118,7 +128,13 @@ def export_model(model, variables: Mapping[str, Any], out_dir: str | pathlib.Pat
         raise ExportTargetExists(f"{out} exists and is not an empty directory; choose a new output directory")
     predict, weights, facts = inference_function(model, variables, input_shape=input_shape, fold_bn=fold_bn,
                                                  dtype=dtype)
-    out.mkdir(parents=True, exist_ok=True)
+    with _written_whole(out) as staging:
+        return _write_export(staging, model, variables, predict, weights, facts, input_shape, formats, platforms,
+                             dynamic_batch, metadata, check)
+
+
+def _write_export(out: pathlib.Path, model, variables, predict, weights, facts, input_shape, formats, platforms,
+                  dynamic_batch, metadata, check) -> dict:
     batch = None if dynamic_batch else input_shape[0]
     record: dict[str, Any] = {
         **dict(metadata or {}),
@@ -143,6 +159,54 @@ def export_model(model, variables: Mapping[str, Any], out_dir: str | pathlib.Pat
     return record
 
 
+@contextlib.contextmanager
+def _written_whole(out: pathlib.Path):
+    """A new hidden folder beside ``out`` to write the export into, renamed onto ``out`` (absent, or an
+    empty folder, which rename(2) replaces atomically) when the block ends normally, else removed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(out)
+    staging = out.parent / f".{out.name}{STAGING_SUFFIX}{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)  # an earlier export of this process that was stopped
+    staging.mkdir()
+    try:
+        yield staging
+        try:
+            os.rename(staging, out)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+            raise ExportTargetExists(f"{out}: something else was written there while this export was made; "
+                                     f"kept it and dropped this export (choose a new output directory)") from None
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_stale_staging(out: str | pathlib.Path) -> list[pathlib.Path]:
+    """Removes the unfinished exports to ``out`` whose process is gone (killed midway); returns them."""
+    out = pathlib.Path(out)
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    prefix = f".{out.name}{STAGING_SUFFIX}"
+    for path in out.parent.iterdir():
+        pid = path.name[len(prefix):]
+        if path.name.startswith(prefix) and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _input_spec(input_shape: tuple[int, ...], dynamic_batch: bool) -> jax.ShapeDtypeStruct:
     if not dynamic_batch:
         return jax.ShapeDtypeStruct(input_shape, jnp.float32)
@@ -159,8 +223,6 @@ def _jax_export(predict, weights, input_shape, dynamic_batch, platforms) -> byte
 
 def _saved_model(predict, weights, input_shape, dynamic_batch, platforms, path: pathlib.Path) -> str:
     """A TensorFlow SavedModel whose weights are tf.Variables and whose computation is the StableHLO."""
-    import os
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
     from jax.experimental import jax2tf
@@ -256,6 +318,22 @@ def from_weights(name: str, source: str, image_size: int | None = None) -> tuple
 
 def load_exported(out_dir: str | pathlib.Path) -> Callable[[Any], jax.Array]:
     """The exported ``images -> logits`` function of ``out_dir``/model.jax_export, runnable from JAX."""
+    _check_finished(out_dir)
+    return _load_jax_export(out_dir)
+
+
+def _check_finished(out_dir: str | pathlib.Path) -> None:
+    """An export is finished once its export.json is written, last: anything else is a stopped one."""
+    out = pathlib.Path(out_dir)
+    if not out.is_dir():
+        raise ExportSourceMissing(f"{out_dir}: {'not a directory' if out.exists() else 'no such directory'} "
+                                  f"(give the folder `jaxconv export --out` wrote)")
+    if not (out / MANIFEST_FILE).is_file():
+        raise ExportSourceMissing(f"{out_dir}: not a finished export (no {MANIFEST_FILE}, which an export writes "
+                                  f"last; it was stopped or is not an export); export it again")
+
+
+def _load_jax_export(out_dir: str | pathlib.Path) -> Callable[[Any], jax.Array]:
     path = pathlib.Path(out_dir) / JAX_EXPORT_FILE
     if not path.is_file():
         raise ExportSourceMissing(f"no {JAX_EXPORT_FILE} in {out_dir} (was it exported with format 'jax_export'?)")
@@ -264,8 +342,11 @@ def load_exported(out_dir: str | pathlib.Path) -> Callable[[Any], jax.Array]:
 
 def load_saved_model(out_dir: str | pathlib.Path) -> Callable[[Any], np.ndarray]:
     """The 'serving_default' signature of ``out_dir``/saved_model as ``images (numpy) -> logits (numpy)``."""
-    import os
+    _check_finished(out_dir)
+    return _load_saved_model(out_dir)
 
+
+def _load_saved_model(out_dir: str | pathlib.Path) -> Callable[[Any], np.ndarray]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
@@ -286,9 +367,9 @@ def check_export(out_dir: str | pathlib.Path, model, variables: Mapping[str, Any
     variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
     expected = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images), np.float32)
     scale = float(np.max(np.abs(expected))) or 1.0
-    loaders = {"jax_export": load_exported, "saved_model": load_saved_model}
+    loaders = {"jax_export": _load_jax_export, "saved_model": _load_saved_model}  # also before export.json is written
     return {f: float(np.max(np.abs(np.asarray(loaders[f](out_dir)(images)) - expected))) / scale for f in formats}
 
 
 __all__ = ["FORMATS", "ExportError", "ExportSourceMissing", "ExportTargetExists", "check_export", "export_model", "from_run", "from_weights", "inference_function", "load_exported",
-           "load_saved_model"]
+           "load_saved_model", "remove_stale_staging"]

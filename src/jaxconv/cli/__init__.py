@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from jaxconv.cli import bench, compare, evaluate, export, listing, predict, report, summary, train
 from jaxconv.cli.common import EXIT_FAILURE, EXIT_USAGE, Parser, UsageError, missing_dependency
-from jaxconv.cli.startup import apply_default_xla_flags, apply_malloc_tuning
+from jaxconv.cli.startup import Terminated, apply_default_xla_flags, apply_malloc_tuning
 from jaxconv.errors import RunFailure, UserError
 from jaxconv.user_modules import ENV_VAR, env_specs, import_modules, merge
 
@@ -38,15 +38,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if argv is None and sys.argv[1:2] == ["train"]:  # the program: a SIGTERM from here on is one line, exit 0
+    if argv is None:  # the program: a SIGTERM from here on is one line
         import signal
 
-        from jaxconv.cli.startup import terminated
+        from jaxconv.cli.startup import stop_on_sigterm, terminated
 
-        signal.signal(signal.SIGTERM, terminated)
+        if sys.argv[1:2] == ["train"]:  # exit 0: it saves and stops at its own pace
+            signal.signal(signal.SIGTERM, terminated)
+        else:  # as Ctrl-C, exit 143
+            stop_on_sigterm()
+        try:
+            return _main(sys.argv[1:])
+        finally:  # done: a late SIGTERM would only turn the outcome into a traceback
+            if sys.argv[1:2] != ["train"]:
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return _main(list(argv))
+
+
+def _main(argv: list[str]) -> int:
     apply_default_xla_flags()
     apply_malloc_tuning()
-    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
@@ -75,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt as e:  # with a message when jaxconv raised it (stopping a dataset's preparation)
         print(f"jaxconv: {str(e) or 'interrupted'}", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130  # 128 + SIGTERM or SIGINT, as a shell reports them
 
 
 __all__ = ["EXIT_FAILURE", "EXIT_USAGE", "UsageError", "build_parser", "main"]

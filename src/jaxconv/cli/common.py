@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import pathlib
@@ -139,9 +140,11 @@ def comma_choices(flag: str, text: str, allowed: Sequence[str]) -> tuple[str, ..
 
 
 @contextlib.contextmanager
-def output_directory(out: pathlib.Path):
+def output_directory(out: pathlib.Path, *, flag: str | None = None):
     """--out DIR: created first (one line when it cannot be), and removed again if the command fails
-    before finishing, with every parent folder this command created: nothing half-written is left behind."""
+    before finishing, with every parent folder this command created: nothing half-written is left behind.
+    ``flag`` names it in the messages (default: --out DIR)."""
+    flag = flag or f"--out {out}"
     top = None  # the highest folder this command creates
     for folder in (out, *out.parents):
         if folder.exists() or folder.is_symlink():
@@ -153,12 +156,14 @@ def output_directory(out: pathlib.Path):
             shutil.rmtree(top, ignore_errors=True)
 
     probe = out / f".jaxconv_write_test.{os.getpid()}"
+    if (out.exists() or out.is_symlink()) and not out.is_dir():  # mkdir would say "File exists"
+        raise UsageError(f"{flag}: cannot write there ({os.strerror(errno.ENOTDIR)})")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe.write_text("ok")
     except OSError as e:
         remove_created()
-        raise UsageError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+        raise UsageError(f"{flag}: cannot write there ({e.strerror or e})") from None
     finally:  # a full disk lets the file be created but not written
         with contextlib.suppress(OSError):
             probe.unlink()
@@ -169,7 +174,7 @@ def output_directory(out: pathlib.Path):
         raise
     except OSError as e:
         remove_created()
-        raise UsageError(f"--out {out}: writing failed ({e.strerror or e}){'; removed it' if top else ''}") from None
+        raise UsageError(f"{flag}: writing failed ({e.strerror or e}){'; removed it' if top else ''}") from None
     except BaseException:
         remove_created()
         raise

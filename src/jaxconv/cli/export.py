@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
     out = pathlib.Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"--out {out}: exists and is not an empty directory; choose a new one")
-    with output_directory(out):
+    # the library writes the export beside OUT and renames it onto OUT when complete: only OUT's parents
+    # are made (and removed on failure) here, so that a killed export leaves no empty OUT
+    with output_directory(out.parent, flag=f"--out {out}"):
         record, metadata = _export(args, export, out, formats, platforms)
     folded = f"{record['batchnorm_folded']} BatchNorms folded" if record["batchnorm_folded"] else "no BatchNorm folded"
     batch = record["input"]["shape"][0] or "N"  # None: any batch size

@@ -138,3 +138,31 @@ def terminated(signum, frame):
     (Raising here instead could land in a callback of JAX's garbage collector, which swallows it.)"""
     log("SIGTERM while starting, before anything was written: stopped; run the same command to start")
     os._exit(0)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM to a command other than train: stopped as Ctrl-C stops it (what it was writing is removed),
+    reported as `jaxconv: terminated` with exit status 143."""
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM raises Terminated in the main thread. Where Python cannot raise (a callback of JAX's garbage
+    collector, a __del__), the exception would be printed as ignored and lost: it is sent again instead."""
+    import signal
+    import threading
+
+    def raise_terminated(signum, frame):
+        raise Terminated("terminated")
+
+    previous = sys.unraisablehook
+
+    def again(unraisable):
+        if not isinstance(unraisable.exc_value, Terminated):
+            previous(unraisable)
+            return
+        timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.daemon = True
+        timer.start()
+
+    sys.unraisablehook = again
+    signal.signal(signal.SIGTERM, raise_terminated)
