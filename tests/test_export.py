@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -218,3 +219,62 @@ def test_loading_an_unfinished_export_is_refused(tmp_path):
     for load in (load_exported, load_saved_model):
         with pytest.raises(ExportSourceMissing, match="stopped: not a finished export \\(no export.json"):
             load(tmp_path / "stopped")
+
+
+def truncate_checkpoint(root, step) -> None:
+    for file in (root / "checkpoints" / str(step)).glob("state/ocdbt.process_*/d/*"):
+        os.truncate(file, 10)
+
+
+@pytest.fixture
+def two_checkpoints(workdir, tmp_path):
+    """A copy of the run with a second checkpoint, step 9, beside step 7."""
+    root = tmp_path / "run"
+    shutil.copytree(workdir[0], root)
+    checkpoints = Checkpoints(root, log=lambda _: None)
+    state = {"step": np.asarray(9, np.int32), **workdir[2]}
+    checkpoints.save(9, jax.device_put(state), {"step": 9, "model": "resnet18", "num_classes": 10, "image_size": 32})
+    checkpoints.wait()
+    checkpoints.close()
+    return root
+
+
+def export_err(root, out, *args) -> tuple[int, list[str]]:
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        status = main(["export", "--workdir", str(root), "--out", str(out), "--format", "jax_export",
+                       "--platforms", "cpu", "--no-check", *args])
+    return status, err.getvalue().strip().splitlines()
+
+
+def test_export_reads_past_a_damaged_checkpoint_as_eval_does_and_says_why(two_checkpoints, tmp_path):
+    """Export used to take step 7 silently, call a damaged --step 9 missing, and give no reason when
+    every checkpoint was damaged."""
+    truncate_checkpoint(two_checkpoints, 9)
+    status, err = export_err(two_checkpoints, tmp_path / "latest")
+    assert status == 0 and len(err) == 1, err
+    assert "checkpoint 9 in" in err[0] and "has 10 bytes" in err[0] and "(truncated?)); left out" in err[0]
+    assert "checkpoint step 7" in json.loads((tmp_path / "latest" / "export.json").read_text())["source"]
+    status, err = export_err(two_checkpoints, tmp_path / "asked", "--step", "9")
+    assert status == 2 and len(err) == 1 and not (tmp_path / "asked").exists(), err
+    assert "checkpoint 9 in" in err[0] and "is unusable (" in err[0] and err[0].endswith("(truncated?)); there are 7")
+    truncate_checkpoint(two_checkpoints, 7)
+    status, err = export_err(two_checkpoints, tmp_path / "none")
+    assert status == 2 and len(err) == 1, err
+    assert "no usable checkpoint in" in err[0] and "every one is damaged (9: " in err[0] and "; 7: " in err[0]
+
+
+def test_export_of_a_run_whose_model_changed_since_says_the_checkpoint_does_not_fit(workdir, tmp_path):
+    """A model file edited after training (its widths) gave flax's ScopeParamShapeError traceback."""
+    root = tmp_path / "run"
+    shutil.copytree(workdir[0], root)
+    config = json.loads((root / "config.json").read_text())
+    config["model_options"]["stem_width"] = 16
+    (root / "config.json").write_text(json.dumps(config))
+    status, err = export_err(root, tmp_path / "out")
+    assert status == 2 and len(err) == 1 and not (tmp_path / "out").exists(), err
+    assert "checkpoints/7 does not fit this model (wrongly shaped: params/" in err[0]
+    assert "(8,) in the checkpoint vs (16,) in the model" in err[0]

@@ -123,9 +123,7 @@ class Checkpoints:
                     problem = screen_step(path)
                     if problem is not None:
                         bad[int(path.name)] = problem
-        if self.read_only:
-            for step, problem in bad.items():
-                self.log(f"checkpoint {step} in {self.directory} is unusable ({problem}); left out")
+        if self.read_only:  # said by available(), in its error when there is one: one line, not two
             self.skipped = bad
             return
         for step, problem in bad.items():
@@ -265,13 +263,22 @@ class Checkpoints:
                 write_manifest(self.step_directory(step))
 
     def available(self, step: int | None = None, *, hint: str = "") -> list[int]:
-        """The steps held, with NoCheckpoint when there is none (or ``step`` is not among them)."""
+        """The steps held, with NoCheckpoint when there is none (or ``step`` is not among them), and
+        BrokenCheckpoint when ``step``'s is damaged; each naming the damaged ones and why."""
         steps = self.all_steps()
+        if step is not None and step in self.skipped:
+            others = f"there are {', '.join(map(str, steps))}" if steps else "no other is usable"
+            raise BrokenCheckpoint(f"checkpoint {step} in {self.directory} is unusable ({self.skipped[step]}); {others}")
+        if not steps and self.skipped:  # the reasons, not only the log lines before
+            reasons = "; ".join(f"{s}: {why}" for s, why in sorted(self.skipped.items(), reverse=True))
+            raise NoCheckpoint(f"no usable checkpoint in {self.directory}: every one is damaged ({reasons})")
         if not steps:
             raise NoCheckpoint(f"no usable checkpoint in {self.directory}{hint}")
         if step is not None and step not in steps:
             raise NoCheckpoint(f"no checkpoint for step {step} in {self.directory}; "
                                f"there are {', '.join(map(str, steps))}")
+        for skipped, problem in self.skipped.items() if step is None else ():
+            self.log(f"checkpoint {skipped} in {self.directory} is unusable ({problem}); left out")
         return steps
 
     def restore_available(self, target: Any, *, step: int | None = None) -> tuple[Any, dict, int]:
@@ -346,31 +353,37 @@ class Checkpoints:
         stored = self.manager.item_metadata(step)["state"]
         if stored is None:
             raise ValueError("no state metadata")
-        stored_shapes = _shapes(stored)
-        target_shapes = _shapes(target)
-
-        def order(key):  # parameters first: they are what a reader recognises
-            return (0 if key.startswith("params") else 1 if key.startswith("batch_stats") else 2, key)
-
-        missing = sorted(set(target_shapes) - set(stored_shapes), key=order)
-        unexpected = sorted(set(stored_shapes) - set(target_shapes), key=order)
-        different = [
-            f"{k} {stored_shapes[k]} in the checkpoint vs {target_shapes[k]} in the model"
-            for k in sorted(set(stored_shapes) & set(target_shapes), key=order)
-            if stored_shapes[k] != target_shapes[k]
-        ]
-        if missing or unexpected or different:
-            parts = []
-            for label, entries in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", different)):
-                if entries:
-                    shown = ", ".join(entries[:6]) + (f" and {len(entries) - 6} more" if len(entries) > 6 else "")
-                    parts.append(f"{label}: {shown}")
-            raise CheckpointMismatch(
-                f"checkpoint {self.directory / str(step)} does not fit this model ({'; '.join(parts)})"
-            )
+        check_fits(self.step_directory(step), stored, target)
 
     def close(self) -> None:
         self.manager.close()
+
+
+def check_fits(step_directory: pathlib.Path, stored: Any, target: Any) -> None:
+    """CheckpointMismatch naming the missing, unexpected and differently shaped entries of ``stored``
+    (a checkpoint's tree, or part of it) against ``target`` (what the model needs)."""
+    stored_shapes = _shapes(stored)
+    target_shapes = _shapes(target)
+
+    def order(key):  # parameters first: they are what a reader recognises
+        return (0 if key.startswith("params") else 1 if key.startswith("batch_stats") else 2, key)
+
+    missing = sorted(set(target_shapes) - set(stored_shapes), key=order)
+    unexpected = sorted(set(stored_shapes) - set(target_shapes), key=order)
+    different = [
+        f"{k} {stored_shapes[k]} in the checkpoint vs {target_shapes[k]} in the model"
+        for k in sorted(set(stored_shapes) & set(target_shapes), key=order)
+        if stored_shapes[k] != target_shapes[k]
+    ]
+    if missing or unexpected or different:
+        parts = []
+        for label, entries in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", different)):
+            if entries:
+                shown = ", ".join(entries[:6]) + (f" and {len(entries) - 6} more" if len(entries) > 6 else "")
+                parts.append(f"{label}: {shown}")
+        raise CheckpointMismatch(
+            f"checkpoint {step_directory} does not fit this model ({'; '.join(parts)})"
+        )
 
 
 def _all_finite(tree: Any) -> bool:

@@ -247,12 +247,15 @@ def _saved_model(predict, weights, input_shape, dynamic_batch, platforms, path: 
     return tf.__version__
 
 
-def from_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Any, dict, tuple[int, ...], dict]:
+def from_run(workdir: str | pathlib.Path, step: int | None = None, *,
+             log: Callable[[str], None] = print) -> tuple[Any, dict, tuple[int, ...], dict]:
     """``(model, variables, input_shape, metadata)`` of a `jaxconv train` run's latest (or given) checkpoint.
 
     The model and input size come from WORKDIR/config.json and the checkpoint; the weights
-    are the ones evaluation uses (the moving average when the run kept one).
+    are the ones evaluation uses (the moving average when the run kept one). Damaged
+    checkpoints are read past as `jaxconv eval` does, each named in ``log`` with why.
     """
+    from jaxconv.checkpoint import check_fits
     from jaxconv.data.catalog import DATASETS
     from jaxconv.models import get_model
     from jaxconv.train.transfer import checkpoint_variables, pretrained_options
@@ -269,7 +272,7 @@ def from_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Any,
     except (OSError, ValueError) as e:
         raise ExportError(f"{config_path}: unreadable ({e}); the run's config is damaged") from None
     import_run_modules(config, where=str(workdir))
-    variables, meta = checkpoint_variables(workdir, step)
+    variables, meta = checkpoint_variables(workdir, step, log=log)
     if config.get("dataset") not in DATASETS:
         raise ExportError(f"{config_path}: dataset {config.get('dataset')!r} is not one jaxconv knows; the run's "
                           f"config is damaged")
@@ -278,6 +281,12 @@ def from_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Any,
     options = {**pretrained_options(config["model"], config.get("init_weights")), **options}
     model = get_model(config["model"], num_classes=meta.get("num_classes", spec.num_classes), **options)
     size = int(meta.get("image_size") or config["image_size"])
+    # the model's file may have changed since the run trained (its widths, say): one line, as eval and resume say
+    expected = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                              jax.ShapeDtypeStruct((1, size, size, spec.channels), jnp.float32))
+    collections = ("params", "batch_stats")
+    check_fits(workdir.absolute() / "checkpoints" / str(meta.get("step")),
+               {c: variables.get(c) or {} for c in collections}, {c: expected.get(c) or {} for c in collections})
     metadata = {
         "model": config["model"],
         "source": f"{workdir.absolute()} (checkpoint step {meta.get('step')})",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from jaxconv.cli.common import UsageError, comma_choices, output_directory, positive_int
+from jaxconv.cli.common import UsageError, comma_choices, log, output_directory, positive_int
 from jaxconv.cli.startup import ignore_late_storage_callbacks, quiet_backends
 
 
@@ -49,7 +49,7 @@ def _export(args, export, out: pathlib.Path, formats, platforms) -> tuple[dict, 
     from jaxconv.models import model_info
 
     if args.workdir:
-        model, variables, shape, metadata = export.from_run(args.workdir, args.step)
+        model, variables, shape, metadata = export.from_run(args.workdir, args.step, log=log)
     else:
         model_info(args.model)
         model, variables, shape, metadata = export.from_weights(args.model, args.weights, args.image_size)
