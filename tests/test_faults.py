@@ -629,3 +629,53 @@ def test_api_calls_with_the_wrong_kind_of_argument_say_what_they_take():
     with pytest.raises(ValueError, match="NOPE") as raised:  # a ValueError like an unknown model; still a KeyError
         jaxconv.get_model("resnet18", weights="NOPE", download=False)
     assert isinstance(raised.value, (UnknownWeightsError, KeyError))
+
+
+# --- memory running out ---------------------------------------------------------------------------------
+
+
+def _jax_out_of_memory():
+    return jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 36801082808 bytes.\nmore detail")
+
+
+def _tf_out_of_memory():
+    return tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[1,100000,100000,3] "
+                                            "and type float on /job:localhost/replica:0/task:0/device:CPU:0\n[[{{node}}]]")
+
+
+def _numpy_out_of_memory():
+    try:  # numpy's own exception (a MemoryError), with its own message, without allocating
+        from numpy.core._exceptions import _ArrayMemoryError
+    except ImportError:
+        from numpy._core._exceptions import _ArrayMemoryError
+    return _ArrayMemoryError((2, 20000, 20000, 3), np.dtype(np.float64))
+
+
+@pytest.mark.parametrize("error,first", [
+    (_jax_out_of_memory, "RESOURCE_EXHAUSTED: Out of memory allocating 36801082808 bytes."),
+    (_tf_out_of_memory, "OOM when allocating tensor with shape[1,100000,100000,3] and type float on "),
+    (_numpy_out_of_memory, "Unable to allocate 17.9 GiB for an array with shape (2, 20000, 20000, 3)"),
+])
+def test_running_out_of_memory_is_one_line_saying_what_to_lower(monkeypatch, capsys, error, first):
+    """These were tracebacks (bench at --image-size 100000, export's check at 20000, under ulimit -v)."""
+    from jaxconv.cli import bench
+
+    def run_out(*args):
+        raise error()
+
+    monkeypatch.setattr(bench, "run", run_out)
+    assert main(["bench", "resnet20", "--image-size", "100000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"jaxconv: error: jaxconv bench ran out of memory ({first}"), err
+    assert err[0].endswith("; lower --batch-size or --image-size"), err
+
+
+def test_only_memory_exhaustion_is_reported_so(monkeypatch):
+    from jaxconv.cli import bench
+
+    def fail(*args):
+        raise jax.errors.JaxRuntimeError("INTERNAL: something else")
+
+    monkeypatch.setattr(bench, "run", fail)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
+        main(["bench", "resnet20"])

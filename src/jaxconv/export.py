@@ -372,7 +372,7 @@ def check_export(out_dir: str | pathlib.Path, model, variables: Mapping[str, Any
 
     The reference is ``model.apply(variables, images, train=False)``: float32, BatchNorm not folded.
     """
-    images = np.random.default_rng(seed).standard_normal(tuple(input_shape)).astype(np.float32)
+    images = np.random.default_rng(seed).standard_normal(tuple(input_shape), dtype=np.float32)  # not float64 first
     variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
     expected = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images), np.float32)
     scale = float(np.max(np.abs(expected))) or 1.0

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from jaxconv.cli import bench, compare, evaluate, export, listing, predict, report, summary, train
-from jaxconv.cli.common import EXIT_FAILURE, EXIT_USAGE, Parser, UsageError, missing_dependency
+from jaxconv.cli.common import EXIT_FAILURE, EXIT_USAGE, Parser, UsageError, missing_dependency, out_of_memory
 from jaxconv.cli.startup import Terminated, apply_default_xla_flags, apply_malloc_tuning
 from jaxconv.errors import RunFailure, UserError
 from jaxconv.user_modules import ENV_VAR, env_specs, import_modules, merge
@@ -80,6 +80,12 @@ def _main(argv: list[str]) -> int:
         return EXIT_FAILURE
     except ModuleNotFoundError as e:
         message = missing_dependency(e, argv)
+        if message is None:
+            raise
+        print(f"jaxconv: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # out of memory (MemoryError, JAX's and TensorFlow's): one line; anything else as before
+        message = out_of_memory(e, argv)
         if message is None:
             raise
         print(f"jaxconv: error: {message}", file=sys.stderr)

@@ -50,6 +50,28 @@ def missing_dependency(error: ModuleNotFoundError, argv: Sequence[str]) -> str |
             f"environment ({sys.executable}); pip install {_PIP_NAMES[top]}, or pip install jaxconv for all of them")
 
 
+def out_of_memory(error: BaseException, argv: Sequence[str]) -> str | None:
+    """One line for memory exhausted (the host's, JAX's device allocator's, TensorFlow's), else None."""
+    jax = sys.modules.get("jax")  # neither is imported here for this: only an error of a loaded one can occur
+    tf = sys.modules.get("tensorflow")
+    if isinstance(error, MemoryError):
+        what = str(error)
+    elif jax is not None and isinstance(error, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(error):
+        what = str(error)
+    elif tf is not None and isinstance(error, tf.errors.ResourceExhaustedError):
+        what = str(getattr(error, "message", "") or error)
+    else:
+        return None
+    first = next((line.strip() for line in what.splitlines() if line.strip()), type(error).__name__)
+    command = argv[0] if argv else ""
+    if command == "train":
+        lower = ("lower --config.batch_size or --config.image_size; the checkpoints written so far are kept, "
+                 "and the same command resumes")
+    else:
+        lower = "lower --batch-size or --image-size"
+    return f"jaxconv {command} ran out of memory ({first}); {lower}"
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line instead of usage + error
         raise UsageError(f"{self.prog}: {message}")
