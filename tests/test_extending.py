@@ -605,7 +605,7 @@ def test_list_shows_a_model_that_breaks_the_contract_with_why_and_lists_the_rest
     # a net that takes 28 px alone: the size's one line, as train gave it
     (["summary", "fixed28", *SMALL], "fixed28 cannot take 16 px inputs: tracing it failed: TypeError: cannot reshape"),
     (["bench", "fixed28", *BENCH], "fixed28 cannot take 16 px inputs: tracing it failed: TypeError: cannot reshape"),
-    (["compare", "fixed28", "--no-speed", *SMALL], "--image-size 16: tracing it failed: TypeError: cannot reshape"),
+    (["compare", "fixed28", "--no-speed", *SMALL], "--image-size 16: fixed28: tracing it failed: TypeError: cannot reshape"),
     (["train", "--config.model=fixed28", *TRAIN], "config.image_size=16: fixed28 cannot take it: tracing it failed"),
     (["bench", "mlp", "--mode", "layers", *BENCH], "mlp has no convolutions to time"),  # was a ZeroDivisionError
     # bfloat16 for a model without a dtype field: train's was a traceback, summary's an answer

@@ -589,7 +589,7 @@ def test_a_model_given_nchw_or_other_channels_says_which_layout_it_takes():
     ("dropout", -0.5, "dropout is a probability"),
     ("stem", "imgnet", "stem must be one of 'imagenet', 'cifar' (or a module), got 'imgnet'"),
     ("block", "bottleneck", "block takes a module or function (its default: Bottleneck), not the string 'bottleneck'"),
-    ("zero_init_last", "false", "zero_init_last takes True or False (its default: False), got 'false'"),
+    ("zero_init_last", "no", "zero_init_last takes True or False (its default: False), got 'no'"),
     ("depths", 16, "depths takes a sequence (its default: (3, 4, 6, 3)), got 16"),
     ("stem_width", "64", "stem_width takes a number (its default: 64), got '64'"),
 ])

@@ -104,7 +104,8 @@ def test_a_run_whose_model_file_moved_takes_its_new_place_from_import(user_space
 
     config = base_config()
     config.update(model="small_cnn", image_size=16, imports=(str(user_space / "nets.py"),))  # as recorded
-    with pytest.raises(ConfigError, match=r"nets.py is gone; if you moved it, give its new place with --import"):
+    with pytest.raises(ConfigError, match=r"nets.py',\): no such file \(if a run's file moved since, give its new place "
+                                          r"with --import NEW_PATH.py\)"):
         validate(ml_collections.ConfigDict(config.to_dict()), device_count=1)
     import_modules([str(write_net(user_space / "moved.py"))])  # what `--import moved.py` does first
     notes: list[str] = []

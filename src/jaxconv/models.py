@@ -99,6 +99,8 @@ def check_named_modules(name: str, overrides: dict[str, Any]) -> None:
     defaults = build_model(name)
     for key, value in overrides.items():
         _check_type(name, key, value, getattr(defaults, key, None))
+        if isinstance(getattr(defaults, key, None), bool) and isinstance(value, str):  # 'true'/'false' (see there)
+            overrides[key] = value.strip().lower() == "true"
     strings = {key: value for key, value in overrides.items() if isinstance(value, str) and key not in ("norm", "act", "dtype")}
     for key, value in strings.items():
         default = getattr(defaults, key, None)

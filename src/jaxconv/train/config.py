@@ -342,10 +342,12 @@ def _import_user_modules(specs: Any, model: Any, log: Callable[[str], None] | No
         raise ConfigError("imports", tuple(specs), str(e).split(": ", 1)[1]) from None
     if gone:
         try:
-            model_info(model)
+            builtin = model_info(model).builtin
         except (ValueError, TypeError):
-            raise ConfigError("imports", tuple(specs), f"{gone[0]} is gone; if you moved it, give its new place with "
-                                                       f"--import NEW_PATH.py") from None
+            builtin = True
+        if builtin:  # a built-in model: nothing shows the file is not needed (it may register blocks)
+            raise ConfigError("imports", tuple(specs), f"no such file (if a run's file moved since, give its new "
+                                                       f"place with --import NEW_PATH.py)")
         if log is not None:
             log(f"config.imports: {', '.join(gone)} {'is' if len(gone) == 1 else 'are'} gone; {model} is known "
                 f"without {'it' if len(gone) == 1 else 'them'} (--import), so {'it is' if len(gone) == 1 else 'they are'} left out")
