@@ -122,12 +122,65 @@ def test_when_one_process_dies_the_other_stops_within_a_bounded_time(experiment,
     assert err.strip(), "the surviving process must say why it stopped"
 
 
+def test_processes_started_with_other_settings_are_refused_on_every_process(experiment, tmp_path):
+    """Each process trained with its own --config values (config.json recorded process 0's), and processes on two
+    workdirs waited for ever for each other's checkpoints: now one line on each, exit 2, nothing written."""
+    port = free_port()
+    launches = [("--process-id", "0"), ("--process-id", "1", "--config.seed=3", "--config.learning_rate=0.5")]
+    processes = [launch(experiment, tmp_path / "run", 2, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                        *extra, optimised=False) for extra in launches]
+    (_, first), (_, second) = (p.communicate(timeout=300) for p in processes)
+    assert [p.returncode for p in processes] == [2, 2]
+    assert first.strip().splitlines()[-1] == ("jaxconv: error: process(es) 1 were started with other settings than "
+                                              "process 0 (see their output): every process of a run needs the same "
+                                              "settings")
+    assert second.strip().splitlines()[-1] == ("jaxconv: error: process 1 was started with learning_rate=0.5 where "
+                                               "process 0 has 0.05 (and 1 more: seed): every process of a run needs "
+                                               "the same settings")
+    assert "Traceback" not in first + second and not (tmp_path / "run").exists()
+
+
+def test_a_launch_the_others_never_join_is_one_line_before_jaxs_own_deadline(tmp_path):
+    """JAX waits initialization_timeout for the others, blocked in C++ (no SIGTERM or Ctrl-C handled), then
+    aborts the process with a C++ stack dump: jaxconv waits in Python and stops 10 s before that."""
+    script = ("import os, time\n"
+              "from jaxconv.parallel import JoinTimeout, initialize_distributed\n"
+              "began = time.time()\n"
+              "try:\n"
+              f"    initialize_distributed('127.0.0.1:{free_port()}', 2, 0, initialization_timeout=13, log=print)\n"
+              "except JoinTimeout as e:\n"
+              "    print(f'after {time.time() - began:.0f} s: {e}', flush=True)\n"
+              "os._exit(0)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("waiting up to 13 s for the 2 processes to join at 127.0.0.1:"), done.stderr
+    assert re.fullmatch(r"after 3 s: the 2 processes did not all join at 127\.0\.0\.1:\d+ within 3 s: start every "
+                        r"process with the same --coordinator .*", lines[1]), lines
+
+
+def test_ctrl_c_in_one_of_several_processes_becomes_the_preemption_every_process_saves_at(monkeypatch, capsys):
+    """A KeyboardInterrupt in one process left every process waiting in a collective for ever (even SIGTERM did not
+    end them); a first Ctrl-C is now a SIGTERM to this process, which JAX's preemption service tells the others."""
+    from jaxconv.train import signals
+
+    sent = []
+    monkeypatch.setattr(signals.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    with signals._interrupt_as_preemption() as interrupted:
+        signal.raise_signal(signal.SIGINT)
+        assert sent == [(os.getpid(), signal.SIGTERM)] and interrupted
+    assert "every process stops after the same step and saves a checkpoint" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @pytest.mark.parametrize(
     "kwargs,needle",
     [
         ({"coordinator": "127.0.0.1:1234"}, "--num-processes, --process-id missing"),
         ({"coordinator": "nohostport", "num_processes": 2, "process_id": 0}, "expected HOST:PORT"),
         ({"coordinator": "127.0.0.1:1234", "num_processes": 2, "process_id": 2}, "must be in 0..1"),
+        # any digits were a port: JAX then waited its 300 s and aborted with a C++ stack dump
+        ({"coordinator": "127.0.0.1:99999", "num_processes": 2, "process_id": 0}, "a port is 1..65535"),
     ],
 )
 def test_incomplete_launch_settings_are_refused(kwargs, needle):

@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxconv.errors import UserError
+from jaxconv.errors import RunFailure, UserError
 
 AXIS = "data"
 
@@ -56,6 +56,7 @@ def initialize_distributed(
     *,
     heartbeat_timeout: int = 100,
     initialization_timeout: int = 300,
+    log: Callable[[str], None] | None = None,
 ) -> str:
     """Starts JAX's multi-controller runtime when this is one process of several; describes the launch.
 
@@ -79,6 +80,8 @@ def initialize_distributed(
                               "JAXCONV_PROCESS_ID)")
         if not re.fullmatch(r"[\w.\-\[\]:]+:\d+", coordinator):
             raise LaunchError(f"--coordinator {coordinator!r}: expected HOST:PORT, e.g. 10.0.0.1:12345")
+        if not 1 <= int(coordinator.rsplit(":", 1)[1]) <= 65535:
+            raise LaunchError(f"--coordinator {coordinator!r}: a port is 1..65535, e.g. 10.0.0.1:12345")
         if num_processes < 1:
             raise LaunchError(f"--num-processes {num_processes}: must be at least 1")
         if not 0 <= process_id < num_processes:
@@ -93,14 +96,42 @@ def initialize_distributed(
         kind = f"{cluster} (detected)"
     # CPU devices talk to other processes through gloo; GPUs and TPUs ignore this setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=coordinator,
-        num_processes=num_processes,
-        process_id=process_id,
-        heartbeat_timeout_seconds=heartbeat_timeout,
-        initialization_timeout=initialization_timeout,
-    )
+    if log is not None and process_id == 0:
+        log(f"waiting up to {initialization_timeout} s for the {num_processes} processes to join at {coordinator}")
+    _join(initialization_timeout, coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
+          heartbeat_timeout_seconds=heartbeat_timeout, initialization_timeout=initialization_timeout)
     return f"{kind}: process {jax.process_index()} of {jax.process_count()}, {jax.local_device_count()} local devices"
+
+
+class JoinTimeout(RunFailure):
+    """The other processes of a multi-process run did not join in time."""
+
+
+def _join(timeout: int, **settings) -> None:
+    """jax.distributed.initialize, waited for in the main thread: there a SIGTERM or Ctrl-C is handled (inside the
+    call, blocked in C++, neither was), and a launch the others never join is one line a few seconds before
+    JAX's own deadline, which aborts the process with a C++ stack dump."""
+    import threading
+
+    failure: list[BaseException] = []
+
+    def join() -> None:
+        try:
+            jax.distributed.initialize(**settings)
+        except BaseException as e:  # noqa: BLE001 -- handed to the main thread
+            failure.append(e)
+
+    thread = threading.Thread(target=join, name="jaxconv-join", daemon=True)
+    thread.start()
+    thread.join(max(1, timeout - 10))
+    if thread.is_alive():
+        raise JoinTimeout(
+            f"the {settings['num_processes']} processes did not all join at {settings['coordinator_address']} "
+            f"within {timeout - 10} s: start every process with the same --coordinator and --num-processes and its "
+            f"own --process-id (0..{settings['num_processes'] - 1}), and check that the address is this machine's "
+            f"or reachable from it")
+    if failure:
+        raise failure[0]
 
 
 def _integer(name: str, text: str) -> int:
@@ -108,6 +139,38 @@ def _integer(name: str, text: str) -> int:
         return int(text)
     except ValueError:
         raise LaunchError(f"{name}={text!r}: expected an integer") from None
+
+
+def check_same_on_every_process(settings: dict) -> None:
+    """Raises LaunchError on every process when one was started with other ``settings`` than process 0 (a flat
+    dict of JSON values): the error names this process's first difference, or the processes that differ.
+    Processes that disagree would train one run with two learning rates, or wait for ever for each other's
+    checkpoints in two workdirs."""
+    if jax.process_count() == 1:
+        return
+    import json
+
+    from jax.experimental import multihost_utils
+
+    text = json.dumps(settings, sort_keys=True, default=str).encode()
+    mine = json.loads(text)
+    lengths = np.asarray(multihost_utils.process_allgather(np.int32(len(text)))).reshape(-1)
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[:len(text)] = np.frombuffer(text, np.uint8)
+    first = np.asarray(multihost_utils.broadcast_one_to_all(padded))
+    theirs = json.loads(bytes(first[:int(lengths[0])]).decode())
+    differ = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+    flags = np.asarray(multihost_utils.process_allgather(np.int32(bool(differ)))).reshape(-1)
+    if not flags.any():
+        return
+    if differ:
+        key = differ[0]
+        more = f" (and {len(differ) - 1} more: {', '.join(differ[1:4])})" if len(differ) > 1 else ""
+        raise LaunchError(f"process {jax.process_index()} was started with {key}={mine.get(key)!r} where process 0 "
+                          f"has {theirs.get(key)!r}{more}: every process of a run needs the same settings")
+    others = ", ".join(str(i) for i in np.flatnonzero(flags))
+    raise LaunchError(f"process(es) {others} were started with other settings than process 0 (see their output): "
+                      f"every process of a run needs the same settings")
 
 
 def on_first_process(fn: Callable[[], None], name: str = "jaxconv_prepare") -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -18,13 +19,16 @@ def start_processes(args: argparse.Namespace) -> None:
     """Joins a multi-process run when launched as one (flags, JAXCONV_* variables, SLURM, TPU pod)."""
     import jax
 
-    from jaxconv.parallel import LaunchError, initialize_distributed
+    from jaxconv.parallel import JoinTimeout, LaunchError, initialize_distributed
 
     try:
         launch = initialize_distributed(args.coordinator, args.num_processes, args.process_id,
-                                        heartbeat_timeout=args.heartbeat_timeout)
+                                        heartbeat_timeout=args.heartbeat_timeout, log=log)
     except LaunchError as e:
         raise UsageError(str(e)) from None
+    except JoinTimeout as e:  # the join, blocked in C++, cannot be cancelled: leave without waiting for it
+        print(f"jaxconv: stopped: {e}", file=sys.stderr, flush=True)
+        os._exit(1)
     set_log_enabled(jax.process_index() == 0)
     if jax.process_count() > 1:
         log(f"multi-process run: {launch}")

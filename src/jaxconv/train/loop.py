@@ -35,7 +35,8 @@ from jaxconv.analysis.gradients import layer_name
 from jaxconv.checkpoint import Checkpoints
 from jaxconv.data.prefetch import DeviceBatches
 from jaxconv.errors import RunFailure
-from jaxconv.train.config import ConfigError
+from jaxconv.parallel import check_same_on_every_process
+from jaxconv.train.config import ConfigError, flat
 from jaxconv.train.evaluate import best_eval, evaluate, evaluate_checkpoint
 from jaxconv.train.experiment import (Experiment, abstract_state, build, checkpoint_meta, initial_state, param_count,
                                       train_batches)
@@ -75,6 +76,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
     """
     workdir = pathlib.Path(workdir)
     started = time.time()
+    settings = {k: v for k, v in flat(config.to_dict()).items() if k != "data_dir"}  # a data copy per host is fine
+    check_same_on_every_process({**settings, "workdir": str(workdir.absolute())})
     with holding(workdir, log), stop_signals(log) as stop:
         prepared = _prepare(config, workdir, log, allow_changes, stop)
         if isinstance(prepared, dict):  # stopped, or nothing left to do

@@ -44,9 +44,8 @@ def stop_signals(log: Callable[[str], None] = print):
     on the same step, so that they all save the same checkpoint.
     """
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        yield StopRequest(multihost_utils.reached_preemption_sync_point, lambda: False, lambda: "SIGTERM")
+        with _interrupt_as_preemption() as interrupted:
+            yield _preemption_request(lambda: "Ctrl-C" if interrupted else "SIGTERM")
         return
     from jaxconv.data import source
 
@@ -91,6 +90,39 @@ def stop_signals(log: Callable[[str], None] = print):
     finally:
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])
+
+
+def _preemption_request(reason: Callable[[], str]) -> StopRequest:
+    from jax.experimental import multihost_utils
+
+    return StopRequest(multihost_utils.reached_preemption_sync_point, lambda: False, reason)
+
+
+@contextlib.contextmanager
+def _interrupt_as_preemption():
+    """Several processes: a first Ctrl-C is a SIGTERM to this process, which JAX's preemption service tells
+    every process of, so that all save the same step and stop; a second stops this one at once. (Python's
+    KeyboardInterrupt in one process left the others waiting in a collective for ever, and it with them.)"""
+    asked: list[bool] = []  # yielded: whether this process was interrupted
+    if threading.current_thread() is not threading.main_thread():
+        yield asked
+        return
+
+    def on_interrupt(*_):
+        if asked:
+            print("\njaxconv: interrupted again: this process stopped at once; the others stop within "
+                  "--heartbeat-timeout; the last complete checkpoint is kept", file=sys.stderr, flush=True)
+            os._exit(130)
+        asked.append(True)
+        print("\njaxconv: Ctrl-C: every process stops after the same step and saves a checkpoint (Ctrl-C again to "
+              "stop this one at once, without saving)", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield asked
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 __all__ = ["StopRequest", "stop_signals"]
