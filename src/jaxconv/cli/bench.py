@@ -28,6 +28,10 @@ def run(args: argparse.Namespace) -> int:
 
     request = bench.Request(args.model, args.mode, args.batch_size, args.image_size, args.dtype or "float32", args.steps,
                             args.warmup, recipe=args.recipe)
+    from jaxconv.bench.common import check_request, requested_model
+
+    check_request(request)  # the mistakes it can see at once, before a line says it is compiling
+    requested_model(args.model)
     if args.mode == "layers":
         log(f"timing the convolutions of {args.model} one by one ...")
     elif args.mode != "data":
