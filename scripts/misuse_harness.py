@@ -1915,6 +1915,23 @@ ARGS_MISTAKES = [  # id, jaxconv arguments, what the message must name (a copied
     ("import-syntax-error", ("list", "--import", "{scratch}/broken.py"), ("broken.py",)),
     ("import-raises", ("list", "--import", "{scratch}/raises.py"), ("raises.py",)),
     ("import-registers-existing-name", ("list", "--import", "{scratch}/dup.py"), ("resnet50",)),
+    # the second round of probes as new users (2026-12-04, later): users' modules off the guide's path
+    ("summary-option-bool-string", ("summary", "resnet20", "--option", "zero_init_last=maybe"), ("zero_init_last",)),
+    ("summary-option-int-for-sequence", ("summary", "resnet20", "--option", "widths=16"), ("widths", "sequence")),
+    ("summary-user-model-no-train", ("summary", "no_train", "--import", "{scratch}/odd.py", "--image-size", "16"),
+     ("no_train", "train")),
+    ("summary-user-model-tuple", ("summary", "tuple_out", "--import", "{scratch}/odd.py", "--image-size", "16"),
+     ("tuple_out", "tuple")),
+    ("bench-user-model-no-params", ("bench", "no_params", "--import", "{scratch}/odd.py", "--image-size", "16",
+                                    "--batch-size", "2", "--steps", "1"), ("no_params", "parameters")),
+    ("bench-layers-no-convolutions", ("bench", "mlp", "--import", "{scratch}/odd.py", "--mode", "layers",
+                                      "--image-size", "16", "--batch-size", "2", "--steps", "1"), ("mlp", "convolutions")),
+    ("train-user-model-wrong-classes", ("train", "--import", "{scratch}/odd.py", "--config.model=seven",
+                                        "--workdir", "{scratch}/w7", "--config.image_size=16"), ("seven", "(N, 10)")),
+    ("import-package-module-as-file", ("list", "--import", "{scratch}/lab/nets.py"), ("lab.nets",)),
+    ("import-shadows-a-package", ("list", "--import", "{scratch}/wave.py"), ("shadows", "wave")),
+    ("list-pattern-without-wildcard", ("list", "resnet"), ("*resnet*",)),
+    ("export-empty-out", ("export", "--model", "resnet18", "--weights", R18, "--out", ""), ("--out",)),
 ]
 
 
@@ -1933,9 +1950,68 @@ def args_fixtures(ctx: Ctx) -> None:
     (ctx.scratch / "broken.py").write_text("def oops(:\n")
     (ctx.scratch / "raises.py").write_text("raise RuntimeError('this module fails on import')\n")
     (ctx.scratch / "dup.py").write_text("import jaxconv\njaxconv.register('resnet50', lambda **kw: None, image_size=32)\n")
+    (ctx.scratch / "odd.py").write_text(ODD_MODELS)
+    (ctx.scratch / "lab").mkdir()
+    (ctx.scratch / "lab" / "__init__.py").write_text("")
+    (ctx.scratch / "lab" / "blocks.py").write_text("WIDTH = 8\n")
+    (ctx.scratch / "lab" / "nets.py").write_text("from .blocks import WIDTH\n")
+    (ctx.scratch / "wave.py").write_text("from wave import Wave_read\n")
 
 
-ARGS_FIXTURES = ("afile", "afile.safetensors", "emptydir", "cat.png", "broken.py", "raises.py", "dup.py")
+ODD_MODELS = """
+import flax.linen as nn
+import jax.numpy as jnp
+import jaxconv
+
+
+class NoTrain(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
+
+
+class TupleOut(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(self.num_classes)(x.mean(axis=(1, 2))), x.mean()
+
+
+class NoParams(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return jnp.tile(x.mean(axis=(1, 2, 3))[:, None], (1, self.num_classes))
+
+
+class MLP(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(self.num_classes)(nn.relu(nn.Dense(16)(x.reshape((x.shape[0], -1)))))
+
+
+class Seven(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(7)(x.mean(axis=(1, 2)))
+
+
+for name, cls in [("no_train", NoTrain), ("tuple_out", TupleOut), ("no_params", NoParams), ("mlp", MLP),
+                  ("seven", Seven)]:
+    jaxconv.register(name, cls, image_size=16, num_classes=10)
+"""
+
+
+ARGS_FIXTURES = ("afile", "afile.safetensors", "emptydir", "cat.png", "broken.py", "raises.py", "dup.py", "odd.py",
+                 "lab", "lab/*", "wave.py")
 
 
 @cases_of("args")
