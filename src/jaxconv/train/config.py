@@ -354,9 +354,10 @@ def _import_user_modules(specs: Any, model: Any, log: Callable[[str], None] | No
     return tuple(recorded)
 
 
-def _check_model(c: ml_collections.ConfigDict, channels: int, num_classes: int) -> None:
+def _check_model(c: ml_collections.ConfigDict, channels: int, num_classes: int | None) -> None:
     """Builds the model with its options and traces its shapes at the image size (no compute); a user's model
-    is checked against what the training step needs of it (models.check_contract) before the workdir is made."""
+    is checked against what the training step needs of it (models.check_contract) before the workdir is made.
+    ``num_classes``: the dataset's, None (or 0) when only opening it tells (a folder): the model's own then."""
     import jax
     import jax.numpy as jnp
 
@@ -373,7 +374,7 @@ def _check_model(c: ml_collections.ConfigDict, channels: int, num_classes: int) 
     except ValueError as e:
         raise ConfigError("dtype", c.dtype, str(e)) from None
     try:
-        model = get_model(c.model, num_classes=num_classes, **options)
+        model = get_model(c.model, num_classes=num_classes or None, **options)
     except ModelContractError as e:  # the model itself, not the options the user gave it
         raise ConfigError("model", c.model, str(e).removeprefix(f"{c.model}: ")) from None
     except (ValueError, TypeError, ArithmeticError) as e:
