@@ -369,6 +369,26 @@ def test_an_image_gone_while_the_run_reads_it_stops_the_run_in_one_line(tmp_path
     assert "Traceback" not in "\n".join(err)
 
 
+def test_the_input_pipeline_running_out_of_memory_is_said_so_not_blamed_on_the_data(tmp_path, capsys, monkeypatch):
+    """TensorFlow's ResourceExhaustedError is an OpError, which the loop reports as a file changed under the run."""
+    import tensorflow as tf
+
+    from jaxconv.train import loop
+
+    def out_of_memory(self, run):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[64,4000,4000,3]")
+
+    monkeypatch.setattr(loop.Evaluate, "__call__", out_of_memory)
+    folder, workdir = photos(tmp_path), tmp_path / "run"
+    capsys.readouterr()
+    assert main(folder_run(folder, workdir)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("jaxconv: error: jaxconv train ran out of memory (OOM when allocating tensor with shape[64,4000,"
+                       "4000,3]); lower --config.batch_size or --config.image_size; the checkpoints written so far are "
+                       "kept, and the same command resumes")
+    assert (workdir / "checkpoints").is_dir()
+
+
 def test_renaming_a_folder_class_before_a_resume_is_refused_not_trained_on_swapped_labels(tmp_path, capsys):
     """Labels are the sorted class folders: renaming `a` to `z` made label 0 mean `b` in the resumed run (and in
     `eval`) without a word; a class added met the checkpoint as a shape mismatch."""

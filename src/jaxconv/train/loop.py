@@ -90,7 +90,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
             raise
         except Exception as error:
             tf = sys.modules.get("tensorflow")  # the input pipelines' errors: a file gone or changed meanwhile
-            if tf is None or not isinstance(error, tf.errors.OpError):
+            if (tf is None or not isinstance(error, tf.errors.OpError)
+                    or isinstance(error, tf.errors.ResourceExhaustedError)):  # out of memory: cli.main's one line
                 raise
             first = str(getattr(error, "message", "") or error).strip().splitlines()
             raise DataReadFailure(
