@@ -131,3 +131,14 @@ def test_a_package_module_given_as_a_file_and_a_file_shadowing_a_package_say_wha
     capsys.readouterr()
     assert main(["list", "--import", "wave.py"]) == 2
     assert capsys.readouterr().err.strip().endswith("; the file's name shadows the installed package 'wave': rename it")
+
+
+def test_report_counts_a_folder_runs_model_with_the_classes_it_recorded(tmp_path, capsys):
+    """A folder dataset's class count is known from the run's dataset.json only: rebuilt with the model's default
+    10 classes, a 2-class ResNet-20 read as 'its code changed since' (269,722 against the 269,202 it trained)."""
+    trained = jaxconv.summary("resnet20", image_size=16, num_classes=2).params
+    run = fake_run(tmp_path / "photos_run", {"model": "resnet20", "dataset": "folder"}, params=trained)
+    (run / "dataset.json").write_text(json.dumps({"classes": ["cat", "dog"], "train_examples": 40, "eval_examples": 8}))
+    assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
+    assert "not shown" not in capsys.readouterr().err
+    assert f"| photos_run | resnet20 | folder | 16 | {trained:,} |" in (tmp_path / "report" / "report.md").read_text()

@@ -38,7 +38,7 @@ def run_cost(run: Run) -> dict | str:
     try:
         import_run_modules(run.config, where=str(run.path))
         spec = DATASETS.get(run.dataset)
-        num_classes = spec.num_classes if spec and spec.num_classes else None
+        num_classes = spec.num_classes if spec and spec.num_classes else _recorded_classes(run)
         options = dict(run.config.get("model_options") or {})
         s = summary(run.model, image_size=run.config.get("image_size"), num_classes=num_classes, **options)
     except (UserError, ValueError, TypeError) as e:
@@ -48,6 +48,15 @@ def run_cost(run: Run) -> dict | str:
         return (f"{run.model} now has {s.params:,} parameters where the run trained {trained:,}: its code "
                 f"changed since")
     return {"params": s.params, "gmacs": s.macs / 1e9}
+
+
+def _recorded_classes(run: Run) -> int | None:
+    """A folder dataset's class count, as the run recorded it when it started (WORKDIR/dataset.json)."""
+    try:
+        classes = json.loads((run.path / "dataset.json").read_text(encoding="utf-8")).get("classes")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return len(classes) if isinstance(classes, list) and classes else None
 
 
 def _published_top1(name: str) -> float | None:
