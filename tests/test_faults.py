@@ -679,3 +679,46 @@ def test_only_memory_exhaustion_is_reported_so(monkeypatch):
     monkeypatch.setattr(bench, "run", fail)
     with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
         main(["bench", "resnet20"])
+
+
+# --- experiment files and signals a student meets (the probe of 2026-12-04, fourth) ---------------------
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("import sys; sys.exit(0)", "get_config() called sys.exit(0) (SystemExit: 0 (exp.py, line 5)); it must return a "
+                                "ConfigDict"),  # it ended `jaxconv train` silently, exit 0
+    ("c.group = ml_collections.ConfigDict({'a': 1}); return c", "config.group=a: 1: unknown key"),  # on two lines
+    ("import jax; c.model_options = {'act': jax.nn.gelu}; return c",
+     "act is function gelu, which config.json cannot record"),  # a traceback when config.json was written
+])
+def test_experiment_files_that_stray_are_one_line(tmp_path, capsys, body, needle):
+    (tmp_path / "exp.py").write_text("import ml_collections\nfrom jaxconv.train.config import base_config\n\n"
+                                     f"def get_config():\n    c = base_config(); {body}\n")
+    assert main(["train", "--config", str(tmp_path / "exp.py"), "--workdir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_frozen_config_is_thawed(tmp_path):
+    from jaxconv.train.config import load_config
+
+    (tmp_path / "exp.py").write_text("import ml_collections\nfrom jaxconv.train.config import base_config\n\n"
+                                     "def get_config():\n    c = base_config()\n    c.num_train_steps = 3\n"
+                                     "    return ml_collections.FrozenConfigDict(c)\n")
+    config = load_config(tmp_path / "exp.py")
+    config.seed = 1  # jaxconv fills in values: an AttributeError traceback before
+    assert config.num_train_steps == 3
+
+
+def test_sighup_stops_a_run_as_sigterm_does():
+    """A closed terminal or a dropped ssh sends SIGHUP: it killed the run (exit 129), every step since the last
+    checkpoint lost."""
+    from jaxconv.train.signals import stop_signals
+
+    before = signal.getsignal(signal.SIGHUP)
+    with stop_signals(lambda _: None) as stop:
+        assert not stop.at_step(1)
+        signal.raise_signal(signal.SIGHUP)
+        assert stop.at_step(1) and stop.reason() == "SIGHUP"
+    assert signal.getsignal(signal.SIGHUP) is before

@@ -12,6 +12,7 @@ import ast
 import difflib
 import functools
 import inspect
+import json
 import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -123,7 +124,10 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
         config = _call_get_config(module, path, variant)
     except ConfigError:
         raise
-    except Exception as e:  # the user's code failed: what, and on which line of their file
+    except (Exception, SystemExit) as e:  # the user's code failed: what, and on which line of their file
+        if isinstance(e, SystemExit):  # sys.exit() in get_config ended `jaxconv train` silently, even with status 0
+            raise ConfigError("file", str(path), f"get_config() called sys.exit({e.code!r}) ({error_cause(e, path)}); "
+                                                 f"it must return a ConfigDict") from None
         if isinstance(e, TypeError) and "Could not override field" in str(e):  # ml_collections: another type
             if "field 'optimizer'" in str(e):
                 raise ConfigError("file", str(path), "get_config() sets config.optimizer, a group of settings now: set "
@@ -132,6 +136,8 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
             raise ConfigError("file", str(path), f"get_config() sets a value of the wrong type: "
                                                  f"{str(e).splitlines()[0]}") from None
         raise ConfigError("file", str(path), f"get_config() failed: {error_cause(e, path)}") from None
+    if isinstance(config, ml_collections.FrozenConfigDict):  # jaxconv fills in and records values: thawed
+        config = ml_collections.ConfigDict(config)
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError("file", str(path), "get_config() must return an ml_collections.ConfigDict")
     return _checked_keys(config, path)
@@ -346,8 +352,8 @@ def _import_user_modules(specs: Any, model: Any, log: Callable[[str], None] | No
         except (ValueError, TypeError):
             builtin = True
         if builtin:  # a built-in model: nothing shows the file is not needed (it may register blocks)
-            raise ConfigError("imports", tuple(specs), f"no such file (if a run's file moved since, give its new "
-                                                       f"place with --import NEW_PATH.py)")
+            raise ConfigError("imports", tuple(specs), "no such file (if a run's file moved since, give its new "
+                                                       "place with --import NEW_PATH.py)")
         if log is not None:
             log(f"config.imports: {', '.join(gone)} {'is' if len(gone) == 1 else 'are'} gone; {model} is known "
                 f"without {'it' if len(gone) == 1 else 'them'} (--import), so {'it is' if len(gone) == 1 else 'they are'} left out")
@@ -365,6 +371,16 @@ def _check_model(c: ml_collections.ConfigDict, channels: int, num_classes: int |
     from jaxconv.models import ModelContractError, check_contract, get_model, runtime_options
 
     options = dict(c.model_options)
+    for key, value in options.items():  # the run records them in config.json, for eval, export and a resume
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            what = getattr(value, "__name__", None) or getattr(getattr(value, "func", None), "__name__", None)
+            raise ConfigError("model_options", options,
+                              f"{key} is {type(value).__name__}{f' {what}' if what else ''}, which config.json cannot "
+                              f"record for eval, export and a resume: give a name or value the model takes "
+                              f"(act='gelu', norm='group'), or register a model of your own with it built in "
+                              f"(docs/extending.md)") from None
     for key, owner in (("axis_name", "bn_mode"), ("dtype", "dtype"), ("num_classes", "dataset")):
         if key in options:
             raise ConfigError("model_options", options, f"{key} is set by the training system from config.{owner}, "

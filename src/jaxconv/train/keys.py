@@ -28,7 +28,8 @@ class ConfigError(UserError, ValueError):
     """A config value that cannot be used; the message names the key, the value and what is allowed."""
 
     def __init__(self, key: str, value: Any, allowed: str):
-        super().__init__(f"config.{key}={value!r}: {allowed}")
+        shown = " ".join(repr(value).split())  # one line: a ConfigDict's repr spans several
+        super().__init__(f"config.{key}={shown}: {allowed}")
         self.key, self.value, self.allowed = key, value, allowed
 
 

@@ -1,4 +1,4 @@
-"""Stopping a run early and cleanly: SIGTERM (preemption) and Ctrl-C."""
+"""Stopping a run early and cleanly: SIGTERM (preemption), SIGHUP (a closed terminal) and Ctrl-C."""
 
 from __future__ import annotations
 
@@ -64,11 +64,12 @@ def stop_signals(log: Callable[[str], None] = print):
         yield request
         return
 
-    def on_term(*_):
-        reason.append("SIGTERM")
+    def on_term(signum, _frame):  # SIGTERM; SIGHUP (a closed terminal or a dropped ssh) the same way
+        name = signal.Signals(signum).name
+        reason.append(name)
         flag.set()
         if source.data_being_prepared():
-            stop_preparing("SIGTERM")
+            stop_preparing(name)
 
     def on_interrupt(*_):
         if source.data_being_prepared():
@@ -82,14 +83,15 @@ def stop_signals(log: Callable[[str], None] = print):
         print("\njaxconv: Ctrl-C: stopping after this step and saving a checkpoint "
               "(Ctrl-C again to stop at once, without saving)", file=sys.stderr, flush=True)
 
-    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
     signal.signal(signal.SIGINT, on_interrupt)
     try:
         yield request
     finally:
-        signal.signal(signal.SIGTERM, previous[0])
-        signal.signal(signal.SIGINT, previous[1])
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _preemption_request(reason: Callable[[], str]) -> StopRequest:
@@ -118,11 +120,15 @@ def _interrupt_as_preemption():
               "stop this one at once, without saving)", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    def on_hangup(*_):  # a closed terminal: as SIGTERM, which JAX's preemption service owns here
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt), signal.signal(signal.SIGHUP, on_hangup)
     try:
         yield asked
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGHUP, previous[1])
 
 
 __all__ = ["StopRequest", "stop_signals"]
