@@ -142,3 +142,11 @@ def test_report_counts_a_folder_runs_model_with_the_classes_it_recorded(tmp_path
     assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
     assert "not shown" not in capsys.readouterr().err
     assert f"| photos_run | resnet20 | folder | 16 | {trained:,} |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_report_title_or_run_name_with_a_dollar_is_drawn_as_written(tmp_path):
+    """'$...$' started matplotlib's TeX parser: `--title '$\\lr$ sweep'` or a run folder named `run$^$` was a
+    60-100 line traceback."""
+    run = fake_run(tmp_path / "run$^$", {"model": "resnet20"})
+    assert main(["report", str(run), "--out", str(tmp_path / "report"), "--title", "$\\lr$ sweep"]) == 0
+    assert (tmp_path / "report" / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -11,6 +11,7 @@ Axes do not exaggerate: accuracy runs from 0 to 100% with the chance line, loss 
 
 from __future__ import annotations
 
+import functools
 import pathlib
 from collections.abc import Sequence
 
@@ -21,6 +22,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from jaxconv.compare.runs import Run  # noqa: E402
+
+
+def _literal_text(plot):
+    """Titles, run names and labels are drawn as written: a '$' in them started matplotlib's TeX parser, whose
+    error ('Unknown symbol: \\lr' for `--title '$\\lr$ sweep'`) was a traceback."""
+    @functools.wraps(plot)
+    def drawn(*args, **kwargs):
+        with plt.rc_context({"text.parse_math": False}):
+            return plot(*args, **kwargs)
+
+    return drawn
 
 
 def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
@@ -69,6 +81,7 @@ def _label_without_overlap(ax, points: Sequence[tuple[float, float, str]], fonts
         placed.append(box)
 
 
+@_literal_text
 def plot_accuracy_vs_gmacs(rows: Sequence[dict], path: str | pathlib.Path, *, accuracy: str = "published",
                            title: str | None = None, num_classes: int | None = 1000,
                            lineage: Sequence[str] = ()) -> pathlib.Path | None:
@@ -118,6 +131,7 @@ def plot_accuracy_vs_gmacs(rows: Sequence[dict], path: str | pathlib.Path, *, ac
     return _save(fig, path)
 
 
+@_literal_text
 def plot_layer_profile(summary, path: str | pathlib.Path) -> pathlib.Path:
     """Parameters and activations of every layer that has either, in forward order (one ModelSummary)."""
     layers = [layer for layer in summary.layers if layer.params or layer.kind in ("Input", "Conv", "Dense", "MaxPool")]
@@ -165,6 +179,7 @@ def seed_band(seeds: Sequence[Sequence[dict]], key: str) -> tuple[list, list, li
             [max(values[s]) for s in steps])
 
 
+@_literal_text
 def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title: str | None = None) -> pathlib.Path | None:
     """Loss (training and evaluation), accuracy (training and evaluation top-1) and the learning
     rate against steps, one colour per setting. A setting run with several seeds is drawn as the mean over
@@ -232,6 +247,7 @@ def layer_norm_snapshots(run: Run, count: int = 4) -> list[dict]:
     return [logged[i] for i in picks]
 
 
+@_literal_text
 def plot_layer_gradient_norms(runs: Sequence[Run], path: str | pathlib.Path, *,
                               title: str | None = None) -> pathlib.Path | None:
     """Per-layer gradient norms (log scale) against depth, one panel per run, one line per logged step.
@@ -271,6 +287,7 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+@_literal_text
 def plot_final_against(runs: Sequence[Run], key: str, path: str | pathlib.Path, *,
                        title: str | None = None) -> pathlib.Path | None:
     """Each setting's final training loss and final evaluation top-1 against one config key.
