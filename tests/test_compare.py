@@ -206,7 +206,8 @@ def test_report_gathers_seeds_with_their_spread_and_plots_final_values_against_a
     with pytest.raises(RunError, match="do not differ in 'model'; they differ in: learning_rate, model_options.norm"):
         write_report(runs, tmp_path / "other", x="model")
     assert cli.main(["report", str(tmp_path / "runs"), "--x", "seed", "--out", str(tmp_path / "cli")]) == 2
-    assert "they differ in: learning_rate, model_options.norm" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the runs do differ in seed: it said they did not
+    assert "a run's seed repeats its setting" in err and "they differ in: learning_rate, model_options.norm" in err
     assert not (tmp_path / "cli").exists()
 
 

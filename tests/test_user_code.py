@@ -150,3 +150,10 @@ def test_a_report_title_or_run_name_with_a_dollar_is_drawn_as_written(tmp_path):
     run = fake_run(tmp_path / "run$^$", {"model": "resnet20"})
     assert main(["report", str(run), "--out", str(tmp_path / "report"), "--title", "$\\lr$ sweep"]) == 0
     assert (tmp_path / "report" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_emptied_metrics_file_of_a_finished_run_is_noted(tmp_path, capsys):
+    run = fake_run(tmp_path / "run", {"model": "resnet20"})
+    (run / "metrics.jsonl").write_text("")
+    assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
+    assert "metrics.jsonl: empty, though its summary.json says the run trained 4 steps" in capsys.readouterr().err

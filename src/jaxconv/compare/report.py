@@ -180,6 +180,9 @@ def write_report(runs: Sequence[Run], out: str | pathlib.Path, *, title: str = "
     keys = differing_keys(runs)
     if x is not None and x not in keys:
         differ = f"they differ in: {', '.join(keys)}" if keys else "they differ in nothing but their seeds"
+        if x == "seed":  # not a setting: what repeats one
+            raise RunError(f"report --x seed: a run's seed repeats its setting (each setting's seeds are drawn "
+                           f"together, with their spread), so it is not an axis; {differ}")
         raise RunError(f"report --x {x}: the runs do not differ in {x!r}; {differ}")
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)

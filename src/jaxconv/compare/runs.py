@@ -101,6 +101,10 @@ def load_run(path: str | pathlib.Path) -> Run:
             notes += (f"{summary_path}: unreadable ({e}); read as a run without its summary",)
         if not isinstance(summary, dict):
             summary = None
+    steps = (summary or {}).get("steps")
+    if not records and isinstance(steps, int) and steps > 0:  # emptied or replaced: its table row would say 0 steps
+        notes += (f"{metrics}: empty, though its summary.json says the run trained {steps} steps; read without "
+                  f"curves or evaluations",)
     usable = [r for r in records if _usable(r)]
     if len(usable) < len(records):
         notes += (f"{metrics}: {len(records) - len(usable)} record(s) without an integer step, or a train/eval "
