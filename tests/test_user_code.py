@@ -157,3 +157,14 @@ def test_an_emptied_metrics_file_of_a_finished_run_is_noted(tmp_path, capsys):
     (run / "metrics.jsonl").write_text("")
     assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
     assert "metrics.jsonl: empty, though its summary.json says the run trained 4 steps" in capsys.readouterr().err
+
+
+def test_one_damaged_run_below_a_folder_is_left_out_of_the_report_of_the_others(tmp_path, capsys):
+    """A line that is not a JSON object inside one run's metrics.jsonl refused the report of every run beside it."""
+    good = fake_run(tmp_path / "runs" / "a", {"model": "resnet20"})
+    bad = fake_run(tmp_path / "runs" / "b", {"model": "resnet20"})
+    (bad / "metrics.jsonl").write_text("[1]\n" + (good / "metrics.jsonl").read_text())
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    assert f"jaxconv: note: left out {bad}: {bad / 'metrics.jsonl'}:1: not a JSON object" in capsys.readouterr().err
+    assert "| a | resnet20 |" in (tmp_path / "report" / "report.md").read_text()
+    assert main(["report", str(bad), "--out", str(tmp_path / "alone")]) == 2  # given by its own path: refused

@@ -33,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
         models += [name for name in MODERN_MODELS if name not in models]
     for name in models:
         model_info(name)
-    runs = find_runs(args.runs) if args.runs else []
-    for note in [n for run in runs for n in run.notes] + uncompared_runs(models, runs):
+    left_out: list[str] = []
+    runs = find_runs(args.runs, left_out=left_out) if args.runs else []
+    for note in left_out + [n for run in runs for n in run.notes] + uncompared_runs(models, runs):
         log(f"jaxconv: note: {note}")
     out = pathlib.Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():

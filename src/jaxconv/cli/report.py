@@ -15,10 +15,10 @@ def run(args: argparse.Namespace) -> int:
     from jaxconv.compare import find_runs
     from jaxconv.compare.report import write_report
 
-    runs = find_runs(args.runs)
-    for found in runs:
-        for note in found.notes:
-            print(f"jaxconv: note: {note}", file=sys.stderr)
+    left_out: list[str] = []
+    runs = find_runs(args.runs, left_out=left_out)
+    for note in left_out + [note for found in runs for note in found.notes]:
+        print(f"jaxconv: note: {note}", file=sys.stderr)
     out = pathlib.Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a directory")

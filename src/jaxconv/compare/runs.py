@@ -131,25 +131,37 @@ def _usable(record: dict) -> bool:
                                                             and 0 <= top1 <= 1)  # a fraction; NaN fails too
 
 
-def find_runs(paths: Iterable[str | pathlib.Path]) -> list[Run]:
+def find_runs(paths: Iterable[str | pathlib.Path], *, left_out: list[str] | None = None) -> list[Run]:
     """The runs at ``paths``: each a workdir, or a directory whose subdirectories (to any depth) are.
 
-    Raises RunError for a path that holds no run at all.
+    Raises RunError for a path that holds no run at all, or for a damaged run given by its own path; a
+    damaged run found below a given directory is named in ``left_out``, when given, with the reason (one
+    run's damaged file failed the report of all the others), else raises too.
     """
-    found: dict[pathlib.Path, pathlib.Path] = {}  # each run once, however many given paths reach it
+    found: dict[pathlib.Path, tuple[pathlib.Path, bool]] = {}  # each run once, however many paths reach it
     for given in paths:
         root = pathlib.Path(given)
         if not root.is_dir():
             raise RunError(f"{root}: {'not a directory' if root.exists() else 'no such directory'}")
         if (root / "metrics.jsonl").is_file():
-            found.setdefault(root.resolve(), root)
+            found[root.resolve()] = (root, True)
             continue
         below = sorted(p.parent for p in root.rglob("metrics.jsonl") if (p.parent / "config.json").is_file())
         if not below:
             raise RunError(f"{root}: holds no training run (no config.json + metrics.jsonl below it)")
         for path in below:
-            found.setdefault(path.resolve(), path)
-    return [load_run(path) for path in found.values()]
+            found.setdefault(path.resolve(), (path, False))
+    runs = []
+    for path, named in found.values():
+        try:
+            runs.append(load_run(path))
+        except RunError as e:
+            if named or left_out is None:
+                raise
+            left_out.append(f"left out {path}: {e}")
+    if not runs:
+        raise RunError(f"no readable run in {', '.join(map(str, paths))}: {'; '.join(left_out or [])}")
+    return runs
 
 
 # -- repeats and settings ---------------------------------------------------------------------------
