@@ -722,3 +722,17 @@ def test_sighup_stops_a_run_as_sigterm_does():
         signal.raise_signal(signal.SIGHUP)
         assert stop.at_step(1) and stop.reason() == "SIGHUP"
     assert signal.getsignal(signal.SIGHUP) is before
+
+
+def test_a_reader_that_goes_away_ends_no_run():
+    """`jaxconv train 2>&1 | head`: the first write after the reader left raised BrokenPipeError, which ended the
+    run between two checkpoints (exit 1, its steps since lost). The program's streams now go quiet instead."""
+    from jaxconv.cli.startup import ClosedPipeProof
+
+    read, write = os.pipe()
+    os.close(read)
+    stream = ClosedPipeProof(os.fdopen(write, "w"))
+    assert stream.write("step 70/300\n") == len("step 70/300\n")
+    stream.flush()
+    assert stream.reader_gone and stream.write("step 80/300\n") == len("step 80/300\n")
+    assert stream.fileno() == write  # the rest is the stream's own

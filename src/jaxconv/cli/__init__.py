@@ -38,10 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if argv is None:  # the program: a SIGTERM from here on is one line
+    if argv is None:  # the program: a SIGTERM from here on is one line; a reader that goes away ends no run
         import signal
 
-        from jaxconv.cli.startup import stop_on_sigterm, terminated
+        from jaxconv.cli.startup import stop_on_sigterm, survive_closed_pipes, terminated
+
+        survive_closed_pipes()
 
         if sys.argv[1:2] == ["train"]:  # exit 0: it saves and stops at its own pace
             signal.signal(signal.SIGTERM, terminated)

@@ -166,3 +166,39 @@ def stop_on_sigterm() -> None:
 
     sys.unraisablehook = again
     signal.signal(signal.SIGTERM, raise_terminated)
+
+
+class ClosedPipeProof:
+    """A text stream that goes quiet once its reader has gone (``jaxconv train 2>&1 | head``, a log pipe whose
+    reader died): Python raises BrokenPipeError from the write, which in a training run ended it between two
+    checkpoints, its steps lost. The run now goes on to its end, writing its checkpoints and metrics as ever."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.reader_gone = False
+
+    def write(self, text: str) -> int:
+        if not self.reader_gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self.reader_gone = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self.reader_gone = True
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, ...: the stream's own
+        return getattr(self._stream, name)
+
+
+def survive_closed_pipes() -> None:
+    """stdout and stderr as ClosedPipeProof streams (the program only: a library leaves them alone)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, ClosedPipeProof):
+            setattr(sys, name, ClosedPipeProof(stream))
