@@ -626,6 +626,11 @@ def test_api_calls_with_the_wrong_kind_of_argument_say_what_they_take():
 
     with pytest.raises(TypeError, match="model must be a registered model's name .* or a Flax Module, got int 5"):
         jaxconv.summary(5)
+    from jaxconv.analysis import format_summary
+
+    with pytest.raises(TypeError, match=r"format_summary takes what summary\(\) returns, e.g. "
+                                        r"format_summary\(summary\('resnet20'\)\), got str"):
+        format_summary("resnet20")
     with pytest.raises(ValueError, match="NOPE") as raised:  # a ValueError like an unknown model; still a KeyError
         jaxconv.get_model("resnet18", weights="NOPE", download=False)
     assert isinstance(raised.value, (UnknownWeightsError, KeyError))

@@ -241,6 +241,9 @@ def _totals(s: ModelSummary) -> list[tuple[str, str]]:
 
 def format_summary(s: ModelSummary, fmt: str = "table") -> str:
     """Renders a summary as an aligned text table, Markdown, CSV or JSON."""
+    if not isinstance(s, ModelSummary):
+        raise TypeError(f"format_summary takes what summary() returns, e.g. format_summary(summary({s!r})), "
+                        f"got {type(s).__name__}")
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "json":

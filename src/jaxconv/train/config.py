@@ -278,7 +278,8 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     try:
         info = model_info(c.model)
     except ValueError as e:
-        raise ConfigError("model", c.model, str(e).split("; ", 1)[-1]) from None
+        hint = str(e).split("; ", 1)[-1]  # "did you mean ...", else where to look
+        raise ConfigError("model", c.model, hint if hint.startswith("did you mean") else f"no such model; {hint}") from None
     source = source_spec(info.source_module, info.source_file)
     if source is not None and source not in c.imports:  # so that eval, export and resume find the model again
         c.imports = (*c.imports, source)
