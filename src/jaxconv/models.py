@@ -82,7 +82,7 @@ def get_model(
         overrides["act"] = get_activation(overrides["act"])
     if isinstance(name, str) and model_info(name).builtin:
         check_shared_options(name, overrides)
-        check_named_modules(name, overrides)
+        overrides = checked_against_defaults(name, overrides)
     return build_model(name, num_classes, **overrides)
 
 
@@ -90,18 +90,22 @@ def get_model(
 NAMED_MODULES = {"stem": STEMS}
 
 
-def check_named_modules(name: str, overrides: dict[str, Any]) -> None:
-    """Each option's value is of its default's kind (_check_type); a string given for an option whose value is
-    a module or a function (stem='imagenet') must be one of its names; elsewhere (block='bottleneck') a string
-    would fail deep inside ``init`` as "'str' object is not callable"."""
+def checked_against_defaults(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides``, each checked to be of its default's kind (_check_type), 'true'/'false' read as the bools
+    an older config.json meant by them. A string given for an option whose value is a module or a function
+    (stem='imagenet') must be one of its names; elsewhere (block='bottleneck') a string would fail deep inside
+    ``init`` as "'str' object is not callable"."""
     if not overrides:
-        return
+        return overrides
     defaults = build_model(name)
+    checked = {}
     for key, value in overrides.items():
-        _check_type(name, key, value, getattr(defaults, key, None))
-        if isinstance(getattr(defaults, key, None), bool) and isinstance(value, str):  # 'true'/'false' (see there)
-            overrides[key] = value.strip().lower() == "true"
-    strings = {key: value for key, value in overrides.items() if isinstance(value, str) and key not in ("norm", "act", "dtype")}
+        default = getattr(defaults, key, None)
+        if isinstance(default, bool) and isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            value = value.strip().lower() == "true"  # a sweep's config.json before 2026-12-04 recorded it so
+        _check_type(name, key, value, default)
+        checked[key] = value
+    strings = {key: value for key, value in checked.items() if isinstance(value, str) and key not in ("norm", "act", "dtype")}
     for key, value in strings.items():
         default = getattr(defaults, key, None)
         if isinstance(default, str) or default is None or not callable(default):
@@ -112,6 +116,7 @@ def check_named_modules(name: str, overrides: dict[str, Any]) -> None:
                              f"{getattr(default, '__name__', type(default).__name__)}), not the string {value!r}")
         if value not in names:
             raise ValueError(f"{name}: {key} must be one of {', '.join(map(repr, names))} (or a module), got {value!r}")
+    return checked
 
 
 def option_value(text: str) -> Any:
@@ -136,8 +141,6 @@ def _check_type(name: str, key: str, value: Any, default: Any) -> None:
         return
     if isinstance(default, bool):
         wrong = not isinstance(value, bool)
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            wrong = False  # as a config.json of a sweep before 2026-12-04 recorded it (a string, then read as true)
         kind = "True or False"
     elif isinstance(default, (int, float)):
         wrong = isinstance(value, bool) or not isinstance(value, (int, float))

@@ -129,7 +129,7 @@ def summary(
             raise ValueError("num_classes and overrides apply to registered names; configure the Module itself")
         name = type(model).__name__
         if image_size is None or in_channels is None:  # the registered models of its class, when they agree
-            infos = [model_info(n) for n in list_models() if model_info(n).module_class is type(model)]
+            infos = [info for info in map(model_info, list_models()) if info.module_class is type(model)]
             sizes = {info.image_size for info in infos}
             channels = {info.in_channels for info in infos}
             if image_size is None:

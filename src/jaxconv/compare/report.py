@@ -52,10 +52,9 @@ def run_cost(run: Run) -> dict | str:
 
 def _recorded_classes(run: Run) -> int | None:
     """A folder dataset's class count, as the run recorded it when it started (WORKDIR/dataset.json)."""
-    try:
-        classes = json.loads((run.path / "dataset.json").read_text(encoding="utf-8")).get("classes")
-    except (OSError, ValueError, AttributeError):
-        return None
+    from jaxconv.train.resume import recorded_dataset
+
+    classes = (recorded_dataset(run.path) or {}).get("classes")
     return len(classes) if isinstance(classes, list) and classes else None
 
 

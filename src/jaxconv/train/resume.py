@@ -114,14 +114,20 @@ def dataset_record(sources: dict) -> dict:
             "train_examples": len(sources["train"]), "eval_examples": len(sources["eval"])}
 
 
-def check_dataset(workdir: pathlib.Path, sources: dict, log: Callable[[str], None], *, what: str = "a resume") -> None:
-    """Refuses a run whose classes are not those it started with (renaming a class folder swapped the labels
-    silently; adding one met the checkpoint as a shape mismatch); says so when the sizes changed."""
+def recorded_dataset(workdir: pathlib.Path) -> dict | None:
+    """WORKDIR/dataset.json as the run wrote it; None for a run of an older jaxconv, or one not started yet."""
     try:
         recorded = json.loads((workdir / DATASET_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return  # a run of an older jaxconv, or one not started yet
-    if not isinstance(recorded, dict):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def check_dataset(workdir: pathlib.Path, sources: dict, log: Callable[[str], None], *, what: str = "a resume") -> None:
+    """Refuses a run whose classes are not those it started with (renaming a class folder swapped the labels
+    silently; adding one met the checkpoint as a shape mismatch); says so when the sizes changed."""
+    recorded = recorded_dataset(workdir)
+    if recorded is None:
         return
     now = dataset_record(sources)
     before, after = recorded.get("classes"), now["classes"]
