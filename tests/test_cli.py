@@ -53,6 +53,8 @@ def test_summary_table_options(capsys):
         (["summary", "vgg16", "--image-size", "16"], "pool5"),
         (["list", "nothing*"], "no model matches"),
         (["bench", "resnt50"], "unknown model 'resnt50'; did you mean resnet50"),  # no "compiling ..." line first
+        (["bench", "alexnet", "--image-size", "32"], "alexnet cannot take 32 px inputs: conv1"),  # nor here
+        (["bench", "alexnet", "--mode", "layers", "--image-size", "32"], "alexnet cannot take 32 px inputs: conv1"),
         (["train", "--config.model=zzzqqq"], "config.model='zzzqqq': no such model; `jaxconv list` shows them all"),
         (["list", "RESNET5*"], "patterns match whole names, in lower case: '*resnet5*' matches resnet50, resnet56"),
         (["summary", "vgg16", "--image-size", "32x"], "expected N or HxW (e.g. 224 or 224x192), got '32x'"),

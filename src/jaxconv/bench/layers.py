@@ -6,6 +6,7 @@ import dataclasses
 import os
 import statistics
 import time
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -174,7 +175,7 @@ def layer_row(layer: ConvLayer, times: dict[str, list[float]]) -> dict:
     }
 
 
-def measure_layers(request: Request) -> dict:
+def measure_layers(request: Request, progress: Callable[[str], None] | None = None) -> dict:
     """Every distinct convolution of the model timed alone: forward, input and kernel gradient.
 
     ``step_time_s`` is the sum over the model's convolution layers of the passes a training
@@ -189,6 +190,8 @@ def measure_layers(request: Request) -> dict:
     if not layers:  # nothing to time, and nothing to divide the batch by
         raise BenchError(f"{request.model} has no convolutions to time (--mode layers times each convolution "
                          f"alone); time its whole step with --mode train or --mode eval")
+    if progress is not None:
+        progress(f"timing the {len(layers)} distinct convolutions of {request.model} one by one ...")
     rows, compile_s = [], 0.0
     for layer in layers:
         timed = time_conv_layer(layer, request.dtype, request.steps, request.warmup)

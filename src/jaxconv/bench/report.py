@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from jaxconv.bench.common import Request, check_request, requested_model
 from jaxconv.bench.data import measure_data
 from jaxconv.bench.layers import PASSES, measure_layers
 from jaxconv.bench.step import measure_step
 
 
-def run(request: Request) -> dict:
-    """Dispatches a request to measure_step, measure_layers or measure_data."""
+def run(request: Request, progress: Callable[[str], None] | None = None) -> dict:
+    """Dispatches a request to measure_step, measure_layers or measure_data.
+
+    ``progress`` is given a line once the request is found sound and the long part begins
+    (compiling the step, or timing the convolutions), so that nothing says it is compiling a
+    model that is then refused.
+    """
     check_request(request)
     if request.mode == "layers":
-        return measure_layers(request)
+        return measure_layers(request, progress)
     if request.mode != "data":
-        return measure_step(request)
+        return measure_step(request, progress)
     info = requested_model(request.model)
     size = request.image_size or info.image_size
     recipe = request.recipe or ("imagenet" if size >= 64 else "cifar")

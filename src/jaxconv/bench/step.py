@@ -70,7 +70,8 @@ def _cost(compiled) -> tuple[float | None, int | None]:
     return flops, memory
 
 
-def compile_step(request: Request, compiler_options: dict[str, str] | None = None) -> CompiledStep:
+def compile_step(request: Request, compiler_options: dict[str, str] | None = None,
+                 progress: Callable[[str], None] | None = None) -> CompiledStep:
     """Builds the model, state and synthetic batch, and lowers and compiles the step (timed).
 
     compiler_options: XLA options for this compilation only (DebugOptions fields by name, e.g.
@@ -115,6 +116,8 @@ def compile_step(request: Request, compiler_options: dict[str, str] | None = Non
     except GeometryError as e:
         raise BenchError(f"{request.model} cannot take {size} px inputs: {e} (its default size is "
                          f"{info.image_size})") from None
+    if progress is not None:
+        progress(f"compiling the {request.model} {request.mode} step ...")
 
     # The project's optimizer as the base config builds it: SGD, momentum 0.9, weight decay 1e-4.
     config = base_config()
@@ -173,11 +176,13 @@ def model_flops_per_step(request: Request, image_size: int) -> float:
     return 2.0 * macs * request.batch_size * (3 if request.mode == "train" else 1)
 
 
-def measure_step(request: Request) -> dict:
-    """Median step time, images/s, compile time, FLOPs, MFU and memory of a train or eval step."""
+def measure_step(request: Request, progress: Callable[[str], None] | None = None) -> dict:
+    """Median step time, images/s, compile time, FLOPs, MFU and memory of a train or eval step.
+
+    ``progress`` is given a line when the checked step starts compiling."""
     import jax
 
-    compiled = compile_step(request)
+    compiled = compile_step(request, progress=progress)
     compiled.run(request.warmup)
     times = compiled.run(request.steps)
     devices = compiled.devices

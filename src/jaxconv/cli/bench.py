@@ -30,13 +30,9 @@ def run(args: argparse.Namespace) -> int:
                             args.warmup, recipe=args.recipe)
     from jaxconv.bench.common import check_request, requested_model
 
-    check_request(request)  # the mistakes it can see at once, before a line says it is compiling
+    check_request(request)
     requested_model(args.model)
-    if args.mode == "layers":
-        log(f"timing the convolutions of {args.model} one by one ...")
-    elif args.mode != "data":
-        log(f"compiling the {args.model} {args.mode} step ...")
-    result = bench.run(request)
+    result = bench.run(request, progress=log)  # says "compiling ..." once the model is found to take the input
     sys.stdout.write(json.dumps(result, indent=2) + "\n" if args.format == "json" else bench.format_text(result))
     return 0
 
