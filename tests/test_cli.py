@@ -69,6 +69,10 @@ def test_summary_table_options(capsys):
         (["summary", "resnet20", "--option", "num_classes=0"], "give it as --num-classes, not as a model option"),
         (["eval", "--workdir", "/nonexistent/run"], "--workdir /nonexistent/run: no such directory"),
         (["frobnicate"], "invalid choice"),
+        # argparse kept the last of two values without a word
+        (["train", "--config", "a.py", "--config", "b.py"], "--config is given twice ('a.py', then 'b.py'): give it once"),
+        (["report", "runs", "--out", "a", "--out", "b"], "--out is given twice ('a', then 'b')"),
+        (["train", "--config.seed=1", "--config.seed", "2"], "--config.seed is given twice ('1', then '2'): give it once"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_status_2(args, needle, capsys):

@@ -72,7 +72,33 @@ def out_of_memory(error: BaseException, argv: Sequence[str]) -> str | None:
     return f"jaxconv {command} ran out of memory ({first}); {lower}"
 
 
+_GIVEN = "_options_given"  # on the namespace being parsed: the values given so far, by dest
+
+
+class _StoreOnce(argparse._StoreAction):
+    """An option's value, refused when the option is given again with another value (argparse would
+    keep the last one without a word: two --config files, two --workdirs)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault(_GIVEN, {})
+        if option_string is not None and self.dest in given and given[self.dest] != values:
+            raise UsageError(f"{parser.prog}: {option_string} is given twice ({given[self.dest]!r}, then "
+                             f"{values!r}): give it once")
+        given[self.dest] = values
+        setattr(namespace, self.dest, values)
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)  # add_argument without action=, or with action="store"
+        self.register("action", "store", _StoreOnce)
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extra = super().parse_known_args(args, namespace)
+        namespace.__dict__.pop(_GIVEN, None)
+        return namespace, extra
+
     def error(self, message: str) -> None:  # one line instead of usage + error
         raise UsageError(f"{self.prog}: {message}")
 

@@ -58,6 +58,8 @@ def config_overrides(extra: list[str]) -> dict[str, str]:
             value = extra[i]
         else:
             raise UsageError(f"{arg} needs a value (--config.KEY=VALUE)")
+        if overrides.get(key, value) != value:  # a later one silently winning hides a mistake in a script
+            raise UsageError(f"--config.{key} is given twice ({overrides[key]!r}, then {value!r}): give it once")
         overrides[key] = value
         i += 1
     return overrides
