@@ -206,6 +206,10 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, 
     assert "could not write checkpoint 6" in str(error.value)
     assert "no space left on the device" in str(error.value) and "the last good checkpoint (4) is kept" in str(error.value)
     assert Checkpoints(tmp_path / "run", read_only=True).all_steps() == [2, 4]
+    # logged every step: the first window holds only the step that compiled, which has no rate (it said 0 img/s)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    speeds = [r["images_per_sec"] for r in records if r["split"] == "train"]
+    assert speeds[0] is None and len(speeds) >= 4 and all(speed > 0 for speed in speeds[1:])
 
 
 def test_an_unwritable_workdir_is_reported_before_any_work(tmp_path, capsys):

@@ -320,7 +320,8 @@ class LogMetrics(Periodic):
             "top5": totals["top5"] / totals["count"],
             "learning_rate": float(exp.schedule(run.step - 1)),
             "grad_norm": float(fetched[-1][1]["grad_norm"]),
-            "images_per_sec": run.window_images / elapsed if elapsed > 0 else 0.0,
+            # None when the window held only the step that compiled (its time is not a rate)
+            "images_per_sec": run.window_images / elapsed if run.window_images and elapsed > 0 else None,
         }
         if exp.options.layer_paths:  # the last step's, as grad_norm
             norms = fetched[-1][1]["layer_grad_norms"]

@@ -203,8 +203,9 @@ class Progress:
                 return
         rate = self.steps_per_second(step)
         eta = f" | ETA {duration((self.total - step) / rate)}" if rate else ""
+        speed = f" | {record['images_per_sec']:.0f} img/s" if record["images_per_sec"] is not None else ""
         self._emit(f"step {step}/{self.total} epoch {record['epoch']:.2f} | loss {record['loss']:.4f} "
-                   f"top1 {100 * record['top1']:.1f}% | {record['images_per_sec']:.0f} img/s{eta}", final=True)
+                   f"top1 {100 * record['top1']:.1f}%{speed}{eta}", final=True)
 
     def eval_tick(self, done: int, total: int) -> None:
         if self.tty:
