@@ -235,7 +235,7 @@ def test_an_experiment_file_with_a_syntax_error_is_one_line(user_space, capsys):
     (user_space / "exp.py").write_text("def get_config(:\n    pass\n")
     assert main(["train", "--config", "exp.py"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "jaxconv: error: config.file='exp.py': importing it failed: SyntaxError: invalid syntax (exp.py, line 1)"
+    assert err == "jaxconv: error: experiment file exp.py: importing it failed: SyntaxError: invalid syntax (exp.py, line 1)"
     assert not (user_space / "runs").exists()
 
 

@@ -137,7 +137,7 @@ def test_an_experiment_whose_get_config_fails_is_one_line_naming_its_file_and_li
                                      "    c.batch_size = helper() if variant else len(None)\n    return c\n")
     assert main(["train", "--config", str(tmp_path / "exp.py:quick"), "--workdir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"jaxconv: error: config.file='{tmp_path / 'exp.py'}': get_config() failed: ZeroDivisionError: "
+    assert err == [f"jaxconv: error: experiment file {tmp_path / 'exp.py'}: get_config() failed: ZeroDivisionError: "
                    f"division by zero (exp.py, line 5)"]
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError, match=r"TypeError: object of type 'NoneType' has no len\(\) \(exp.py, line 10\)"):

@@ -29,7 +29,8 @@ class ConfigError(UserError, ValueError):
 
     def __init__(self, key: str, value: Any, allowed: str):
         shown = " ".join(repr(value).split())  # one line: a ConfigDict's repr spans several
-        super().__init__(f"config.{key}={shown}: {allowed}")
+        # "file" is the experiment file itself (given by --config or a sweep), not a key a user could set
+        super().__init__(f"experiment file {value}: {allowed}" if key == "file" else f"config.{key}={shown}: {allowed}")
         self.key, self.value, self.allowed = key, value, allowed
 
 
