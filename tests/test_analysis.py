@@ -281,3 +281,211 @@ def test_layer_gradient_norms_are_each_kernels_gradient_in_forward_order():
         ratios[act] = norms[0][1] / norms[-1][1]
     # 19 sigmoid layers (derivative at most 1/4) between the first kernel and the head.
     assert ratios["sigmoid"] < 1e-6 < ratios["relu"]
+
+
+# --- researchers' own layers: loops, transposed convolutions, resampling, norms, plain Flax ------------------
+
+
+def summarise(module, size, channels=3):
+    return jaxconv.summary(module, image_size=size, in_channels=channels)
+
+
+def rows_of(result):
+    return {layer.name: layer for layer in result.layers}
+
+
+class _ScanBody(nn.Module):
+    @nn.compact
+    def __call__(self, x, _=None):
+        return nn.relu(nn.Conv(32, (3, 3), name="c")(x)), None
+
+
+class _Scanned(nn.Module):
+    """1x1 stem 3->32 at 64 px, four scanned 3x3 convs 32->32, global mean, Dense(10)."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(32, (1, 1), name="stem")(x)
+        x, _ = nn.scan(_ScanBody, variable_axes={"params": 0}, split_rngs={"params": True}, length=4)(name="stack")(x, None)
+        return nn.Dense(10, name="head")(jnp.mean(x, axis=(1, 2)))
+
+
+def test_scanned_blocks_count_every_iteration():
+    result = summarise(_Scanned(), 64)
+    # stem 64*64*32*3 = 393,216; each 3x3 conv 64*64*32*(9*32) = 37,748,736; head 32*10 = 320
+    assert result.macs == 393_216 + 4 * 37_748_736 + 320 == 151_388_480
+    # input 64*64*3; stem and four convs 64*64*32 each; logits 10
+    assert result.activations == 12_288 + 5 * 131_072 + 10
+    stack = [layer for layer in result.layers if layer.name == "stack/c"]
+    assert len(stack) == 1 and stack[0].kind == "Conv x4"
+    assert stack[0].macs == 4 * 37_748_736 and stack[0].receptive_field == 9  # 1 + 4 * 2
+    assert stack[0].params == 4 * (9 * 32 * 32 + 32)
+
+
+class _Looped(nn.Module):
+    """A 3x3 conv 4->4 at 8 px run three times by fori_loop (a scan), and one of two branches by cond."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        k = self.param("k", nn.initializers.lecun_normal(), (3, 3, 4, 4))
+        conv = lambda y: jax.lax.conv_general_dilated(y, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        x = jnp.tile(x, (1, 1, 1, 4))[..., :4]
+        x = jax.lax.fori_loop(0, 3, lambda i, y: nn.relu(conv(y)), x)
+        x = jax.lax.cond(jnp.mean(x) > 0, lambda y: conv(conv(y)), lambda y: y, x)
+        return nn.Dense(10, name="head")(jnp.mean(x, axis=(1, 2)))
+
+
+def test_loops_and_conditionals_count_their_convolutions():
+    result = summarise(_Looped(), 8, 1)
+    per_conv = 8 * 8 * 4 * 9 * 4  # 9,216
+    assert result.macs == 3 * per_conv + 2 * per_conv + 40  # the loop's three, the larger branch's two, head 4*10
+    ops = [layer for layer in result.layers if layer.kind.startswith("conv_general_dilated")]
+    assert [op.receptive_field for op in ops] == [7, 9, 11]  # 1 + 3 * 2, then the branch's two
+    assert ops[0].kind == "conv_general_dilated x3"
+
+
+class _Transposed(nn.Module):
+    """3x3/2 conv 3->64 (64 -> 32 px), then a 4x4/2 transposed conv 64->32 (32 -> 64 px)."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.relu(nn.Conv(64, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), name="down")(x))
+        x = nn.ConvTranspose(32, (4, 4), strides=(2, 2), padding="SAME", name="up")(x)
+        return jnp.mean(x, axis=(1, 2))
+
+
+def test_transposed_convolution_counts_taps_on_real_input():
+    up = rows_of(summarise(_Transposed(), 64))["up"]
+    assert up.macs == 32 * 32 * 16 * 64 * 32 == 33_554_432  # input positions x taps x Cin x Cout, as fvcore
+    # down: RF 3, jump 2; the taps are 2 / 2 = 1 input pixel apart: 3 + (4 - 1) * 1 = 6, jump 2 / 2 = 1
+    assert (up.receptive_field, up.jump) == (6, 1)
+
+
+class _Upsampled(nn.Module):
+    """3x3/2 conv (8 -> 4 px: RF 3, jump 2), x2 upsampling, 3x3 conv."""
+
+    mode: str
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(16, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), name="down")(x)
+        n, h, w, c = x.shape
+        if self.mode == "repeat":
+            x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        elif self.mode == "pixel_shuffle":
+            x = x.reshape(n, h, w, 2, 2, c // 4).transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, c // 4)
+        else:
+            x = jax.image.resize(x, (n, 2 * h, 2 * w, c), self.mode)
+        x = nn.Conv(4, (3, 3), name="after")(x)
+        return jnp.mean(x, axis=(1, 2))
+
+
+@pytest.mark.parametrize("mode", ["repeat", "nearest", "pixel_shuffle", "bilinear"])
+def test_upsampling_halves_the_jump(mode):
+    result = summarise(_Upsampled(mode), 8)
+    after = rows_of(result)["after"]
+    # x2 upsampling of (RF 3, jump 2): jump 1, RF 3 (nearest; linear interpolation reads 2 neighbours:
+    # 3 + 1 * 2 = 5); the 3x3 conv after adds 2 * 1
+    assert (after.receptive_field, after.jump) == ((7, 1) if mode == "bilinear" else (5, 1))
+    channels = 4 if mode == "pixel_shuffle" else 16
+    # down 4*4*16*27 = 6,912; after 8*8*4*9*channels; resizing weights are not a layer's
+    assert result.macs == 6_912 + 8 * 8 * 4 * 9 * channels
+
+
+class _SpaceToDepth(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        n, h, w, c = x.shape
+        x = x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // 2, w // 2, 4 * c)
+        return nn.Conv(4, (3, 3), name="c")(x)
+
+
+def test_space_to_depth_doubles_the_jump():
+    c = rows_of(summarise(_SpaceToDepth(), 8))["c"]
+    # 2x2 pixels per position: RF 2, jump 2; the 3x3 conv: 2 + 2 * 2 = 6
+    assert (c.receptive_field, c.jump) == (6, 2)
+
+
+class _Normed(nn.Module):
+    norm: str
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(4, (3, 3), use_bias=False, name="c1")(x)
+        x = nn.Conv(4, (3, 3), use_bias=False, name="c2")(x)
+        norm = {"group": nn.GroupNorm(num_groups=2), "layer": nn.LayerNorm(), "instance": nn.GroupNorm(num_groups=None,
+                group_size=1)}[self.norm]
+        return norm(x)
+
+
+@pytest.mark.parametrize("norm", ["group", "layer", "instance"])
+def test_normalisation_statistics_are_not_windows(norm):
+    result = summarise(_Normed(norm), 8)
+    # two 3x3 convs: RF 5, jump 1; the norm's mean and variance over the map do not widen it
+    assert (result.layers[-1].receptive_field, result.layers[-1].jump) == (5, 1)
+
+
+class _WeightFirst(nn.Module):
+    """3x3 conv, a 1x1 'conv' written W @ x (the weight the left operand), 3x3 conv."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(4, (3, 3), name="c1")(x)
+        w = self.param("w", nn.initializers.lecun_normal(), (6, 4))
+        x = jnp.moveaxis(jax.lax.dot_general(w, x, (((1,), (3,)), ((), ()))), 0, -1)
+        return nn.Conv(4, (3, 3), name="c2")(x)
+
+
+def test_image_as_the_right_operand_keeps_its_geometry():
+    result = summarise(_WeightFirst(), 8)
+    layers = rows_of(result)
+    assert (layers["c2"].receptive_field, layers["c2"].jump) == (5, 1)  # 3 + 0 (1x1) + 2
+    own = [layer for layer in result.layers if layer.kind == "dot_general"]
+    assert len(own) == 1 and own[0].macs == 8 * 8 * 6 * 4 and own[0].params == 24  # 1,536 MACs, W is 6x4
+    assert sum(layer.params for layer in result.layers) == result.params
+
+
+class _Local(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.ConvLocal(4, (3, 3), name="loc")(x)
+
+
+def test_patch_extraction_is_not_counted():
+    # nn.ConvLocal: 8*8 positions x 4 outputs x 27 weights each; its one-hot patch kernel is no layer
+    assert summarise(_Local(), 8).macs == 8 * 8 * 4 * 27 == 6_912
+
+
+class _PlainFlax(nn.Module):
+    """docs/extending.md's small_cnn: plain Flax, pooling by nn.max_pool."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        for width in (32, 64):
+            x = nn.Conv(width, (3, 3), use_bias=False)(x)
+            x = nn.relu(nn.BatchNorm(use_running_average=True)(x))
+            x = nn.max_pool(x, (2, 2), (2, 2))
+        return nn.Dense(10)(jnp.mean(x, axis=(1, 2)))
+
+
+def test_pooling_functions_are_rows():
+    result = summarise(_PlainFlax(), 32)
+    # input 3,072; conv and norm 32*32*32 twice; pool 16*16*32; conv and norm 16*16*64 twice; pool 8*8*64; 10
+    assert result.activations == 3_072 + 2 * 32_768 + 8_192 + 2 * 16_384 + 4_096 + 10 == 113_674
+    pools = [layer for layer in result.layers if layer.kind == "reduce_window_max"]
+    assert [p.output_shape for p in pools] == [(1, 16, 16, 32), (1, 8, 8, 64)]
+    assert [(p.receptive_field, p.jump) for p in pools] == [(4, 2), (10, 4)]  # 3 + 1; 8 + 1 * 2
+
+
+class _Shared(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        conv = nn.Conv(3, (3, 3), name="shared")
+        return conv(conv(x))
+
+
+def test_a_shared_module_lists_its_parameters_once():
+    result = summarise(_Shared(), 8)
+    assert [layer.params for layer in result.layers[1:]] == [84, 0]  # 3*3*3*3 + 3, on the first call
+    assert sum(layer.params for layer in result.layers) == result.params == 84
+

@@ -156,25 +156,25 @@ def summary(
     trace = trace_model(model, input_shape, compute_dtype)
 
     layers = [LayerSummary("input", "Input", input_shape, 0, 0, height * width * in_channels, 1, 1)]
-    for call in trace.calls:
+    counted = set()  # a module called twice (shared weights) shows its parameters on its first row
+    for call in trace.layers:
         if call.identity or not call.output_shapes:
-            continue
-        if not call.leaf and call.macs == 0:
             continue
         per_image = sum(math.prod(s) for s in call.output_shapes) // batch_size
         layers.append(
             LayerSummary(
                 name=call.path,
-                kind=call.kind,
+                kind=call.kind if call.runs == 1 else f"{call.kind} x{call.runs}",
                 output_shape=call.output_shapes[0],
-                params=own_parameter_count(trace.params, call.scope),
+                params=0 if call.scope in counted else own_parameter_count(trace.params, call.scope),
                 macs=call.macs // batch_size,
-                activations=per_image if call.leaf else 0,
+                activations=per_image * call.runs,
                 receptive_field=_pair_or_int(call.field),
                 jump=_pair_or_int(call.jump),
             )
         )
-    total_macs = (sum(c.macs for c in trace.calls) + trace.unattributed_macs) // batch_size
+        counted.add(call.scope)
+    total_macs = sum(c.macs for c in trace.layers) // batch_size
     return ModelSummary(
         model=name,
         input_shape=input_shape,
