@@ -489,3 +489,10 @@ def test_a_shared_module_lists_its_parameters_once():
     assert [layer.params for layer in result.layers[1:]] == [84, 0]  # 3*3*3*3 + 3, on the first call
     assert sum(layer.params for layer in result.layers) == result.params == 84
 
+
+def test_small_models_gmacs_keep_their_digits():
+    from jaxconv.analysis.summary import gmacs_figure, gmacs_text
+
+    macs = cached_summary("lenet5").macs
+    assert macs == 416_520  # published as 0.000 GMACs by `list` before
+    assert gmacs_text(gmacs_figure(macs)) == "0.000417" and gmacs_text(gmacs_figure(3_858_000_000)) == "3.858"

@@ -9,6 +9,7 @@ import pathlib
 import re
 import sys
 
+from jaxconv.analysis.summary import gmacs_figure, gmacs_text
 from jaxconv.cli.common import UsageError
 
 
@@ -41,7 +42,7 @@ def registry_rows(pattern: str = "*", summarize=None) -> list[dict]:
                 "name": name,
                 "family": info.family,
                 "params": params,
-                "gmacs": None if macs is None else round(macs / 1e9, 3),
+                "gmacs": None if macs is None else gmacs_figure(macs),
                 "image_size": info.image_size,
                 "num_classes": info.num_classes,
                 "description": info.description,
@@ -70,12 +71,16 @@ def builtin_rows(pattern: str = "*") -> list[dict] | None:
 
     names = sorted((n for n in table if fnmatch.fnmatchcase(n, pattern)), key=natural)
     return [{"name": n, "family": table[n]["family"], "params": table[n]["params"],
-             "gmacs": round(table[n]["macs"] / 1e9, 3), "image_size": table[n]["image_size"],
+             "gmacs": gmacs_figure(table[n]["macs"]), "image_size": table[n]["image_size"],
              "num_classes": table[n]["num_classes"], "description": table[n]["description"]} for n in names]
 
 
 def _figure(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _gmacs(value) -> str:
+    return "-" if value is None else gmacs_text(value)
 
 
 def _description(row: dict) -> str:
@@ -86,7 +91,7 @@ def registry_markdown(rows: list[dict]) -> str:
     lines = ["| model | params | GMACs | input | classes | description |", "|---|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(
-            f"| {r['name']} | {_figure(r['params'], ',')} | {_figure(r['gmacs'], '.3f')} | {r['image_size']} "
+            f"| {r['name']} | {_figure(r['params'], ',')} | {_gmacs(r['gmacs'])} | {r['image_size']} "
             f"| {r['num_classes']} | {_description(r)} |"
         )
     return "\n".join(lines) + "\n"
@@ -121,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(f"{'model'.ljust(width)}  {'params':>12}  {'GMACs':>7}  {'input':>5}  description\n")
         for r in rows:
             sys.stdout.write(
-                f"{r['name'].ljust(width)}  {_figure(r['params'], ','):>12}  {_figure(r['gmacs'], '.3f'):>7}  "
+                f"{r['name'].ljust(width)}  {_figure(r['params'], ','):>12}  {_gmacs(r['gmacs']):>7}  "
                 f"{r['image_size']:>5}  {_description(r)}\n"
             )
     return 0

@@ -9,6 +9,7 @@ import pathlib
 import statistics
 from collections.abc import Callable, Sequence
 
+from jaxconv.analysis.summary import gmacs_text
 from jaxconv.compare import plots
 from jaxconv.compare.published import published
 from jaxconv.compare.runs import Run, RunError, differing_keys, group_name, repeats, setting_values
@@ -95,7 +96,7 @@ def runs_table(runs: Sequence[Run], costs: dict[pathlib.Path, dict | None]) -> s
         epochs = final["epoch"] if final and "epoch" in final else (run.train[-1]["epoch"] if run.train else None)
         cells = [
             run.name, _model_label(run), run.dataset, str(run.config.get("image_size") or "default"),
-            f"{cost['params']:,}" if cost else "—", f"{cost['gmacs']:.3f}" if cost else "—",
+            f"{cost['params']:,}" if cost else "—", gmacs_text(cost['gmacs']) if cost else "—",
             str(run.steps), f"{epochs:.2f}" if epochs is not None else "—", _duration(run.wall_time_s),
             f"{_percent(best, 'top1')} ({best['step']})" if best else "—",
             _percent(final, "top1"), _percent(final, "top5"),

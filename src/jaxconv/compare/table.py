@@ -13,6 +13,7 @@ import io
 import json
 from collections.abc import Callable, Sequence
 
+from jaxconv.analysis.summary import gmacs_text
 from jaxconv.compare.published import ILSVRC_MODELS, published
 from jaxconv.compare.runs import Run
 
@@ -130,7 +131,7 @@ def format_markdown(rows: Sequence[dict], *, device: str | None = None) -> str:
     align = ["---" if h in ("model", "dataset") else "---:" for h in head]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for r in rows:
-        cells = [r["model"], str(r["image_size"]), f"{r['params'] / 1e6:.2f}", f"{r['gmacs']:.3f}",
+        cells = [r["model"], str(r["image_size"]), f"{r['params'] / 1e6:.2f}", gmacs_text(r['gmacs']),
                  f"{r['activation_mib']:.1f}"]
         if speed:
             cells += [_number(r["eval_images_per_sec"], ".1f"), _number(r["train_images_per_sec"], ".1f")]
