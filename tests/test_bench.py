@@ -260,3 +260,28 @@ def test_end_to_end_medians_count_a_run_that_missed_the_target_and_seeds_are_che
         with pytest.raises(SystemExit) as exit_info:
             e2e.main(["--seeds", given])
         assert exit_info.value.code == 2 and f"{given!r}: expected" in capsys.readouterr().err
+
+
+def test_layers_mode_finds_plain_flax_convolutions(monkeypatch):
+    """docs/extending.md's small_cnn is plain Flax: both nn.Conv layers are timed, with the analyzer's MACs."""
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    from jaxconv import registry
+
+    class SmallCNN(nn.Module):
+        num_classes: int = 10
+
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            for width in (32, 64):
+                x = nn.max_pool(nn.relu(nn.Conv(width, (3, 3), use_bias=False)(x)), (2, 2), (2, 2))
+            return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    jaxconv.register("plain_flax_cnn", SmallCNN, image_size=32, num_classes=10)
+    layers = bench.conv_layers("plain_flax_cnn")
+    assert [layer.names for layer in layers] == [("Conv_0",), ("Conv_1",)]
+    # 32*32 positions x 32 filters x 3*3*3 taps; 16*16 x 64 x 3*3*32 (SAME padding: 1 each side)
+    assert [layer.macs for layer in layers] == [884_736, 4_718_592]
+    assert layers[1].padding == ((1, 1), (1, 1))

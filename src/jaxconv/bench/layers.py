@@ -80,6 +80,7 @@ def conv_layers(model: str, batch_size: int = 1, image_size: int | None = None,
     size = image_size or info.image_size
     network = get_model(model, num_classes=num_classes or info.num_classes)
     found: dict[tuple, list[str]] = {}
+    untimed: list[str] = []
 
     def record(next_fun, args, kwargs, context):
         module = context.module
@@ -91,6 +92,12 @@ def conv_layers(model: str, batch_size: int = 1, image_size: int | None = None,
             padding = explicit_padding(module.padding, x.shape[1:3], kernel, stride, dilation)
             key = (tuple(x.shape), module.features, kernel, stride, padding, dilation, module.groups)
             found.setdefault(key, []).append("/".join(module.scope.path))
+        elif type(module) is nn.Conv and context.method_name == "__call__":  # a plain Flax 2-D convolution
+            key = _flax_conv_key(module, args[0])
+            if key is None:
+                untimed.append("/".join(module.scope.path))
+            else:
+                found.setdefault(key, []).append("/".join(module.scope.path))
         return next_fun(*args, **kwargs)
 
     images = jnp.zeros((batch_size, size, size, info.in_channels), jnp.float32)
@@ -100,8 +107,29 @@ def conv_layers(model: str, batch_size: int = 1, image_size: int | None = None,
             jax.eval_shape(partial(network.init, train=False), jax.random.PRNGKey(0), images)
     except GeometryError as e:
         raise BenchError(f"{model} cannot take {size} px inputs: {e} (its default size is {info.image_size})") from None
+    if untimed:
+        raise BenchError(f"{model}: --mode layers times 2-D convolutions without input dilation or circular "
+                         f"padding; these are not: {', '.join(untimed)}")
     return [ConvLayer(*key, count=len(names), names=tuple(names), input_grad=key[0] != images.shape)
             for key, names in found.items()]
+
+
+def _flax_conv_key(module, x) -> tuple | None:
+    """A flax.linen.Conv's ConvLayer fields, or None where convolve cannot run it as the model does."""
+    from jax import lax
+
+    kernel = tuple(module.kernel_size)
+    as_pair = lambda v: (1, 1) if v is None else (v, v) if isinstance(v, int) else tuple(v)
+    stride, dilation = as_pair(module.strides), as_pair(module.kernel_dilation)
+    if len(kernel) != 2 or x.ndim != 4 or as_pair(module.input_dilation) != (1, 1) or module.padding == "CIRCULAR":
+        return None
+    if isinstance(module.padding, str):
+        effective = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation))
+        padding = tuple(map(tuple, lax.padtype_to_pads(x.shape[1:3], effective, stride, module.padding)))
+    else:
+        padding = tuple((p, p) if isinstance(p, int) else tuple(p) for p in
+                        ((module.padding,) * 2 if isinstance(module.padding, int) else module.padding))
+    return (tuple(x.shape), module.features, kernel, stride, padding, dilation, module.feature_group_count)
 
 
 def time_conv_layer(layer: ConvLayer, dtype: str = "float32", reps: int = 5, warmup: int = 1) -> dict:
