@@ -491,7 +491,7 @@ def test_a_shared_module_lists_its_parameters_once():
 
 
 def test_small_models_gmacs_keep_their_digits():
-    from jaxconv.analysis.summary import gmacs_figure, gmacs_text
+    from jaxconv.declarations import gmacs_figure, gmacs_text
 
     macs = cached_summary("lenet5").macs
     assert macs == 416_520  # published as 0.000 GMACs by `list` before

@@ -161,3 +161,13 @@ class TorchvisionKeys:
     builder_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     parity_options: Mapping[str, Any] | None = None
     parity_size: int | None = None
+
+
+def gmacs_figure(macs: float) -> float:
+    """MACs in G: three decimals, or three significant digits below 0.1 G (LeNet-5's 0.000417, not 0.000)."""
+    gmacs = macs / 1e9
+    return round(gmacs, 3) if gmacs >= 0.1 else float(f"{gmacs:.3g}")
+
+
+def gmacs_text(gmacs: float) -> str:
+    return f"{gmacs:.3f}" if gmacs >= 0.1 or gmacs == 0 else f"{gmacs:.3g}"

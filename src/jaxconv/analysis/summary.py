@@ -195,16 +195,6 @@ def human(value: float, unit: str = "") -> str:
     return f"{value:.3g}{unit}" if isinstance(value, float) else f"{value}{unit}"
 
 
-def gmacs_figure(macs: float) -> float:
-    """MACs in G: three decimals, or three significant digits below 0.1 G (LeNet-5's 0.000417, not 0.000)."""
-    gmacs = macs / 1e9
-    return round(gmacs, 3) if gmacs >= 0.1 else float(f"{gmacs:.3g}")
-
-
-def gmacs_text(gmacs: float) -> str:
-    return f"{gmacs:.3f}" if gmacs >= 0.1 or gmacs == 0 else f"{gmacs:.3g}"
-
-
 def human_bytes(value: float) -> str:
     for scale, suffix in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
         if value >= scale:

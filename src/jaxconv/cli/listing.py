@@ -9,7 +9,7 @@ import pathlib
 import re
 import sys
 
-from jaxconv.analysis.summary import gmacs_figure, gmacs_text
+from jaxconv.declarations import gmacs_figure, gmacs_text
 from jaxconv.cli.common import UsageError
 
 

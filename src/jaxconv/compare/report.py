@@ -9,7 +9,7 @@ import pathlib
 import statistics
 from collections.abc import Callable, Sequence
 
-from jaxconv.analysis.summary import gmacs_text
+from jaxconv.declarations import gmacs_text
 from jaxconv.compare import plots
 from jaxconv.compare.published import published
 from jaxconv.compare.runs import Run, RunError, differing_keys, group_name, repeats, setting_values

@@ -13,7 +13,7 @@ import io
 import json
 from collections.abc import Callable, Sequence
 
-from jaxconv.analysis.summary import gmacs_text
+from jaxconv.declarations import gmacs_text
 from jaxconv.compare.published import ILSVRC_MODELS, published
 from jaxconv.compare.runs import Run
 
