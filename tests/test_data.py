@@ -302,6 +302,17 @@ def test_missing_imagenet_says_which_files_go_where(tmp_path):
     assert str(tmp_path / "downloads" / "manual") in message
 
 
+def test_a_manual_download_that_is_not_a_tar_is_one_line_and_leaves_nothing(tmp_path):
+    spec = DATASETS["imagenet2012"]
+    manual = tmp_path / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    for name in spec.manual_files:  # a login page saved under the tar's name: tarfile's ReadError was a traceback
+        (manual / name).write_text("<html>please sign in</html>")
+    with pytest.raises(DatasetUnavailable, match=r"is not the archive it is named as \(ReadError"):
+        prepare(tfds_builder(spec, str(tmp_path)), spec, str(tmp_path), log=lambda _: None)
+    assert {p.name for p in tmp_path.rglob("*")} == {"downloads", "manual", *spec.manual_files}  # no extracted/
+
+
 def test_missing_dataset_without_network_fails_fast(tmp_path, monkeypatch):
     import jaxconv.data.sources as sources
 

@@ -19,8 +19,10 @@ import pathlib
 import shutil
 import socket
 import sys
+import tarfile
 import tempfile
 import threading
+import zipfile
 from collections.abc import Callable
 
 import numpy as np
@@ -190,7 +192,8 @@ def prepare(
         + (f", from {', '.join(present)} in {manual_dir}" if present else ""))
     config = tfds.download.DownloadConfig(manual_dir=str(manual_dir)) if spec.tfds_name != "jaxconv_shapes" else None
     # What preparing creates; TFDS removes its own incomplete.* folder on a failure, not these.
-    new = [path for path in (root, root / spec.tfds_name, root / "downloads") if not path.exists()]
+    new = [path for path in (root, root / spec.tfds_name, root / "downloads", root / "downloads" / "extracted")
+           if not path.exists()]
     try:
         # TFDS prints a banner to stdout.
         with contextlib.redirect_stdout(io.StringIO()), _counting(builder, spec), preparing_data():
@@ -208,6 +211,11 @@ def prepare(
                 f"dataset {spec.name!r}: a file in {manual_dir} ({', '.join(present) or 'a cached download'}) is not "
                 f"the one TFDS expects (its size or SHA-256 differs: a partial or other download); replace it and run "
                 f"again") from None
+        if isinstance(e, (tarfile.TarError, zipfile.BadZipFile, EOFError)):  # e.g. a login page saved as the tar
+            raise DatasetUnavailable(
+                f"dataset {spec.name!r}: a file in {manual_dir} ({', '.join(present or spec.manual_files) or 'a cached download'}) "
+                f"is not the archive it is named as ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                f"download it again and run again") from None
         # RuntimeError: the ArrayRecord writer's failure to write (a full disk) arrives as one.
         if isinstance(e, (OSError, RuntimeError, tfds.core.download.DownloadError, tf.errors.OpError)):
             raise DatasetUnavailable(f"dataset {spec.name!r}: preparing it in {data_path} failed "
