@@ -180,3 +180,34 @@ def test_bench_runs_without_tensorflow_and_says_what_is_missing():
     assert ("jaxconv bench resnet50 --mode data --batch-size 8 --steps 1: needs the Python package "
             "'tensorflow_datasets'") in result.stderr
     assert "pip install tensorflow-datasets" in result.stderr
+
+
+def test_out_of_memory_ends_the_program_even_if_its_teardown_would_hang(tmp_path):
+    """After its out-of-memory line, `jaxconv train` often never exited: tearing down the tf.data iterator whose
+    workers had run out of memory hung, deaf to SIGTERM. The program now leaves at once after the line (a thread
+    that never ends stands in for the hanging teardown)."""
+    script = tmp_path / "oom.py"
+    script.write_text(
+        "import sys, threading, time\n"
+        "from jaxconv import cli\n"
+        "from jaxconv.cli import listing\n"
+        "def run(args):\n"
+        "    threading.Thread(target=time.sleep, args=(3600,)).start()  # not a daemon: exit would wait for it\n"
+        "    raise MemoryError('a strip of 256 x 15,360,000 px')\n"
+        "listing.run = run\n"
+        "sys.argv = ['jaxconv', 'list']\n"
+        "sys.exit(cli.main())\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("jaxconv: error: jaxconv list ran out of memory (a strip")
+
+
+def test_the_input_pipeline_out_of_memory_line_points_at_the_images_too():
+    import tensorflow as tf
+
+    from jaxconv.cli.common import out_of_memory
+
+    error = tf.errors.ResourceExhaustedError(None, None, "{{function_node __wrapped__IteratorGetNext_output_types_3}} "
+                                                         "OOM when allocating tensor with shape[1,256,15360000,3]")
+    line = out_of_memory(error, ["train"])
+    assert "shape[1,256,15360000,3]" in line and "or look for an image of extreme size in the dataset" in line

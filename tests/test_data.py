@@ -181,6 +181,24 @@ def test_augmentation_recipes():
         augment.train_augment(image, 32, "mixup", seed)
 
 
+def test_a_long_strip_is_cut_to_its_middle_before_the_shorter_side_is_resized():
+    """A 1 x 60,000 px image resized to 256 on its shorter side was 256 x 15,360,000 px: the input pipeline ran
+    out of memory (and the run hung). The middle 16:1 part is resized instead; the centre crop is the same."""
+    rng = np.random.default_rng(0)
+    strip = tf.constant(rng.integers(0, 256, (4, 1000, 3), dtype=np.uint8))  # 250:1
+    whole = augment.center_crop(tf.image.resize(tf.cast(strip, tf.float32), (19, 4750), antialias=True), 16)
+    view = augment.eval_view(strip, 16, "center")  # shorter side to ceil(16 * 256 / 224) = 19
+    assert np.abs(view.numpy() - whole.numpy()).max() < 0.01  # of 255 grey levels: the scale's last bits
+    assert augment.resize_shorter_side(tf.cast(strip, tf.float32), 19).shape == (19, 19 * 16, 3)
+    huge = tf.zeros((1, 60_000, 3), tf.uint8)
+    image, _ = augment.train_augment(huge, 224, "alexnet", tf.constant([0, 1], tf.int64))
+    assert image.shape == (224, 224, 3)
+    assert augment.ten_crop(huge, 224).shape == (10, 224, 224, 3)
+    square = tf.constant(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8))  # untouched below 16:1
+    assert np.array_equal(augment.resize_shorter_side(tf.cast(square, tf.float32), 19).numpy(),
+                          tf.image.resize(tf.cast(square, tf.float32), (25, 19), antialias=True).numpy())
+
+
 def test_views_are_rounded_to_8_bits_not_cut():
     """The host sends 8-bit views: the float view rounded (at most half a grey level off), as PIL does."""
     image = tf.cast(tf.random.uniform((40, 60, 3), 0, 256, tf.int32), tf.uint8)

@@ -49,12 +49,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, terminated)
         else:  # as Ctrl-C, exit 143
             stop_on_sigterm()
+        global _PROGRAM
+        _PROGRAM = True
         try:
             return _main(sys.argv[1:])
         finally:  # done: a late SIGTERM would only turn the outcome into a traceback
             if sys.argv[1:2] != ["train"]:
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return _main(list(argv))
+
+
+def _leave_at_once(code: int) -> None:
+    """Ends the program now, after an out-of-memory line: tearing down what failed (a tf.data iterator whose
+    workers ran out of memory) could hang the interpreter's exit for good, deaf to SIGTERM."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+_PROGRAM = False  # main() runs as the program (not called from Python): it may end the process
 
 
 def _main(argv: list[str]) -> int:
@@ -91,6 +107,8 @@ def _main(argv: list[str]) -> int:
         if message is None:
             raise
         print(f"jaxconv: error: {message}", file=sys.stderr)
+        if _PROGRAM:
+            _leave_at_once(EXIT_USAGE)
         return EXIT_USAGE
     except KeyboardInterrupt as e:  # with a message when jaxconv raised it (stopping a dataset's preparation)
         print(f"jaxconv: {str(e) or 'interrupted'}", file=sys.stderr)

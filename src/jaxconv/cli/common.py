@@ -64,7 +64,10 @@ def out_of_memory(error: BaseException, argv: Sequence[str]) -> str | None:
         return None
     first = next((line.strip() for line in what.splitlines() if line.strip()), type(error).__name__)
     command = argv[0] if argv else ""
-    if command == "train":
+    if command == "train" and "IteratorGetNext" in what:  # the input pipeline: one image's view, or a batch of them
+        lower = ("lower --config.batch_size or --config.image_size, or look for an image of extreme size in the "
+                 "dataset; the checkpoints written so far are kept, and the same command resumes")
+    elif command == "train":
         lower = ("lower --config.batch_size or --config.image_size; the checkpoints written so far are kept, "
                  "and the same command resumes")
     else:

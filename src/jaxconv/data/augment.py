@@ -29,8 +29,20 @@ PCA_EIGENVECTORS = (
 )
 
 
+MAX_ASPECT = 16  # a longer image keeps its middle part this long before its shorter side is resized
+
+
 def resize_shorter_side(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Rescales so that the shorter side is ``size`` (bilinear, antialiased), keeping the aspect."""
+    """Rescales so that the shorter side is ``size`` (bilinear, antialiased), keeping the aspect.
+
+    An image longer than MAX_ASPECT times its width (or wider than that times its height) keeps only its
+    middle MAX_ASPECT : 1 part first: a 1 x 60,000 px strip would resize to 256 x 15,360,000 px (46 GB as
+    float32). The crops taken from the middle are the same (but for the resampling's last bits)."""
+    shape = tf.shape(image)
+    keep_height = tf.minimum(shape[0], MAX_ASPECT * shape[1])
+    keep_width = tf.minimum(shape[1], MAX_ASPECT * shape[0])
+    top, left = (shape[0] - keep_height) // 2, (shape[1] - keep_width) // 2
+    image = image[top : top + keep_height, left : left + keep_width]
     shape = tf.shape(image)
     height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
     scale = tf.cast(size, tf.float32) / tf.minimum(height, width)
