@@ -329,6 +329,27 @@ def test_folder_skips_and_counts_bad_files_and_converts_colour_modes(tmp_path):
         assert image.shape == (9, 9, 3)
 
 
+def test_folder_and_predict_read_an_8_bit_bmp_by_its_palette(tmp_path):
+    """TensorFlow's BMP decoder returns an 8-bit BMP's palette indices as grey levels: red read as [167]*3."""
+    from PIL import Image
+
+    from jaxconv.pretrained.predict import load_image
+
+    rng = np.random.default_rng(0)
+    for c, colour in (("red", (220, 20, 20)), ("blue", (20, 20, 220))):
+        for i in range(6):
+            pixels = np.clip(np.asarray(colour) + rng.integers(-9, 9, (8, 8, 3)), 0, 255).astype(np.uint8)
+            (tmp_path / c).mkdir(exist_ok=True)
+            Image.fromarray(pixels).convert("P").save(tmp_path / c / f"{i}.bmp")
+    sources = folder_splits(tmp_path, log=lambda _: None)
+    for src in sources.values():
+        for index, path in enumerate(src._paths):
+            expected = np.asarray(Image.open(path).convert("RGB"))  # torchvision's reading
+            image, _ = src.decode(tf.constant(src.fetch(np.array([index]))[0]))
+            assert np.array_equal(image.numpy(), expected)
+            assert np.array_equal(load_image(path.decode()), expected)
+
+
 def test_folder_reads_file_names_that_are_not_utf8(tmp_path):
     """Names from another locale (Latin-1 bytes on a UTF-8 system) are read with their labels, and shown escaped."""
     rng = np.random.default_rng(0)

@@ -86,8 +86,38 @@ JPEG_MARGIN = 8  # pixels decoded around a JPEG crop: twice the widest chroma su
 
 
 def decode(data: tf.Tensor, channels: int) -> tf.Tensor:
-    """An encoded image file (JPEG, PNG, GIF, BMP) -> uint8 (H, W, channels)."""
-    return tf.io.decode_image(data, channels=channels, expand_animations=False)
+    """An encoded image file (JPEG, PNG, GIF, BMP, WebP) -> uint8 (H, W, channels)."""
+    def whole():
+        return tf.io.decode_image(data, channels=channels, expand_animations=False)
+
+    return tf.ensure_shape(tf.cond(_is_palette_bmp(data), lambda: _palette_bmp(data, channels), whole),
+                           (None, None, channels))
+
+
+def _is_palette_bmp(data: tf.Tensor) -> tf.Tensor:
+    """An 8-bit BMP: TensorFlow's decoder returns its palette indices as grey levels."""
+    head = tf.strings.substr(data, 0, 30)
+    return tf.logical_and(tf.equal(tf.strings.substr(head, 0, 2), b"BM"),
+                          tf.equal(tf.strings.substr(head, 28, 2, unit="BYTE"), b"\x08\x00"))
+
+
+def _palette_bmp(data: tf.Tensor, channels: int) -> tf.Tensor:
+    """An 8-bit BMP's colours: its indices (as TensorFlow decodes them) looked up in its palette."""
+    header = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 0, 54), tf.uint8), tf.int32)
+
+    def u32(offset):
+        return sum(header[offset + i] * 256**i for i in range(4))
+
+    count = tf.where(tf.equal(u32(46), 0), 256, u32(46))  # colours used; 0 means all 2^8
+    entries = tf.io.decode_raw(tf.strings.substr(data, 14 + u32(14), 4 * count), tf.uint8)
+    palette = tf.reshape(entries, (-1, 4))[:, 2::-1]  # B, G, R, 0 -> R, G, B
+    indices = tf.io.decode_bmp(data, channels=3)[..., 0]  # the index, repeated in each channel
+    rgb = tf.gather(palette, tf.minimum(tf.cast(indices, tf.int32), tf.shape(palette)[0] - 1))
+    if channels == 1:
+        return tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(rgb, tf.float32))), tf.uint8)
+    if channels == 4:
+        return tf.concat([rgb, tf.fill(tf.concat([tf.shape(rgb)[:2], [1]], 0), tf.constant(255, tf.uint8))], -1)
+    return rgb
 
 
 def crop_window(image: tf.Tensor, window, channels: int | None = None) -> tf.Tensor:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from jaxconv.data import augment
 from jaxconv.data.source import DatasetUnavailable, Source, dataset_options, preparing_data
 from jaxconv.progress import Counter
 
@@ -49,7 +50,7 @@ class FolderSource(Source):
 
     def decode(self, record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         data, label = self.encoded(record)
-        return tf.io.decode_image(data, channels=3, expand_animations=False), label
+        return augment.decode(data, 3), label
 
     def encoded(self, record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         label, path = tf.unstack(tf.strings.split(record, ":", maxsplit=1), num=2)  # bytes, not UTF-8 regexes

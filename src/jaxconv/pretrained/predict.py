@@ -42,9 +42,11 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     """Decodes an image file to (H, W, 3) uint8 RGB; raises NotAnImageError if it is not one."""
     import tensorflow as tf
 
+    from jaxconv.data import augment
+
     data = pathlib.Path(path).read_bytes()
     try:
-        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        image = augment.decode(tf.constant(data), 3)  # as training reads them (8-bit BMPs' palettes too)
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
         # TF wraps the reason in op details: "{{function_node ...}} Unknown image file format. ... [Op:DecodeImage]"
         reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", getattr(e, "message", "") or type(e).__name__).strip()
