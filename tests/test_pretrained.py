@@ -537,7 +537,8 @@ def test_predict_prints_top_k_classes_and_skips_non_images(prediction_inputs, ca
 def test_predict_bad_arguments_are_one_line_with_status_2(prediction_inputs, capsys, extra, needle):
     root = str(prediction_inputs)
     (prediction_inputs / "empty").mkdir(exist_ok=True)
-    argv = ["predict", f"{root}/first.png", "--model", "resnet18", *[e.format(root=root) for e in extra]]
+    model = [] if "--model" in extra else ["--model", "resnet18"]
+    argv = ["predict", f"{root}/first.png", *model, *[e.format(root=root) for e in extra]]
     if extra[0].endswith("/empty"):  # only an empty folder to predict
         argv = ["predict", *[e.format(root=root) for e in extra], "--model", "resnet18"]
     assert main(argv) == 2

@@ -78,15 +78,19 @@ def out_of_memory(error: BaseException, argv: Sequence[str]) -> str | None:
 _GIVEN = "_options_given"  # on the namespace being parsed: the values given so far, by dest
 
 
-class _StoreOnce(argparse._StoreAction):
-    """An option's value, refused when the option is given again with another value (argparse would
-    keep the last one without a word: two --config files, two --workdirs)."""
+def given_twice(option: str, first: object, last: object) -> None:
+    """The last of two values is used, as argparse does (scripts append overrides), but not without a word."""
+    print(f"jaxconv: note: {option} is given twice ({first!r}, then {last!r}); using the last", file=sys.stderr)
+
+
+class _StoreLastSaying(argparse._StoreAction):
+    """An option's value; given again with another value, the last is used and a line says so (argparse
+    kept the last without a word: two --config files, two --workdirs)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         given = namespace.__dict__.setdefault(_GIVEN, {})
         if option_string is not None and self.dest in given and given[self.dest] != values:
-            raise UsageError(f"{parser.prog}: {option_string} is given twice ({given[self.dest]!r}, then "
-                             f"{values!r}): give it once")
+            given_twice(option_string, given[self.dest], values)
         given[self.dest] = values
         setattr(namespace, self.dest, values)
 
@@ -94,8 +98,8 @@ class _StoreOnce(argparse._StoreAction):
 class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.register("action", None, _StoreOnce)  # add_argument without action=, or with action="store"
-        self.register("action", "store", _StoreOnce)
+        self.register("action", None, _StoreLastSaying)  # add_argument without action=, or with action="store"
+        self.register("action", "store", _StoreLastSaying)
 
     def parse_known_args(self, args=None, namespace=None):
         namespace, extra = super().parse_known_args(args, namespace)

@@ -9,7 +9,7 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
-from jaxconv.cli.common import (EXIT_FAILURE, REPO_ROOT, UsageError, log, log_enabled, positive_int,
+from jaxconv.cli.common import (EXIT_FAILURE, REPO_ROOT, UsageError, given_twice, log, log_enabled, positive_int,
                                 set_log_enabled, stored_config)
 from jaxconv.cli.startup import enable_compilation_cache, ignore_late_storage_callbacks, quiet_backends, terminated
 from jaxconv.user_modules import import_modules, merge
@@ -58,8 +58,8 @@ def config_overrides(extra: list[str]) -> dict[str, str]:
             value = extra[i]
         else:
             raise UsageError(f"{arg} needs a value (--config.KEY=VALUE)")
-        if overrides.get(key, value) != value:  # a later one silently winning hides a mistake in a script
-            raise UsageError(f"--config.{key} is given twice ({overrides[key]!r}, then {value!r}): give it once")
+        if overrides.get(key, value) != value:
+            given_twice(f"--config.{key}", overrides[key], value)
         overrides[key] = value
         i += 1
     return overrides
