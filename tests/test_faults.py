@@ -293,6 +293,25 @@ def test_nan_rollback_restores_the_last_checkpoint_with_a_lower_learning_rate(da
     assert {"step": 4, "split": "rollback", "lr_scale": 0.5, "rollbacks": 1} in records
 
 
+def test_after_a_rollback_the_logs_show_the_learning_rate_applied_and_a_resume_says_the_scale_stays(
+        data_dir, tmp_path, monkeypatch):
+    poison_input(monkeypatch, at_step=5, only_first_time=True)
+    messages: list[str] = []
+    train(tiny(data_dir, nan_policy="rollback"), tmp_path / "run", log=messages.append)
+    rollback = next(m for m in messages if "rolled back" in m)
+    assert "(learning rate 0.05)" in rollback and "x0.5 (now 0.025;" in rollback  # the rate it stopped at, the new one
+    train_records = [r for r in (json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
+                                 .splitlines()) if r["split"] == "train"]
+    assert {r["step"]: r["learning_rate"] for r in train_records} == {s: 0.05 if s <= 4 else 0.025 for s in range(1, 9)}
+    assert all(r.get("lr_scale") == 0.5 for r in train_records if r["step"] > 4)
+    messages.clear()  # a resume with another learning_rate still trains at half of it
+    config = tiny(data_dir, nan_policy="rollback", learning_rate=0.1, num_train_steps=10)
+    train(config, tmp_path / "run", log=messages.append, allow_changes={"learning_rate", "num_train_steps"})
+    assert any("x0.5" in m and "learning_rate 0.1 applies as 0.05" in m for m in messages), messages
+    last = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-2]
+    assert last["step"] == 10 and last["learning_rate"] == 0.05
+
+
 def test_nan_rollbacks_are_bounded(data_dir, tmp_path, monkeypatch):
     poison_input(monkeypatch, at_step=5, only_first_time=False)
     with pytest.raises(TrainingDiverged, match="after 2 rollbacks"):

@@ -123,6 +123,7 @@ class Run:
     window_start: float = 0.0  # images/s is measured from here: the last logging point or evaluation
     window_images: int = 0
     last_eval: dict | None = None
+    lr_scale: float = 1.0  # the state's learning-rate scale (lowered by each rollback), kept here to log the rate applied
     status: str = "failed"  # until the steps end: "completed", "preempted" or "diverged"
     failure: TrainingDiverged | None = None  # why, and at which step, it diverged
 
@@ -214,7 +215,14 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
     except BaseException:
         checkpoints.close()
         raise
-    return Run(exp, exp.parallel.replicate(state), start_step, checkpoints, writer, logged_step=start_step)
+    run = Run(exp, exp.parallel.replicate(state), start_step, checkpoints, writer, logged_step=start_step)
+    run.lr_scale = float(exp.parallel.first(run.state.lr_scale))
+    if run.lr_scale != 1.0:
+        rollbacks = int(exp.parallel.first(run.state.rollbacks))
+        log(f"the checkpoint keeps its learning-rate scale x{run.lr_scale:.3g} from {rollbacks} NaN rollback(s): "
+            f"learning_rate {config.learning_rate:g} applies as {config.learning_rate * run.lr_scale:.4g} "
+            f"(the schedule's rates times {run.lr_scale:.3g})")
+    return run
 
 
 def _stopped_before_training(config, workdir: pathlib.Path, step: int, stop: StopRequest,
@@ -308,7 +316,7 @@ class LogMetrics(Periodic):
             if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
                 raise TrainingDiverged(
                     f"the training loss became {'NaN' if np.isnan(m['loss']) else 'infinite'} at step {s}"
-                    f" (learning rate {float(exp.schedule(s - 1)):.4g})", step=s)
+                    f" (learning rate {applied_rate(run, s):.4g})", step=s)
         totals = {k: sum(float(m[k]) for _, m in fetched) for k in ("loss", "top1", "top5", "count")}
         elapsed = time.time() - run.window_start
         record = {
@@ -318,7 +326,7 @@ class LogMetrics(Periodic):
             "loss": totals["loss"] / totals["count"],
             "top1": totals["top1"] / totals["count"],
             "top5": totals["top5"] / totals["count"],
-            "learning_rate": float(exp.schedule(run.step - 1)),
+            "learning_rate": applied_rate(run, run.step),  # the schedule's rate times the rollbacks' scale
             "grad_norm": float(fetched[-1][1]["grad_norm"]),
             # None when the window held only the step that compiled (its time is not a rate)
             "images_per_sec": run.window_images / elapsed if run.window_images and elapsed > 0 else None,
@@ -326,10 +334,18 @@ class LogMetrics(Periodic):
         if exp.options.layer_paths:  # the last step's, as grad_norm
             norms = fetched[-1][1]["layer_grad_norms"]
             record["layer_grad_norms"] = {layer_name(p): float(n) for p, n in zip(exp.options.layer_paths, norms)}
+        if run.lr_scale != 1.0:
+            record["lr_scale"] = run.lr_scale
         run.writer.write(record)
         run.progress.update(run.step, record)
         run.logged_step = run.step
         run.window_start, run.window_images = time.time(), 0
+
+
+def applied_rate(run: Run, step: int) -> float:
+    """The learning rate step ``step`` trained with: the schedule's (at step - 1, as optax counts) times the scale
+    the rollbacks left (train_step multiplies the updates by ``state.lr_scale``)."""
+    return float(run.exp.schedule(step - 1)) * run.lr_scale
 
 
 class RollBack:
@@ -359,8 +375,10 @@ class RollBack:
             "lr_scale": np.asarray(lr_scale, good.lr_scale.dtype),
             "rollbacks": np.asarray(rollbacks + 1, good.rollbacks.dtype),
         }))
+        run.lr_scale = lr_scale
         self.log(f"{error}: rolled back to step {good_step} with the learning rate x{lr_scale:.3g} "
-                 f"(rollback {rollbacks + 1} of at most {self.max_rollbacks})")
+                 f"(now {applied_rate(run, good_step + 1):.4g}; rollback {rollbacks + 1} of at most "
+                 f"{self.max_rollbacks})")
         run.writer.write({"step": good_step, "split": "rollback", "lr_scale": lr_scale, "rollbacks": rollbacks + 1})
         run.state, run.step, run.logged_step = exp.parallel.replicate(good), good_step, good_step
         run.restart_input(good_step)
