@@ -312,6 +312,19 @@ def test_after_a_rollback_the_logs_show_the_learning_rate_applied_and_a_resume_s
     assert last["step"] == 10 and last["learning_rate"] == 0.05
 
 
+def test_a_rollback_moves_the_records_of_the_abandoned_steps_aside(data_dir, tmp_path, monkeypatch):
+    poison_input(monkeypatch, at_step=4, only_first_time=True)  # step 3 is logged, then rolled back to 2
+    messages: list[str] = []
+    summary = train(tiny(data_dir, nan_policy="rollback"), tmp_path / "run", log=messages.append)
+    assert summary["status"] == "completed" and summary["rollbacks"] == 1
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 9))  # each step once
+    assert {"step": 2, "split": "rollback", "lr_scale": 0.5, "rollbacks": 1} in records
+    aside = [json.loads(line) for line in (tmp_path / "run" / "metrics_superseded.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["learning_rate"]) for r in aside] == [(3, 0.05)]
+    assert any("metrics.jsonl: moved 1 record(s) of steps after 2" in m for m in messages)
+
+
 def test_nan_rollbacks_are_bounded(data_dir, tmp_path, monkeypatch):
     poison_input(monkeypatch, at_step=5, only_first_time=False)
     with pytest.raises(TrainingDiverged, match="after 2 rollbacks"):

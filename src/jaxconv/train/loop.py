@@ -379,6 +379,7 @@ class RollBack:
         self.log(f"{error}: rolled back to step {good_step} with the learning rate x{lr_scale:.3g} "
                  f"(now {applied_rate(run, good_step + 1):.4g}; rollback {rollbacks + 1} of at most "
                  f"{self.max_rollbacks})")
+        run.writer.set_aside_after(good_step, self.log)
         run.writer.write({"step": good_step, "split": "rollback", "lr_scale": lr_scale, "rollbacks": rollbacks + 1})
         run.state, run.step, run.logged_step = exp.parallel.replicate(good), good_step, good_step
         run.restart_input(good_step)

@@ -31,6 +31,7 @@ class MetricsWriter:
         from jaxconv.train.workdir import MetricsFile
 
         workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
         self._file = MetricsFile(workdir)
         self._events = EventFileWriter(str(workdir / "tensorboard"), flush_secs=30)
         if hparams:
@@ -55,6 +56,20 @@ class MetricsWriter:
         if values:
             self._add(summary_pb2.Summary(value=values), record["step"])
             self._events.flush()
+
+    def set_aside_after(self, step: int, log: Callable[[str], None]) -> None:
+        """Moves the records of steps after ``step`` to metrics_superseded.jsonl, as a resume does: a rollback
+        redoes those steps, and metrics.jsonl holds each step once. (TensorBoard's event files are append-only
+        and keep them.)"""
+        if not self.enabled:
+            return
+        from jaxconv.train.workdir import MetricsFile, settle_metrics
+
+        self._file.close()  # settle_metrics replaces the file: the next records go to the new one
+        try:
+            settle_metrics(self.workdir, step, log)
+        finally:
+            self._file = MetricsFile(self.workdir)
 
     def close(self) -> None:
         if self.enabled:

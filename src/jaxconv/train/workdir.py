@@ -4,7 +4,7 @@
     WORKDIR/config.json         the resolved config (replaced atomically)
     WORKDIR/config_changes.jsonl  every change a resume made to it (``--allow-change``)
     WORKDIR/metrics.jsonl       one JSON record per line, each appended with one write
-    WORKDIR/metrics_superseded.jsonl  records a resume set aside: steps after its checkpoint, torn lines
+    WORKDIR/metrics_superseded.jsonl  records a resume or a NaN rollback set aside: steps after its checkpoint, torn lines
     WORKDIR/summary.json        the closing summary (replaced atomically)
 """
 
