@@ -642,6 +642,23 @@ def test_checkpoints_keep_the_last_k_and_the_best(tmp_path):
     resumed.close()
 
 
+def test_the_best_eval_the_summary_names_is_the_checkpoint_kept_when_evaluations_tie(tmp_path):
+    import jax.numpy as jnp
+
+    from jaxconv.train.evaluate import best_eval
+
+    checkpoints = Checkpoints(tmp_path, keep=1)
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for step, top1 in enumerate([0.25, 0.5, 0.5, 0.5, 0.25], start=1):
+            checkpoints.save(step, {"w": jnp.full((2,), step, jnp.float32)}, {"step": step}, {"top1": top1})
+            checkpoints.wait()
+            f.write(json.dumps({"step": step, "split": "eval", "top1": top1}) + "\n")
+    kept = checkpoints.all_steps()
+    checkpoints.close()
+    assert best_eval(tmp_path)["step"] in kept  # so that `jaxconv eval --step` finds it
+    assert kept == [4, 5]  # of equal top-1s the latest is the best, as Orbax's best_step has it
+
+
 # --- the loop ---------------------------------------------------------------------------------------
 
 

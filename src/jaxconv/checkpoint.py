@@ -41,7 +41,7 @@ from orbax.checkpoint import checkpoint_managers
 from jaxconv.errors import UserError
 from jaxconv.logs import without_absl_messages
 from jaxconv.manifest import MANIFEST, screen_step, verify_manifest, write_manifest
-from jaxconv.train.workdir import RunWriteError, write_failure
+from jaxconv.train.workdir import RunWriteError, best_rank, write_failure
 
 class NoCheckpoint(UserError, FileNotFoundError):
     """A run has no (usable) checkpoint, or not the step asked for."""
@@ -75,7 +75,7 @@ class KeepSealed(checkpoint_managers.PreservationPolicy):
         settled = [info for info in checkpoints if not self.pending(info.step)]
         latest = {info.step for info in sorted(settled, key=lambda info: info.step)[-self.keep:]}
         scored = [info for info in settled if info.metrics is not None and "top1" in info.metrics]
-        best = {max(scored, key=lambda info: _top1(info.metrics)).step} if scored else set()
+        best = {max(scored, key=lambda info: best_rank(_top1(info.metrics), info.step)).step} if scored else set()
         return [self.pending(info.step) or info.step in latest or info.step in best for info in checkpoints]
 
 

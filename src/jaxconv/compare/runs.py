@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from jaxconv.errors import UserError
-from jaxconv.train.workdir import read_records
+from jaxconv.train.workdir import best_rank, read_records
 
 
 class RunError(UserError, ValueError):
@@ -45,8 +45,8 @@ class Run:
 
     @property
     def best_eval(self) -> dict | None:
-        """The evaluation with the highest top-1 (ties: the earliest)."""
-        return max(self.evals, key=lambda r: (r["top1"], -r["step"])) if self.evals else None
+        """The evaluation with the highest top-1 (ties: the latest, the one whose checkpoint is kept)."""
+        return max(self.evals, key=lambda r: best_rank(r["top1"], r["step"])) if self.evals else None
 
     @property
     def final_eval(self) -> dict | None:

@@ -18,7 +18,7 @@ from jaxconv.train.experiment import Experiment, abstract_state, build
 from jaxconv.train.report import Progress
 from jaxconv.train.steps import eval_step
 from jaxconv.train.resume import check_dataset
-from jaxconv.train.workdir import read_records
+from jaxconv.train.workdir import best_rank, read_records
 
 
 class UnknownSplit(UserError, ValueError):
@@ -66,7 +66,7 @@ def best_eval(workdir: pathlib.Path) -> dict | None:
     evals = [r for r in records if r.get("split") == "eval" and isinstance(r.get("top1"), (int, float))]
     if not evals:
         return None
-    top = max(evals, key=lambda r: r["top1"])
+    top = max(evals, key=lambda r: best_rank(r["top1"], r["step"]))  # the rule the kept checkpoints follow
     return {"top1": top["top1"], "step": top["step"]}
 
 

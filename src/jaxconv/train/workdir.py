@@ -307,6 +307,13 @@ def settle_metrics(workdir: pathlib.Path, step: int, log: Callable[[str], None] 
     log(f"metrics.jsonl: moved {'; and '.join(parts)} to {target}")
 
 
+def best_rank(top1: float, step: int) -> tuple[float, int]:
+    """What makes an evaluation the best: the highest top-1 and, of equal ones, the latest step. Orbax's
+    ``best_step`` ranks so (a stable sort of the steps by top-1); the checkpoints kept, and the best
+    evaluation ``summary.json`` and ``report`` name, follow it, so that the step they name is kept."""
+    return float(top1), int(step)
+
+
 class MetricsFile:
     """Appends records to WORKDIR/metrics.jsonl, each with a single write() on an O_APPEND file: a
     record is on disk whole, or (a crash in the middle of the system call) torn and set aside later."""
