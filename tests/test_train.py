@@ -683,6 +683,18 @@ def test_the_loop_runs_with_pmap_and_local_batchnorm_and_resumes(data_dir, tmp_p
     assert any("already trained for 6 steps; nothing to do" in m for m in messages)
 
 
+def test_a_resumed_run_reports_its_wall_time_over_every_session(data_dir, tmp_path):
+    first = train(validate(tiny_config(data_dir, num_train_steps=4), device_count=jax.device_count()),
+                  tmp_path / "run", log=lambda _: None)
+    summary = train(validate(tiny_config(data_dir, num_train_steps=6), device_count=jax.device_count()),
+                    tmp_path / "run", log=lambda _: None)
+    earlier = summary["wall_time_s"] - summary["session_wall_time_s"]  # the first session's, to its last checkpoint
+    assert 0.5 * first["wall_time_s"] <= earlier <= first["wall_time_s"]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["wall_time_s"] == summary["wall_time_s"]
+    from jaxconv.compare.runs import load_run
+    assert load_run(tmp_path / "run").wall_time_s == summary["wall_time_s"]  # the report's wall-time column
+
+
 def test_the_recipe_keys_reach_the_train_step(data_dir):
     """Mixup, CutMix, random erasing and gradient accumulation from the config (their effect: test_mixing,
     test_parallel)."""

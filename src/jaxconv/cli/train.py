@@ -160,11 +160,20 @@ def allowed_changes(values: Sequence[str]) -> frozenset[str]:
     return frozenset(keys)
 
 
+def _session_time(summary: dict) -> str:
+    """A resumed run's last session, where its time differs from the run's (which counts every session)."""
+    total, session = summary.get("wall_time_s"), summary.get("session_wall_time_s")
+    if session is None or (total is not None and f"{total / 60:.1f}" == f"{session / 60:.1f}"):
+        return ""
+    return f" (this session {session / 60:.1f} min)"
+
+
 def format_train_summary(summary: dict) -> str:
     lines = [f"{summary.get('status', 'completed')}: {summary.get('model')} on {summary.get('dataset')}, "
              f"{summary.get('steps')} steps ({summary.get('epochs', 0):.2f} epochs) "
              + (f"in {summary['wall_time_s'] / 60:.1f} min" if summary.get("wall_time_s") is not None
-                else "(wall time unknown)")]
+                else "(wall time unknown)")
+             + _session_time(summary)]
     final = summary.get("final_eval")
     if final:
         lines.append(f"  final eval: top-1 {100 * final['top1']:.2f}%  top-5 {100 * final['top5']:.2f}%  "

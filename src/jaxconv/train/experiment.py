@@ -159,9 +159,12 @@ def initial_state(exp: Experiment, log: Callable[[str], None] = print) -> TrainS
     return jax.jit(create, out_shardings=shardings)(rng, exp.parallel.put_replicated(variables))
 
 
-def checkpoint_meta(exp: Experiment, step: int) -> dict:
+def checkpoint_meta(exp: Experiment, step: int, wall_time_s: float | None = None) -> dict:
+    """What a checkpoint records beside the state; ``wall_time_s``: the run's time so far, over every session
+    (None where an earlier session's is unknown)."""
     return {
         "step": step,
+        "wall_time_s": wall_time_s,
         "epoch": step / exp.steps_per_epoch,
         "model": exp.config.model,
         "dataset": exp.config.dataset,

@@ -83,6 +83,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
         if isinstance(prepared, dict):  # stopped, or nothing left to do
             return prepared
         run = prepared
+        run.started = started
         try:
             run.status = _run_steps(run, stop, log, progress_stream)
         except TrainingDiverged as error:
@@ -123,6 +124,8 @@ class Run:
     window_start: float = 0.0  # images/s is measured from here: the last logging point or evaluation
     window_images: int = 0
     last_eval: dict | None = None
+    started: float = 0.0  # when this session started (time.time())
+    earlier_wall_time_s: float | None = 0.0  # the earlier sessions' time, up to the checkpoint resumed (None: unknown)
     lr_scale: float = 1.0  # the state's learning-rate scale (lowered by each rollback), kept here to log the rate applied
     status: str = "failed"  # until the steps end: "completed", "preempted" or "diverged"
     failure: TrainingDiverged | None = None  # why, and at which step, it diverged
@@ -133,6 +136,10 @@ class Run:
             if all(leaf.is_ready() for leaf in jax.tree_util.tree_leaves(metrics) if hasattr(leaf, "is_ready")):
                 return step
         return self.logged_step
+
+    def wall_time_s(self) -> float | None:
+        """The run's wall time so far: this session's and the earlier sessions' up to the checkpoint it resumed."""
+        return None if self.earlier_wall_time_s is None else self.earlier_wall_time_s + time.time() - self.started
 
     def restart_input(self, step: int) -> None:
         if self.batches is not None:
@@ -177,6 +184,7 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
     try:
         began = time.time()
         restored = checkpoints.restore_latest(abstract_state(exp))
+        earlier_wall_time_s = 0.0
         if restored is None:
             state, start_step = initial_state(exp, log=log), 0
             if resuming:
@@ -184,6 +192,7 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
                     f"{checkpoints.broken_directory}): starting over from step 0")
         else:
             state, meta, start_step = restored
+            earlier_wall_time_s = meta.get("wall_time_s")  # None from a checkpoint of an older jaxconv
             log(f"resuming from step {start_step} (epoch {meta.get('epoch', 0):.2f}) in {checkpoints.directory} "
                 f"(restored in {time.time() - began:.1f} s)")
         if is_main:  # only once the checkpoint (if any) is known to fit this config
@@ -202,7 +211,7 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
         checkpoints.close()
         summary = read_summary(workdir)
         if summary is None:
-            summary = _late_summary(exp, state, workdir, checkpoints.directory)
+            summary = _late_summary(exp, state, workdir, checkpoints.directory, earlier_wall_time_s)
             log(f"the run had finished (checkpoint {start_step}) but stopped before writing its summary; "
                 f"wrote {workdir / 'summary.json'} from its records")
         else:
@@ -215,7 +224,8 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
     except BaseException:
         checkpoints.close()
         raise
-    run = Run(exp, exp.parallel.replicate(state), start_step, checkpoints, writer, logged_step=start_step)
+    run = Run(exp, exp.parallel.replicate(state), start_step, checkpoints, writer, logged_step=start_step,
+              earlier_wall_time_s=earlier_wall_time_s)
     run.lr_scale = float(exp.parallel.first(run.state.lr_scale))
     if run.lr_scale != 1.0:
         rollbacks = int(exp.parallel.first(run.state.rollbacks))
@@ -415,16 +425,18 @@ class SaveCheckpoint(Periodic):
 
     def __call__(self, run: Run) -> None:
         evaluated = run.last_eval if run.last_eval and run.last_eval["step"] == run.step else None
-        run.checkpoints.save(run.step, run.exp.parallel.canonical(run.state), checkpoint_meta(run.exp, run.step),
+        run.checkpoints.save(run.step, run.exp.parallel.canonical(run.state),
+                             checkpoint_meta(run.exp, run.step, run.wall_time_s()),
                              {"top1": evaluated["top1"]} if evaluated else None)
 
 
 # -- after the last step --------------------------------------------------------------------------
 
-def _late_summary(exp: Experiment, state, workdir: pathlib.Path, checkpoints: pathlib.Path) -> dict:
+def _late_summary(exp: Experiment, state, workdir: pathlib.Path, checkpoints: pathlib.Path,
+                  wall_time_s: float | None) -> dict:
     """The summary of a run stopped (SIGKILL, a lost node) after its last checkpoint, before its summary:
     from the checkpoint and metrics.jsonl, whose final evaluation comes before the last save. Its wall
-    time is unknown (None)."""
+    time is the one the checkpoint recorded (None from an older jaxconv's)."""
     total = exp.total_steps
     final = None
     if (workdir / "metrics.jsonl").is_file():
@@ -433,7 +445,7 @@ def _late_summary(exp: Experiment, state, workdir: pathlib.Path, checkpoints: pa
         final = evals[-1] if evals else None
     rollbacks = int(np.asarray(state.rollbacks.addressable_shards[0].data))
     return _write_summary(exp, workdir, checkpoints, status="completed", steps=total, final_eval=final,
-                          rollbacks=rollbacks, wall_time_s=None,
+                          rollbacks=rollbacks, wall_time_s=wall_time_s,
                           written_late="by a later start: the run stopped after its last checkpoint, before its summary")
 
 
@@ -442,12 +454,13 @@ def _summary(run: Run, workdir: pathlib.Path, started: float) -> dict:
     failure = {"error": str(run.failure), "diverged_at_step": run.failure.step} if run.failure else {}
     return _write_summary(exp, workdir, run.checkpoints.directory, status=run.status,
                           steps=int(exp.parallel.first(run.state.step)), final_eval=run.last_eval,
-                          rollbacks=int(exp.parallel.first(run.state.rollbacks)), wall_time_s=time.time() - started,
-                          **failure)
+                          rollbacks=int(exp.parallel.first(run.state.rollbacks)), wall_time_s=run.wall_time_s(),
+                          session_wall_time_s=time.time() - started, **failure)
 
 
 def _write_summary(exp: Experiment, workdir: pathlib.Path, checkpoints: pathlib.Path, *, status: str, steps: int,
-                   final_eval: dict | None, rollbacks: int, wall_time_s: float | None, **extra) -> dict:
+                   final_eval: dict | None, rollbacks: int, wall_time_s: float | None,
+                   session_wall_time_s: float | None = None, **extra) -> dict:
     """The run's closing summary; written to WORKDIR/summary.json (by process 0) when the run is over."""
     is_main = jax.process_index() == 0
     config = exp.config
@@ -459,7 +472,8 @@ def _write_summary(exp: Experiment, workdir: pathlib.Path, checkpoints: pathlib.
         "final_eval": final_eval,
         "best_eval": best_eval(workdir) if is_main else None,
         "rollbacks": rollbacks,
-        "wall_time_s": wall_time_s,
+        "wall_time_s": wall_time_s,  # over every session (each up to the checkpoint the next resumed)
+        "session_wall_time_s": session_wall_time_s,  # the last session's (None: it wrote the summary only)
         "devices": exp.parallel.device_count,
         "processes": jax.process_count(),
         "workdir": str(workdir.absolute()),
