@@ -14,6 +14,7 @@ from tiny import tiny_config
 from jaxconv import cli
 from jaxconv.compare import ILSVRC_MODELS, RunError, compare_rows, find_runs, format_rows, load_run, published
 from jaxconv.compare.report import write_report
+from jaxconv.compare.runs import differing_keys, repeats
 from jaxconv.train.config import ConfigError, load_config
 from jaxconv.train.sweep import SweepError, plan, slurm_array
 
@@ -209,6 +210,17 @@ def test_report_gathers_seeds_with_their_spread_and_plots_final_values_against_a
     err = capsys.readouterr().err  # the runs do differ in seed: it said they did not
     assert "a run's seed repeats its setting" in err and "they differ in: learning_rate, model_options.norm" in err
     assert not (tmp_path / "cli").exists()
+
+
+def test_runs_that_differ_in_their_nan_policy_are_two_settings_not_two_seeds(tiny_run, tmp_path):
+    for name, factor in (("half", 0.5), ("tiny", 1e-5)):  # both seed 0: a rollback trains them differently
+        folder = repeat_of(tiny_run, tmp_path / "runs" / name, seed=0, learning_rate=0.1, top1=0.2)
+        config = json.loads((folder / "config.json").read_text()) | {"rollback_lr_factor": factor}
+        (folder / "config.json").write_text(json.dumps(config))
+    repeat_of(tiny_run, tmp_path / "runs" / "half_seed1", seed=1, learning_rate=0.1, top1=0.3)
+    runs = find_runs([tmp_path / "runs"])
+    assert differing_keys(runs) == ["rollback_lr_factor"]
+    assert sorted(sorted(run.name for run in group) for group in repeats(runs)) == [["half", "half_seed1"], ["tiny"]]
 
 
 def test_cli_compare_writes_files_and_plots(tmp_path, capsys):

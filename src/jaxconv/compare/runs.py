@@ -176,12 +176,17 @@ def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
     return values
 
 
+# Bookkeeping keys that change what is trained (when a NaN rolls the run back): part of the setting.
+_TRAINING_KEYS = {"nan_policy", "max_rollbacks", "rollback_lr_factor"}
+
+
 def setting(run: Run) -> dict[str, Any]:
-    """What defines the run's experiment: its flattened config without the bookkeeping keys (the
-    seed, how often it logs, evaluates and saves) or where its data lives."""
+    """What defines the run's experiment: its flattened config without the seed, the keys that cannot change
+    the weights it trains (how often it logs, evaluates and saves) or where its data lives. Runs of one
+    setting differ in their seed alone."""
     from jaxconv.train.keys import KEYS
 
-    bookkeeping = {key.name for key in KEYS if key.group == "bookkeeping"} | {"data_dir"}
+    bookkeeping = {key.name for key in KEYS if key.group == "bookkeeping"} - _TRAINING_KEYS | {"data_dir"}
     # A key an older jaxconv did not write (auto_augment) has its default: the run ran with it.
     values = {key.name: key.default for key in KEYS if not isinstance(key.default, dict)}
     values = _flatten(values) | _flatten(run.config)
