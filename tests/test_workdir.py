@@ -289,6 +289,16 @@ def test_a_truncated_unsealed_latest_checkpoint_costs_one_line_not_a_traceback_p
     assert "Exception ignored" not in err and "Traceback" not in err and "TensorStore details" not in err
 
 
+def test_a_copied_finished_run_names_the_paths_where_it_is_now(four_steps, tmp_path, capsys):
+    workdir = copy_of(four_steps, tmp_path)  # its summary.json was written in four_steps
+    capsys.readouterr()
+    assert main(["train", "--workdir", str(workdir)]) == 0
+    out, err = capsys.readouterr()
+    assert "nothing to do" in err and str(four_steps) not in out
+    assert f"workdir: {workdir.absolute()}" in out and f"metrics: {workdir.absolute() / 'metrics.jsonl'}" in out
+    assert f"checkpoints: {workdir.absolute() / 'checkpoints'}" in out
+
+
 def test_a_finished_run_stopped_before_its_summary_gets_it_on_the_next_start(four_steps, tmp_path, capsys):
     """Killed after sealing its last checkpoint, before writing summary.json: the next start writes it
     from the run's records (it said "nothing to do" and left the run incomplete for ever)."""

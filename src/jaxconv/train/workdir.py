@@ -396,9 +396,14 @@ def has_checkpoints(workdir: pathlib.Path) -> bool:
 
 
 def read_summary(workdir: pathlib.Path) -> dict | None:
-    """WORKDIR/summary.json, or None where it is missing or not a JSON object."""
+    """WORKDIR/summary.json, or None where it is missing or not a JSON object. The paths it names are where
+    the run is now: a workdir copied or moved since keeps the summary that names the old place."""
     try:
         summary = json.loads((workdir / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return summary if isinstance(summary, dict) else None
+    if not isinstance(summary, dict):
+        return None
+    here = workdir.absolute()
+    return summary | {"workdir": str(here), "checkpoints": str(here / "checkpoints"),
+                      "metrics": str(here / "metrics.jsonl")}
