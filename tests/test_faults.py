@@ -323,6 +323,12 @@ def test_a_rollback_moves_the_records_of_the_abandoned_steps_aside(data_dir, tmp
     aside = [json.loads(line) for line in (tmp_path / "run" / "metrics_superseded.jsonl").read_text().splitlines()]
     assert [(r["step"], r["learning_rate"]) for r in aside] == [(3, 0.05)]
     assert any("metrics.jsonl: moved 1 record(s) of steps after 2" in m for m in messages)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))  # TensorBoard drops the abandoned steps too
+    events.Reload()
+    assert [(e.step, round(e.value, 4)) for e in events.Scalars("train/learning_rate")] == \
+        [(1, 0.05), (2, 0.05), *((s, 0.025) for s in range(3, 9))]
 
 
 def test_nan_rollbacks_are_bounded(data_dir, tmp_path, monkeypatch):

@@ -221,6 +221,7 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
         log(f"warning: {warning}")
     try:
         writer = MetricsWriter(workdir, enabled=is_main, hparams=config.to_dict())
+        writer.restart_at(start_step)  # TensorBoard drops an earlier session's steps after the checkpoint
     except BaseException:
         checkpoints.close()
         raise

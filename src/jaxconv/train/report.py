@@ -59,8 +59,7 @@ class MetricsWriter:
 
     def set_aside_after(self, step: int, log: Callable[[str], None]) -> None:
         """Moves the records of steps after ``step`` to metrics_superseded.jsonl, as a resume does: a rollback
-        redoes those steps, and metrics.jsonl holds each step once. (TensorBoard's event files are append-only
-        and keep them.)"""
+        redoes those steps, and metrics.jsonl holds each step once; TensorBoard is told to drop them."""
         if not self.enabled:
             return
         from jaxconv.train.workdir import MetricsFile, settle_metrics
@@ -70,6 +69,18 @@ class MetricsWriter:
             settle_metrics(self.workdir, step, log)
         finally:
             self._file = MetricsFile(self.workdir)
+        self.restart_at(step)
+
+    def restart_at(self, step: int) -> None:
+        """Tells TensorBoard the run (re)starts after ``step``: a SessionLog START event, on which its readers
+        drop the events of later steps (those a resume or a rollback redoes)."""
+        if not self.enabled:
+            return
+        from tensorboard.compat.proto import event_pb2
+
+        start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+        self._events.add_event(event_pb2.Event(wall_time=time.time(), step=int(step) + 1, session_log=start))
+        self._events.flush()
 
     def close(self) -> None:
         if self.enabled:
