@@ -47,6 +47,14 @@ def check_resume(stored: dict, config: ml_collections.ConfigDict, allow: Collect
     """The changes a resume makes to the run's config; raises ConfigChanged for those that change what
     the run is, unless ``allow`` names them (or is ``{'all'}``)."""
     changes = config_changes(stored, config)
+    for key, (before, after) in changes.items():
+        reason = _reshapes_optimizer_state(key, before, after, config)
+        if reason:
+            run = where.removeprefix("workdir ") if where.startswith("workdir ") else "THE_RUN"
+            raise ConfigChanged(
+                f"{where} holds a run trained with config.{key} {_short(before)}, and a resume cannot change it to "
+                f"{_short(after)} ({reason}: the checkpoint's optimizer state cannot continue); keep it, or start a "
+                f"new run from this one's weights with --config.init_weights={run} in another --workdir")
     refused = {key: values for key, values in changes.items()
                if key not in RESUMABLE_KEYS and "all" not in allow
                and key not in allow and key.partition(".")[0] not in allow}
@@ -57,6 +65,28 @@ def check_resume(stored: dict, config: ml_collections.ConfigDict, allow: Collect
             f"without them, give a new run another --workdir, or continue with them anyway with "
             f"--allow-change {','.join(refused)} (recorded in config_changes.jsonl)")
     return changes
+
+
+def _reshapes_optimizer_state(key: str, before: Any, after: Any, config: ml_collections.ConfigDict) -> str | None:
+    """Why changing ``key`` from ``before`` to ``after`` gives the optimizer state another structure (the
+    checkpoint's would not restore into it), or None when the state keeps its structure."""
+    from jaxconv.train.freezing import parse_freeze
+
+    switched = (before is None) != (after is None)
+    plain = config.optimizer.name != "adamw"  # AdamW's decay is part of its one transformation
+    if key == "optimizer.name":
+        return "another optimizer keeps other state"
+    if key == "optimizer.grad_clip_norm" and switched:
+        return "clipping on or off adds or removes a step of the optimizer"
+    if key == "optimizer.weight_decay" and plain and bool(before) != bool(after):
+        return "weight decay on or off adds or removes a step of the optimizer"
+    if key == "optimizer.momentum" and plain and bool(before) != bool(after):
+        return "momentum on or off adds or removes its state"
+    if key == "ema_decay" and switched:
+        return "the weights' moving average is kept only when ema_decay is set"
+    if key == "freeze" and parse_freeze(before) != parse_freeze(after):
+        return "frozen parameters keep no optimizer state"
+    return None
 
 
 def _short(value: Any) -> str:
