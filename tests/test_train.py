@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -204,6 +205,48 @@ def test_a_warm_up_as_long_as_the_run_is_named_with_the_peak_it_reaches():
     assert "100 steps" in warning and "(60 steps)" in warning and "0.0295" in warning and "59%" in warning
     long = learning_rate_schedule(config, steps_per_epoch=100, total_steps=101)
     assert schedule_warnings(config, long, steps_per_epoch=100, total_steps=101) == []
+
+
+@pytest.mark.parametrize("decays,warmup,needle", [
+    ((1.0, 3.0), 1.0, "the decay at epoch 1 falls on step 10, inside the warm-up of 10 steps (warmup_epochs=1)"),
+    ((0.5, 3.0), 1.0, "the decay at epoch 0.5 falls on step 5, inside the warm-up"),
+    ((0.0, 3.0), 0.0, "the decay at epoch 0 falls on step 0, the first step"),
+    ((2.0, 2.04), 0.0, "the decays at epochs 2 and 2.04 both fall on step 20 (10 steps per epoch)"),
+])
+def test_a_step_decay_that_would_not_happen_is_refused(decays, warmup, needle):
+    """optim.py kept only boundaries after the warm-up, and two decays on one step made one ÷10: silently."""
+    from jaxconv.train.optim import check_decay_epochs
+
+    config = base_config()
+    config.schedule, config.decay_epochs, config.warmup_epochs = "step", decays, warmup
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        check_decay_epochs(config, steps_per_epoch=10)
+    config.decay_epochs = (3.0, 4.0)
+    check_decay_epochs(config, steps_per_epoch=10)
+
+
+def test_step_decays_after_the_end_of_the_run_are_named():
+    from jaxconv.train.optim import schedule_warnings
+
+    config = base_config()
+    config.schedule, config.decay_epochs, config.learning_rate, config.warmup_epochs = "step", (2.0, 6.0, 8.0), 0.1, 0.0
+    schedule = learning_rate_schedule(config, steps_per_epoch=10, total_steps=60)
+    (warning,) = schedule_warnings(config, schedule, steps_per_epoch=10, total_steps=60)
+    assert warning.startswith("config.decay_epochs: the decays at epochs 6, 8 come after the run's last step (60 "
+                              "steps, 6 epochs of 10 steps): they do not happen, and the learning rate ends at 0.01")
+    config.decay_epochs = (2.0, 5.9)
+    assert schedule_warnings(config, schedule, steps_per_epoch=10, total_steps=60) == []
+
+
+def test_a_decay_inside_the_warm_up_is_refused_before_anything_is_written(data_dir, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    experiment = write_experiment(tmp_path / "exp.py", data_dir, schedule="step", decay_epochs=(0.5, 1.0),
+                                  warmup_epochs=0.5)
+    assert main(["train", "--config", str(experiment), "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("jaxconv: error: config.decay_epochs=(0.5, 1.0): the decay at epoch 0.5 falls on step 4, "
+                              "inside the warm-up of 4 steps"), err
+    assert not (workdir / "config.json").exists() and not (workdir / "checkpoints").exists()
 
 
 class _Terminal(io.StringIO):

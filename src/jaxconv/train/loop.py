@@ -40,7 +40,7 @@ from jaxconv.train.config import ConfigError, flat
 from jaxconv.train.evaluate import best_eval, evaluate, evaluate_checkpoint
 from jaxconv.train.experiment import (Experiment, abstract_state, build, checkpoint_meta, initial_state, param_count,
                                       train_batches)
-from jaxconv.train.optim import schedule_warnings
+from jaxconv.train.optim import check_decay_epochs, schedule_warnings
 from jaxconv.train.report import MetricsWriter, Progress
 from jaxconv.train.resume import ConfigChanged, changes_on_resume, check_dataset, record_changes, record_dataset
 from jaxconv.train.signals import StopRequest, stop_signals
@@ -178,6 +178,7 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
         exp = build(config, log=log)
     if stop.before_training():  # while the model was built
         return _stopped_before_training(config, workdir, 0, stop, log)
+    check_decay_epochs(config, exp.steps_per_epoch)
     if resuming:
         check_dataset(workdir, exp.sources, log)
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints, log=log)

@@ -30,9 +30,36 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: i
     return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), main], [warmup])
 
 
+def check_decay_epochs(config: ml_collections.ConfigDict, steps_per_epoch: int) -> None:
+    """Raises ConfigError for a step-schedule decay that would not happen: one at or inside the warm-up (the
+    schedule starts after it), or two that fall on the same step (one ÷10 instead of two)."""
+    from jaxconv.train.keys import ConfigError
+
+    if config.schedule != "step":
+        return
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    seen: dict[int, float] = {}
+    for epochs in config.decay_epochs:
+        step = int(round(epochs * steps_per_epoch))
+        if step <= warmup:
+            where = (f"inside the warm-up of {warmup} steps (warmup_epochs={config.warmup_epochs:g})" if warmup
+                     else "the first step")
+            raise ConfigError("decay_epochs", tuple(config.decay_epochs),
+                              f"the decay at epoch {epochs:g} falls on step {step}, {where}, where it would not "
+                              f"happen; put each decay after {warmup / steps_per_epoch:g} epochs "
+                              f"({steps_per_epoch} steps per epoch){' or lower learning_rate' if not warmup else ''}")
+        if step in seen:
+            raise ConfigError("decay_epochs", tuple(config.decay_epochs),
+                              f"the decays at epochs {seen[step]:g} and {epochs:g} both fall on step {step} "
+                              f"({steps_per_epoch} steps per epoch), which would make one decay of them; space "
+                              f"them at least {1 / steps_per_epoch:.3g} epochs apart")
+        seen[step] = epochs
+
+
 def schedule_warnings(config: ml_collections.ConfigDict, schedule: optax.Schedule, steps_per_epoch: int,
                       total_steps: int) -> list[str]:
-    """Why the learning rate would never reach its peak: a warm-up as long as the run or longer."""
+    """Why the learning rate would not follow the schedule asked for: a warm-up as long as the run or longer
+    (it never reaches its peak), step decays after the run's end (they never happen)."""
     warnings = []
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     if warmup >= total_steps:
@@ -41,6 +68,16 @@ def schedule_warnings(config: ml_collections.ConfigDict, schedule: optax.Schedul
                         f"shorter than the run ({total_steps} steps): the learning rate peaks at {peak:.4g}, "
                         f"{peak / config.learning_rate:.0%} of config.learning_rate={config.learning_rate:g}; "
                         f"shorten the warm-up or lengthen the run")
+    if config.schedule == "step":
+        late = [e for e in config.decay_epochs if int(round(e * steps_per_epoch)) >= total_steps]
+        if late:
+            rate = float(schedule(total_steps - 1))
+            warnings.append(f"config.decay_epochs: the decay{'s' if len(late) > 1 else ''} at epoch"
+                            f"{'s' if len(late) > 1 else ''} {', '.join(f'{e:g}' for e in late)} "
+                            f"{'come' if len(late) > 1 else 'comes'} after the run's last step ({total_steps} steps, "
+                            f"{total_steps / steps_per_epoch:.4g} epochs of {steps_per_epoch} steps): "
+                            f"{'they do' if len(late) > 1 else 'it does'} not happen, and the learning rate ends at "
+                            f"{rate:.4g}; move the decays inside the run or lengthen it")
     return warnings
 
 
