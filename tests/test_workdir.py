@@ -238,6 +238,53 @@ def test_a_resume_refused_for_another_optimizer_writes_nothing_and_one_that_fits
     assert Checkpoints(workdir, read_only=True).latest_step() == 6
 
 
+def unchanged(workdir):
+    return sorted((p.relative_to(workdir), p.stat().st_mtime_ns) for p in workdir.rglob("*") if p.name != LOCK)
+
+
+def test_num_epochs_given_while_num_train_steps_decides_is_refused_not_ignored(four_steps, data_dir, tmp_path, capsys):
+    """--config.num_epochs=0.5 trained default.py's 1000 steps; on a resume it said the schedule now spans the
+    new length, then 'nothing to do'."""
+    workdir = copy_of(four_steps, tmp_path)
+    before = unchanged(workdir)
+    assert main(["train", "--workdir", str(workdir), "--config.num_epochs=3"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "jaxconv: error: --config.num_epochs=3: config.num_train_steps=4 (from the run's config.json) takes "
+        "precedence, so it would change nothing; to train by epochs give --config.num_train_steps=None as well")
+    assert unchanged(workdir) == before
+    fresh = tmp_path / "fresh"
+    experiment = write_experiment(tmp_path / "exp.py", data_dir)
+    assert main(["train", "--config", str(experiment), "--workdir", str(fresh), "--config.num_epochs=0.5"]) == 2
+    assert "config.num_train_steps=8 (from experiment file" in capsys.readouterr().err
+    assert not fresh.exists()
+    # Epochs instead of steps: 0.75 epochs of 8 steps is 6 steps.
+    assert main(["train", "--workdir", str(workdir), "--config.num_epochs=0.75", "--config.num_train_steps=None"]) == 0
+    err = capsys.readouterr().err
+    assert "resuming with config.num_train_steps 4 -> null" in err and "resuming with config.num_epochs" in err
+    assert Checkpoints(workdir, read_only=True).latest_step() == 6
+
+
+def test_the_resume_line_for_num_epochs_says_when_num_train_steps_decides(data_dir, tmp_path):
+    from jaxconv.train.resume import record_changes
+
+    lines = []
+    record_changes(tiny(data_dir, schedule="cosine"), tmp_path, 4, {"num_epochs": (10.0, 3.0)}, lines.append)
+    assert lines == ["resuming with config.num_epochs 10.0 -> 3.0 (config.num_train_steps=8 decides the run's "
+                     "length: this changes nothing)"]
+
+
+def test_a_resume_that_would_end_before_the_runs_step_is_refused_and_writes_nothing(four_steps, tmp_path, capsys):
+    """config.json said 3 steps while the checkpoint and summary were at 6: 'already trained for 3 steps'."""
+    workdir = copy_of(four_steps, tmp_path)
+    before = unchanged(workdir)
+    assert main(["train", "--workdir", str(workdir), "--config.num_train_steps=2"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"jaxconv: error: config.num_train_steps=2: is 2 steps, and the run in {workdir} is at step 4 already: a "
+        f"resume keeps or lengthens a run; give 4 steps or more (jaxconv eval --step evaluates an earlier checkpoint)")
+    assert unchanged(workdir) == before
+    assert json.loads((workdir / "config.json").read_text())["num_train_steps"] == 4
+
+
 # --- the files a run depends on ------------------------------------------------------------------------------
 
 

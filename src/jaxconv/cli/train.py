@@ -83,9 +83,16 @@ def resolved_config(source, overrides: dict[str, str], imports: Sequence[str] = 
         config = apply_overrides(config, overrides)
         if imports:
             config.imports = tuple(merge(imports, config.get("imports", ())))
-        return validate(config, device_count=jax.device_count(), process_count=jax.process_count(), log=log)
+        config = validate(config, device_count=jax.device_count(), process_count=jax.process_count(), log=log)
     except ConfigError as e:
         raise UsageError(str(e)) from None
+    if "num_epochs" in overrides and "num_train_steps" not in overrides and config.num_train_steps:
+        origin = ("the run's config.json" if isinstance(source, ml_collections.ConfigDict)
+                  else f"experiment file {source}" if source is not None else "the base config")
+        raise UsageError(f"--config.num_epochs={overrides['num_epochs']}: config.num_train_steps="
+                         f"{config.num_train_steps} (from {origin}) takes precedence, so it would change nothing; to "
+                         f"train by epochs give --config.num_train_steps=None as well")
+    return config
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:

@@ -196,6 +196,13 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
             earlier_wall_time_s = meta.get("wall_time_s")  # None from a checkpoint of an older jaxconv
             log(f"resuming from step {start_step} (epoch {meta.get('epoch', 0):.2f}) in {checkpoints.directory} "
                 f"(restored in {time.time() - began:.1f} s)")
+        length = [key for key in ("num_train_steps", "num_epochs") if key in changes]
+        if restored is not None and length and exp.total_steps < start_step:
+            key = "num_train_steps" if config.num_train_steps else "num_epochs"
+            raise ConfigError(key, config[key], f"is {exp.total_steps} steps, and the run in {workdir} is at step "
+                                                f"{start_step} already: a resume keeps or lengthens a run; give "
+                                                f"{start_step} steps or more (jaxconv eval --step evaluates an earlier "
+                                                f"checkpoint)")
         if is_main:  # only once the checkpoint (if any) is known to fit this config
             if restored is not None and changes:
                 record_changes(config, workdir, start_step, changes, log)
@@ -216,7 +223,7 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
             log(f"the run had finished (checkpoint {start_step}) but stopped before writing its summary; "
                 f"wrote {workdir / 'summary.json'} from its records")
         else:
-            log(f"already trained for {exp.total_steps} steps; nothing to do (see {workdir / 'summary.json'})")
+            log(f"already trained for {start_step} steps; nothing to do (see {workdir / 'summary.json'})")
         return summary
     for warning in schedule_warnings(config, exp.schedule, exp.steps_per_epoch, exp.total_steps):
         log(f"warning: {warning}")

@@ -117,8 +117,12 @@ def changes_on_resume(config: ml_collections.ConfigDict, workdir: pathlib.Path,
 
 def record_changes(config, workdir: pathlib.Path, step: int, changes: dict, log: Callable[[str], None]) -> None:
     for key, (before, after) in changes.items():
-        stretched = key in ("num_train_steps", "num_epochs") and config.schedule != "constant"
-        note = f" (the {config.schedule} learning-rate schedule now spans the new length)" if stretched else ""
+        decides = key == "num_train_steps" or (key == "num_epochs" and not config.num_train_steps)
+        note = ""
+        if key == "num_epochs" and not decides:
+            note = f" (config.num_train_steps={config.num_train_steps} decides the run's length: this changes nothing)"
+        elif decides and config.schedule != "constant":
+            note = f" (the {config.schedule} learning-rate schedule now spans the new length)"
         log(f"resuming with config.{key} {json.dumps(before)} -> {json.dumps(after)}{note}")
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step,
               "changes": {key: list(values) for key, values in changes.items()}}
