@@ -26,7 +26,7 @@ import pytest
 from jaxconv.checkpoint import Checkpoints
 from jaxconv.cli import main
 from jaxconv.compare import load_run
-from jaxconv.train.config import validate
+from jaxconv.train.config import ConfigError, validate
 from jaxconv.train.loop import train
 from jaxconv.train.resume import ConfigChanged, check_resume
 from jaxconv.train.workdir import LOCK, RunLock, WorkdirBusy, settle_metrics
@@ -525,6 +525,39 @@ def test_renaming_a_folder_class_before_a_resume_is_refused_not_trained_on_swapp
     assert main([*args[:3], "--config.num_train_steps=4"]) == 0
     err = capsys.readouterr().err
     assert re.search(r"warning: the (train|eval) split had (\d+) examples when the run started and has \d+ now", err), err
+
+
+def test_a_relative_folder_is_recorded_absolute_and_a_gone_one_says_what_helps(tmp_path, capsys, monkeypatch):
+    """--config.folder=photos was recorded as typed: eval from another directory said 'photos is not a directory';
+    the same folder spelled otherwise on a resume counted as a change."""
+    photos(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    workdir = tmp_path / "run"
+    args = folder_run(pathlib.Path("photos"), workdir)
+    assert main(args) == 0
+    assert json.loads((workdir / "config.json").read_text())["folder"] == str(tmp_path / "photos")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main([*args[:3], "--config.folder=../photos/", "--config.num_train_steps=4"]) == 0
+    err = capsys.readouterr().err
+    assert "config.folder" not in err and not (workdir / "config_changes.jsonl").read_text().count('"folder"')
+    (tmp_path / "photos").rename(tmp_path / "moved")
+    assert main(["eval", "--workdir", str(workdir)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"jaxconv: error: {workdir / 'config.json'} records the run's images in config.folder={tmp_path / 'photos'}, "
+        f"which is not a directory (any more): eval reads the run's evaluation images from there; put the folder back, "
+        f"or resume with `jaxconv train --workdir {workdir} --config.folder=NEW_PLACE --allow-change folder` if it moved")
+    assert main([*args[:3], "--config.num_train_steps=6"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "which is not a directory: if the images moved, give their new place with --config.folder=NEW_PLACE "
+        "--allow-change folder")
+
+
+def test_a_folder_given_with_another_dataset_is_refused_not_ignored(data_dir):
+    with pytest.raises(ConfigError, match=r"config.folder='photos': only dataset 'folder' reads it, and "
+                                          r"config.dataset is 'shapes'; drop it or give --config.dataset=folder"):
+        tiny(data_dir, folder="photos")
 
 
 def test_settling_metrics_keeps_rollbacks_and_earlier_steps(tmp_path):

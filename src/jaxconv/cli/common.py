@@ -185,6 +185,22 @@ def stored_config(workdir: pathlib.Path):
     return ml_collections.ConfigDict(stored)
 
 
+def check_recorded_folder(stored, workdir: pathlib.Path, command: str, overrides: dict | None = None) -> None:
+    """One line for a run whose folder dataset is gone from where config.json records it, saying what helps."""
+    folder = stored.get("folder")
+    if stored.get("dataset") != "folder" or not isinstance(folder, str) or "folder" in (overrides or {}):
+        return
+    if pathlib.Path(folder).expanduser().is_dir():
+        return
+    where = f"{workdir / 'config.json'} records the run's images in config.folder={folder}, which is not a directory"
+    if command == "eval":
+        raise UsageError(f"{where} (any more): eval reads the run's evaluation images from there; put the folder "
+                         f"back, or resume with `jaxconv train --workdir {workdir} --config.folder=NEW_PLACE "
+                         f"--allow-change folder` if it moved")
+    raise UsageError(f"{where}: if the images moved, give their new place with --config.folder=NEW_PLACE "
+                     f"--allow-change folder")
+
+
 def comma_choices(flag: str, text: str, allowed: Sequence[str]) -> tuple[str, ...]:
     """'a,b' -> ('a', 'b'), each one of ``allowed``."""
     items = tuple(t.strip() for t in text.split(",") if t.strip())

@@ -6,7 +6,7 @@ import argparse
 import json
 import pathlib
 
-from jaxconv.cli.common import UsageError, log, positive_int, stored_config
+from jaxconv.cli.common import UsageError, check_recorded_folder, log, positive_int, stored_config
 from jaxconv.cli.startup import enable_compilation_cache, ignore_late_storage_callbacks, quiet_backends
 
 
@@ -23,6 +23,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     enable_compilation_cache()
     workdir = pathlib.Path(args.workdir)
     stored = stored_config(workdir)
+    check_recorded_folder(stored, workdir, "eval")
     devices = jax.device_count()
     batch = stored.get("eval_batch_size")
     if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0:  # fit this machine's devices

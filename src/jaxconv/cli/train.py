@@ -9,8 +9,8 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
-from jaxconv.cli.common import (EXIT_FAILURE, REPO_ROOT, UsageError, given_twice, log, log_enabled, positive_int,
-                                set_log_enabled, stored_config)
+from jaxconv.cli.common import (EXIT_FAILURE, REPO_ROOT, UsageError, check_recorded_folder, given_twice, log,
+                                log_enabled, positive_int, set_log_enabled, stored_config)
 from jaxconv.cli.startup import enable_compilation_cache, ignore_late_storage_callbacks, quiet_backends, terminated
 from jaxconv.user_modules import import_modules, merge
 
@@ -123,7 +123,9 @@ def _train_command(args: argparse.Namespace, extra: list[str]) -> int:
     if args.config is None and args.workdir and (pathlib.Path(args.workdir) / "config.json").is_file():
         # `jaxconv train --workdir RUN`: resume the run as it was configured (its own imports included)
         workdir = pathlib.Path(args.workdir)
-        config = resolved_config(stored_config(workdir), overrides, imported)
+        stored = stored_config(workdir)
+        check_recorded_folder(stored, workdir, "train", overrides)
+        config = resolved_config(stored, overrides, imported)
         log(f"resuming {workdir.absolute()} with its config.json")
     else:
         path, variant = split_variant(args.config) if args.config else (default_experiment(), None)

@@ -13,6 +13,7 @@ import difflib
 import functools
 import inspect
 import json
+import os
 import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -283,8 +284,13 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     source = source_spec(info.source_module, info.source_file)
     if source is not None and source not in c.imports:  # so that eval, export and resume find the model again
         c.imports = (*c.imports, source)
+    if c.folder and c.dataset != "folder":  # it was ignored: the run trained on the dataset named
+        raise ConfigError("folder", c.folder, f"only dataset 'folder' reads it, and config.dataset is {c.dataset!r}; "
+                                              f"drop it or give --config.dataset=folder")
     if c.dataset == "folder" and not c.folder:
         raise ConfigError("folder", c.folder, "dataset 'folder' needs the root of the class subfolders")
+    if c.folder:  # recorded absolute, so that eval and a resume from another directory find it
+        c.folder = os.path.abspath(os.path.expanduser(c.folder))
     if c.dataset == "shapes" and c.image_size is not None and c.image_size < 8:
         raise ConfigError("image_size", c.image_size, "the built-in shapes dataset is drawn at 8 pixels or more")
     if c.dataset == "shapes" and c.batch_size > c.shapes_train_examples:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import time
 from collections.abc import Callable, Collection
@@ -37,6 +38,9 @@ def config_changes(stored: dict, config: ml_collections.ConfigDict) -> dict[str,
             for name in sorted(set(before) | set(after)):
                 if before.get(name) != after.get(name):
                     changes[f"model_options.{name}"] = (before.get(name), after.get(name))
+        elif key == "folder" and isinstance(before, str) and isinstance(after, str):
+            if os.path.realpath(os.path.expanduser(before)) != os.path.realpath(os.path.expanduser(after)):
+                changes[key] = (before, after)  # the same folder spelled otherwise is no change
         elif before != after:
             changes[key] = (before, after)
     return changes
