@@ -140,6 +140,19 @@ def test_processes_started_with_other_settings_are_refused_on_every_process(expe
     assert "Traceback" not in first + second and not (tmp_path / "run").exists()
 
 
+def test_allow_change_given_to_one_process_only_is_refused_on_every_process(experiment, tmp_path):
+    """Process 1 refused the resume at once but did not exit; both hung ~5 minutes, then aborted."""
+    port = free_port()
+    launches = [("--process-id", "0"), ("--process-id", "1", "--allow-change", "seed")]
+    processes = [launch(experiment, tmp_path / "run", 2, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                        *extra, optimised=False) for extra in launches]
+    (_, first), (_, second) = (p.communicate(timeout=300) for p in processes)
+    assert [p.returncode for p in processes] == [2, 2]
+    assert second.strip().splitlines()[-1] == ("jaxconv: error: process 1 was started with --allow-change=['seed'] "
+                                               "where process 0 has []: every process of a run needs the same settings")
+    assert "Traceback" not in first + second and not (tmp_path / "run").exists()
+
+
 def test_a_launch_the_others_never_join_is_one_line_before_jaxs_own_deadline(tmp_path):
     """JAX waits initialization_timeout for the others, blocked in C++ (no SIGTERM or Ctrl-C handled), then
     aborts the process with a C++ stack dump: jaxconv waits in Python and stops 10 s before that."""

@@ -77,7 +77,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
     workdir = pathlib.Path(workdir)
     started = time.time()
     settings = {k: v for k, v in flat(config.to_dict()).items() if k != "data_dir"}  # a data copy per host is fine
-    check_same_on_every_process({**settings, "workdir": str(workdir.absolute())})
+    # --allow-change decides what a resume refuses: one process refusing alone left the others waiting for it
+    check_same_on_every_process({**settings, "workdir": str(workdir.absolute()),
+                                 "--allow-change": sorted(allow_changes)})
     with holding(workdir, log), stop_signals(log) as stop:
         prepared = _prepare(config, workdir, log, allow_changes, stop)
         if isinstance(prepared, dict):  # stopped, or nothing left to do
