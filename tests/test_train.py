@@ -249,6 +249,23 @@ def test_a_decay_inside_the_warm_up_is_refused_before_anything_is_written(data_d
     assert not (workdir / "config.json").exists() and not (workdir / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("changes,needle", [
+    ({"schedule": "cosine", "decay_epochs": (10.0, 20.0)},
+     "config.decay_epochs=(10.0, 20.0): only schedule 'step' reads it, and config.schedule is 'cosine'"),
+    ({"schedule": "cosine", "decay_factor": 0.5}, "config.decay_factor=0.5: only schedule 'step' reads it"),
+    ({"optimizer": {"name": "sgd", "momentum": 0.0, "nesterov": True}},
+     "config.optimizer.nesterov=True: Nesterov momentum needs momentum, and config.optimizer.momentum is 0"),
+    ({"freeze": ","}, "config.freeze=',': names no pattern"),
+])
+def test_settings_the_run_would_not_read_are_refused(data_dir, changes, needle):
+    """--config.freeze=, trained every parameter; decay settings with a cosine schedule and Nesterov without
+    momentum were ignored without a word."""
+    config = tiny_config(data_dir, **{k: v for k, v in changes.items() if k != "optimizer"})
+    config.optimizer.update(changes.get("optimizer", {}))
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        validate(config, device_count=jax.device_count())
+
+
 class _Terminal(io.StringIO):
     def isatty(self):
         return True

@@ -46,6 +46,9 @@ def frozen_paths(freeze: str | None, model: nn.Module, input_shape: tuple[int, .
     when nothing would be left to train.
     """
     patterns = parse_freeze(freeze)
+    if not patterns and freeze is not None and str(freeze).strip():  # ',' trained every parameter
+        raise TransferError("freeze", freeze, "names no pattern; give module patterns like 'stem,stage1', "
+                                              "or 'backbone'")
     if not patterns:
         return frozenset()
     shapes = variable_shapes(model, input_shape)
