@@ -199,8 +199,9 @@ def test_allow_change_takes_optimizer_changes_whose_state_still_fits_and_refuses
 
     group, _, field = key.rpartition(".")
     def config(value):
-        changes = {"optimizer": {**tiny_config(data_dir).optimizer.to_dict(), field: value}} if group else {field: value}
-        return tiny(data_dir, **changes)
+        if not group:
+            return tiny(data_dir, **{field: value})
+        return tiny(data_dir, optimizer={**tiny_config(data_dir).optimizer.to_dict(), field: value})
     params = {"conv": {"kernel": np.ones((3, 3, 2, 2)), "bias": np.ones(2)}}
     structure = [jax.tree_util.tree_structure(build_optimizer(config(v), optax.constant_schedule(0.1)).init(params))
                  for v in (before, after)]
@@ -227,12 +228,12 @@ def test_a_resume_cannot_add_a_moving_average_or_freeze_parameters(data_dir, key
 def test_a_resume_refused_for_another_optimizer_writes_nothing_and_one_that_fits_trains(four_steps, tmp_path, capsys):
     workdir = copy_of(four_steps, tmp_path)
     base = ["train", "--workdir", str(workdir), "--config.num_train_steps=6"]
-    before = sorted((p.relative_to(workdir), p.stat().st_mtime_ns) for p in workdir.rglob("*") if p.name != LOCK)
+    before = unchanged(workdir)
     assert main([*base, "--config.optimizer.name=adamw", "--allow-change", "optimizer.name"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f'jaxconv: error: workdir {workdir} holds a run trained with config.optimizer.name '
                               f'"sgd", and a resume cannot change it to "adamw"')
-    assert sorted((p.relative_to(workdir), p.stat().st_mtime_ns) for p in workdir.rglob("*") if p.name != LOCK) == before
+    assert unchanged(workdir) == before
     assert main([*base, "--config.optimizer.weight_decay=0.0005", "--allow-change", "optimizer.weight_decay"]) == 0
     assert "resuming with config.optimizer.weight_decay 0.0001 -> 0.0005" in capsys.readouterr().err
     assert Checkpoints(workdir, read_only=True).latest_step() == 6
@@ -547,7 +548,8 @@ def test_a_relative_folder_is_recorded_absolute_and_a_gone_one_says_what_helps(t
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"jaxconv: error: {workdir / 'config.json'} records the run's images in config.folder={tmp_path / 'photos'}, "
         f"which is not a directory (any more): eval reads the run's evaluation images from there; put the folder back, "
-        f"or resume with `jaxconv train --workdir {workdir} --config.folder=NEW_PLACE --allow-change folder` if it moved")
+        f"or resume with `jaxconv train --workdir {workdir} --config.folder=NEW_PLACE --allow-change folder` if it "
+        f"moved")
     assert main([*args[:3], "--config.num_train_steps=6"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
         "which is not a directory: if the images moved, give their new place with --config.folder=NEW_PLACE "
