@@ -137,7 +137,8 @@ def test_export_command_exports_a_runs_checkpoint(workdir, tmp_path, capsys):
 )
 def test_export_command_mistakes_are_one_line_with_status_2(workdir, tmp_path, capsys, args, needle):
     args = [str(workdir[0]) if a == "RUN" else a for a in args]
-    assert main(["export", "--out", str(tmp_path / "out"), *args]) == 2
+    out = [] if "--out" in args else ["--out", str(tmp_path / "out")]
+    assert main(["export", *out, *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "out").exists()
