@@ -600,3 +600,19 @@ def test_sigterm_before_the_first_step_exits_0_with_a_line_and_the_run_starts_ag
     assert "Traceback" not in err and "Ctrl-C" in err
     assert main(command[3:]) == 0  # the same command, run again (in this process: no second start-up)
     assert steps_logged_once(workdir) and max(r["step"] for r in records(workdir)) == 4
+
+
+def test_a_bad_value_in_a_runs_config_json_is_said_to_come_from_there(tmp_path, capsys):
+    """'config.learning_rate='0.1': must be a finite number' named no file, and the user had given no such flag."""
+    from jaxconv.cli import main
+    from jaxconv.train.config import base_config
+
+    stored = json.loads(base_config().to_json())
+    stored["learning_rate"] = "0.1"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(stored))
+    assert main(["train", "--workdir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "jaxconv: error: the run's config.json holds config.learning_rate='0.1': must be a finite number"
+    assert main(["train", "--workdir", str(tmp_path / "run"), "--config.learning_rate=x"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "jaxconv: error: config.learning_rate='x': expected a number"

@@ -85,6 +85,9 @@ def resolved_config(source, overrides: dict[str, str], imports: Sequence[str] = 
             config.imports = tuple(merge(imports, config.get("imports", ())))
         config = validate(config, device_count=jax.device_count(), process_count=jax.process_count(), log=log)
     except ConfigError as e:
+        given = {key.split(".")[0] for key in overrides}
+        if isinstance(source, ml_collections.ConfigDict) and e.key.split(".")[0] not in given:
+            raise UsageError(f"the run's config.json holds {e}") from None  # damaged, or edited by hand: say where
         raise UsageError(str(e)) from None
     if "num_epochs" in overrides and "num_train_steps" not in overrides and config.num_train_steps:
         origin = ("the run's config.json" if isinstance(source, ml_collections.ConfigDict)
