@@ -275,7 +275,7 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
             node = node[group]
         node[field] = ml_collections.ConfigDict(dict(value)) if name == "model_options" else value
     _check_optimizer_settings(c)
-    _check_schedule_settings(c)
+    _check_schedule_settings(c, log)
     _check_directory(c, "data_dir")
     try:
         info = model_info(c.model)
@@ -328,14 +328,15 @@ def _check_optimizer_settings(c: ml_collections.ConfigDict) -> None:
                               f"{c.optimizer.name!r}; drop it or choose one of those optimizers")
 
 
-def _check_schedule_settings(c: ml_collections.ConfigDict) -> None:
-    """The step schedule's settings with another schedule, and Nesterov without momentum, would be ignored."""
-    if c.schedule != "step":
+def _check_schedule_settings(c: ml_collections.ConfigDict, log: Callable[[str], None] | None) -> None:
+    """The step schedule's settings with another schedule are ignored, said in a line (an experiment derived
+    from a step-schedule one, switched to cosine, inherits them); Nesterov without momentum is refused."""
+    if c.schedule != "step" and log is not None:
         for name in ("decay_epochs", "decay_factor"):
             value = tuple(c[name]) if isinstance(c[name], (list, tuple)) else c[name]
             if value != BY_NAME[name].default:
-                raise ConfigError(name, value, f"only schedule 'step' reads it, and config.schedule is "
-                                               f"{c.schedule!r}; drop it or give --config.schedule=step")
+                log(f"warning: config.{name}={value}: only schedule 'step' reads it, and config.schedule is "
+                    f"{c.schedule!r}, so it is ignored (give --config.schedule=step to decay so)")
     if c.optimizer.name == "sgd" and c.optimizer.nesterov and not c.optimizer.momentum:
         raise ConfigError("optimizer.nesterov", True, "Nesterov momentum needs momentum, and "
                                                       "config.optimizer.momentum is 0; drop it or give a momentum")

@@ -313,7 +313,7 @@ KEYS: tuple[Key, ...] = (
     Key("log_layer_grad_norms", False, Flag(), "also log every kernel's gradient norm", "bookkeeping",
         resumable=True),
     Key("eval_every_steps", 1000, Integer(), "evaluate (and at the end)", "bookkeeping", resumable=True),
-    Key("checkpoint_every_steps", 1000, Integer(), "save a checkpoint (and at the end, and when stopped)",
+    Key("checkpoint_every_steps", 1000, Integer(), "save a checkpoint (and at every evaluation, at the end, and when stopped)",
         "bookkeeping", resumable=True),
     Key("keep_checkpoints", 3, Integer(), "keep the last N, plus the best by top-1", "bookkeeping", resumable=True),
     Key("nan_policy", "stop", Choice(NAN_POLICIES),

@@ -272,7 +272,8 @@ def _run_steps(run: Run, stop: StopRequest, log: Callable[[str], None], progress
     _first_step(run, p_train)
     while True:
         last, stopping = run.step == total, stop.at_step(run.step)
-        saving = save.due(run.step, last, stopping)
+        # also at every evaluation, so that the best evaluation's checkpoint can be kept (summary.json names it)
+        saving = save.due(run.step, last, stopping) or evaluation.due(run.step, last)
         logging_due = log_metrics.due(run.step, last)
         run.checkpoints.seal_finished(collective=logging_due)  # a run killed later keeps it sealed
         try:
