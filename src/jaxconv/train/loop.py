@@ -292,6 +292,7 @@ def _run_steps(run: Run, stop: StopRequest, log: Callable[[str], None], progress
             return "completed"
         if stopping:
             run.progress.close()
+            run.checkpoints.wait()  # the line says it is saved: a second Ctrl-C before this made the line untrue
             log(f"{stop.reason()}: stopped at step {run.step} and saved a checkpoint; run the same command to resume")
             return "preempted"
         _step(run, p_train)
