@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from jaxconv.declarations import gmacs_text
 from jaxconv.compare import plots
 from jaxconv.compare.published import published
-from jaxconv.compare.runs import Run, RunError, differing_keys, group_name, repeats, setting_values
+from jaxconv.compare.runs import (Run, RunError, differing_keys, group_name, repeats, setting_values,
+                                  x_axis_problem)
 
 
 def _duration(seconds: float | None) -> str:
@@ -178,12 +179,9 @@ def write_report(runs: Sequence[Run], out: str | pathlib.Path, *, title: str = "
     a config key the runs differ in, their final values against it (OUT/final_vs_X.png).
     Returns the report's path; raises RunError when the runs do not differ in ``x``."""
     keys = differing_keys(runs)
-    if x is not None and x not in keys:
-        differ = f"they differ in: {', '.join(keys)}" if keys else "they differ in nothing but their seeds"
-        if x == "seed":  # not a setting: what repeats one
-            raise RunError(f"report --x seed: a run's seed repeats its setting (each setting's seeds are drawn "
-                           f"together, with their spread), so it is not an axis; {differ}")
-        raise RunError(f"report --x {x}: the runs do not differ in {x!r}; {differ}")
+    problem = x_axis_problem(x, keys) if x is not None else None
+    if problem:
+        raise RunError(f"report --x {x}: {problem}")
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     costs = {run.path: run_cost(run) for run in runs}

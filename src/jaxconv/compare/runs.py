@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from jaxconv.errors import UserError
@@ -184,20 +184,41 @@ def setting(run: Run) -> dict[str, Any]:
     """What defines the run's experiment: its flattened config without the seed, the keys that cannot change
     the weights it trains (how often it logs, evaluates and saves) or where its data lives. Runs of one
     setting differ in their seed alone."""
+    return config_setting(run.config)
+
+
+def config_setting(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``setting`` of a run's config (a dict as config.json holds it): also of a run not trained yet."""
     from jaxconv.train.keys import KEYS
 
     bookkeeping = {key.name for key in KEYS if key.group == "bookkeeping"} - _TRAINING_KEYS | {"data_dir"}
     # A key an older jaxconv did not write (auto_augment) has its default: the run ran with it.
     values = {key.name: key.default for key in KEYS if not isinstance(key.default, dict)}
-    values = _flatten(values) | _flatten(run.config)
+    values = _flatten(values) | _flatten(dict(config))
     return {k: v for k, v in values.items() if k not in bookkeeping}
 
 
 def differing_keys(runs: Sequence[Run]) -> list[str]:
     """The setting keys whose value is not the same in every run, in sorted order."""
-    settings = [setting(run) for run in runs]
+    return differing_config_keys([run.config for run in runs])
+
+
+def differing_config_keys(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``differing_keys`` of runs' configs (also of a sweep's runs before they train)."""
+    settings = [config_setting(config) for config in configs]
     keys = sorted({k for s in settings for k in s})
     return [k for k in keys if len({repr(s.get(k, DEFAULT)) for s in settings}) > 1]  # unset != set to None
+
+
+def x_axis_problem(x: str, keys: Sequence[str]) -> str | None:
+    """Why ``x`` cannot be the axis of `jaxconv report --x` for runs that differ in ``keys``; None when it can."""
+    if x in keys:
+        return None
+    differ = f"they differ in: {', '.join(keys)}" if keys else "they differ in nothing but their seeds"
+    if x == "seed":  # not a setting: what repeats one
+        return (f"a run's seed repeats its setting (each setting's seeds are drawn together, with their spread), "
+                f"so it is not an axis; {differ}")
+    return f"the runs do not differ in {x!r}; {differ}"
 
 
 def repeats(runs: Sequence[Run]) -> list[tuple[Run, ...]]:
