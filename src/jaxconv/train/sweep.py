@@ -11,7 +11,6 @@ resumes where it stopped when started again.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import pathlib
 import shlex
 import sys
@@ -50,10 +49,53 @@ def override_text(value) -> str:
 
 
 def _module(path: pathlib.Path):
-    spec = importlib.util.spec_from_file_location(f"jaxconv_sweep_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    """The experiment file as a module; a mistake in it (a SyntaxError, a failing import) is one line naming it,
+    as `jaxconv train --config` says it."""
+    from jaxconv.user_modules import UserModuleError, import_file
+
+    try:
+        return import_file(path, what=f"experiment file {path}", name=f"jaxconv_sweep_{path.stem}", fresh=True)
+    except UserModuleError as e:
+        raise SweepError(f"experiment file {path}: {str(e).split(': ', 1)[1]}") from None
+
+
+def _runs_of(module, path: pathlib.Path, variant: str | None) -> dict:
+    """``get_runs(variant)`` of the experiment file, checked: a dict of run name -> dict of overrides, each name
+    a folder name of its own."""
+    if not hasattr(module, "get_runs"):
+        return {path.stem: {}}
+    from jaxconv.user_modules import error_cause
+
+    where = f"experiment file {path}" + (f":{variant}" if variant else "")
+    try:
+        runs = module.get_runs(variant)
+    except (Exception, SystemExit) as e:  # the user's code failed: what, and on which line of their file
+        raise SweepError(f"{where}: get_runs({variant!r}) failed: {error_cause(e, path)}") from None
+    if not isinstance(runs, Mapping):
+        raise SweepError(f"{where}: get_runs() returned a {type(runs).__name__}; it must return a dict of run name "
+                         f"-> dict of config overrides, e.g. {{'lr0.1': {{'learning_rate': 0.1}}}}")
+    for name, run_overrides in runs.items():
+        problem = _name_problem(name)
+        if problem:
+            raise SweepError(f"{where}: run name {name!r} {problem}; a run's name is its workdir's folder name "
+                             f"(letters, digits and . _ - + = ,)")
+        if not isinstance(run_overrides, Mapping):
+            raise SweepError(f"{where}: run {name!r} is a {type(run_overrides).__name__}; each run must be a dict of "
+                             f"config overrides, e.g. {{'learning_rate': 0.1}}")
+    return dict(runs)
+
+
+def _name_problem(name) -> str | None:
+    """Why ``name`` cannot be a run's folder name inside the sweep's folder; None when it can."""
+    if not isinstance(name, str) or not name:
+        return "is not a non-empty string"
+    if name in (".", "..") or "/" in name or "\\" in name:
+        return "would leave the sweep's folder" if ".." in name or "/" in name or "\\" in name else "is not a folder"
+    if name.startswith("-"):
+        return "starts with '-' (a command line would read it as an option)"
+    if any(c.isspace() or not c.isprintable() for c in name):
+        return "has a space or an unprintable character"
+    return None
 
 
 def _relative(path: str) -> str:
@@ -84,7 +126,7 @@ def plan(experiments: Sequence[str], *, runs_dir: str | pathlib.Path = "runs", v
         if file_variant is None and variants:
             file_variant = variants[0]
         experiment = f"{path}:{file_variant}" if file_variant else str(path)
-        runs = module.get_runs(file_variant) if hasattr(module, "get_runs") else {path.stem: {}}
+        runs = _runs_of(module, path, file_variant)
         unknown = sorted(set(only) - set(runs)) if only and len(experiments) == 1 else []
         if unknown:
             raise SweepError(f"{path.name} has no run {', '.join(map(repr, unknown))}; its runs are {', '.join(runs)}")
@@ -113,18 +155,26 @@ def plan(experiments: Sequence[str], *, runs_dir: str | pathlib.Path = "runs", v
 
 
 def _check_overrides(planned: Sequence[PlannedRun], overrides: Mapping[str, str]) -> None:
-    """Every run's overrides name config keys and parse (each run's), and the first run's config is valid:
-    a --set mistake is one line before anything runs, not the same failure once per run."""
+    """Every run's config, with its overrides, is valid (no data is read): a --set mistake is one line before
+    anything runs, not the same failure once per run -- nor a failure of the fifth run after four have trained
+    (a --set that suits the first run's model and not a later one's)."""
     from jaxconv.train.config import ConfigError, apply_overrides, load_config, validate
 
-    for index, run in enumerate(planned):
+    for run in planned:
         try:
-            config = apply_overrides(load_config(run.experiment), dict(run.overrides))
-            if index == 0:
-                validate(config, device_count=1)
+            validate(apply_overrides(load_config(run.experiment), dict(run.overrides)), device_count=1)
         except ConfigError as e:
-            given = next((f"--set {key}={overrides[key]}: " for key in overrides if key in str(e)), "")
+            given = next((f"--set {key}={overrides[key]}: " for key in overrides
+                          if key in str(e) or repr(key.rpartition('.')[2]) in str(e)), "")
             raise SweepError(f"{given}run {run.name!r}: {e}") from None
+
+
+def run_configs(planned: Sequence[PlannedRun]) -> list[dict]:
+    """The configs the runs will train with (as config.json holds them, before `jaxconv train` fills in
+    what it derives)."""
+    from jaxconv.train.config import apply_overrides, load_config
+
+    return [apply_overrides(load_config(run.experiment), dict(run.overrides)).to_dict() for run in planned]
 
 
 def changed_settings(run: PlannedRun) -> str:
@@ -146,9 +196,23 @@ def changed_settings(run: PlannedRun) -> str:
     return ", ".join(f"{key}={changes[key][0]!r} (now {changes[key][1]!r})" for key in keys)
 
 
+SLURM_MARK = "# Generated by scripts/sweep.py. Each task trains one run; resubmitting resumes unfinished ones."
+
+
+def is_sweep_script(path: pathlib.Path) -> bool:
+    """Whether ``path`` is an sbatch script this module wrote (a new one may replace it)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            head = f.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return head.startswith("#!/bin/bash\n#SBATCH --job-name=") and SLURM_MARK in head
+
+
 def slurm_array(planned: Sequence[PlannedRun], *, job_name: str = "jaxconv-sweep", python: str = "python",
-                sbatch_options: Sequence[str] = ()) -> str:
-    """An sbatch script running ``planned`` as one array job, one task per run."""
+                sbatch_options: Sequence[str] = (), directory: str | pathlib.Path | None = None) -> str:
+    """An sbatch script running ``planned`` as one array job, one task per run, from ``directory`` (default:
+    the working directory, from which the runs' relative paths were planned)."""
     if not planned:
         raise SweepError("nothing to run")
     lines = [
@@ -156,9 +220,12 @@ def slurm_array(planned: Sequence[PlannedRun], *, job_name: str = "jaxconv-sweep
         f"#SBATCH --job-name={job_name}",
         f"#SBATCH --array=0-{len(planned) - 1}",
         "#SBATCH --output=%x-%A_%a.out",
+        "#SBATCH --open-mode=append",  # a requeued or resubmitted task adds to its log instead of replacing it
         *(f"#SBATCH {option}" for option in sbatch_options),
-        "# Generated by scripts/sweep.py. Each task trains one run; resubmitting resumes unfinished ones.",
+        SLURM_MARK,
         "set -euo pipefail",
+        f"cd {shlex.quote(str(pathlib.Path(directory or pathlib.Path.cwd()).resolve()))}"
+        "  # where the sweep was planned: the runs' paths are relative to it",
         "RUNS=(",
         *(f"  {shlex.quote(run.command(python))}" for run in planned),
         ")",
