@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import pathlib
 import platform
+import shlex
 import signal
 import subprocess
 import sys
 import time
 
-from jaxconv.train.sweep import SweepError, changed_settings, plan, slurm_array
+from jaxconv.train.config import ConfigError, split_variant
+from jaxconv.train.sweep import SweepError, changed_settings, is_sweep_script, plan, run_configs, slurm_array
 from jaxconv.train.workdir import read_summary
 from jaxconv.user_modules import ENV_VAR, UserModuleError, env_specs, import_modules, merge
 
@@ -36,8 +39,31 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SweepError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set num_train_steps=100")
+        if key in result and result[key] != value:  # as `jaxconv` says of an option given twice
+            print(f"sweep: note: --set {key} is given twice ({result[key]!r}, then {value!r}); using the last",
+                  file=sys.stderr)
         result[key] = value
     return result
+
+
+def _check_slurm(args) -> pathlib.Path:
+    """--slurm FILE: a new file, or a script this tool wrote before -- never an experiment file, a .py, or any
+    other file it would overwrite."""
+    script = pathlib.Path(args.slurm)
+    experiments = {split_variant(given)[0].resolve() for given in args.experiments}
+    if script.suffix == ".py" or script.resolve() in experiments:
+        which = " (an experiment of this sweep)" if script.resolve() in experiments else ""
+        raise SweepError(f"--slurm {script}: that is a Python file{which}; give a new file for the sbatch script, "
+                         f"e.g. --slurm sweep.sbatch")
+    if script.is_dir():
+        raise SweepError(f"--slurm {script}: is a folder; give a file for the sbatch script, e.g. --slurm sweep.sbatch")
+    if script.exists() and not is_sweep_script(script):
+        raise SweepError(f"--slurm {script}: exists and is not an sbatch script this tool wrote; give a new file "
+                         f"(or remove that one yourself)")
+    if args.report or args.x:
+        raise SweepError(f"--{'report' if args.report else 'x'} runs after a sweep that runs here, not after an "
+                         f"array job; when its tasks have finished, run `jaxconv report RUNS_DIR/... --out DIR`")
+    return script
 
 
 def _machine() -> str:
@@ -87,15 +113,23 @@ def main(argv: list[str] | None = None) -> int:
         if not runs:
             raise SweepError("no run selected")
         if args.slurm:
-            script = pathlib.Path(args.slurm)
+            script = _check_slurm(args)
+            text = slurm_array(runs, sbatch_options=args.sbatch_option)
+            if args.dry_run:
+                print(text, end="")
+                print(f"(--dry-run: {script} not written; {len(runs)} array tasks)", file=sys.stderr)
+                return 0
+            if not script.parent.is_dir():
+                raise SweepError(f"--slurm {script}: cannot write it (no folder {script.parent})")
             try:
-                script.write_text(slurm_array(runs, sbatch_options=args.sbatch_option))
+                script.write_text(text)
             except OSError as e:
                 raise SweepError(f"--slurm {script}: cannot write it ({e.strerror or e})") from None
-            print(f"wrote {args.slurm} ({len(runs)} array tasks); submit it with: sbatch {args.slurm}")
+            print(f"wrote {script} ({len(runs)} array tasks, each runs from {pathlib.Path.cwd()}); submit it with: "
+                  f"sbatch {shlex.quote(str(script))} (resubmitting it resumes the unfinished runs)")
             return 0
         _check_report(args, runs)
-    except SweepError as e:
+    except (SweepError, ConfigError) as e:
         print(f"sweep: error: {e}", file=sys.stderr)
         return 2
     failed = []
@@ -116,9 +150,15 @@ def main(argv: list[str] | None = None) -> int:
         if interrupted:
             print(f"sweep: stopped by {interrupted} during {run.name} (it saved a checkpoint if it could); run the "
                   f"same command to go on", file=sys.stderr)
-            return 130
+            return 128 + signal.Signals[interrupted].value  # 130 after Ctrl-C, 143 after SIGTERM, as a shell says
+        if code < 0:  # killed (SIGKILL: the out-of-memory killer, a job's time limit): it could not say so itself
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else "?"
+            name += ", as the out-of-memory killer does" if -code == signal.SIGKILL else ""
+            print(f"sweep: run {run.name} was killed by signal {-code} ({name}); rerunning the sweep resumes it "
+                  f"from its last checkpoint", file=sys.stderr, flush=True)
         record = {
             "run": run.name, "workdir": str(run.workdir), "exit_code": code,
+            **({"killed_by_signal": -code} if code < 0 else {}),
             "wall_time_s": round(time.time() - started, 1), "machine": _machine(),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"), "command": run.command(),
         }
@@ -141,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
 def _train(run) -> tuple[int, str | None]:
     """Runs one `jaxconv train` to its end; Ctrl-C (which the terminal sends to it too) and SIGTERM (passed on)
     let it save a checkpoint and stop before the sweep stops: (exit status, the signal's name or None)."""
-    child = subprocess.Popen(run.argv())
+    child = subprocess.Popen(run.argv(), preexec_fn=functools.partial(die_with_parent, os.getpid())
+                             if sys.platform == "linux" else None)
     received: list[str] = []
 
     def on_signal(signum, _frame):
@@ -158,6 +199,17 @@ def _train(run) -> tuple[int, str | None]:
     return code, (received[0] if received else None)
 
 
+def die_with_parent(parent: int) -> None:
+    """In the child, before it runs `jaxconv train`: SIGTERM when the sweep dies, even by SIGKILL, so that the
+    run saves and stops instead of training on as an orphan that holds its workdir (Linux's PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the sweep died before the line above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _check_report(args, runs) -> None:
     """--report DIR and --x KEY, checked before hours of training rather than after."""
     if args.x and not args.report:
@@ -166,12 +218,12 @@ def _check_report(args, runs) -> None:
         out = pathlib.Path(args.report)
         if out.exists() and not out.is_dir():
             raise SweepError(f"--report {out}: is a file; give a folder for the report")
-    if args.x:
-        keys = {key for run in runs for key, _ in run.overrides}
-        varied = sorted(key for key in keys if len({dict(run.overrides).get(key) for run in runs}) > 1)
-        if args.x not in varied:
-            raise SweepError(f"--x {args.x}: the sweep's runs differ in {', '.join(varied) or 'no key'}; give one of "
-                             f"them")
+    if args.x:  # as `jaxconv report --x` will judge it
+        from jaxconv.compare.runs import differing_config_keys, x_axis_problem
+
+        problem = x_axis_problem(args.x, differing_config_keys(run_configs(runs)))
+        if problem:
+            raise SweepError(f"--x {args.x}: " + problem.replace("the runs", "the sweep's runs"))
 
 
 if __name__ == "__main__":

@@ -417,7 +417,7 @@ INCEPTION = str(pathlib.Path(__file__).parents[1] / "experiments" / "study_incep
     (["--runs-dir", "{file}"], "is a file; give a folder"),  # a NotADirectoryError traceback after the first run
     (["--slurm", "{tmp}/nowhere/s.sbatch"], "--slurm {tmp}/nowhere/s.sbatch: cannot write it"),
     (["--report", "{file}"], "--report {file}: is a file"),  # said after every run had trained, exit 0
-    (["--report", "{tmp}/rep", "--x", "learnin_rate"], "--x learnin_rate: the sweep's runs differ in"),
+    (["--report", "{tmp}/rep", "--x", "learnin_rate"], "--x learnin_rate: the sweep's runs do not differ in 'learnin_rate'; they differ in: model"),
     (["--only", "nave"], "--only nave: no such run"),  # with two files: 'no run selected'
 ])
 def test_a_sweeps_mistakes_are_one_line_before_anything_runs(tmp_path, capsys, extra, needle):
