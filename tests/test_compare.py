@@ -399,6 +399,43 @@ def test_the_reports_accuracy_chart_has_the_datasets_chance_and_one_bubble_per_s
     assert segment[0][1] == pytest.approx(20.0) and segment[1][1] == pytest.approx(70.0)
 
 
+def drawn_figures(plots, call) -> dict:
+    """The figures ``call`` saves, by file name, as they were drawn."""
+    figures = {}
+    original = plots._save
+    plots._save = lambda fig, path: figures.update({pathlib.Path(path).name: fig}) or original(fig, path)
+    try:
+        call()
+    finally:
+        plots._save = original
+    return figures
+
+
+def shown(text) -> str:
+    """What matplotlib draws for a Text: its mathematics rendered (no '$' left), or the string as written."""
+    string, mathematics = text._preprocess_math(text.get_text())
+    return "(mathematics)" if mathematics else string
+
+
+def test_log_axes_tick_labels_are_readable_while_a_dollar_in_a_title_stays_literal(tiny_run, tmp_path):
+    """Turning matplotlib's TeX parser off for whole figures (so that a '$' in a title was literal) printed every
+    log axis' tick labels as raw '$\\mathdefault{10^{-1}}$'."""
+    from jaxconv.compare import plots
+
+    for rate in (0.01, 0.1, 1.0):
+        repeat_of(tiny_run, tmp_path / "runs$" / f"lr{rate}", seed=0, learning_rate=rate, top1=0.3)
+    runs = find_runs([tmp_path / "runs$"])
+    figures = drawn_figures(plots, lambda: write_report(runs, tmp_path / "report", x="learning_rate",
+                                                        title="$\\lr$ sweep"))
+    for name in ("accuracy_vs_gmacs.png", "final_vs_learning_rate.png"):
+        ax = figures[name].axes[0]
+        assert ax.get_xscale() == "log"
+        ticks = [shown(label) for label in ax.get_xticklabels() + ax.get_xticklabels(minor=True) if label.get_text()]
+        assert ticks and not any("mathdefault" in tick or "$" in tick for tick in ticks), (name, ticks)
+    assert shown(figures["final_vs_learning_rate.png"]._suptitle) == "$\\lr$ sweep"
+    assert shown(figures["curves.png"]._suptitle) == "$\\lr$ sweep"
+
+
 def sweep_main():
     import importlib.util
 

@@ -11,7 +11,6 @@ Axes do not exaggerate: accuracy runs from 0 to 100% with the chance line, loss 
 
 from __future__ import annotations
 
-import functools
 import pathlib
 from collections.abc import Sequence
 
@@ -24,15 +23,12 @@ from matplotlib.lines import Line2D  # noqa: E402
 from jaxconv.compare.runs import Run  # noqa: E402
 
 
-def _literal_text(plot):
-    """Titles, run names and labels are drawn as written: a '$' in them started matplotlib's TeX parser, whose
-    error ('Unknown symbol: \\lr' for `--title '$\\lr$ sweep'`) was a traceback."""
-    @functools.wraps(plot)
-    def drawn(*args, **kwargs):
-        with plt.rc_context({"text.parse_math": False}):
-            return plot(*args, **kwargs)
-
-    return drawn
+def _literal(text: str) -> str:
+    """Titles, run names, keys and labels drawn as written: a '$' in them started matplotlib's TeX parser, whose
+    error ('Unknown symbol: \\lr' for `--title '$\\lr$ sweep'`) was a traceback. Escaped here, text by text, so
+    that the log axes' tick labels ($10^{-1}$) are still drawn as mathematics (turning the parser off for the
+    whole figure printed them as raw TeX)."""
+    return str(text).replace("$", r"\$")
 
 
 def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
@@ -81,7 +77,6 @@ def _label_without_overlap(ax, points: Sequence[tuple[float, float, str]], fonts
         placed.append(box)
 
 
-@_literal_text
 def plot_accuracy_vs_gmacs(rows: Sequence[dict], path: str | pathlib.Path, *, accuracy: str = "published",
                            title: str | None = None, num_classes: int | None = 1000,
                            lineage: Sequence[str] = ()) -> pathlib.Path | None:
@@ -126,20 +121,19 @@ def plot_accuracy_vs_gmacs(rows: Sequence[dict], path: str | pathlib.Path, *, ac
             if hasattr(handle, "set_sizes"):
                 handle.set_sizes([60])
     smallest = min(r["params"] for r in points)
-    ax.set_title(title or f"Accuracy vs compute; bubble area ∝ parameters ({millions(smallest)} to {millions(largest)})")
-    _label_without_overlap(ax, [(r["gmacs"], r[key], r["model"]) for r in points], fontsize=9 if len(points) <= 15 else 8)
+    ax.set_title(_literal(title) if title else f"Accuracy vs compute; bubble area ∝ parameters ({millions(smallest)} to {millions(largest)})")
+    _label_without_overlap(ax, [(r["gmacs"], r[key], _literal(r["model"])) for r in points], fontsize=9 if len(points) <= 15 else 8)
     return _save(fig, path)
 
 
-@_literal_text
 def plot_layer_profile(summary, path: str | pathlib.Path) -> pathlib.Path:
     """Parameters and activations of every layer that has either, in forward order (one ModelSummary)."""
     layers = [layer for layer in summary.layers if layer.params or layer.kind in ("Input", "Conv", "Dense", "MaxPool")]
-    names = [layer.name for layer in layers]
+    names = [_literal(layer.name) for layer in layers]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8, 0.42 * len(layers)), 7), sharex=True)
     top.bar(names, [layer.activations / 1e6 for layer in layers], color="tab:blue")
     top.set_ylabel("activations (millions per image)")
-    top.set_title(f"{summary.model}: memory is in the early layers, parameters in the late ones")
+    top.set_title(f"{_literal(summary.model)}: memory is in the early layers, parameters in the late ones")
     bottom.bar(names, [layer.params / 1e6 for layer in layers], color="tab:orange")
     bottom.set_ylabel("parameters (millions)")
     bottom.tick_params(axis="x", labelrotation=90)
@@ -179,7 +173,6 @@ def seed_band(seeds: Sequence[Sequence[dict]], key: str) -> tuple[list, list, li
             [max(values[s]) for s in steps])
 
 
-@_literal_text
 def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title: str | None = None) -> pathlib.Path | None:
     """Loss (training and evaluation), accuracy (training and evaluation top-1) and the learning
     rate against steps, one colour per setting. A setting run with several seeds is drawn as the mean over
@@ -199,7 +192,7 @@ def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title
     names = run_labels([group[0] for group in groups], [group_name(group) for group in groups])
     keys = []  # the legend, below the panels: one entry per setting, then what the line styles mean
     for i, group in enumerate(groups):
-        label = names[i] + (f" ({len(group)} seeds: mean, band min–max)" if len(group) > 1 else "")
+        label = _literal(names[i]) + (f" ({len(group)} seeds: mean, band min–max)" if len(group) > 1 else "")
         colour = colours[i % len(colours)]
         keys.append(Line2D([], [], color=colour, linewidth=2, label=label))
         eval_style = {"color": colour, "linestyle": "--", "marker": "o", "markersize": 4}
@@ -234,7 +227,7 @@ def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title
     keys += [line for axis in (loss_ax, acc_ax) for line in axis.get_lines() if line.get_linestyle() == ":"]
     fig.legend(handles=keys, loc="outside lower center", ncols=min(3, len(keys)), fontsize=8, frameon=False)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_literal(title))
     return _save(fig, path)
 
 
@@ -247,7 +240,6 @@ def layer_norm_snapshots(run: Run, count: int = 4) -> list[dict]:
     return [logged[i] for i in picks]
 
 
-@_literal_text
 def plot_layer_gradient_norms(runs: Sequence[Run], path: str | pathlib.Path, *,
                               title: str | None = None) -> pathlib.Path | None:
     """Per-layer gradient norms (log scale) against depth, one panel per run, one line per logged step.
@@ -270,7 +262,7 @@ def plot_layer_gradient_norms(runs: Sequence[Run], path: str | pathlib.Path, *,
             ax.plot(range(1, len(norms) + 1), [max(n, 1e-30) for n in norms], color=colour, marker=".",
                     label=f"step {record['step']}")
         ax.set_yscale("log")
-        ax.set_title(label, fontsize=10)
+        ax.set_title(_literal(label), fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     for ax in axes[:, 0]:
@@ -279,7 +271,7 @@ def plot_layer_gradient_norms(runs: Sequence[Run], path: str | pathlib.Path, *,
         ax.set_visible(False)
     fig.supxlabel("layer (input → output)")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_literal(title))
     return _save(fig, path)
 
 
@@ -287,7 +279,6 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-@_literal_text
 def plot_final_against(runs: Sequence[Run], key: str, path: str | pathlib.Path, *,
                        title: str | None = None) -> pathlib.Path | None:
     """Each setting's final training loss and final evaluation top-1 against one config key.
@@ -308,7 +299,7 @@ def plot_final_against(runs: Sequence[Run], key: str, path: str | pathlib.Path, 
     position = (lambda x: x) if numeric else (lambda x: categories.index(repr(x)))
     lines: dict[str, list[tuple[float, tuple[Run, ...]]]] = {}
     for x, group in zip(xs, groups):
-        lines.setdefault(setting_label(group[0], others) if others else key, []).append((position(x), group))
+        lines.setdefault(_literal(setting_label(group[0], others) if others else key), []).append((position(x), group))
     if not any(run.train or run.evals for run in runs):
         return None
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
@@ -350,11 +341,11 @@ def plot_final_against(runs: Sequence[Run], key: str, path: str | pathlib.Path, 
         if positive and max(xs) / min(xs) >= 10:
             axis.set_xscale("log")
         if not numeric:
-            axis.set_xticks(range(len(categories)), [c.strip("'") for c in categories], rotation=30)
-        axis.set_xlabel(key)
+            axis.set_xticks(range(len(categories)), [_literal(c.strip("'")) for c in categories], rotation=30)
+        axis.set_xlabel(_literal(key))
         axis.set_ylabel(name)
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=7)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_literal(title))
     return _save(fig, path)
