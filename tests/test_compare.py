@@ -436,6 +436,26 @@ def test_log_axes_tick_labels_are_readable_while_a_dollar_in_a_title_stays_liter
     assert shown(figures["curves.png"]._suptitle) == "$\\lr$ sweep"
 
 
+def test_compares_chart_of_your_accuracy_draws_runs_at_their_own_size_with_their_datasets_chance(tiny_run, tmp_path):
+    """It drew ImageNet's chance (0.1%) for runs on the 10-class shapes, at the GMACs of the size compared (32 px)
+    where the runs trained at 16 px."""
+    from jaxconv.compare import plots
+
+    stock = tmp_path / "stock"
+    stock.mkdir()
+    config = json.loads((tiny_run / "config.json").read_text())
+    (stock / "config.json").write_text(json.dumps({**config, "model_options": {}}))
+    (stock / "metrics.jsonl").write_text((tiny_run / "metrics.jsonl").read_text())
+    figures = drawn_figures(plots, lambda: cli.main(["compare", "resnet20", "--no-speed", "--runs", str(stock),
+                                                     "--out", str(tmp_path / "out")]))
+    ax = figures["your_accuracy_vs_gmacs.png"].axes[0]
+    assert [line.get_label() for line in ax.get_lines() if "chance" in line.get_label()] == ["chance (10%)"]
+    (bubble,) = ax.collections[0].get_offsets()
+    assert config["image_size"] == 16
+    assert bubble[0] == pytest.approx(summarize("resnet20", 16).macs / 1e9)
+    assert bubble[0] != pytest.approx(summarize("resnet20", 32).macs / 1e9)
+
+
 def sweep_main():
     import importlib.util
 

@@ -56,6 +56,7 @@ def _compare(args, models, runs, out, device) -> None:
     from jaxconv.analysis import summary
     from jaxconv.compare import ILSVRC_MODELS, compare_rows, format_rows
     from jaxconv.compare import plots
+    from jaxconv.compare.table import your_chart_rows
     from jaxconv.layers import GeometryError
 
     try:
@@ -70,7 +71,11 @@ def _compare(args, models, runs, out, device) -> None:
             (out / f"compare.{fmt}").write_text(format_rows(rows, fmt, device=device), encoding="utf-8")
         written = [out / "compare.md", out / "compare.csv", out / "compare.json"]
         written.append(plots.plot_accuracy_vs_gmacs(rows, out / "accuracy_vs_gmacs.png", lineage=ILSVRC_MODELS))
-        written.append(plots.plot_accuracy_vs_gmacs(rows, out / "your_accuracy_vs_gmacs.png", accuracy="your"))
+        yours, classes, notes = your_chart_rows(rows, runs)  # at the size and class count each run trained
+        for note in notes:
+            log(f"jaxconv: note: {note}")
+        written.append(plots.plot_accuracy_vs_gmacs(yours, out / "your_accuracy_vs_gmacs.png", accuracy="your",
+                                                    num_classes=classes))
         written += [plots.plot_layer_profile(summary(name), out / f"{name}_layers.png") for name in models]
         log("wrote " + ", ".join(str(p) for p in written if p is not None))
 

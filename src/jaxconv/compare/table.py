@@ -114,6 +114,29 @@ def compare_rows(
     return rows
 
 
+def your_chart_rows(rows: Sequence[dict], runs: Sequence[Run]) -> tuple[list[dict], int | None, list[str]]:
+    """The rows with a run's top-1, for the chart of your accuracy: each at the parameters and GMACs of the network
+    its run trained (its input size and class count, as `jaxconv report` draws it), not at the size compared; the
+    class count of the runs' dataset (None when they differ), for the chance line; and a note for each run whose
+    model cannot be measured now, left out."""
+    from jaxconv.compare.plots import dataset_classes
+    from jaxconv.compare.report import run_cost
+
+    by_path = {str(run.path): run for run in runs}
+    chart, drawn, notes = [], [], []
+    for row in rows:
+        run = by_path.get(row["your_run"]) if row["your_top1"] is not None else None
+        if run is None:
+            continue
+        cost = run_cost(run)
+        if isinstance(cost, str):
+            notes.append(f"{run.path}: left out of your_accuracy_vs_gmacs.png: {cost}")
+            continue
+        chart.append({**row, **cost})
+        drawn.append(run)
+    return chart, dataset_classes(drawn), notes
+
+
 def _number(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
