@@ -456,6 +456,33 @@ def test_compares_chart_of_your_accuracy_draws_runs_at_their_own_size_with_their
     assert bubble[0] != pytest.approx(summarize("resnet20", 32).macs / 1e9)
 
 
+def test_one_diverged_run_leaves_the_others_loss_and_learning_rate_readable(tiny_run, tmp_path):
+    """A run that diverged (last logged loss 5.2e13, at a rate 10^5 times the others') set the loss axes to 6e13
+    and the learning rate's to 10^4: every other curve lay flat on the floor."""
+    from jaxconv.compare import plots
+
+    repeat_of(tiny_run, tmp_path / "runs" / "lr0.1", seed=0, learning_rate=0.1, top1=0.3)
+    wild = repeat_of(tiny_run, tmp_path / "runs" / "lr1e4", seed=0, learning_rate=1e4, top1=None)
+    records = [json.loads(line) for line in (wild / "metrics.jsonl").read_text().splitlines()]
+    records = [r | {"loss": 5.2e13, "learning_rate": 1e5 * r.get("learning_rate", 0.1)} if r["split"] == "train"
+               else r for r in records]
+    (wild / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    figures = drawn_figures(plots, lambda: write_report(find_runs([tmp_path / "runs"]), tmp_path / "report",
+                                                        x="learning_rate"))
+    calm = [json.loads(line)["loss"] for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    loss_ax, _, lr_ax = figures["curves.png"].axes
+    top = loss_ax.get_ylim()[1]
+    assert max(calm) <= top < 2 * max(calm + [2.31])  # the others' losses fill the axis, ln 10 on it
+    assert any(tuple(c.get_offsets()[0])[1] == top and c.get_paths() for c in loss_ax.collections)  # the × on the edge
+    assert any("diverged (1 of 2 runs)" in t.get_text() for t in figures["curves.png"].legends[0].get_texts())
+    assert lr_ax.get_yscale() == "log"
+    final_loss = figures["final_vs_learning_rate.png"].axes[0]
+    top = final_loss.get_ylim()[1]
+    assert top < 10
+    (mark,) = [c for c in final_loss.collections if c.get_label().startswith("diverged (1 runs)")]
+    assert mark.get_offsets()[0][1] == top
+
+
 def sweep_main():
     import importlib.util
 

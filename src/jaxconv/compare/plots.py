@@ -160,6 +160,19 @@ def dataset_classes(runs: Sequence[Run]) -> int | None:
     return counts.pop() if len(counts) == 1 else None
 
 
+def _diverged(run: Run) -> bool:
+    return (run.summary or {}).get("status") == "diverged"
+
+
+def _loss_top(losses: Sequence[float], classes: int | None) -> float:
+    """The top of a loss axis: a little above the largest finite loss of the runs that did not diverge and the
+    loss of a uniform guess (a diverged run's 5e13 flattened every other curve to the floor)."""
+    import math
+
+    finite = [v for v in losses if _is_number(v) and math.isfinite(v)]
+    return max(finite + ([math.log(classes)] if classes and classes > 1 else []) + [1.0]) * 1.15
+
+
 def seed_band(seeds: Sequence[Sequence[dict]], key: str) -> tuple[list, list, list, list]:
     """(steps, mean, min, max) of ``key`` over the seeds' records, at each step that any seed logged it
     (a seed that stopped early, e.g. diverged, leaves the later steps to the others)."""
@@ -191,6 +204,11 @@ def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title
     colours = plt.cm.tab10.colors if len(groups) <= 10 else plt.cm.tab20.colors
     names = run_labels([group[0] for group in groups], [group_name(group) for group in groups])
     keys = []  # the legend, below the panels: one entry per setting, then what the line styles mean
+    diverged, rates = [], []  # (last logged step, colour) of each diverged run; each setting's highest rate
+
+    def records_of(group):
+        return [record for run in group for record in run.train]
+
     for i, group in enumerate(groups):
         label = _literal(names[i]) + (f" ({len(group)} seeds: mean, band min–max)" if len(group) > 1 else "")
         colour = colours[i % len(colours)]
@@ -209,15 +227,30 @@ def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title
             if len(group) > 1:
                 axis.fill_between(steps, [scale * v for v in low], [scale * v for v in high], color=colour,
                                   alpha=0.15, linewidth=0)
+        diverged += [(run.train[-1]["step"], colour) for run in group if _diverged(run) and run.train]
+        rates.append(max((r["learning_rate"] for r in records_of(group) if _is_number(r.get("learning_rate"))),
+                         default=None))
     classes = dataset_classes(runs)
     _chance_line(acc_ax, classes)
     if classes and classes > 1:
         loss_ax.axhline(math.log(classes), color="grey", linestyle=":", linewidth=1.2,
                         label=f"uniform guess (ln {classes} = {math.log(classes):.2f})")
     loss_ax.set_ylim(bottom=0)
+    if diverged:  # the others' losses readable, the diverged runs marked where their curves leave the axis
+        top = _loss_top([r.get("loss") for run in runs if not _diverged(run) for r in run.train + run.evals], classes)
+        loss_ax.set_ylim(0, top)
+        for step, colour in diverged:
+            loss_ax.scatter([step], [top], marker="x", color=colour, s=50, clip_on=False, zorder=5)
+        keys.append(Line2D([], [], color="black", marker="x", linestyle="none",
+                           label=f"diverged ({len(diverged)} of {len(runs)} runs): its last logged step, on the "
+                                 f"top edge"))
     acc_ax.set_ylim(0, 100)
-    lr_ax.set_ylim(bottom=0)
-    for axis, name in ((loss_ax, "loss"), (acc_ax, "top-1 accuracy (%)"), (lr_ax, "learning rate")):
+    positive = [rate for rate in rates if rate is not None and rate > 0]
+    if len(positive) > 1 and max(positive) / min(positive) >= 100:  # one rate dwarfs the others: log scale
+        lr_ax.set_yscale("log")
+    else:
+        lr_ax.set_ylim(bottom=0)
+    for axis, name in ((loss_ax, "loss"), (acc_ax, "top-1 accuracy (%)"), (lr_ax, "learning rate" + (" (log scale)" if lr_ax.get_yscale() == "log" else ""))):
         axis.set_xlabel("step")
         axis.set_ylabel(name)
         axis.grid(True, alpha=0.3)
@@ -326,14 +359,13 @@ def plot_final_against(runs: Sequence[Run], key: str, path: str | pathlib.Path, 
                        if (run.summary or {}).get("status") == "diverged"]
     classes = dataset_classes(runs)
     _chance_line(acc_ax, classes)
-    finite = [r.train[-1]["loss"] for r in runs if r.train and math.isfinite(r.train[-1]["loss"])]
-    top = max(finite + ([math.log(classes)] if classes and classes > 1 else []) + [1.0]) * 1.15
+    top = _loss_top([r.train[-1]["loss"] for r in runs if r.train and not _diverged(r)], classes)
     if classes and classes > 1:
         loss_ax.axhline(math.log(classes), color="grey", linestyle=":", linewidth=1.2,
                         label=f"uniform guess (ln {classes} = {math.log(classes):.2f})")
     if diverged_x:
         loss_ax.scatter(diverged_x, [top] * len(diverged_x), marker="x", color="red", s=50, clip_on=False,
-                        label=f"diverged ({len(diverged_x)} runs)")
+                        label=f"diverged ({len(diverged_x)} runs): no final value")
     loss_ax.set_ylim(0, top)
     acc_ax.set_ylim(0, 100)
     positive = numeric and all(x > 0 for x in xs)
