@@ -483,6 +483,23 @@ def test_one_diverged_run_leaves_the_others_loss_and_learning_rate_readable(tiny
     assert mark.get_offsets()[0][1] == top
 
 
+def test_the_reports_wall_time_counts_every_session_and_a_run_without_a_command_is_noted(tiny_run, tmp_path):
+    """'How the runs were made' read the last sweep.jsonl line of each run: a run extended by a second sweep lost
+    its first session's time and command, and a run with no line was left out without a word."""
+    extended = repeat_of(tiny_run, tmp_path / "runs" / "lr0.1", seed=0, learning_rate=0.1, top1=0.3)
+    by_hand = repeat_of(tiny_run, tmp_path / "runs" / "lr0.5", seed=0, learning_rate=0.5, top1=0.4)
+    for run, seconds in ((extended, 95.0), (by_hand, 20.0)):  # summary.json: every session's time
+        (run / "summary.json").write_text(json.dumps({"status": "completed", "wall_time_s": seconds}))
+    sessions = [{"run": "lr0.1", "exit_code": 0, "wall_time_s": 60.0, "machine": "box", "date": "2026-12-01",
+                 "command": f"train --workdir {extended} --config.num_train_steps={steps}"}
+                for steps in (100, 200)]
+    (tmp_path / "runs" / "sweep.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sessions))
+    text = write_report(find_runs([tmp_path / "runs"]), tmp_path / "report").read_text()
+    assert "1m55s of training wall time in all" in text  # 95 s + 20 s, not the last session's 60 s
+    assert "--config.num_train_steps=100\n" in text and "--config.num_train_steps=200\n" in text
+    assert "No command recorded for lr0.5" in text
+
+
 def sweep_main():
     import importlib.util
 

@@ -68,17 +68,47 @@ def _published_top1(name: str) -> float | None:
         return None
 
 
-def sweep_records(runs: Sequence[Run]) -> list[dict]:
-    """The latest sweep.jsonl line (command, machine, date, wall time) of each run that has one."""
-    records = []
+def sweep_records(runs: Sequence[Run]) -> dict[pathlib.Path, list[dict]]:
+    """Every sweep.jsonl line (command, machine, date, wall time, exit code) of each run, in the order written: a
+    run extended or resumed by a later sweep has one per session (the last alone lost the earlier sessions)."""
+    records = {}
     for run in runs:
         log = run.path.parent / "sweep.jsonl"
+        lines = []
         if log.is_file():
             lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
-            mine = [r for r in lines if r.get("run") == run.name and r.get("exit_code") == 0]
-            if mine:
-                records.append(mine[-1])
+        records[run.path] = [r for r in lines if r.get("run") == run.name]
     return records
+
+
+def provenance_section(runs: Sequence[Run]) -> list[str]:
+    """How the runs were made: the machines and dates, the runs' wall time in all (summary.json's, which counts
+    every session of a resumed or extended run) and every command, with the runs that have none noted; nothing
+    when no run was made by scripts/sweep.py."""
+    records = sweep_records(runs)
+    made = [r for run in runs for r in records[run.path]]
+    if not made:
+        return []
+    timed = [run.wall_time_s for run in runs if _is_number(run.wall_time_s)]
+    untimed = len(runs) - len(timed)
+    lines = ["## How the runs were made", "",
+             f"By scripts/sweep.py on {'; '.join(sorted({str(r.get('machine')) for r in made}))}, "
+             f"{', '.join(sorted({str(r.get('date')) for r in made}))}; {_duration(sum(timed))} of training wall "
+             f"time in all (each run's summary.json, every session)"
+             + (f", not counting {untimed} run(s) that recorded none" if untimed else "") + ".", "", "```"]
+    for run in runs:
+        lines += [r["command"] + (f"  # exited {r['exit_code']}" if r.get("exit_code") not in (0, None) else "")
+                  for r in records[run.path] if r.get("command")]
+    lines += ["```", ""]
+    missing = [run.name for run in runs if not any(r.get("command") for r in records[run.path])]
+    if missing:
+        lines += [f"No command recorded for {', '.join(missing)} (not made by scripts/sweep.py, or not in its "
+                  f"folder's sweep.jsonl).", ""]
+    return lines
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _model_label(run: Run) -> str:
@@ -239,16 +269,7 @@ def write_report(runs: Sequence[Run], out: str | pathlib.Path, *, title: str = "
                                          title="Best top-1 vs GMACs; bubble area ∝ parameters")
     if chart:
         parts += ["## Accuracy against compute", "", f"![accuracy vs GMACs]({chart.name})", ""]
-    provenance = sweep_records(runs)
-    if provenance:
-        machines = sorted({r["machine"] for r in provenance})
-        dates = sorted({r["date"] for r in provenance})
-        total = sum(r["wall_time_s"] for r in provenance)
-        parts += ["## How the runs were made", "",
-                  f"By scripts/sweep.py on {'; '.join(machines)}, {', '.join(dates)}; "
-                  f"{_duration(total)} of wall time in all.", "", "```"]
-        parts += [r["command"] for r in provenance]
-        parts += ["```", ""]
+    parts += provenance_section(runs)
     report = out / "report.md"
     report.write_text("\n".join(parts).rstrip() + "\n", encoding="utf-8")
     return report
