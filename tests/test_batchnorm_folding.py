@@ -92,3 +92,24 @@ def test_nothing_to_fold():
     model = jaxconv.get_model("lenet5")
     with pytest.raises(ValueError, match="no BatchNorm"):
         fold_batchnorm(model, {"params": {}}, (1, 32, 32, 1))
+
+
+class NormAndShortcut(jaxconv.blocks.Block):
+    """A block whose conv output is read by its BatchNorm and also added back: ``act(norm(y)) + y``."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        y = self.conv(self.features, 3, self.stride, padding=1, name="conv1")(x)
+        return self.activate(self.normalize(y, "norm1", train)) + y
+
+
+def test_conv_whose_output_is_also_read_elsewhere_is_refused():
+    """Folding the norm into conv1 would change the ``+ y`` too (20% off, silently): refused, naming the layer."""
+    from jaxconv.models import CifarStem, ResNet
+
+    model = ResNet(block=NormAndShortcut, depths=(1, 1, 1), widths=(4, 8, 8), stem=CifarStem, stem_width=4,
+                   num_classes=10)
+    x = jnp.ones((1, 8, 8, 3))
+    variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(x)
+    with pytest.raises(ValueError, match="also read elsewhere.*stage1/block0/conv1"):
+        fold_batchnorm(model, variables, x.shape)

@@ -17,8 +17,10 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.extend.core as jax_core
 import jax.numpy as jnp
 from flax.traverse_util import flatten_dict, unflatten_dict
+from jax.ad_checkpoint import checkpoint_name
 
 from jaxconv.layers import Conv
 
@@ -32,26 +34,41 @@ class _Pair:
     use_bias: bool
 
 
-def _find_pairs(model: nn.Module, variables: Mapping, input_shape: tuple[int, ...]) -> tuple[list[_Pair], list[str]]:
-    """Traces the model's initialisation abstractly; pairs each BatchNorm with the Conv or Dense whose output it reads."""
+_CONV_MARK, _NORM_MARK = "jaxconv_fold_conv:", "jaxconv_fold_norm:"
+
+
+def _find_pairs(model: nn.Module, variables: Mapping, input_shape: tuple[int, ...]
+                ) -> tuple[list[_Pair], list[str], list[str]]:
+    """Traces the model's initialisation abstractly; pairs each BatchNorm with the Conv or Dense whose output it reads.
+
+    Returns ``(pairs, orphans, shared)``: ``orphans`` are BatchNorms whose input is no conv's output; ``shared`` are the
+    convolutions whose output is read by something beside their BatchNorm (``act(norm(y)) + y``), which folding would
+    change. Each conv output and each BatchNorm input is marked with an identity (``checkpoint_name``) in the trace,
+    so the readers of a conv's output can be counted in the jaxpr.
+    """
     conv_outputs: dict[int, tuple[str, ...]] = {}
     pairs: list[_Pair] = []
     orphans: list[str] = []
+    paths: list[tuple[str, ...]] = []
 
     def interceptor(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
         if context.method_name != "__call__":
-            return out
+            return next_fun(*args, **kwargs)
         module = context.module
         path = tuple(module.scope.path)
-        if isinstance(module, (Conv, nn.Dense)):
-            conv_outputs[id(out)] = path
-        elif isinstance(module, nn.BatchNorm):
-            source = conv_outputs.get(id(args[0])) if args else None
+        if isinstance(module, nn.BatchNorm) and args:
+            source = conv_outputs.get(id(args[0]))
             if source is None:
                 orphans.append("/".join(path))
             else:
                 pairs.append(_Pair(source, path, module.epsilon, module.use_scale, module.use_bias))
+                args = (checkpoint_name(args[0], f"{_NORM_MARK}{paths.index(source)}"), *args[1:])
+            return next_fun(*args, **kwargs)
+        out = next_fun(*args, **kwargs)
+        if isinstance(module, (Conv, nn.Dense)):
+            paths.append(path)
+            out = checkpoint_name(out, f"{_CONV_MARK}{len(paths) - 1}")
+            conv_outputs[id(out)] = path
         return out
 
     # Traced as initialisation for evaluation, which builds every module the variables hold: also those that only
@@ -60,8 +77,33 @@ def _find_pairs(model: nn.Module, variables: Mapping, input_shape: tuple[int, ..
         with nn.intercept_methods(interceptor):
             return model.init(jax.random.key(0), x, train=False)
 
-    jax.make_jaxpr(build)(jax.ShapeDtypeStruct(input_shape, jnp.float32))
-    return pairs, orphans
+    jaxpr = jax.make_jaxpr(build)(jax.ShapeDtypeStruct(input_shape, jnp.float32))
+    paired = {paths.index(pair.conv) for pair in pairs}
+    shared = sorted({"/".join(paths[i]) for i in _read_elsewhere(jaxpr.jaxpr) if i in paired})
+    return pairs, orphans, shared
+
+
+def _read_elsewhere(jaxpr) -> set[int]:
+    """The marked conv outputs (by index) that something other than their own BatchNorm's mark reads."""
+    found: set[int] = set()
+    marked: dict[Any, int] = {}
+    readers: dict[Any, list] = {}
+    for eqn in jaxpr.eqns:
+        for var in eqn.invars:
+            if not isinstance(var, jax_core.Literal):
+                readers.setdefault(var, []).append(eqn)
+        name = eqn.params.get("name") if eqn.primitive.name == "name" else None
+        if isinstance(name, str) and name.startswith(_CONV_MARK):
+            marked[eqn.outvars[0]] = int(name[len(_CONV_MARK):])
+        for sub in jax_core.jaxprs_in_params(eqn.params):
+            found |= _read_elsewhere(sub)
+    returned = {v for v in jaxpr.outvars if not isinstance(v, jax_core.Literal)}
+    for var, index in marked.items():
+        own = f"{_NORM_MARK}{index}"
+        others = [e for e in readers.get(var, []) if not (e.primitive.name == "name" and e.params.get("name") == own)]
+        if others or var in returned:
+            found.add(index)
+    return found
 
 
 def _norm_free_twin(model: nn.Module) -> nn.Module:
@@ -82,17 +124,24 @@ def fold_batchnorm(
     does); the folded model is ``model.clone(norm=None)`` (AlexNet's ``classifier_norm`` off too),
     whose convolutions carry the folded biases. ``input_shape`` (N, H, W, C) is any input the model accepts; it is used
     to trace which convolution feeds which BatchNorm. A BatchNorm that does not directly
-    follow a convolution or dense layer (pre-activation designs) cannot be folded and raises ValueError.
+    follow a convolution or dense layer (pre-activation designs) cannot be folded and raises ValueError, as does a
+    convolution whose output is read by something beside its BatchNorm (``act(norm(y)) + y``): folding would change
+    what that other reader sees.
 
     Evaluation outputs match: ``folded_model.apply(folded_variables, x)`` equals
     ``model.apply(variables, x, train=False)`` up to float32 rounding.
     """
     if "batch_stats" not in variables:
         raise ValueError("no batch_stats in the variables: there is no BatchNorm to fold")
-    pairs, orphans = _find_pairs(model, variables, input_shape)
+    pairs, orphans, shared = _find_pairs(model, variables, input_shape)
     if orphans:
         raise ValueError(
             f"cannot fold BatchNorm layers whose input is not a convolution's or dense layer's output: {', '.join(orphans)}"
+        )
+    if shared:
+        raise ValueError(
+            f"cannot fold BatchNorm into layers whose output is also read elsewhere (folding would change that "
+            f"reader's input too): {', '.join(shared)}"
         )
     folded_model = _norm_free_twin(model)
 
