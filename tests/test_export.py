@@ -86,6 +86,25 @@ def test_export_refuses_a_used_directory_and_unknown_formats(pretrained, tmp_pat
         export_model(model, variables, tmp_path / "new", input_shape=SHAPE, formats=("onnx",))
 
 
+def test_an_export_that_does_not_reproduce_the_model_is_refused_and_nothing_is_left(pretrained, tmp_path,
+                                                                                    monkeypatch):
+    """The reload check refuses an export 1% off the JAX model (a folding that changed the function did 20%)."""
+    import jaxconv.export
+
+    model, variables = pretrained
+    real = jaxconv.export.inference_function
+
+    def one_percent_off(*args, **kwargs):
+        predict, weights, facts = real(*args, **kwargs)
+        return (lambda w, x: predict(w, x) * 1.01), weights, facts
+
+    monkeypatch.setattr(jaxconv.export, "inference_function", one_percent_off)
+    with pytest.raises(ValueError, match=r"export check failed: the reloaded jax_export's logits differ .* by 1.0e-02"):
+        export_model(model, variables, tmp_path / "out", input_shape=SHAPE, formats=("jax_export",),
+                     platforms=("cpu",))
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, pretrained):
     """A `jaxconv train` workdir as the loop leaves it: config.json and an Orbax checkpoint of the state."""

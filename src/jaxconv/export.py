@@ -47,6 +47,7 @@ PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 JAX_EXPORT_FILE = "model.jax_export"
 SAVED_MODEL_DIR = "saved_model"
 MANIFEST_FILE = "export.json"
+CHECK_TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2}  # relative to the largest logit; measured 3e-7 and 5e-3
 STAGING_SUFFIX = ".partial-"  # .NAME.partial-PID: an export being written beside NAME
 
 
@@ -112,7 +113,8 @@ def export_model(model, variables: Mapping[str, Any], out_dir: str | pathlib.Pat
     the export may run (any of cpu, cuda, rocm, tpu; lowered for each). ``metadata``
     (model name, preprocessing, ...) is stored in export.json. With ``check``, each export is
     reloaded and run on two random images; the largest difference from the float32,
-    un-folded JAX model, relative to the largest logit, is recorded under 'max_relative_error'.
+    un-folded JAX model, relative to the largest logit, is recorded under 'max_relative_error', and an export
+    off by more than ``CHECK_TOLERANCE`` (1e-4 in float32, 5e-2 in bfloat16) is refused (ExportError), leaving nothing.
     ``out_dir`` must not exist or be empty; it appears when the export is complete and checked.
     """
     formats, platforms = tuple(formats), tuple(platforms)
@@ -154,7 +156,14 @@ def _write_export(out: pathlib.Path, model, variables, predict, weights, facts, 
         record["files"]["saved_model"] = SAVED_MODEL_DIR
     if check:
         shape = (2 if dynamic_batch else input_shape[0], *input_shape[1:])
-        record["max_relative_error"] = check_export(out, model, variables, shape, formats=formats)
+        record["max_relative_error"] = errors = check_export(out, model, variables, shape, formats=formats)
+        tolerance = CHECK_TOLERANCE[facts["dtype"]]
+        worst = max(errors, key=errors.get)
+        if not errors[worst] <= tolerance:  # NaN fails too
+            raise ExportError(
+                f"export check failed: the reloaded {worst}'s logits differ from the JAX model's by "
+                f"{errors[worst]:.1e} of the largest logit ({facts['dtype']} allows {tolerance:.0e}), so nothing was "
+                f"written; if BatchNorm folding is the cause, export unfolded (--no-fold-bn, or fold_bn=False)")
     (out / MANIFEST_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
 
