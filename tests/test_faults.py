@@ -642,6 +642,22 @@ def test_a_model_given_nchw_or_other_channels_says_which_layout_it_takes():
         model.apply(variables, "a cat", train=False)
 
 
+def test_inner_maps_are_not_taken_for_nchw_images_only_the_input_is(capsys):
+    """12x256 NHWC images make ResNet-20's third stage see (1, 3, 64, 64) maps: not an NCHW image, so accepted;
+    an input that does look like NCHW is refused in one line by `jaxconv summary`, not with a traceback."""
+    from jaxconv.models import get_model
+
+    model = get_model("resnet20")
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), jnp.zeros((1, 12, 256, 3)))
+    assert shapes["params"]["stage3"]["block0"]["conv2"]["kernel"].shape == (3, 3, 64, 64)
+    assert main(["summary", "resnet20", "--image-size", "12x256", "--format", "json"]) == 0
+    capsys.readouterr()
+    assert main(["summary", "resnet20", "--image-size", "3x32", "--in-channels", "32"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jaxconv: error: resnet20 cannot take these inputs (--image-size 3x32 "
+                                               "--in-channels 32): stem/conv: the input's shape (1, 3, 32, 32) looks like")
+
+
 @pytest.mark.parametrize("option, value, needle", [
     ("shortcut", "Z", "shortcut must be one of 'A', 'B', 'C' or None, got 'Z'"),
     ("variant", "v3", "variant must be one of 'v1', 'v1.5' or None"),

@@ -10,7 +10,7 @@ from jaxconv.cli.common import UsageError, image_size_arg, model_option, positiv
 
 def run(args: argparse.Namespace) -> int:
     from jaxconv.analysis import format_summary, summary
-    from jaxconv.layers import GeometryError
+    from jaxconv.layers import GeometryError, LayoutError
     from jaxconv.models import ModelContractError, model_info
 
     info = model_info(args.model)
@@ -35,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{args.model} cannot take {size_text} px inputs: {e} (its default size is {info.image_size})"
         ) from None
+    except LayoutError as e:
+        size_text = size if isinstance(size, int) else "x".join(map(str, size))
+        given = f"--image-size {size_text}" + (f" --in-channels {args.in_channels}" if args.in_channels else "")
+        raise UsageError(f"{args.model} cannot take these inputs ({given}): {e}") from None
     except ModelContractError:  # the model itself, not the options given to it
         raise
     except (TypeError, ValueError, ArithmeticError) as e:  # ArithmeticError: widths of 0 reach a division

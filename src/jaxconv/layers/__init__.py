@@ -16,7 +16,7 @@ from jaxconv.layers.activations import (
 )
 from jaxconv.layers.conv import Conv, he_normal_fan_out
 from jaxconv.layers.dropout import DropPath, Dropout
-from jaxconv.layers.geometry import GeometryError, output_size
+from jaxconv.layers.geometry import GeometryError, LayoutError, output_size
 from jaxconv.layers.layer_scale import LayerScale
 from jaxconv.layers.norm import NORMS, BatchNorm, GroupNorm, LayerNorm, LocalResponseNorm, norm_factory
 from jaxconv.layers.pooling import AdaptiveAvgPool, AvgPool, GlobalAvgPool, MaxPool
@@ -32,6 +32,7 @@ __all__ = [
     "DropPath",
     "Dropout",
     "GeometryError",
+    "LayoutError",
     "GlobalAvgPool",
     "GroupNorm",
     "LayerNorm",

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv.layers.geometry import Fit, PaddingLike, as_pair, check_window, explicit_padding, layer_name
+from jaxconv.layers.geometry import Fit, LayoutError, PaddingLike, as_pair, check_window, explicit_padding, layer_name
 
 Dtype = Any
 Initializer = Any
@@ -77,16 +77,18 @@ class Conv(nn.Module):
         pads = explicit_padding(self.padding, x.shape[1:3], kernel, stride, dilation)
         check_window(x.shape[1:3], kernel, stride, pads, dilation=dilation, fit=self.fit, layer=name)
 
-        if self.is_initializing() and x.shape[1] in (1, 3, 4) and x.shape[2] == x.shape[3] > 4:
-            # (N, 3, 32, 32): a square NCHW image would build weights for 32 input channels, silently.
-            raise ValueError(f"{name}: the input's shape {tuple(x.shape)} looks like NCHW: jaxconv models take NHWC "
+        first = self.is_initializing() and _first_convolution(self)
+        if first and x.shape[1] in (1, 3, 4) and x.shape[2] == x.shape[3] > 4:
+            # (N, 3, 32, 32): a square NCHW image would build weights for 32 input channels, silently. Guessed on the
+            # images only (the first convolution of the network): an inner (N, 3, 64, 64) map is NHWC (12x256 inputs).
+            raise LayoutError(f"{name}: the input's shape {tuple(x.shape)} looks like NCHW: jaxconv models take NHWC "
                              f"images, x.transpose(0, 2, 3, 1) gives {(x.shape[0], *x.shape[2:], x.shape[1])}")
         if self.has_variable("params", "kernel"):  # applying given weights: do they take this input?
             expected = self.get_variable("params", "kernel").shape[2] * self.groups
             if expected != in_features:
                 layout = ("; it looks like NCHW: jaxconv models take NHWC, x.transpose(0, 2, 3, 1)"
                           if x.shape[1] == expected else f"; jaxconv models take NHWC images with {expected} channels")
-                raise ValueError(f"{name}: its weights take {expected} input channels, the input has {in_features} "
+                raise LayoutError(f"{name}: its weights take {expected} input channels, the input has {in_features} "
                                  f"(shape {tuple(x.shape)}){layout}")
         kernel_param = self.param(
             "kernel", self.kernel_init, (*kernel, in_features // self.groups, self.features), self.param_dtype
@@ -97,6 +99,15 @@ class Conv(nn.Module):
         if bias is not None:
             y = y + bias
         return y
+
+
+def _first_convolution(conv: Conv) -> bool:
+    """Whether ``conv`` is the first convolution called in its network's trace (the one the images reach)."""
+    root = conv.scope.root
+    if getattr(root, "_jaxconv_convolved", False):
+        return False
+    root._jaxconv_convolved = True
+    return True
 
 
 NHWC = ("NHWC", "HWIO", "NHWC")

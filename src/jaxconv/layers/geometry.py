@@ -31,6 +31,10 @@ class GeometryError(UserError, ValueError):
     """A layer's window does not fit its input (the output-size rule fails)."""
 
 
+class LayoutError(UserError, ValueError):
+    """The images are not (N, H, W, C) with the channels the network takes (NCHW, or other channels)."""
+
+
 def as_pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
     """Normalises an int or a length-2 sequence to a (height, width) pair."""
     if isinstance(value, int):
