@@ -463,3 +463,16 @@ def test_bfloat16_compute_keeps_float32_parameters():
     assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(variables)} == {jnp.dtype(jnp.float32)}
     logits = jax.eval_shape(lambda v, x: model.apply(v, x), variables, x)
     assert logits.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("zero_init_last", True, "every output and gradient would be zero"),
+    ("shortcut", "B", "it has no shortcuts"),
+    ("drop_path_rate", 0.1, "a plain block is all branch"),
+])
+def test_plain_networks_refuse_the_options_that_act_through_a_shortcut(option, value, needle):
+    """Accepted and ignored (shortcut, stochastic depth), or every gradient zero (zero_init_last): refused."""
+    for name in ("plain20", "plain18"):
+        with pytest.raises(ValueError, match=f"{option}={value!r} cannot apply: .*{needle}"):
+            jaxconv.get_model(name, **{option: value})
+    jaxconv.get_model("resnet20", **{option: value})  # the residual twins take them

@@ -52,6 +52,8 @@ class ResNet(nn.Module):
       norm: the normalisation (None for none: convolutions then carry biases).
       zero_init_last: start each block's last norm scale at zero (without a norm, its last convolution).
       drop_path_rate: stochastic depth, rising linearly to this rate over the blocks.
+      (A plain network, PlainBasicBlock or PlainBottleneck, refuses shortcut, zero_init_last and drop_path_rate:
+      each acts through the shortcut it lacks.)
       dtype: compute dtype (parameters stay float32).
 
     Features: 'stem', 'stage1'... and 'pre_logits'.
@@ -73,6 +75,25 @@ class ResNet(nn.Module):
     drop_path_rate: float = 0.0
     dtype: Any = jnp.float32
     axis_name: str | None = None  # sync BatchNorm over this device axis (set by the training system)
+
+    def __post_init__(self):
+        super().__post_init__()
+        block = self.block
+        while isinstance(block, partial):
+            block = block.func
+        if isinstance(block, type) and issubclass(block, (PlainBasicBlock, PlainBottleneck)):
+            # Options that act through the shortcut: a plain network would take them and do nothing, or worse.
+            why = {
+                "zero_init_last": "its blocks would start at zero, and with no shortcut to carry the signal every "
+                                  "output and gradient would be zero",
+                "shortcut": "it has no shortcuts",
+                "drop_path_rate": "stochastic depth drops a block's branch, and a plain block is all branch",
+            }
+            for option, reason in why.items():
+                value = getattr(self, option)
+                if value not in (None, False, 0, 0.0):
+                    raise ValueError(f"{block.__name__} network (plain, no shortcuts): {option}={value!r} cannot "
+                                     f"apply: {reason}; leave it out, or use the residual twin (resnet*)")
 
     def stage_specs(self) -> list[StageSpec]:
         block = self.block
@@ -246,7 +267,7 @@ for _depth in (20, 32, 44, 56, 110):
     )
     register(
         f"plain{_depth}",
-        partial(cifar_resnet, block=PlainBasicBlock, depths=(_n, _n, _n)),
+        partial(cifar_resnet, block=PlainBasicBlock, shortcut=None, depths=(_n, _n, _n)),
         image_size=32,
         num_classes=10,
         family="plain_cifar",
