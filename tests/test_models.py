@@ -476,3 +476,18 @@ def test_plain_networks_refuse_the_options_that_act_through_a_shortcut(option, v
         with pytest.raises(ValueError, match=f"{option}={value!r} cannot apply: .*{needle}"):
             jaxconv.get_model(name, **{option: value})
     jaxconv.get_model("resnet20", **{option: value})  # the residual twins take them
+
+
+def test_variant_is_taken_by_every_resnet_and_changes_only_bottlenecks():
+    """README: variant='v1' for the paper's ResNets. Basic blocks stride alike in v1 and v1.5: the same parameters."""
+    x = jnp.ones((1, 32, 32, 3))
+
+    def shapes(name, **options):
+        model = jaxconv.get_model(name, num_classes=5, depths=(1, 1, 1, 1), stem_width=8, **options)
+        return jax.tree_util.tree_map(lambda a: a.shape, jax.eval_shape(lambda: model.init(jax.random.key(0), x)))
+
+    assert shapes("resnet18", variant="v1") == shapes("resnet18", variant="v1.5") == shapes("resnet18")
+    assert jaxconv.get_model("resnet20", variant="v1").variant == "v1"
+    with pytest.raises(ValueError, match="variant must be .*, got 'v2'"):
+        jaxconv.get_model("resnet18", variant="v2")
+    shapes("resnet50", variant="v1")  # bottlenecks: where the stride goes, same shapes

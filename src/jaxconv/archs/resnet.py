@@ -6,6 +6,7 @@ builds a network of the user's own blocks behind the chosen stem.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -37,6 +38,15 @@ def block_expansion(block: ModuleDef) -> int:
 STEMS = {"imagenet": ImageNetStem, "cifar": CifarStem}
 
 
+def _has_field(block: ModuleDef, name: str) -> bool:
+    """Whether the block class (under any functools.partial) has the dataclass field ``name``; True when unknown."""
+    while isinstance(block, partial):
+        block = block.func
+    if not (isinstance(block, type) and dataclasses.is_dataclass(block)):
+        return True
+    return name in {f.name for f in dataclasses.fields(block)}
+
+
 class ResNet(nn.Module):
     """stem -> stages of ``block`` -> global average pool -> linear head.
 
@@ -47,7 +57,8 @@ class ResNet(nn.Module):
       strides: the first block's stride in each stage; defaults to (1, 2, 2, ...).
       stem / stem_width: ImageNetStem (7x7/2 + max pool) or CifarStem (one 3x3), or their names
         'imagenet' / 'cifar' (what a config file can hold).
-      variant: 'v1' or 'v1.5' for bottleneck blocks (None keeps the block's default, v1.5).
+      variant: 'v1' or 'v1.5' for bottleneck blocks (None keeps the block's default, v1.5); the same network
+        either way for basic blocks (accepted, so that one option fits every depth).
       shortcut: 'A', 'B' or 'C' (None keeps the block's default, 'B').
       norm: the normalisation (None for none: convolutions then carry biases).
       zero_init_last: start each block's last norm scale at zero (without a norm, its last convolution).
@@ -81,6 +92,10 @@ class ResNet(nn.Module):
         block = self.block
         while isinstance(block, partial):
             block = block.func
+        if not _has_field(block, "variant"):
+            # v1 / v1.5 differ only in where a bottleneck strides: for other blocks both name the same network.
+            if self.variant not in (None, "v1", "v1.5"):
+                raise ValueError(f"variant must be 'v1' or 'v1.5', got {self.variant!r}")
         if isinstance(block, type) and issubclass(block, (PlainBasicBlock, PlainBottleneck)):
             # Options that act through the shortcut: a plain network would take them and do nothing, or worse.
             why = {
@@ -99,6 +114,8 @@ class ResNet(nn.Module):
         block = self.block
         options = {"variant": self.variant, "shortcut": self.shortcut}
         options = {k: v for k, v in options.items() if v is not None}
+        if "variant" in options and not _has_field(block, "variant"):
+            del options["variant"]  # a basic block strides its first 3x3 in v1 and v1.5 alike
         if self.zero_init_last:
             options["zero_init_last"] = True
         if options:
@@ -196,7 +213,8 @@ for _depth, _stages in IMAGENET_DEPTHS.items():
         partial(ResNet, block=_block, depths=_stages),
         image_size=224,
         family="resnet",
-        description=f"ResNet-{_depth} (v1.5 bottlenecks as torchvision; variant='v1' for the paper's)",
+        description=(f"ResNet-{_depth} (v1.5 bottlenecks as torchvision; variant='v1' for the paper's)" if _depth >= 50
+                     else f"ResNet-{_depth} (basic blocks: variant 'v1' and 'v1.5' are the same network)"),
         published=_published,
         weights=_weights,
         # Parity for resnet18 (basic blocks) at 64 px and resnet50 (bottlenecks) at 67 px: PyTorch's floor on odd sizes.
