@@ -416,3 +416,27 @@ def test_grouped_convolution_by_dense_ones_matches_the_grouped_one(channels, out
     with reference_convolutions():  # the analyzer still sees one grouped convolution (its MACs)
         traced = str(jax.make_jaxpr(ours)(x, w))
     assert traced.count("conv_general_dilated") == 1 and f"feature_group_count={groups}" in traced
+
+
+@pytest.mark.parametrize("layer, needle", [
+    (lambda: layers.Conv(8, 0), "Conv: kernel_size=0 must be positive"),
+    (lambda: layers.Conv(8, 3, stride=0), "Conv: stride=0 must be positive"),
+    (lambda: layers.Conv(8, 3, stride=-1), "Conv: stride=-1 must be positive"),
+    (lambda: layers.Conv(8, 3, padding=1, dilation=0), "Conv: dilation=0 must be positive"),
+    (lambda: layers.MaxPool(0), "MaxPool: window=0 must be positive"),
+    (lambda: layers.AdaptiveAvgPool(0), "AdaptiveAvgPool: output_size=0 must be positive"),
+    (lambda: layers.Dropout(1.5), r"Dropout: rate=1.5 must be in \[0, 1\)"),
+])
+def test_layers_given_bad_sizes_or_rates_say_which_layer_and_value(layer, needle):
+    """Not a ZeroDivisionError, a lowering error, or (Dropout(1.5)) every unit silently zeroed in training."""
+    x = jnp.ones((1, 8, 8, 3))
+    rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+    with pytest.raises(ValueError, match=needle):
+        layer().init(rngs, x, **({"deterministic": False} if "Dropout" in needle else {}))
+
+
+def test_a_model_given_an_activation_that_is_neither_a_name_nor_a_function_is_refused_at_once():
+    import jaxconv
+
+    with pytest.raises(ValueError, match="unknown activation 123; choose one of .*relu"):
+        jaxconv.get_model("resnet20", act=123)

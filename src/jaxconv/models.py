@@ -78,8 +78,8 @@ def get_model(
         return load_published(
             name, weights, weights_dir=weights_dir, download=download, num_classes=num_classes, **overrides
         )
-    if isinstance(overrides.get("act"), str):  # configs name activations: act="tanh"
-        overrides["act"] = get_activation(overrides["act"])
+    if overrides.get("act") is not None and not callable(overrides["act"]):  # configs name activations: act="tanh"
+        overrides["act"] = get_activation(overrides["act"])  # anything else (act=123) is refused here, not in init
     if isinstance(name, str) and model_info(name).builtin:
         check_shared_options(name, overrides)
         overrides = checked_against_defaults(name, overrides)

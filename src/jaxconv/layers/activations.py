@@ -61,7 +61,7 @@ def get_activation(name_or_fn: str | Activation) -> Activation:
         return name_or_fn
     try:
         return ACTIVATIONS[name_or_fn]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: an unhashable value
         raise ValueError(
             f"unknown activation {name_or_fn!r}; choose one of {', '.join(sorted(ACTIVATIONS))}"
         ) from None

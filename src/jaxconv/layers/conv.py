@@ -61,9 +61,9 @@ class Conv(nn.Module):
             raise ValueError(f"{name}: expected an (N, H, W, C) input, got shape {x.shape}")
         if self.fit == "ceil":
             raise ValueError(f"{name}: fit='ceil' is a pooling mode; convolutions take 'exact' or 'floor'")
-        kernel = as_pair(self.kernel_size, f"{name}: kernel_size")
-        stride = as_pair(self.stride, f"{name}: stride")
-        dilation = as_pair(self.dilation, f"{name}: dilation")
+        kernel = as_pair(self.kernel_size, f"{name}: kernel_size", positive=True)
+        stride = as_pair(self.stride, f"{name}: stride", positive=True)
+        dilation = as_pair(self.dilation, f"{name}: dilation", positive=True)
         in_features = x.shape[-1]
         for field in ("features", "groups"):
             value = getattr(self, field)

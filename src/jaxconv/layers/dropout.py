@@ -6,10 +6,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxconv.layers.geometry import layer_name
+
 # Inverted dropout: units are kept with probability 1 - rate and scaled by 1 / (1 - rate)
 # during training, so evaluation uses the network unchanged (the lecture's "multiply by
 # 0.5 at test time" is the same model, rescaled at the other end).
-Dropout = nn.Dropout
+class Dropout(nn.Dropout):
+    """``flax.linen.Dropout`` that refuses a rate outside [0, 1) (1.5 zeroed every unit in training, silently)."""
+
+    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+        rate = self.rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"{layer_name(self)}: rate={rate!r} must be in [0, 1) (the probability of dropping a unit)")
+        return super().__call__(inputs, deterministic=deterministic, rng=rng)
 
 
 class DropPath(nn.Module):

@@ -35,13 +35,14 @@ class LayoutError(UserError, ValueError):
     """The images are not (N, H, W, C) with the channels the network takes (NCHW, or other channels)."""
 
 
-def as_pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
-    """Normalises an int or a length-2 sequence to a (height, width) pair."""
-    if isinstance(value, int):
-        return (value, value)
-    pair = tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+def as_pair(value: int | Sequence[int], what: str, *, positive: bool = False) -> tuple[int, int]:
+    """Normalises an int or a length-2 sequence to a (height, width) pair; with ``positive``, each at least 1
+    (a kernel size, stride, dilation or window of 0 or below raises ValueError naming ``what``)."""
+    pair = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, Sequence) else ()
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
         raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
+    if positive and min(pair) < 1:
+        raise ValueError(f"{what}={value!r} must be positive (1 or more)")
     return pair  # type: ignore[return-value]
 
 

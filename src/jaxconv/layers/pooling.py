@@ -29,8 +29,8 @@ class _Pool(nn.Module):
         name = layer_name(self)
         if x.ndim != 4:
             raise ValueError(f"{name}: expected an (N, H, W, C) input, got shape {x.shape}")
-        window = as_pair(self.window, f"{name}: window")
-        stride = as_pair(self.stride if self.stride is not None else self.window, f"{name}: stride")
+        window = as_pair(self.window, f"{name}: window", positive=True)
+        stride = as_pair(self.stride if self.stride is not None else self.window, f"{name}: stride", positive=True)
         pads = explicit_padding(self.padding, x.shape[1:3], window, stride)
         out = check_window(x.shape[1:3], window, stride, pads, fit=self.fit, layer=name)
         if self.fit == "ceil":  # extend the high side so that the floor-rounding reduction adds a window
@@ -109,7 +109,7 @@ class AdaptiveAvgPool(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        out_h, out_w = as_pair(self.output_size, f"{layer_name(self)}: output_size")
+        out_h, out_w = as_pair(self.output_size, f"{layer_name(self)}: output_size", positive=True)
         height, width = x.shape[1:3]
         if (height, width) == (out_h, out_w):
             return x
