@@ -563,3 +563,19 @@ def test_predict_without_any_image_exits_2(prediction_inputs, capsys):
 def test_a_weights_path_that_is_not_one_is_named():
     with pytest.raises(TypeError, match="the weights file must be a path .* got None"):
         load_pretrained("resnet18", None)
+
+
+def test_a_folder_or_a_weights_file_holding_a_nan_is_refused_in_one_line(tmp_path):
+    """A folder is not 'a file that does not exist'; a NaN would load and make every prediction NaN."""
+    from safetensors.numpy import save_file
+
+    state = random_state_dict(torch_layout("resnet18", **TINY), seed=7)
+    key = sorted(k for k, v in state.items() if v.dtype.kind == "f")[3]
+    state[key] = state[key].copy()
+    state[key].flat[0] = np.nan
+    save_file(state, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(WeightsFormatError, match=f"nan.safetensors: entry '{key}' holds non-finite values"):
+        load_pretrained("resnet18", tmp_path / "nan.safetensors", **TINY)
+    with pytest.raises(FileNotFoundError, match="is a folder: give the .pth or .safetensors file itself "
+                                                r"\(in it: nan.safetensors\)"):
+        load_pretrained("resnet18", tmp_path, **TINY)

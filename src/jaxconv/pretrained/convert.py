@@ -314,13 +314,27 @@ def read_state_dict(path: str | pathlib.Path) -> dict[str, np.ndarray]:
     ``.safetensors``: with the safetensors package. ``.pth``/``.pt``/``.bin``/``.ckpt`` (and any file
     that begins as torch.save's zip or legacy format): with ``jaxconv.pretrained.torchfile``, which
     unpickles tensors and nothing else -- a pickle naming any other function or class is refused
-    with WeightsFormatError, and nothing in the file is run.
+    with WeightsFormatError, and nothing in the file is run. A floating entry holding NaN or inf is
+    refused (WeightsFormatError naming the first), as a checkpoint's are.
     """
     if not isinstance(path, (str, os.PathLike)) or not str(path):
         raise TypeError(f"the weights file must be a path (str or os.PathLike), got {path!r}")
     path = pathlib.Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix in (*TORCH_SUFFIXES, ".safetensors"))[:3]
+        raise WeightsFileNotFound(f"weights file {str(path)!r} is a folder: give the .pth or .safetensors file itself"
+                                  + (f" (in it: {', '.join(inside)})" if inside else " (it holds none)"))
     if not path.is_file():
         raise WeightsFileNotFound(f"weights file {str(path)!r} does not exist")
+    state = _read_any(path)
+    for key, value in state.items():  # checked as a checkpoint is: a NaN would load and run silently
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise WeightsFormatError(f"{path}: entry {key!r} holds non-finite values (NaN or inf), so it cannot be "
+                                     f"used; the file is damaged or was saved from a diverged run")
+    return state
+
+
+def _read_any(path: pathlib.Path) -> dict[str, np.ndarray]:
     try:
         with path.open("rb") as f:
             magic = f.read(len(torchfile.LEGACY_PREFIX))
