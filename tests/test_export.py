@@ -86,6 +86,14 @@ def test_export_refuses_a_used_directory_and_unknown_formats(pretrained, tmp_pat
         export_model(model, variables, tmp_path / "new", input_shape=SHAPE, formats=("onnx",))
 
 
+def test_one_format_and_one_platform_may_be_given_as_strings(pretrained, tmp_path):
+    """formats='jax_export' is that format, not the letters j, a, x, ..."""
+    model, variables = pretrained
+    record = export_model(model, variables, tmp_path / "out", input_shape=SHAPE, formats="jax_export",
+                          platforms="cpu", check=False)
+    assert list(record["files"]) == ["jax_export"] and record["platforms"] == ["cpu"]
+
+
 def test_an_export_that_does_not_reproduce_the_model_is_refused_and_nothing_is_left(pretrained, tmp_path,
                                                                                     monkeypatch):
     """The reload check refuses an export 1% off the JAX model (a folding that changed the function did 20%)."""

@@ -265,6 +265,8 @@ def test_a_name_is_refused_to_other_code_and_replaced_by_the_code_that_registere
             user_space / "mine.py"), "exec"), module.__dict__)
     with pytest.raises(ValueError, match="image_size must be a positive int"):
         jaxconv.register("other", _tiny_net(), image_size="32")
+    with pytest.raises(ValueError, match="in_channels must be a positive int, got 0"):
+        jaxconv.register("other", _tiny_net(), image_size=32, in_channels=0)
 
 
 def test_training_options_reach_the_model_through_its_fields(user_space):

@@ -235,3 +235,22 @@ def test_features_of_any_stage(weights_file):
     np.testing.assert_allclose(pooled, pre_logits, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="no feature 'stage5'; it has pre_logits, stage1, stage2, stage3, stage4"):
         extract_features(model, variables, images, "stage5")
+
+
+def test_extract_features_says_what_it_takes():
+    """A model name instead of the module, or a Flax module without return_features: a TypeError saying so."""
+    import flax.linen as nn
+
+    class NoFeatures(nn.Module):
+        num_classes: int = 3
+
+        @nn.compact
+        def __call__(self, x, train=False):
+            return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
+
+    images = jnp.ones((1, 8, 8, 3))
+    variables = NoFeatures().init(jax.random.key(0), images)
+    with pytest.raises(TypeError, match="needs a model whose __call__ takes return_features=True .*; NoFeatures does not"):
+        extract_features(NoFeatures(), variables, images)
+    with pytest.raises(TypeError, match=r"takes the model itself \(a Flax module: .*\), got str 'resnet20'"):
+        extract_features("resnet20", variables, images, "stage1")

@@ -109,7 +109,7 @@ def export_model(model, variables: Mapping[str, Any], out_dir: str | pathlib.Pat
 
     ``input_shape`` (N, H, W, C): the image size and channels the export takes; with
     ``dynamic_batch`` any N is accepted, else exactly N. ``formats``: 'saved_model'
-    (TensorFlow, via jax2tf) and/or 'jax_export' (serialized StableHLO). ``platforms``: where
+    (TensorFlow, via jax2tf) and/or 'jax_export' (serialized StableHLO), a name or a sequence. ``platforms``: where
     the export may run (any of cpu, cuda, rocm, tpu; lowered for each). ``metadata``
     (model name, preprocessing, ...) is stored in export.json. With ``check``, each export is
     reloaded and run on two random images; the largest difference from the float32,
@@ -117,7 +117,8 @@ def export_model(model, variables: Mapping[str, Any], out_dir: str | pathlib.Pat
     off by more than ``CHECK_TOLERANCE`` (1e-4 in float32, 5e-2 in bfloat16) is refused (ExportError), leaving nothing.
     ``out_dir`` must not exist or be empty; it appears when the export is complete and checked.
     """
-    formats, platforms = tuple(formats), tuple(platforms)
+    # one name as a string ('jax_export') is one item, not its letters
+    formats, platforms = ((x,) if isinstance(x, str) else tuple(x) for x in (formats, platforms))
     unknown = [f for f in formats if f not in FORMATS] + [p for p in platforms if p not in PLATFORMS]
     if unknown or not formats or not platforms:
         raise ExportError(f"formats {formats} / platforms {platforms}: formats are {', '.join(FORMATS)}, "

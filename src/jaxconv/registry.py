@@ -128,6 +128,8 @@ def register(
         raise ValueError(f"register({name!r}, ...): image_size must be a positive int, got {image_size!r}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"register({name!r}, ...): num_classes must be a positive int, got {num_classes!r}")
+    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+        raise ValueError(f"register({name!r}, ...): in_channels must be a positive int, got {in_channels!r}")
     caller = sys._getframe(1).f_globals
     source_module, source_file = caller.get("__name__", ""), caller.get("__file__")
     previous = _REGISTRY.get(name)

@@ -18,6 +18,7 @@ And for users: ``extract_features``, any stage's activations for a batch, jitted
 from __future__ import annotations
 
 import functools
+import inspect
 import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -321,6 +322,16 @@ def extract_features(model: nn.Module, variables: Mapping, images, stage: str = 
     ``pool=True`` (global average) — and (N, c) for 'pre_logits'. Jitted once per model,
     stage and input shape; the layers after ``stage`` are not computed.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"extract_features takes the model itself (a Flax module: jaxconv.get_model('resnet20')), "
+                        f"got {type(model).__name__} {model!r:.40}")
+    try:
+        parameters = inspect.signature(model.__call__).parameters
+    except (TypeError, ValueError):
+        parameters = {"return_features": None}  # cannot tell: let the trace say
+    if "return_features" not in parameters and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        raise TypeError(f"extract_features needs a model whose __call__ takes return_features=True and returns "
+                        f"(logits, features), as jaxconv's models do; {type(model).__name__} does not")
     images = jnp.asarray(images)
     names = feature_names(model, tuple(images.shape))
     if stage not in names:
