@@ -205,6 +205,7 @@ def die_with_parent(parent: int) -> None:
     import ctypes
 
     PR_SET_PDEATHSIG = 1
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # an ignored SIGTERM (inherited) would make the line below moot
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the sweep died before the line above took effect
         os.kill(os.getpid(), signal.SIGTERM)

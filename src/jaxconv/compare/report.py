@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from jaxconv.declarations import gmacs_text
 from jaxconv.compare import plots
 from jaxconv.compare.published import published
-from jaxconv.compare.runs import (Run, RunError, differing_keys, group_name, repeats, setting_values,
+from jaxconv.compare.runs import (Run, RunError, differing_keys, group_name, repeats, run_cost, setting_values,
                                   x_axis_problem)
 
 
@@ -26,38 +26,6 @@ def _duration(seconds: float | None) -> str:
 
 def _percent(record: dict | None, key: str) -> str:
     return f"{100 * record[key]:.2f}" if record and key in record else "—"
-
-
-def run_cost(run: Run) -> dict | str:
-    """Parameters and GMACs of the run's model at its input size and class count, from the model's code as
-    it is now; or why they are not shown (the code cannot be imported or built, or it has changed since the
-    run: its summary.json records the parameters it trained)."""
-    from jaxconv.analysis import summary
-    from jaxconv.data.catalog import DATASETS
-    from jaxconv.errors import UserError
-    from jaxconv.user_modules import import_run_modules
-
-    try:
-        import_run_modules(run.config, where=str(run.path))
-        spec = DATASETS.get(run.dataset)
-        num_classes = spec.num_classes if spec and spec.num_classes else _recorded_classes(run)
-        options = dict(run.config.get("model_options") or {})
-        s = summary(run.model, image_size=run.config.get("image_size"), num_classes=num_classes, **options)
-    except (UserError, ValueError, TypeError) as e:
-        return f"{run.model} could not be built ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-    trained = (run.summary or {}).get("params")
-    if isinstance(trained, int) and trained != s.params:
-        return (f"{run.model} now has {s.params:,} parameters where the run trained {trained:,}: its code "
-                f"changed since")
-    return {"params": s.params, "gmacs": s.macs / 1e9}
-
-
-def _recorded_classes(run: Run) -> int | None:
-    """A folder dataset's class count, as the run recorded it when it started (WORKDIR/dataset.json)."""
-    from jaxconv.train.resume import recorded_dataset
-
-    classes = (recorded_dataset(run.path) or {}).get("classes")
-    return len(classes) if isinstance(classes, list) and classes else None
 
 
 def _published_top1(name: str) -> float | None:

@@ -120,7 +120,7 @@ def your_chart_rows(rows: Sequence[dict], runs: Sequence[Run]) -> tuple[list[dic
     class count of the runs' dataset (None when they differ), for the chance line; and a note for each run whose
     model cannot be measured now, left out."""
     from jaxconv.compare.plots import dataset_classes
-    from jaxconv.compare.report import run_cost
+    from jaxconv.compare.runs import run_cost
 
     by_path = {str(run.path): run for run in runs}
     chart, drawn, notes = [], [], []
