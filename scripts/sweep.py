@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 
+from jaxconv.cli.common import given_twice
 from jaxconv.train.config import ConfigError, split_variant
 from jaxconv.train.sweep import SweepError, changed_settings, is_sweep_script, plan, run_configs, slurm_array
 from jaxconv.train.workdir import read_summary
@@ -40,8 +41,7 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
         if not sep or not key:
             raise SweepError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set num_train_steps=100")
         if key in result and result[key] != value:  # as `jaxconv` says of an option given twice
-            print(f"sweep: note: --set {key} is given twice ({result[key]!r}, then {value!r}); using the last",
-                  file=sys.stderr)
+            given_twice(f"--set {key}", result[key], value, program="sweep")
         result[key] = value
     return result
 

@@ -78,9 +78,9 @@ def out_of_memory(error: BaseException, argv: Sequence[str]) -> str | None:
 _GIVEN = "_options_given"  # on the namespace being parsed: the values given so far, by dest
 
 
-def given_twice(option: str, first: object, last: object) -> None:
+def given_twice(option: str, first: object, last: object, program: str = "jaxconv") -> None:
     """The last of two values is used, as argparse does (scripts append overrides), but not without a word."""
-    print(f"jaxconv: note: {option} is given twice ({first!r}, then {last!r}); using the last", file=sys.stderr)
+    print(f"{program}: note: {option} is given twice ({first!r}, then {last!r}); using the last", file=sys.stderr)
 
 
 class _StoreLastSaying(argparse._StoreAction):
