@@ -285,3 +285,27 @@ def test_layers_mode_finds_plain_flax_convolutions(monkeypatch):
     # 32*32 positions x 32 filters x 3*3*3 taps; 16*16 x 64 x 3*3*32 (SAME padding: 1 each side)
     assert [layer.macs for layer in layers] == [884_736, 4_718_592]
     assert layers[1].padding == ((1, 1), (1, 1))
+
+
+def test_layers_mode_names_transposed_and_unshared_convolutions(monkeypatch):
+    """A decoder's ConvTranspose or an nn.ConvLocal is not timed by --mode layers: it says so, naming them."""
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    from jaxconv import registry
+
+    class Decoder(nn.Module):
+        num_classes: int = 10
+
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            x = nn.relu(nn.Conv(8, (3, 3), strides=2)(x))
+            x = nn.relu(nn.ConvTranspose(8, (2, 2), strides=(2, 2), name="up")(x))
+            x = nn.ConvLocal(4, (3, 3), name="local")(x)
+            return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    jaxconv.register("decoder_cnn", Decoder, image_size=16, num_classes=10)
+    with pytest.raises(bench.BenchError, match=r"these are not: up \(ConvTranspose\), local \(ConvLocal\) "
+                                               r"\(--mode train times the whole model\)"):
+        bench.conv_layers("decoder_cnn")

@@ -98,6 +98,8 @@ def conv_layers(model: str, batch_size: int = 1, image_size: int | None = None,
                 untimed.append("/".join(module.scope.path))
             else:
                 found.setdefault(key, []).append("/".join(module.scope.path))
+        elif isinstance(module, (nn.ConvTranspose, nn.ConvLocal)) and context.method_name == "__call__":
+            untimed.append(f"{'/'.join(module.scope.path)} ({type(module).__name__})")
         return next_fun(*args, **kwargs)
 
     images = jnp.zeros((batch_size, size, size, info.in_channels), jnp.float32)
@@ -109,7 +111,8 @@ def conv_layers(model: str, batch_size: int = 1, image_size: int | None = None,
         raise BenchError(f"{model} cannot take {size} px inputs: {e} (its default size is {info.image_size})") from None
     if untimed:
         raise BenchError(f"{model}: --mode layers times 2-D convolutions without input dilation or circular "
-                         f"padding; these are not: {', '.join(untimed)}")
+                         f"padding (not transposed or unshared ones); these are not: {', '.join(untimed)} "
+                         f"(--mode train times the whole model)")
     return [ConvLayer(*key, count=len(names), names=tuple(names), input_grad=key[0] != images.shape)
             for key, names in found.items()]
 
