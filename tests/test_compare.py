@@ -553,3 +553,25 @@ def test_a_completed_run_is_skipped_only_when_the_sweep_asks_for_the_same(tmp_pa
     assert sweep_main()(argv + ["--set", "learning_rate=0.5"]) == 0
     out = capsys.readouterr().out
     assert "completed before with learning_rate=0.05 (now 0.5)" in out and "jaxconv.cli train" in out
+
+
+def test_a_finished_run_whose_loss_blew_up_leaves_the_others_readable(tiny_run, tmp_path):
+    """A run whose training loss rose to 3e4 for a window and came back (it finished: not 'diverged') set the
+    loss axis to 3.5e4, every other curve flat on the floor, with nothing said."""
+    from jaxconv.compare import plots
+
+    repeat_of(tiny_run, tmp_path / "runs" / "lr0.1", seed=0, learning_rate=0.1, top1=0.3)
+    spiky = repeat_of(tiny_run, tmp_path / "runs" / "lr3", seed=0, learning_rate=3.0, top1=0.2)
+    records = [json.loads(line) for line in (spiky / "metrics.jsonl").read_text().splitlines()]
+    first_train = next(i for i, r in enumerate(records) if r["split"] == "train")
+    records[first_train] = records[first_train] | {"loss": 3e4}
+    (spiky / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    figures = drawn_figures(plots, lambda: write_report(find_runs([tmp_path / "runs"]), tmp_path / "report",
+                                                        x="learning_rate"))
+    loss_ax = figures["curves.png"].axes[0]
+    top = loss_ax.get_ylim()[1]
+    assert 2.31 < top <= plots.LOSS_AXIS_GUESSES * 2.303  # ln 10 on the axis, 3e4 not
+    (mark,) = [c for c in loss_ax.collections if c.get_offsets().shape[0] and c.get_offsets()[0][1] == top]
+    assert mark.get_offsets()[0][0] == records[first_train]["step"]
+    assert any("loss above the axis (1 of 2 runs, up to 3e+04)" in t.get_text()
+               for t in figures["curves.png"].legends[0].get_texts())

@@ -164,13 +164,32 @@ def _diverged(run: Run) -> bool:
     return (run.summary or {}).get("status") == "diverged"
 
 
+# A loss axis reaches at most this many times the loss of a uniform guess: a run whose loss blew up to 10^4
+# and came back (it finished, so it is not marked diverged) flattened every other curve to the floor.
+LOSS_AXIS_GUESSES = 4
+
+
 def _loss_top(losses: Sequence[float], classes: int | None) -> float:
     """The top of a loss axis: a little above the largest finite loss of the runs that did not diverge and the
-    loss of a uniform guess (a diverged run's 5e13 flattened every other curve to the floor)."""
+    loss of a uniform guess (a diverged run's 5e13 flattened every other curve to the floor), but not above
+    LOSS_AXIS_GUESSES times that guess's loss; what lies above is marked on the top edge by the caller."""
     import math
 
+    guess = [math.log(classes)] if classes and classes > 1 else []
     finite = [v for v in losses if _is_number(v) and math.isfinite(v)]
-    return max(finite + ([math.log(classes)] if classes and classes > 1 else []) + [1.0]) * 1.15
+    top = max(finite + guess + [1.0]) * 1.15
+    return min(top, LOSS_AXIS_GUESSES * guess[0]) if guess else top
+
+
+def _first_above(records: Sequence[dict], top: float) -> tuple[int, float] | None:
+    """(step, loss) of the first record whose loss is above ``top`` (or not finite), and the highest finite loss."""
+    import math
+
+    above = [r for r in records if _is_number(r.get("loss")) and not r["loss"] <= top]
+    if not above:
+        return None
+    finite = [r["loss"] for r in above if math.isfinite(r["loss"])]
+    return above[0]["step"], max(finite, default=math.inf)
 
 
 def seed_band(seeds: Sequence[Sequence[dict]], key: str) -> tuple[list, list, list, list]:
@@ -235,15 +254,26 @@ def plot_training_curves(runs: Sequence[Run], path: str | pathlib.Path, *, title
     if classes and classes > 1:
         loss_ax.axhline(math.log(classes), color="grey", linestyle=":", linewidth=1.2,
                         label=f"uniform guess (ln {classes} = {math.log(classes):.2f})")
-    loss_ax.set_ylim(bottom=0)
-    if diverged:  # the others' losses readable, the diverged runs marked where their curves leave the axis
-        top = _loss_top([r.get("loss") for run in runs if not _diverged(run) for r in run.train + run.evals], classes)
-        loss_ax.set_ylim(0, top)
-        for step, colour in diverged:
-            loss_ax.scatter([step], [top], marker="x", color=colour, s=50, clip_on=False, zorder=5)
+    # The others' losses readable: a diverged run is marked where its curve leaves the axis, and so is a run
+    # whose loss rose above LOSS_AXIS_GUESSES uniform guesses but finished.
+    top = _loss_top([r.get("loss") for run in runs if not _diverged(run) for r in run.train + run.evals], classes)
+    loss_ax.set_ylim(0, top)
+    for step, colour in diverged:
+        loss_ax.scatter([step], [top], marker="x", color=colour, s=50, clip_on=False, zorder=5)
+    if diverged:
         keys.append(Line2D([], [], color="black", marker="x", linestyle="none",
                            label=f"diverged ({len(diverged)} of {len(runs)} runs): its last logged step, on the "
                                  f"top edge"))
+    above = [(_first_above(run.train + run.evals, top), colours[i % len(colours)]) for i, group in enumerate(groups)
+             for run in group if not _diverged(run)]
+    above = [(found, colour) for found, colour in above if found]
+    for (step, _), colour in above:
+        loss_ax.scatter([step], [top], marker="^", color=colour, s=50, clip_on=False, zorder=5)
+    if above:
+        highest = max(loss for (_, loss), _ in above)
+        keys.append(Line2D([], [], color="black", marker="^", linestyle="none",
+                           label=f"loss above the axis ({len(above)} of {len(runs)} runs, up to {highest:.3g}): "
+                                 f"where it first leaves, on the top edge"))
     acc_ax.set_ylim(0, 100)
     positive = [rate for rate in rates if rate is not None and rate > 0]
     if len(positive) > 1 and max(positive) / min(positive) >= 100:  # one rate dwarfs the others: log scale
@@ -366,6 +396,11 @@ def plot_final_against(runs: Sequence[Run], key: str, path: str | pathlib.Path, 
     if diverged_x:
         loss_ax.scatter(diverged_x, [top] * len(diverged_x), marker="x", color="red", s=50, clip_on=False,
                         label=f"diverged ({len(diverged_x)} runs): no final value")
+    above = [(x, run.train[-1]["loss"]) for _, points in lines.items() for x, group in points for run in group
+             if run.train and run.completed and _is_number(run.train[-1]["loss"]) and not run.train[-1]["loss"] <= top]
+    if above:
+        loss_ax.scatter([x for x, _ in above], [top] * len(above), marker="^", color="red", s=50, clip_on=False,
+                        label=f"final loss above the axis ({len(above)} runs, up to {max(v for _, v in above):.3g})")
     loss_ax.set_ylim(0, top)
     acc_ax.set_ylim(0, 100)
     positive = numeric and all(x > 0 for x in xs)
