@@ -922,3 +922,39 @@ def test_a_resumed_batch_stream_matches(data_dir):
     batches = [b for _, b in zip(range(12), stream.as_numpy_iterator())]
     resumed = pipeline.train_dataset(exp.sources["train"], exp.preprocess, global_batch=32, seed=0, start_step=9)
     np.testing.assert_array_equal(next(resumed.as_numpy_iterator())["image"], batches[9]["image"])
+
+
+def test_a_resume_with_another_batch_size_goes_on_from_the_epoch_reached(data_dir, tmp_path):
+    """README's `--allow-change batch_size`: a run stopped half way through its first epoch at batch 32 (4 of 8
+    steps) and resumed at batch 64 went on from step 4 *of batch 64* — epoch 1.0: it skipped the unseen half of
+    epoch 0, its cosine schedule jumped to the end, and its summary counted 1.5 epochs where 1.0 were seen."""
+    from jaxconv.data import pipeline
+    from jaxconv.train.experiment import rebase, train_batches
+
+    workdir, lines = tmp_path / "run", []
+    first = validate(tiny_config(data_dir, num_train_steps=4, schedule="cosine"), device_count=jax.device_count())
+    train(first, workdir, log=lambda _: None)
+    wider = validate(tiny_config(data_dir, num_train_steps=None, num_epochs=1, schedule="cosine", batch_size=64,
+                                 eval_batch_size=64), device_count=jax.device_count())
+    summary = train(wider, workdir, log=lines.append, allow_changes={"batch_size"})
+    # 256 examples: 4 steps of 32 are half an epoch, which 2 steps of 64 finish
+    assert any("batch_size 32 -> 64: the run goes on from epoch 0.50" in line and "(6 steps in all now)" in line
+               for line in lines), lines
+    assert (summary["steps"], summary["epochs"]) == (6, 1.0)
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    (last,) = [r for r in records if r["split"] == "train" and r["step"] == 6]
+    by_epochs = learning_rate_schedule(wider, 4, 4)  # a run of batch 64 from the start: 4 steps to epoch 1
+    assert last["epoch"] == 1.0 and last["learning_rate"] == pytest.approx(float(by_epochs(3)))
+    # its first new step reads what a batch-64 run reads at epoch 0.5: the half of epoch 0 not yet seen
+    exp = rebase(build(wider, log=lambda _: None), -2)
+    batches = train_batches(exp, 4)
+    try:
+        resumed = next(iter(batches))
+    finally:
+        batches.close()
+    fresh = pipeline.train_dataset(exp.sources["train"], exp.preprocess, global_batch=64, seed=0, start_step=2)
+    np.testing.assert_array_equal(np.asarray(resumed["image"]).reshape(64, *resumed["image"].shape[-3:]),
+                                  next(fresh.as_numpy_iterator())["image"])
+    longer = validate(tiny_config(data_dir, num_train_steps=None, num_epochs=2, schedule="cosine", batch_size=64,
+                                  eval_batch_size=64), device_count=jax.device_count())
+    assert train(longer, workdir, log=lambda _: None)["epochs"] == 2.0  # the checkpoints keep the offset

@@ -46,6 +46,13 @@ class Experiment:
     preprocess: pipeline.Preprocess
     options: StepOptions
     apply_fn: Callable | None = None  # the model's apply; with config.freeze, one that keeps frozen parts fixed
+    # Steps of this batch size the run's position is ahead of its step count: non-zero after a resume with
+    # another batch_size (``rebase``). Data, schedule, epochs and length follow step + step_offset.
+    step_offset: int = 0
+
+    def epoch(self, step: int) -> float:
+        """The epochs of training data a run at ``step`` has seen."""
+        return (step + self.step_offset) / self.steps_per_epoch
 
 
 def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print) -> Experiment:
@@ -112,12 +119,42 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         std=spec.std,
         input_dtype="bfloat16" if config.dtype == "bfloat16" else "float32",
     )
+    tx, apply_fn = _optimizer(config, schedule, model, spec)
+    return Experiment(config, spec, sources, model, DataParallel(config.parallel), steps_per_epoch, total_steps,
+                      schedule, tx, preprocess, options, apply_fn)
+
+
+def _optimizer(config: ml_collections.ConfigDict, schedule: Callable, model, spec: DatasetSpec) -> tuple[object, Callable]:
+    """The optimizer and the apply function the state trains with (frozen parts kept fixed)."""
     tx, apply_fn = build_optimizer(config, schedule), model.apply
     if config.freeze:
         frozen = freezing.frozen_paths(config.freeze, model, (1, config.image_size, config.image_size, spec.channels))
         tx, apply_fn = freezing.freezing_optimizer(tx, frozen), freezing.freezing_apply(model.apply, frozen)
-    return Experiment(config, spec, sources, model, DataParallel(config.parallel), steps_per_epoch, total_steps,
-                      schedule, tx, preprocess, options, apply_fn)
+    return tx, apply_fn
+
+
+def resumed_offset(exp: Experiment, meta: dict) -> int:
+    """The step offset a run restored from a checkpoint with ``meta`` continues with: the checkpoint's own, or,
+    when it was written with another batch size, the step of this batch size at the epoch it had reached."""
+    if meta.get("global_batch", exp.config.batch_size) == exp.config.batch_size:
+        return int(meta.get("step_offset", 0))
+    return int(round(meta["epoch"] * exp.steps_per_epoch)) - int(meta["step"])
+
+
+def rebase(exp: Experiment, offset: int) -> Experiment:
+    """``exp`` for a run whose position is ``offset`` steps ahead of its step count (a resume with another
+    batch_size): the schedule and the length are those of this batch size, taken from the epoch reached
+    (a length in steps stays the run's count of steps; one in epochs is counted in them)."""
+    if offset == exp.step_offset:
+        return exp
+    config = exp.config
+    position_total = (config.num_train_steps + offset if config.num_train_steps
+                      else int(math.ceil(config.num_epochs * exp.steps_per_epoch)))
+    by_position = learning_rate_schedule(config, exp.steps_per_epoch, position_total)
+    schedule = lambda count: by_position(count + offset)  # optax counts the run's steps
+    tx, apply_fn = _optimizer(config, schedule, exp.model, exp.spec)
+    return dataclasses.replace(exp, step_offset=offset, total_steps=position_total - offset, schedule=schedule,
+                               tx=tx, apply_fn=apply_fn)
 
 
 def _input_shape(exp: Experiment) -> tuple[int, int, int, int]:
@@ -165,14 +202,16 @@ def checkpoint_meta(exp: Experiment, step: int, wall_time_s: float | None = None
     return {
         "step": step,
         "wall_time_s": wall_time_s,
-        "epoch": step / exp.steps_per_epoch,
+        "epoch": exp.epoch(step),
+        "step_offset": exp.step_offset,
         "model": exp.config.model,
         "dataset": exp.config.dataset,
         "num_classes": exp.spec.num_classes,
         "image_size": exp.config.image_size,
         "seed": exp.config.seed,
         "global_batch": exp.config.batch_size,
-        "input_position": {"step": step, "note": "the data of step s is a function of (seed, s)"},
+        "input_position": {"step": step + exp.step_offset, "global_batch": exp.config.batch_size,
+                           "note": "the data at position p is a function of (seed, p, global_batch)"},
     }
 
 
@@ -180,9 +219,10 @@ def train_batches(exp: Experiment, step: int) -> DeviceBatches:
     """The training input from ``step`` on, on the devices: the batches an uninterrupted run sees there."""
     dataset = pipeline.train_dataset(
         exp.sources["train"], exp.preprocess, global_batch=exp.config.batch_size, seed=exp.config.seed,
-        start_step=step, process_index=jax.process_index(), process_count=jax.process_count(),
+        start_step=step + exp.step_offset, process_index=jax.process_index(), process_count=jax.process_count(),
     )
     return DeviceBatches(pipeline.numpy_batches(dataset), exp.parallel.shard_batch)
 
 
-__all__ = ["Experiment", "abstract_state", "build", "checkpoint_meta", "initial_state", "train_batches"]
+__all__ = ["Experiment", "abstract_state", "build", "checkpoint_meta", "initial_state", "rebase", "resumed_offset",
+           "train_batches"]

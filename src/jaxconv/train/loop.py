@@ -39,7 +39,7 @@ from jaxconv.parallel import check_same_on_every_process
 from jaxconv.train.config import ConfigError, flat
 from jaxconv.train.evaluate import best_eval, evaluate, evaluate_checkpoint
 from jaxconv.train.experiment import (Experiment, abstract_state, build, checkpoint_meta, initial_state, param_count,
-                                      train_batches)
+                                      rebase, resumed_offset, train_batches)
 from jaxconv.train.optim import check_decay_epochs, schedule_warnings
 from jaxconv.train.report import MetricsWriter, Progress
 from jaxconv.train.resume import ConfigChanged, changes_on_resume, check_dataset, record_changes, record_dataset
@@ -198,6 +198,12 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
             earlier_wall_time_s = meta.get("wall_time_s")  # None from a checkpoint of an older jaxconv
             log(f"resuming from step {start_step} (epoch {meta.get('epoch', 0):.2f}) in {checkpoints.directory} "
                 f"(restored in {time.time() - began:.1f} s)")
+            exp = rebase(exp, resumed_offset(exp, meta))
+            state = state.replace(tx=exp.tx, apply_fn=exp.apply_fn)
+            if meta.get("global_batch", config.batch_size) != config.batch_size:
+                log(f"batch_size {meta['global_batch']} -> {config.batch_size}: the run goes on from epoch "
+                    f"{meta['epoch']:.2f} of its data and schedule, as a run of batch {config.batch_size} at its step "
+                    f"{start_step + exp.step_offset} would ({exp.total_steps} steps in all now)")
         length = [key for key in ("num_train_steps", "num_epochs") if key in changes]
         if restored is not None and length and exp.total_steps < start_step:
             key = "num_train_steps" if config.num_train_steps else "num_epochs"
@@ -227,7 +233,8 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
         else:
             log(f"already trained for {start_step} steps; nothing to do (see {workdir / 'summary.json'})")
         return summary
-    for warning in schedule_warnings(config, exp.schedule, exp.steps_per_epoch, exp.total_steps):
+    by_position = lambda position: exp.schedule(position - exp.step_offset)
+    for warning in schedule_warnings(config, by_position, exp.steps_per_epoch, exp.total_steps + exp.step_offset):
         log(f"warning: {warning}")
     try:
         writer = MetricsWriter(workdir, enabled=is_main, hparams=config.to_dict())
@@ -260,7 +267,8 @@ def _run_steps(run: Run, stop: StopRequest, log: Callable[[str], None], progress
     """Trains up to the last step, or until asked to stop; returns the run's status."""
     exp, config = run.exp, run.exp.config
     total = exp.total_steps
-    run.progress = Progress(total, run.step, exp.steps_per_epoch, enabled=jax.process_index() == 0,
+    run.progress = Progress(total, run.step, exp.steps_per_epoch, step_offset=exp.step_offset,
+                            enabled=jax.process_index() == 0,
                             stream=progress_stream)
     p_train = exp.parallel.compile(partial(train_step, options=exp.options), donate_state=True, returns_state=True)
     p_eval = exp.parallel.compile(partial(eval_step, options=exp.options), donate_state=False, returns_state=False)
@@ -345,7 +353,7 @@ class LogMetrics(Periodic):
         record = {
             "step": run.step,
             "split": "train",
-            "epoch": run.step / exp.steps_per_epoch,
+            "epoch": exp.epoch(run.step),
             "loss": totals["loss"] / totals["count"],
             "top1": totals["top1"] / totals["count"],
             "top5": totals["top5"] / totals["count"],
@@ -422,7 +430,7 @@ class Evaluate(Periodic):
         run.progress.pause()
         result = evaluate(exp, run.state, ten_crop=self.ten_crop, limit=self.limit, compiled=self.compiled,
                           progress=run.progress)
-        result = {"step": run.step, "split": "eval", "epoch": run.step / exp.steps_per_epoch, **result}
+        result = {"step": run.step, "split": "eval", "epoch": exp.epoch(run.step), **result}
         run.writer.write(result)
         run.progress.report_eval(result)
         run.last_eval = result
@@ -481,7 +489,7 @@ def _write_summary(exp: Experiment, workdir: pathlib.Path, checkpoints: pathlib.
         "status": status, **extra,  # why it diverged, or that the summary was written late
         "model": config.model, "dataset": config.dataset,
         "params": param_count(exp),  # as trained: `report` checks the model's code still builds this
-        "steps": steps, "epochs": steps / exp.steps_per_epoch,
+        "steps": steps, "epochs": exp.epoch(steps),
         "final_eval": final_eval,
         "best_eval": best_eval(workdir) if is_main else None,
         "rollbacks": rollbacks,

@@ -111,9 +111,9 @@ class Progress:
     step… 6 s"). Elsewhere (a log file), a plain line per logging point, evaluation and phase.
     """
 
-    def __init__(self, total: int, start: int, steps_per_epoch: int, *, enabled: bool = True, stream=None,
-                 clock: Callable[[], float] = time.monotonic, refresh_s: float = 1.0):
-        self.total, self.start, self.steps_per_epoch = total, start, steps_per_epoch
+    def __init__(self, total: int, start: int, steps_per_epoch: int, *, step_offset: int = 0, enabled: bool = True,
+                 stream=None, clock: Callable[[], float] = time.monotonic, refresh_s: float = 1.0):
+        self.total, self.start, self.steps_per_epoch, self.step_offset = total, start, steps_per_epoch, step_offset
         self.enabled = enabled
         self.stream = stream or sys.stderr
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -166,7 +166,7 @@ class Progress:
         step = max(step, self._record["step"] if self._record else self.start)
         width = 24
         filled = int(width * min(step, self.total) / self.total)
-        text = f"[{'#' * filled}{'.' * (width - filled)}] step {step}/{self.total} epoch {step / self.steps_per_epoch:.2f}"
+        text = f"[{'#' * filled}{'.' * (width - filled)}] step {step}/{self.total} epoch {(step + self.step_offset) / self.steps_per_epoch:.2f}"
         if self._record:
             text += f" | loss {self._record['loss']:.4f} top1 {100 * self._record['top1']:.1f}%"
         rate = self.steps_per_second(step)
