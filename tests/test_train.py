@@ -958,3 +958,19 @@ def test_a_resume_with_another_batch_size_goes_on_from_the_epoch_reached(data_di
     longer = validate(tiny_config(data_dir, num_train_steps=None, num_epochs=2, schedule="cosine", batch_size=64,
                                   eval_batch_size=64), device_count=jax.device_count())
     assert train(longer, workdir, log=lambda _: None)["epochs"] == 2.0  # the checkpoints keep the offset
+
+
+def test_a_checkpoint_that_averaged_only_the_weights_still_restores(data_dir, tmp_path):
+    """Checkpoints written before the BatchNorm statistics were averaged too have no ema_batch_stats: they
+    restore, the average of the statistics starting from the run's statistics."""
+    from jaxconv.train.experiment import initial_state
+
+    exp = build(validate(tiny_config(data_dir, ema_decay=0.5), device_count=jax.device_count()), log=lambda _: None)
+    state = initial_state(exp)
+    older = state.replace(ema_batch_stats=None, batch_stats=jax.tree_util.tree_map(lambda s: s + 1, state.batch_stats))
+    checkpoints = Checkpoints(tmp_path / "run")
+    checkpoints.save(2, older, checkpoint_meta(exp, 2))
+    checkpoints.close()
+    restored, meta = Checkpoints(tmp_path / "run", read_only=True).restore(2, abstract_state(exp))
+    assert meta["step"] == 2 and jax.tree_util.tree_leaves(restored.ema_batch_stats)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, restored.ema_batch_stats, older.batch_stats)

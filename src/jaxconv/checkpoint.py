@@ -30,10 +30,11 @@ import os
 import pathlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
@@ -244,6 +245,12 @@ class Checkpoints:
 
         Raises CheckpointMismatch naming the missing, unexpected and differently shaped entries.
         """
+        if (jax.tree_util.tree_leaves(getattr(target, "ema_batch_stats", None))
+                and not _holds(self.manager.item_metadata(step)["state"], "ema_batch_stats")):
+            # A checkpoint of a jaxconv that averaged only the weights: the statistics' average starts from the
+            # run's statistics at this step.
+            state, meta = self.restore(step, target.replace(ema_batch_stats=None))
+            return state.replace(ema_batch_stats=jax.tree_util.tree_map(jnp.copy, state.batch_stats)), meta
         self.check_compatible(step, target)
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
         restored = self.manager.restore(
@@ -357,6 +364,13 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _holds(stored: Any, field: str) -> bool:
+    """Whether a checkpoint's state metadata has ``field`` with values in it."""
+    tree = stored.tree if hasattr(stored, "tree") else stored
+    value = tree.get(field) if isinstance(tree, Mapping) else getattr(tree, field, None)
+    return bool(jax.tree_util.tree_leaves(value))
 
 
 def check_fits(step_directory: pathlib.Path, stored: Any, target: Any) -> None:

@@ -109,6 +109,7 @@ def build(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         aux_loss_weight=config.aux_loss_weight,
         bn_mode=bn_mode,
         ema_decay=config.ema_decay,
+        ema_warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
         axis_name=AXIS,
         layer_paths=layer_paths,
         accumulation_steps=config.grad_accumulation_steps,
@@ -153,8 +154,10 @@ def rebase(exp: Experiment, offset: int) -> Experiment:
     by_position = learning_rate_schedule(config, exp.steps_per_epoch, position_total)
     schedule = lambda count: by_position(count + offset)  # optax counts the run's steps
     tx, apply_fn = _optimizer(config, schedule, exp.model, exp.spec)
+    options = dataclasses.replace(exp.options, ema_warmup_steps=int(round(config.warmup_epochs * exp.steps_per_epoch))
+                                  - offset)
     return dataclasses.replace(exp, step_offset=offset, total_steps=position_total - offset, schedule=schedule,
-                               tx=tx, apply_fn=apply_fn)
+                               tx=tx, apply_fn=apply_fn, options=options)
 
 
 def _input_shape(exp: Experiment) -> tuple[int, int, int, int]:

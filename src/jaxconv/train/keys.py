@@ -265,7 +265,9 @@ KEYS: tuple[Key, ...] = (
     Key("optimizer.b1", 0.9, _probability, "Adam's first-moment decay", "optimizer", optimizers=("adamw",)),
     Key("optimizer.b2", 0.999, _probability, "Adam's second-moment decay", "optimizer", optimizers=("adamw",)),
     Key("optimizer.epsilon", 1e-8, _positive,
-        "for stability: adamw adds it to the denominator, rmsprop under the square root", "optimizer",
+        "for stability: adamw adds it to the denominator, rmsprop under the square root (TensorFlow/Keras's "
+        "RMSprop, whose momentum also sums steps already scaled by the learning rate, so a decay reaches the steps "
+        "over 1/(1 - momentum) steps; PyTorch's differs in both)", "optimizer",
         optimizers=("rmsprop", "adamw")),
     Key("optimizer.weight_decay", 1e-4, _non_negative,
         "L2 for sgd/rmsprop, decoupled for adamw; never on biases or normalisation parameters", "optimizer"),
@@ -279,10 +281,12 @@ KEYS: tuple[Key, ...] = (
     Key("decay_epochs", (30.0, 60.0, 80.0), Epochs(), "step schedule: multiply by decay_factor at these epochs",
         "schedule"),
     Key("decay_factor", 0.1, Number(0, 1, low_open=True), "step schedule's factor", "schedule"),
-    Key("warmup_epochs", 0.0, _non_negative, "linear warm-up from 0", "schedule"),
-    Key("label_smoothing", 0.0, _probability, "label smoothing of the cross-entropy", "schedule"),
+    Key("warmup_epochs", 0.0, _non_negative, "linear warm-up from 0, step by step", "schedule"),
+    Key("label_smoothing", 0.0, _probability,
+        "label smoothing of the training cross-entropy (evaluation reports the plain one)", "schedule"),
     Key("ema_decay", None, Number(0, 1, low_open=True, high_open=True),
-        "evaluate an exponential moving average of the weights", "schedule", nullable=True),
+        "evaluate an exponential moving average of the weights and BatchNorm statistics (a copy through the "
+        "warm-up)", "schedule", nullable=True),
     Key("aux_loss_weight", 0.3, _non_negative, "the auxiliary classifiers' loss weight (GoogLeNet's, Inception v3's)",
         "schedule"),
     # Transfer learning.

@@ -16,7 +16,8 @@ class TrainState(flax.struct.PyTreeNode):
 
     ``rng`` is a raw uint32 key; per-step randomness is ``fold_in(rng, step)``, so a run
     resumed from a checkpoint draws the same dropout masks as one that never stopped.
-    ``ema_params`` is an exponential moving average of ``params`` (None when disabled).
+    ``ema_params`` is an exponential moving average of ``params`` and ``ema_batch_stats`` one of the BatchNorm
+    running statistics (None when disabled): an evaluation reads both, as torchvision's and timm's EMA models do.
     ``lr_scale`` multiplies every update (lowered after a NaN rollback); ``rollbacks`` counts them.
     """
 
@@ -28,11 +29,16 @@ class TrainState(flax.struct.PyTreeNode):
     lr_scale: jax.Array
     rollbacks: jax.Array
     ema_params: Any = None
+    ema_batch_stats: Any = None
     apply_fn: Callable = flax.struct.field(pytree_node=False, default=None)
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False, default=None)
 
-    def eval_params(self):
-        return self.params if self.ema_params is None else self.ema_params
+    def eval_variables(self) -> dict:
+        """The variables an evaluation uses: the moving averages when kept."""
+        if self.ema_params is None:
+            return {"params": self.params, "batch_stats": self.batch_stats}
+        stats = self.batch_stats if self.ema_batch_stats is None else self.ema_batch_stats
+        return {"params": self.ema_params, "batch_stats": stats}
 
 
 def create_state(model, tx, rng: jax.Array, input_shape: tuple[int, ...], *, ema: bool) -> TrainState:
@@ -49,6 +55,7 @@ def create_state(model, tx, rng: jax.Array, input_shape: tuple[int, ...], *, ema
         lr_scale=jnp.ones((), jnp.float32),
         rollbacks=jnp.zeros((), jnp.int32),
         ema_params=jax.tree_util.tree_map(jnp.copy, params) if ema else None,
+        ema_batch_stats=jax.tree_util.tree_map(jnp.copy, variables.get("batch_stats", {})) if ema else None,
         apply_fn=model.apply,
         tx=tx,
     )

@@ -33,6 +33,9 @@ class StepOptions:
     aux_loss_weight: float = 0.3
     bn_mode: str = "sync"
     ema_decay: float | None = None
+    # Steps the moving average copies the weights instead of averaging them (torchvision's reference resets it
+    # through the learning-rate warm-up): it does not carry the random initialisation into the run.
+    ema_warmup_steps: int = 0
     axis_name: str = "data"
     # Kernel paths in forward order: the step also returns each one's gradient norm (config.log_layer_grad_norms).
     layer_paths: tuple[tuple[str, ...], ...] | None = None
@@ -136,12 +139,16 @@ def train_step(state: TrainState, batch: dict, options: StepOptions) -> tuple[Tr
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
     params = optax.apply_updates(state.params, updates)
-    ema_params = state.ema_params
+    ema_params, ema_batch_stats = state.ema_params, state.ema_batch_stats
     if options.ema_decay is not None:
-        decay = options.ema_decay
-        ema_params = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, ema_params, params)
+        decay = jnp.where(state.step < options.ema_warmup_steps, 0.0, options.ema_decay)
+        average = lambda e, p: (decay * e + (1 - decay) * p).astype(p.dtype)  # noqa: E731
+        ema_params = jax.tree_util.tree_map(average, ema_params, params)
+        if ema_batch_stats is not None:
+            ema_batch_stats = jax.tree_util.tree_map(average, ema_batch_stats, batch_stats)
     new_state = state.replace(
-        step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state, ema_params=ema_params
+        step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state, ema_params=ema_params,
+        ema_batch_stats=ema_batch_stats,
     )
     top1, top5 = correct_counts(logits, labels, jnp.ones_like(losses))
     metrics = {
@@ -163,7 +170,7 @@ def eval_step(state: TrainState, batch: dict, options: StepOptions) -> dict:
     """
     axis = options.axis_name
     images, labels, mask = model_inputs(batch, options), batch["label"], batch["mask"]
-    variables = {"params": state.eval_params(), "batch_stats": state.batch_stats}
+    variables = state.eval_variables()
     if images.ndim == 5:
         crops = images.shape[1]
         logits = state.apply_fn(variables, images.reshape((-1, *images.shape[2:])), train=False)

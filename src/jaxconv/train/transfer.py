@@ -207,8 +207,10 @@ def checkpoint_variables(path: str | pathlib.Path, step: int | None = None, *,
         state, meta, _ = checkpoints.restore_available(target, step=step)
     finally:
         checkpoints.close()
-    params = state.get("ema_params") or state["params"]
-    return {"params": jax.device_get(params), "batch_stats": jax.device_get(state.get("batch_stats") or {})}, meta
+    ema = state.get("ema_params") is not None  # the weights the run evaluated: its moving averages when kept
+    params = state["ema_params"] if ema else state["params"]
+    stats = (state.get("ema_batch_stats") if ema else None) or state.get("batch_stats") or {}
+    return {"params": jax.device_get(params), "batch_stats": jax.device_get(stats)}, meta
 
 
 def match_variables(loaded: Mapping, expected: Mapping[str, Mapping[str, tuple]], head: frozenset[str],
@@ -290,6 +292,7 @@ def with_variables(state, variables: Mapping[str, Mapping[str, Any]]):
         batch_stats=batch_stats,
         opt_state=state.tx.init(params),
         ema_params=jax.tree_util.tree_map(jnp.copy, params) if state.ema_params is not None else None,
+        ema_batch_stats=jax.tree_util.tree_map(jnp.copy, batch_stats) if state.ema_batch_stats is not None else None,
     )
 
 
