@@ -899,6 +899,20 @@ def test_preemption_and_kill_then_resume_reach_the_same_final_eval(uninterrupted
     assert len(logged) == len(set(logged))  # the steps redone after the SIGKILL are logged once
 
 
+def test_eval_takes_any_device_count_whatever_the_training_batch(uninterrupted, tmp_path, capsys):
+    """A run trained at batch 12 (on 1, 2, 3, 4, 6 or 12 devices) evaluated here on 8: refused, 'config.batch_size=12:
+    must be divisible by the 8 devices', though an evaluation never reads the training batch."""
+    import shutil
+
+    _, workdir, _ = uninterrupted
+    copy = pathlib.Path(shutil.copytree(workdir, tmp_path / "run"))
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "batch_size": 12, "eval_batch_size": 12}))
+    assert jax.device_count() == 8
+    assert main(["eval", "--workdir", str(copy), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 40
+
+
 def test_eval_command_reports_every_example(uninterrupted, capsys):
     _, workdir, _ = uninterrupted
     assert main(["eval", "--workdir", str(workdir), "--format", "json"]) == 0

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     if isinstance(batch, int) and not isinstance(batch, bool) and batch > 0:  # fit this machine's devices
         stored.eval_batch_size = -(-stored.eval_batch_size // devices) * devices
     try:
-        config = validate(stored, device_count=devices, process_count=jax.process_count(), log=log)
+        config = validate(stored, device_count=devices, process_count=jax.process_count(), log=log, training=False)
     except ConfigError as e:
         raise UsageError(f"{workdir / 'config.json'}: {e}") from None
     result = evaluate_checkpoint(config, workdir, step=args.step, split=args.split, ten_crop=args.ten_crop, log=log)

@@ -248,12 +248,12 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
 
 
 def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int = 1,
-             log: Callable[[str], None] | None = None) -> ml_collections.ConfigDict:
+             log: Callable[[str], None] | None = None, training: bool = True) -> ml_collections.ConfigDict:
     """Checks every value and fills the defaults that depend on others; returns the resolved config.
 
     Each key is checked as keys.KEYS declares it; then what relates several keys. Nothing is
     compiled or written; the architecture's geometry at the image size is checked by tracing
-    its shapes.
+    its shapes. ``training=False`` (an evaluation of a run): the training batch need not fit the devices.
     """
     from jaxconv.data.catalog import DATASETS
     from jaxconv.models import model_info
@@ -300,11 +300,11 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     if c.eval_batch_size is None:
         c.eval_batch_size = c.batch_size
     share = c.batch_size // device_count
-    if c.batch_size % device_count == 0 and share % c.grad_accumulation_steps:
+    if training and c.batch_size % device_count == 0 and share % c.grad_accumulation_steps:
         raise ConfigError("grad_accumulation_steps", c.grad_accumulation_steps,
                           f"must divide each device's share of the batch ({c.batch_size} / {device_count} devices "
                           f"= {share})")
-    for key in ("batch_size", "eval_batch_size"):
+    for key in ("batch_size", "eval_batch_size") if training else ("eval_batch_size",):
         if c[key] % device_count:
             raise ConfigError(key, c[key], f"must be divisible by the {device_count} devices")
         if c[key] % process_count:
