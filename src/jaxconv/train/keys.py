@@ -252,7 +252,7 @@ KEYS: tuple[Key, ...] = (
     Key("batch_size", 128, Integer(), "global: summed over every device of every process", "length"),
     Key("eval_batch_size", None, Integer(), "default: batch_size", "length", nullable=True, resumable=True),
     Key("grad_accumulation_steps", 1, Integer(),
-        "cut each device's share of the batch into this many micro-batches, one update (less memory)", "length"),
+        "cut the batch into this many micro-batches (every k-th example), one update (less memory)", "length"),
     Key("num_epochs", 10.0, _positive, "length of the run in epochs", "length", resumable=True),
     Key("num_train_steps", None, Integer(), "length in steps; overrides num_epochs when set", "length",
         nullable=True, resumable=True),

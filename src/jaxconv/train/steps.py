@@ -92,16 +92,22 @@ def train_step(state: TrainState, batch: dict, options: StepOptions) -> tuple[Tr
 
     With ``accumulation_steps`` k > 1 the share is cut into k micro-batches run one after the
     other (a scan: one micro-batch's activations in memory at a time); their mean gradient makes
-    one update, as the whole share would (BatchNorm sees each micro-batch on its own).
+    one update, as the whole share would (BatchNorm sees each micro-batch on its own). Micro-batch j
+    takes every k-th example from the j-th, so that over the devices it is the same set of the global
+    batch however many devices share it (sync BatchNorm normalises it as one device would).
+    Mixup, CutMix and random erasing act on the global batch (``mixing``); dropout draws per device.
     """
     axis = options.axis_name
-    step_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), lax.axis_index(axis))
+    step_key = jax.random.fold_in(state.rng, state.step)
+    step_rng = jax.random.fold_in(step_key, lax.axis_index(axis))  # dropout's, per device
     images, labels = model_inputs(batch, options), batch["label"]
     targets = one_hot_targets(labels, options.num_classes, options.label_smoothing)
     if options.mixup_alpha or options.cutmix_alpha or options.random_erasing:
-        mix_key, erase_key = jax.random.split(jax.random.fold_in(step_rng, 0x313))
-        images = mixing.erase(erase_key, images, options.random_erasing)
-        images, targets = mixing.mix(mix_key, images, targets, options.mixup_alpha, options.cutmix_alpha)
+        # the same key on every device (device 0's: a one-device run draws as it always did)
+        mix_key, erase_key = jax.random.split(jax.random.fold_in(jax.random.fold_in(step_key, 0), 0x313))
+        images = mixing.erase(erase_key, images, options.random_erasing, axis_name=axis)
+        images, targets = mixing.mix(mix_key, images, targets, options.mixup_alpha, options.cutmix_alpha,
+                                     axis_name=axis)
 
     def loss_fn(params, batch_stats, images, targets, rng):
         variables = {"params": params, "batch_stats": batch_stats}
@@ -127,12 +133,13 @@ def train_step(state: TrainState, batch: dict, options: StepOptions) -> tuple[Tr
                 state.params, stats, micro_images, micro_targets, jax.random.fold_in(step_rng, index))
             return (jax.tree_util.tree_map(jnp.add, grad_sum, grads), stats), (micro_logits, micro_losses)
 
-        split = lambda x: x.reshape((k, x.shape[0] // k, *x.shape[1:]))  # noqa: E731
+        # (n, ...) -> (k, n / k, ...), micro-batch j = rows j, j + k, j + 2k, ...
+        split = lambda x: jnp.swapaxes(x.reshape((x.shape[0] // k, k, *x.shape[1:])), 0, 1)  # noqa: E731
         zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
         (grad_sum, batch_stats), (logits, losses) = lax.scan(
             micro_step, (zeros, state.batch_stats), (jnp.arange(k), split(images), split(targets)))
         grads = jax.tree_util.tree_map(lambda g: g / k, grad_sum)
-        logits, losses = logits.reshape((-1, logits.shape[-1])), losses.reshape(-1)
+        logits, losses = jnp.swapaxes(logits, 0, 1).reshape((-1, logits.shape[-1])), jnp.swapaxes(losses, 0, 1).reshape(-1)
     grads = lax.pmean(grads, axis)
     if options.bn_mode == "local":
         batch_stats = lax.pmean(batch_stats, axis)
