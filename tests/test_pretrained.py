@@ -494,6 +494,7 @@ def test_predict_prints_top_k_classes_and_skips_non_images(prediction_inputs, ca
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert f"skipped {root / 'folder' / 'notes.txt'}: not an image" in captured.err
+    assert "Unknown image file format" in captured.err  # not the BMP check's "pos 28 out of range" on a short file
     assert report["skipped"] == 1
     assert report["preprocessing"] == {"tag": "IMAGENET1K_V1", "resize": 256, "crop": 224, "interpolation": "bilinear",
                                        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -579,3 +580,26 @@ def test_a_folder_or_a_weights_file_holding_a_nan_is_refused_in_one_line(tmp_pat
     with pytest.raises(FileNotFoundError, match="is a folder: give the .pth or .safetensors file itself "
                                                 r"\(in it: nan.safetensors\)"):
         load_pretrained("resnet18", tmp_path, **TINY)
+
+
+def test_predict_ranks_by_the_logits_when_the_probabilities_underflow(tmp_path):
+    """A dominant class left the other probabilities 0 in float32: the top 5 read [7, 0, 1, 2, 3] (ties broken by
+    index) where the logits say [7, 900, 500, 42, 3], as torchvision's topk on the logits does."""
+    import jax.numpy as jnp
+    from PIL import Image
+
+    from jaxconv.declarations import Preprocessing
+    from jaxconv.pretrained import predict
+
+    class Dominant:
+        def apply(self, variables, x, train=False):
+            logits = jnp.full((x.shape[0], 1000), -1000.0)
+            for index, value in ((7, 0.0), (900, -120.0), (500, -130.0), (42, -140.0), (3, -150.0)):
+                logits = logits.at[:, index].set(value)
+            return logits
+
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "x.png")
+    (found,) = predict.predict_files([tmp_path / "x.png"], Dominant(), {},
+                                     Preprocessing(32, 32, "bilinear", (0.0,) * 3, (1.0,) * 3))
+    assert [index for index, _, _ in found.top] == [7, 900, 500, 42, 3]
+    assert found.top[0][2] == 1.0 and found.top[1][2] == 0.0  # the probabilities shown are still softmax's

@@ -913,6 +913,23 @@ def test_eval_takes_any_device_count_whatever_the_training_batch(uninterrupted, 
     assert json.loads(capsys.readouterr().out)["examples"] == 40
 
 
+def test_eval_evaluates_as_the_run_did_unless_told(uninterrupted, tmp_path, capsys):
+    """A run with ten_crop=True (imagenet_alexnet.py's 10-crop evaluation) was evaluated by `jaxconv eval` on one crop
+    unless --ten-crop was given; its eval_examples subset was not mentioned."""
+    import shutil
+
+    _, workdir, _ = uninterrupted
+    copy = pathlib.Path(shutil.copytree(workdir, tmp_path / "run"))
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "ten_crop": True, "eval_examples": 20}))
+    assert main(["eval", "--workdir", str(copy), "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["ten_crop"] is True and json.loads(out)["examples"] == 40
+    assert "the run's own evaluations read the first 20 examples (its eval_examples); this one reads all 40" in err
+    assert main(["eval", "--workdir", str(copy), "--format", "json", "--no-ten-crop"]) == 0
+    assert json.loads(capsys.readouterr().out)["ten_crop"] is False
+
+
 def test_eval_command_reports_every_example(uninterrupted, capsys):
     _, workdir, _ = uninterrupted
     assert main(["eval", "--workdir", str(workdir), "--format", "json"]) == 0

@@ -33,6 +33,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     except ConfigError as e:
         raise UsageError(f"{workdir / 'config.json'}: {e}") from None
     result = evaluate_checkpoint(config, workdir, step=args.step, split=args.split, ten_crop=args.ten_crop, log=log)
+    if config.eval_examples and result["examples"] > config.eval_examples:
+        log(f"note: the run's own evaluations read the first {config.eval_examples} examples (its eval_examples); "
+            f"this one reads all {result['examples']}")
     if args.format == "json":
         print(json.dumps(result, indent=2))
     else:
@@ -47,6 +50,7 @@ def register(sub, common) -> None:
     p.add_argument("--workdir", required=True, help="a `jaxconv train` workdir")
     p.add_argument("--step", type=positive_int, help="the checkpoint's step (default: the latest)")
     p.add_argument("--split", help="the split to evaluate (default: the dataset's evaluation split)")
-    p.add_argument("--ten-crop", action="store_true", help="AlexNet's 10-crop evaluation (softmax averaged)")
+    p.add_argument("--ten-crop", action=argparse.BooleanOptionalAction, default=None,
+                   help="AlexNet's 10-crop evaluation (softmax averaged); default: as the run evaluated (config.ten_crop)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=run, takes_extra=True)

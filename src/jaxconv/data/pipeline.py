@@ -146,7 +146,11 @@ def eval_dataset(
     ds = ds.map(lambda idx: (fetch(idx), idx)).unbatch()
 
     def example(record, index):
-        image, label = source.decode(record)
+        if source.stores_files:  # decoded as PIL decodes (torchvision's evaluation): the accurate inverse DCT
+            data, label = source.encoded(record)
+            image = augment.decode(data, source.channels, accurate=True)
+        else:
+            image, label = source.decode(record)
         if ten_crop:
             view = augment.ten_crop(image, preprocess.image_size, preprocess.resize_ratio)
         else:

@@ -71,8 +71,11 @@ def best_eval(workdir: pathlib.Path) -> dict | None:
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, step: int | None = None,
-                        split: str | None = None, ten_crop: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Evaluates the latest (or given) checkpoint of ``workdir`` on the eval (or given) split."""
+                        split: str | None = None, ten_crop: bool | None = None,
+                        log: Callable[[str], None] = print) -> dict:
+    """Evaluates the latest (or given) checkpoint of ``workdir`` on the eval (or given) split, with 10 crops when
+    ``ten_crop`` (None: as the run evaluated, ``config.ten_crop``)."""
+    ten_crop = bool(config.ten_crop) if ten_crop is None else ten_crop
     exp = build(config, log=log)
     check_dataset(pathlib.Path(workdir), exp.sources, log, what="an evaluation")
     if split is not None and split != exp.spec.eval_split:

@@ -301,7 +301,8 @@ KEYS: tuple[Key, ...] = (
         "after augment: TrivialAugmentWide (one op, random magnitude) or RandAugment (two ops, magnitude 9)",
         "augmentation"),
     Key("eval_crop", "resize", Choice(_eval_crops),
-        "center: shorter side to size*256/224, centre crop; resize: the whole image", "augmentation"),
+        "center: shorter side to size*256/224, centre crop, as torchvision's Resize + CenterCrop (JPEGs decoded as "
+        "PIL does); resize: the whole image", "augmentation"),
     Key("mixup_alpha", 0.0, _non_negative, "Mixup: mix image pairs and targets, λ ~ Beta(α, α) (0: off)",
         "augmentation"),
     Key("cutmix_alpha", 0.0, _non_negative,
