@@ -14,10 +14,16 @@ What this file takes over exactly: ResNet-50 (v1.5), 600 epochs, global batch 10
 SGD momentum 0.9 at 0.5 with a 5-epoch linear warm-up and cosine decay, weight decay 2e-5 and
 none on normalisation parameters (jaxconv also skips biases, which torchvision decays), label smoothing 0.1, Mixup 0.2 / CutMix 1.0 (one
 of them per batch), random erasing 0.1, an exponential moving average of the weights
-(torchvision updates it every 32 steps with decay 0.99998 adjusted to its batch and epochs,
-about 0.99891 per 32 steps, i.e. 0.999966 per step, which is the per-step decay used here),
+and BatchNorm statistics, reset to the weights through the warm-up (torchvision updates it every 32
+steps with decay 0.99998 adjusted to its batch and epochs, about 0.99891 per 32 steps, i.e. 0.999966
+per step, which is the per-step decay used here),
 TrivialAugment-Wide after the Inception crop and flip (``--auto-augment ta_wide``; jaxconv's
 operations match torchvision's pixel for pixel, tests/test_autoaugment.py), and training at 176 px.
+
+Differs in small ways: torchvision's warm-up starts at 0.01 x the rate and, like its cosine, steps once
+per epoch; jaxconv's rises from 0 and decays step by step. With Mixup/CutMix the logged training top-1 is
+scored against the images' own labels (torchvision's against the mixed target's largest share), and the
+evaluation loss is the plain cross-entropy (torchvision's is label-smoothed).
 
 What jaxconv does not have yet, so a run of this file is not expected to reach 80.858%: the
 repeated-augmentation sampler (each image 4 times per batch across GPUs), and a separate

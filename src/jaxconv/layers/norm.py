@@ -35,6 +35,12 @@ class BatchNorm(nn.BatchNorm):
     set (inside pmap/shard_map), mean and E[x^2] are averaged over that device axis, so the
     statistics are those of the global batch (variance = E[x^2] - E[x]^2).
     Running variance is the biased batch variance (PyTorch stores the unbiased one).
+
+    That one-pass variance (flax's ``use_fast_variance``, one reduction, one collective) loses float32
+    precision when a channel's mean is far larger than its spread: at mean/std = 1000 the normalised
+    output is off by up to 0.3 (PyTorch's kernels: 8e-4); at 300, 1e-2 to 3e-2; below about 10, float32
+    rounding. Inputs normalised by the dataset's mean and std, and convolution outputs in a trained
+    network, are far from that; ``use_fast_variance=False`` (two passes) gives 5e-5 at 1000.
     """
 
     momentum: float = 0.9
