@@ -62,6 +62,8 @@ def test_text_report(capsys):
     assert code == 0
     assert out.startswith("lenet5 eval step, batch 8 at 32 px, float32")
     assert "images/s" in out and "compile" in out and "MFU n/a" in out
+    if jax.device_count() > 1:  # the memory figures are one device's, the images/s all devices'
+        assert "XLA estimate" in out and "(per device)" in out
 
 
 def test_eval_flops_are_two_per_mac_less_padding(resnet20_steps):

@@ -100,6 +100,6 @@ def format_text(result: dict) -> str:
              f"{' x 3' if result['mode'] == 'train' else ''})",
              f"  achieved      {si(result['achieved_flops_per_sec'], 'FLOP/s')} of model FLOPs  MFU {mfu}",
              f"  memory        peak {binary(result['peak_memory_bytes'])}, XLA estimate "
-             f"{binary(result['xla_memory_bytes'])}"]
+             f"{binary(result['xla_memory_bytes'])}" + (" (per device)" if result["devices"] > 1 else "")]
     lines += [f"  note: {note}" for note in result.get("notes", [])]
     return "\n".join(lines) + "\n"
