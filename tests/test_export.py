@@ -156,6 +156,9 @@ def test_export_command_exports_a_runs_checkpoint(workdir, tmp_path, capsys):
         (["--weights", "w.safetensors"], "--weights w.safetensors needs --model NAME"),
         (["--model", "resnet5", "--weights", "w.pth"], "unknown model 'resnet5'"),
         (["--model", "resnet18", "--weights", "nowhere.pth"], "weights file 'nowhere.pth' does not exist"),
+        (["--model", "resnet18", "--weights", "w.pth", "--weights-tag", "V9"],
+         "--weights-tag V9: it names the published weights whose preprocessing a --weights file takes; resnet18's "
+         "are IMAGENET1K_V1"),
         (["--workdir", "nowhere"], "nowhere: no config.json there"),
         (["--workdir", "RUN", "--format", "onnx"], "--format 'onnx': expected a comma-separated list of saved_model"),
         (["--workdir", "RUN", "--platforms", "metal"], "--platforms 'metal': expected"),

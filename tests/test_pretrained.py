@@ -603,3 +603,23 @@ def test_predict_ranks_by_the_logits_when_the_probabilities_underflow(tmp_path):
                                      Preprocessing(32, 32, "bilinear", (0.0,) * 3, (1.0,) * 3))
     assert [index for index, _, _ in found.top] == [7, 900, 500, 42, 3]
     assert found.top[0][2] == 1.0 and found.top[1][2] == 0.0  # the probabilities shown are still softmax's
+
+
+def test_a_weights_file_takes_the_preprocessing_of_the_set_it_is_named_as(tmp_path):
+    """predict gave torchvision's mobilenet_v2-7ebf99e0.pth (IMAGENET1K_V2: resize 232) the first set's resize of
+    256; export recorded no preprocessing at all for a file not named as a published one."""
+    from safetensors.numpy import save_file
+
+    from jaxconv import export
+    from jaxconv.pretrained.weights import weight_set_of_file
+
+    assert [(w.tag, how) for w, how in (weight_set_of_file("mobilenet_v2", "/w/mobilenet_v2-7ebf99e0.pth"),
+                                        weight_set_of_file("mobilenet_v2", "mine.pth"),
+                                        weight_set_of_file("mobilenet_v2", "mine.pth", "IMAGENET1K_V2"))] == [
+        ("IMAGENET1K_V2", "file name"), ("IMAGENET1K_V1", "assumed"), ("IMAGENET1K_V2", "given")]
+    assert weight_set_of_file("mobilenet_v2", "/w/mobilenet_v2-7ebf99e0.pth")[0].preprocessing.resize == 232
+    save_file(synthetic_state("resnet18"), str(tmp_path / "mine.safetensors"))
+    _, _, shape, metadata = export.from_weights("resnet18", str(tmp_path / "mine.safetensors"))
+    assert shape == (1, 224, 224, 3) and metadata["preprocessing"]["resize"] == 256
+    assert "mine.safetensors is not named as a published file, so IMAGENET1K_V1's preprocessing is assumed" in \
+        metadata["preprocessing"]["note"]

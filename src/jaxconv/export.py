@@ -308,30 +308,38 @@ def from_run(workdir: str | pathlib.Path, step: int | None = None, *,
     return model, variables, (1, size, size, spec.channels), metadata
 
 
-def from_weights(name: str, source: str, image_size: int | None = None) -> tuple[Any, dict, tuple[int, ...], dict]:
+def from_weights(name: str, source: str, image_size: int | None = None,
+                 weights_tag: str | None = None) -> tuple[Any, dict, tuple[int, ...], dict]:
     """``(model, variables, input_shape, metadata)`` of torchvision weights: a .pth/.safetensors file or a tag.
 
     A tag ('IMAGENET1K_V1') is fetched into the weights directory and hash-checked. The input
-    size defaults to the weight set's crop size (else the model's own).
+    size defaults to the weight set's crop size (else the model's own). A file takes the preprocessing of
+    ``weights_tag``, else of the published set it is named as, else of the model's first (said in export.json).
     """
     from jaxconv.pretrained.convert import load_pretrained
-    from jaxconv.pretrained.weights import fetch, weight_sets
+    from jaxconv.pretrained.weights import fetch, weight_set_of_file, weight_sets
     from jaxconv.models import model_info
 
     info = model_info(name)
     published = weight_sets(name)
     path = pathlib.Path(source).expanduser()
+    chosen = "given"
     if not path.exists() and source in published:
         weight_set, path = published[source], fetch(name, source)
+    elif published:
+        weight_set, chosen = weight_set_of_file(name, path, weights_tag)
     else:
-        weight_set = next((w for w in published.values() if w.file_name == path.name), None)
+        weight_set = None
     model, variables = load_pretrained(name, path)
     size = image_size or (weight_set.preprocessing.crop if weight_set else info.image_size)
     metadata: dict[str, Any] = {"model": name, "source": str(path), "num_classes": model.num_classes}
     if weight_set is not None:
         preprocessing = dataclasses.asdict(weight_set.preprocessing)
-        metadata.update(weights=weight_set.tag, preprocessing={
-            **preprocessing, "note": "pixel values 0..1: resize, center crop, (x - mean) / std per channel"})
+        note = "pixel values 0..1: resize, center crop, (x - mean) / std per channel"
+        if chosen == "assumed":
+            note += (f"; {path.name} is not named as a published file, so {weight_set.tag}'s preprocessing is assumed "
+                     f"(jaxconv export --weights-tag chooses another)")
+        metadata.update(weights=weight_set.tag, preprocessing={**preprocessing, "note": note})
     return model, variables, (1, size, size, info.in_channels), metadata
 
 

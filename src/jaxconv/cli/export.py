@@ -22,6 +22,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--model and --image-size come from the run's config.json with --workdir; drop them")
     if args.step and not args.workdir:
         raise UsageError("--step selects a checkpoint of --workdir")
+    if args.weights_tag is not None:
+        from jaxconv.pretrained.weights import weight_sets
+
+        published = weight_sets(args.model) if args.model else {}
+        if not args.weights or args.weights_tag not in published:
+            raise UsageError(f"--weights-tag {args.weights_tag}: it names the published weights whose preprocessing a "
+                             f"--weights file takes; {args.model or 'the model'}'s are {', '.join(published) or 'none'}")
     formats = comma_choices("--format", args.format, export.FORMATS)
     platforms = comma_choices("--platforms", args.platforms, export.PLATFORMS)
     if not args.out.strip():
@@ -52,7 +59,8 @@ def _export(args, export, out: pathlib.Path, formats, platforms) -> tuple[dict, 
         model, variables, shape, metadata = export.from_run(args.workdir, args.step, log=log)
     else:
         model_info(args.model)
-        model, variables, shape, metadata = export.from_weights(args.model, args.weights, args.image_size)
+        model, variables, shape, metadata = export.from_weights(args.model, args.weights, args.image_size,
+                                                                args.weights_tag)
     shape = (args.batch_size or shape[0], *shape[1:])
     record = export.export_model(model, variables, out, input_shape=shape, fold_bn=args.fold_bn, dtype=args.dtype,
                                  formats=formats, platforms=platforms, dynamic_batch=args.batch_size is None,
@@ -68,6 +76,8 @@ def register(sub, common) -> None:
     p.add_argument("--step", type=positive_int, help="the checkpoint's step (default: the latest)")
     p.add_argument("--model", help="a registered model name, with --weights")
     p.add_argument("--weights", help="a torchvision .pth/.safetensors file or a published tag (IMAGENET1K_V1)")
+    p.add_argument("--weights-tag", metavar="TAG", help="with a --weights file: whose preprocessing export.json records "
+                   "(default: the published set whose file has this name, else the model's first)")
     p.add_argument("--image-size", type=positive_int, help="input size (default: the weights' crop size)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="weights and compute")
     p.add_argument("--no-fold-bn", dest="fold_bn", action="store_false", help="keep BatchNorm layers as they are")

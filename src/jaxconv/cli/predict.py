@@ -42,8 +42,14 @@ def run(args: argparse.Namespace) -> int:
     if args.weights_dir is not None and pathlib.Path(args.weights_dir).expanduser().exists() and \
             not pathlib.Path(args.weights_dir).expanduser().is_dir():
         raise UsageError(f"--weights-dir {args.weights_dir}: is a file; give the folder the weights are kept in")
-    tag = args.weights if is_tag else (args.weights_tag or next(iter(published)))
-    weight_set = published[tag]
+    if is_tag:
+        weight_set, chosen = published[args.weights], "given"
+    else:
+        weight_set, chosen = weights.weight_set_of_file(args.model, path, args.weights_tag)
+        if chosen == "assumed":
+            print(f"jaxconv: note: {path.name} is not named as a published file of {args.model}: it is preprocessed as "
+                  f"{weight_set.tag} (give --weights-tag for another)", file=sys.stderr)
+    tag = weight_set.tag
     if is_tag:
         path = weights.fetch(args.model, tag, args.weights_dir, download=not args.no_download)
     model, variables = convert.load_pretrained(args.model, path)  # not found, hash, mismatch: UserErrors
@@ -83,7 +89,8 @@ def register(sub, common) -> None:
     p.add_argument("--weights", required=True, metavar="TAG_OR_FILE",
                    help="a published tag (IMAGENET1K_V2) or a torchvision .pth/.safetensors file")
     p.add_argument("--weights-tag", metavar="TAG", help="with a file: whose preprocessing to use "
-                                                          "(default: the model's first published tag)")
+                                                          "(default: the published set whose file has this name, "
+                                                          "else the model's first)")
     p.add_argument("--weights-dir", help="where published weights are kept "
                                          "(default $JAXCONV_WEIGHTS_DIR or ~/.cache/jaxconv/weights)")
     p.add_argument("--no-download", action="store_true", help="never download; say what to download instead")

@@ -80,6 +80,18 @@ def weights_info(name: str, tag: str | None = None) -> WeightSet:
     return tags[tag]
 
 
+def weight_set_of_file(name: str, path: str | os.PathLike, tag: str | None = None) -> tuple[WeightSet, str]:
+    """The published weight set whose preprocessing a weights file of model ``name`` takes, and how it was
+    chosen: ``tag`` when given ('given'), the set whose file has this name ('file name': torchvision's
+    resnet50-11ad3fa6.pth is IMAGENET1K_V2), else the model's first ('assumed')."""
+    if tag is not None:
+        return weights_info(name, tag), "given"
+    by_name = next((w for w in weight_sets(name).values() if w.file_name == pathlib.Path(path).name), None)
+    if by_name is not None:
+        return by_name, "file name"
+    return weights_info(name), "assumed"
+
+
 def weights_dir(directory: str | os.PathLike | None = None) -> pathlib.Path:
     """Where published weight files live: ``directory``, else $JAXCONV_WEIGHTS_DIR, else ~/.cache/jaxconv/weights."""
     if directory is not None:
