@@ -110,6 +110,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, log
 
 # -- the run state -------------------------------------------------------------------------------
 
+EMPTY_WINDOW = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "count": 0.0}
+
+
 @dataclasses.dataclass
 class Run:
     """What the loop changes as it goes: the state and its step, the input, metrics not yet fetched."""
@@ -125,6 +128,10 @@ class Run:
     logged_step: int = 0
     window_start: float = 0.0  # images/s is measured from here: the last logging point or evaluation
     window_images: int = 0
+    # The summed metrics of the steps since the last training record, each step added in order: a checkpoint
+    # keeps them, so that a resumed run logs the same windows, to the bit, as one that never stopped.
+    window: dict = dataclasses.field(default_factory=lambda: dict(EMPTY_WINDOW))
+    window_last: dict | None = None  # the window's last step's metrics (its gradient norms are logged)
     last_eval: dict | None = None
     started: float = 0.0  # when this session started (time.time())
     earlier_wall_time_s: float | None = 0.0  # the earlier sessions' time, up to the checkpoint resumed (None: unknown)
@@ -187,7 +194,7 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
     try:
         began = time.time()
         restored = checkpoints.restore_latest(abstract_state(exp))
-        earlier_wall_time_s = 0.0
+        earlier_wall_time_s, meta = 0.0, None
         if restored is None:
             state, start_step = initial_state(exp, log=log), 0
             if resuming:
@@ -243,7 +250,7 @@ def _prepare(config, workdir: pathlib.Path, log, allow_changes, stop: StopReques
         checkpoints.close()
         raise
     run = Run(exp, exp.parallel.replicate(state), start_step, checkpoints, writer, logged_step=start_step,
-              earlier_wall_time_s=earlier_wall_time_s)
+              earlier_wall_time_s=earlier_wall_time_s, window=logged_window(meta))
     run.lr_scale = float(exp.parallel.first(run.state.lr_scale))
     if run.lr_scale != 1.0:
         rollbacks = int(exp.parallel.first(run.state.rollbacks))
@@ -285,8 +292,10 @@ def _run_steps(run: Run, stop: StopRequest, log: Callable[[str], None], progress
         logging_due = log_metrics.due(run.step, last)
         run.checkpoints.seal_finished(collective=logging_due)  # a run killed later keeps it sealed
         try:
-            if logging_due or (saving and run.pending):
-                log_metrics(run)  # never checkpoint a state whose loss has not been checked
+            if logging_due:
+                log_metrics(run)
+            elif saving:
+                log_metrics.check(run)  # never checkpoint a state whose loss has not been checked
         except TrainingDiverged as error:
             roll_back(run, error)
             if run.step < total:
@@ -337,9 +346,11 @@ class Periodic:
 
 
 class LogMetrics(Periodic):
-    """Fetches the pending metrics, checks them for NaN/Inf (TrainingDiverged) and logs them."""
+    """Fetches the pending metrics, checks them for NaN/Inf (TrainingDiverged) and logs them: one training
+    record every ``every`` steps and at the last, over the steps since the one before."""
 
-    def __call__(self, run: Run) -> None:
+    def check(self, run: Run) -> None:
+        """Fetches and checks the pending metrics and adds them to the window (before a checkpoint is saved)."""
         exp = run.exp
         fetched = [(s, exp.parallel.first(m)) for s, m in run.pending]
         run.pending.clear()
@@ -348,7 +359,15 @@ class LogMetrics(Periodic):
                 raise TrainingDiverged(
                     f"the training loss became {'NaN' if np.isnan(m['loss']) else 'infinite'} at step {s}"
                     f" (learning rate {applied_rate(run, s):.4g})", step=s)
-        totals = {k: sum(float(m[k]) for _, m in fetched) for k in ("loss", "top1", "top5", "count")}
+        for _, m in fetched:
+            for key in EMPTY_WINDOW:
+                run.window[key] += float(m[key])
+        if fetched:
+            run.window_last = fetched[-1][1]
+
+    def __call__(self, run: Run) -> None:
+        self.check(run)
+        exp, totals, last = run.exp, run.window, run.window_last
         elapsed = time.time() - run.window_start
         record = {
             "step": run.step,
@@ -358,19 +377,26 @@ class LogMetrics(Periodic):
             "top1": totals["top1"] / totals["count"],
             "top5": totals["top5"] / totals["count"],
             "learning_rate": applied_rate(run, run.step),  # the schedule's rate times the rollbacks' scale
-            "grad_norm": float(fetched[-1][1]["grad_norm"]),
+            "grad_norm": float(last["grad_norm"]),
             # None when the window held only the step that compiled (its time is not a rate)
             "images_per_sec": run.window_images / elapsed if run.window_images and elapsed > 0 else None,
         }
         if exp.options.layer_paths:  # the last step's, as grad_norm
-            norms = fetched[-1][1]["layer_grad_norms"]
+            norms = last["layer_grad_norms"]
             record["layer_grad_norms"] = {layer_name(p): float(n) for p, n in zip(exp.options.layer_paths, norms)}
         if run.lr_scale != 1.0:
             record["lr_scale"] = run.lr_scale
         run.writer.write(record)
         run.progress.update(run.step, record)
         run.logged_step = run.step
+        run.window, run.window_last = dict(EMPTY_WINDOW), None
         run.window_start, run.window_images = time.time(), 0
+
+
+def logged_window(meta: dict | None) -> dict:
+    """The training-log window a checkpoint kept (an older jaxconv's checkpoints: none, the window restarts)."""
+    kept = (meta or {}).get("log_window")
+    return {key: float(kept[key]) for key in EMPTY_WINDOW} if isinstance(kept, dict) else dict(EMPTY_WINDOW)
 
 
 def applied_rate(run: Run, step: int) -> float:
@@ -401,7 +427,7 @@ class RollBack:
         restored = run.checkpoints.restore_latest(abstract_state(exp))
         if restored is None:
             raise TrainingDiverged(f"{error}, and there is no checkpoint to roll back to", error.step)
-        good, _, good_step = restored
+        good, meta, good_step = restored
         good = good.replace(**exp.parallel.put_replicated({
             "lr_scale": np.asarray(lr_scale, good.lr_scale.dtype),
             "rollbacks": np.asarray(rollbacks + 1, good.rollbacks.dtype),
@@ -413,6 +439,7 @@ class RollBack:
         run.writer.set_aside_after(good_step, self.log)
         run.writer.write({"step": good_step, "split": "rollback", "lr_scale": lr_scale, "rollbacks": rollbacks + 1})
         run.state, run.step, run.logged_step = exp.parallel.replicate(good), good_step, good_step
+        run.window, run.window_last = logged_window(meta), None
         run.restart_input(good_step)
         run.progress.restart(good_step)
         run.progress.training(run.completed_step, exp.config.batch_size)
@@ -447,7 +474,7 @@ class SaveCheckpoint(Periodic):
     def __call__(self, run: Run) -> None:
         evaluated = run.last_eval if run.last_eval and run.last_eval["step"] == run.step else None
         run.checkpoints.save(run.step, run.exp.parallel.canonical(run.state),
-                             checkpoint_meta(run.exp, run.step, run.wall_time_s()),
+                             {**checkpoint_meta(run.exp, run.step, run.wall_time_s()), "log_window": dict(run.window)},
                              {"top1": evaluated["top1"]} if evaluated else None)
 
 
