@@ -144,6 +144,10 @@ def test_seeds_of_a_setting_are_drawn_as_their_mean_and_range(tiny_run, tmp_path
 
     assert plots.seed_band([[{"step": 1, "top1": 0.1}, {"step": 2, "top1": 0.1}], [{"step": 1, "top1": 0.4}]],
                            "top1") == ([1, 2], [0.25, 0.1], [0.1, 0.1], [0.4, 0.1])
+    # seeds logging every 2 and every 3 steps: only the steps both logged, not a line zig-zagging between subsets
+    every2 = [{"step": s, "loss": 2.0} for s in (2, 4, 6)]
+    every3 = [{"step": s, "loss": 1.0} for s in (3, 6)]
+    assert plots.seed_band([every2, every3], "loss") == ([6], [1.5], [1.0], [2.0])
     run = find_runs([tiny_run])[0]
     seeds = [dataclasses.replace(run, path=tmp_path / f"seed{seed}", config=run.config | {"seed": seed},
                                  evals=tuple(r | {"top1": top1} for r in run.evals))
@@ -575,3 +579,46 @@ def test_a_finished_run_whose_loss_blew_up_leaves_the_others_readable(tiny_run, 
     assert mark.get_offsets()[0][0] == records[first_train]["step"]
     assert any("loss above the axis (1 of 2 runs, up to 3e+04)" in t.get_text()
                for t in figures["curves.png"].legends[0].get_texts())
+
+
+def test_a_diverged_runs_row_counts_the_steps_its_summary_records(tiny_run, tmp_path):
+    """Its row read 'steps 2 | epochs 0.25 | … | diverged (step 3)': the steps and epochs of its last finite record."""
+    wild = repeat_of(tiny_run, tmp_path / "runs" / "lr50", seed=0, learning_rate=50.0, top1=None)
+    (wild / "summary.json").write_text(json.dumps({"status": "diverged", "error": "NaN at step 3", "steps": 3,
+                                                   "epochs": 0.375, "diverged_at_step": 3}))
+    text = write_report(find_runs([tmp_path / "runs"]), tmp_path / "report").read_text()
+    (row,) = [line for line in text.splitlines() if line.startswith("| lr50 |")]
+    cells = [cell.strip() for cell in row.split("|")]
+    assert cells[7:9] == ["3", "0.38"] and "diverged (step 3)" in row
+
+
+def test_bubble_areas_are_proportional_to_the_parameters(tmp_path):
+    """The chart says 'bubble area ∝ parameters'; the areas were 2000 p / p_max + 20, so a 0.27M network beside
+    VGG-16 was drawn 6x too large."""
+    from jaxconv.compare import plots
+
+    rows = [{"model": "vgg16", "gmacs": 15.5, "params": 138_357_544, "published_top1": 71.6},
+            {"model": "resnet20", "gmacs": 0.04, "params": 269_722, "published_top1": 60.0}]
+    figures = drawn_figures(plots, lambda: plots.plot_accuracy_vs_gmacs(rows, tmp_path / "chart.png"))
+    (bubbles,) = [c for c in figures["chart.png"].axes[0].collections if len(c.get_sizes()) == 2]
+    big, small = bubbles.get_sizes()
+    assert small / big == pytest.approx(269_722 / 138_357_544)
+
+
+def test_your_accuracy_compares_runs_of_one_dataset(tiny_run, tmp_path):
+    """A 4-class folder run at chance (top-1 25%) filled ResNet-20's row over the 10-class runs (11%)."""
+    from jaxconv.compare.table import uncompared_runs
+
+    config = json.loads((tiny_run / "config.json").read_text()) | {"model_options": {}}
+    records = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    for name, dataset, top1 in (("ten_a", "shapes", 0.11), ("ten_b", "shapes", 0.10), ("four", "folder", 0.25)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(config | {"dataset": dataset}))
+        (tmp_path / name / "metrics.jsonl").write_text("".join(
+            json.dumps(r | {"top1": top1} if r["split"] == "eval" else r) + "\n" for r in records))
+    runs = find_runs([tmp_path / "ten_a", tmp_path / "ten_b", tmp_path / "four"])
+    (row,) = compare_rows(["resnet20"], runs=runs, summarize=summarize)
+    assert row["your_run"] == str(tmp_path / "ten_a") and row["your_top1"] == pytest.approx(11.0)
+    assert uncompared_runs(["resnet20"], runs) == [
+        f"{tmp_path / 'four'}: trained on folder, and most runs given on shapes: top-1s on other classes do not "
+        f"compare; left out (give its runs alone to compare them)"]

@@ -101,7 +101,7 @@ def plot_accuracy_vs_gmacs(rows: Sequence[dict], path: str | pathlib.Path, *, ac
     for (label, members), colour in zip(groups.items(), ("tab:blue", "tab:orange")):
         if members:
             ax.scatter([r["gmacs"] for r in members], [r[key] for r in members], alpha=0.45, edgecolors="black",
-                       s=[2000 * r["params"] / largest + 20 for r in members], color=colour,
+                       s=[2000 * r["params"] / largest for r in members], color=colour,
                        label=label if two else None)
     ranged = [r for r in points if r.get(f"{key}_range")]  # seeds of one setting: their mean, a bar to min and max
     if ranged:
@@ -193,13 +193,17 @@ def _first_above(records: Sequence[dict], top: float) -> tuple[int, float] | Non
 
 
 def seed_band(seeds: Sequence[Sequence[dict]], key: str) -> tuple[list, list, list, list]:
-    """(steps, mean, min, max) of ``key`` over the seeds' records, at each step that any seed logged it
-    (a seed that stopped early, e.g. diverged, leaves the later steps to the others)."""
+    """(steps, mean, min, max) of ``key`` over the seeds' records, at each step that every seed still running
+    logged it (a seed that stopped early, e.g. diverged, leaves the later steps to the others; seeds logging
+    every 5 and every 8 steps meet every 40, where a mean over the seeds that happened to log would zig-zag
+    between them)."""
     values: dict[int, list[float]] = {}
-    for records in seeds:
-        for record in records:
-            if key in record and record[key] is not None:
-                values.setdefault(record["step"], []).append(record[key])
+    logged = [{r["step"]: r[key] for r in records if r.get(key) is not None} for records in seeds]
+    logged = [by_step for by_step in logged if by_step]
+    for step in sorted(set().union(*logged)):
+        running = [by_step for by_step in logged if max(by_step) >= step]
+        if all(step in by_step for by_step in running):
+            values[step] = [by_step[step] for by_step in running]
     steps = sorted(values)
     return (steps, [sum(values[s]) / len(values[s]) for s in steps], [min(values[s]) for s in steps],
             [max(values[s]) for s in steps])

@@ -92,7 +92,7 @@ def runs_table(runs: Sequence[Run], costs: dict[pathlib.Path, dict | None]) -> s
     for run in runs:
         cost = costs.get(run.path)
         best, final = run.best_eval, run.final_eval
-        epochs = final["epoch"] if final and "epoch" in final else (run.train[-1]["epoch"] if run.train else None)
+        epochs = run.epochs
         cells = [
             run.name, _model_label(run), run.dataset, str(run.config.get("image_size") or "default"),
             f"{cost['params']:,}" if cost else "—", gmacs_text(cost['gmacs']) if cost else "—",
@@ -106,7 +106,7 @@ def runs_table(runs: Sequence[Run], costs: dict[pathlib.Path, dict | None]) -> s
 
 
 def _spread(values: Sequence[float], digits: int) -> str:
-    """One value as it is; several as mean ± standard deviation (min–max)."""
+    """One value as it is; several as mean ± sample standard deviation (n - 1) (min–max)."""
     if not values:
         return "—"
     if len(values) == 1:
@@ -197,7 +197,7 @@ def write_report(runs: Sequence[Run], out: str | pathlib.Path, *, title: str = "
 
     if len(runs) > 1:
         parts += ["## Settings", "", "Runs that differ only in their seed are one row; a spread reads mean ± "
-                  "standard deviation (min–max) over the completed seeds.", "", settings_table(runs)]
+                  "sample standard deviation (n − 1) (min–max) over the completed seeds.", "", settings_table(runs)]
     if x is not None:
         final = plots.plot_final_against(runs, x, out / f"final_vs_{x}.png", title=title)
         if final:

@@ -54,12 +54,26 @@ class Run:
 
     @property
     def steps(self) -> int:
+        """The steps the run trained: its summary's (a diverged run's records stop at its last finite window),
+        else its last record's."""
+        summarised = (self.summary or {}).get("steps")
+        if isinstance(summarised, int) and not isinstance(summarised, bool):
+            return summarised
         last = [r["step"] for r in self.train + self.evals]
         return max(last) if last else 0
 
     @property
+    def epochs(self) -> float | None:
+        """The epochs the run trained: its summary's, else its last evaluation's or training record's."""
+        summarised = (self.summary or {}).get("epochs")
+        if isinstance(summarised, (int, float)) and not isinstance(summarised, bool):
+            return float(summarised)
+        final = self.final_eval
+        return final["epoch"] if final and "epoch" in final else (self.train[-1].get("epoch") if self.train else None)
+
+    @property
     def wall_time_s(self) -> float | None:
-        """The completed run's wall time (of its last session when it was resumed)."""
+        """The run's wall time over every session, as its summary.json records it (None without one)."""
         return self.summary.get("wall_time_s") if self.summary else None
 
 
