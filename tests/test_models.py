@@ -491,3 +491,15 @@ def test_variant_is_taken_by_every_resnet_and_changes_only_bottlenecks():
     with pytest.raises(ValueError, match="variant must be .*, got 'v2'"):
         jaxconv.get_model("resnet18", variant="v2")
     shapes("resnet50", variant="v1")  # bottlenecks: where the stride goes, same shapes
+
+
+def test_squeezenets_classifier_starts_near_a_uniform_guess():
+    """Its classifier convolution (ReLU after it, then the average) had He's init, std sqrt(2 / classes): a fresh
+    10-class SqueezeNet started at a cross-entropy of about 11 (ln 10 = 2.3); torchvision's is normal(0, 0.01)."""
+    model = jaxconv.get_model("squeezenet1_1", num_classes=10)
+    images = jax.random.normal(jax.random.PRNGKey(1), (16, 64, 64, 3))
+    variables = model.init(jax.random.PRNGKey(0), images[:1], train=False)
+    logits = model.apply(variables, images, train=False)
+    labels = jnp.arange(16) % 10
+    assert float(optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()) < 2.5
+    assert float(jnp.std(variables["params"]["head"]["kernel"])) == pytest.approx(0.01, rel=0.1)

@@ -9,6 +9,7 @@ against torchvision in test_pretrained.py.
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import shutil
 
@@ -254,3 +255,40 @@ def test_extract_features_says_what_it_takes():
         extract_features(NoFeatures(), variables, images)
     with pytest.raises(TypeError, match=r"takes the model itself \(a Flax module: .*\), got str 'resnet20'"):
         extract_features("resnet20", variables, images, "stage1")
+
+
+def test_a_run_started_from_a_googlenet_run_keeps_the_input_transform_its_weights_need(tmp_path):
+    """torchvision's GoogLeNet weights need transform_input=True, which a run from them gets without recording it:
+    a second run from that run's workdir was built without it (its stem's features 134% off the first run's)."""
+    from jaxconv.train.transfer import pretrained_options
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for run, source in ((first, str(tmp_path / "googlenet-1378be20.pth")), (second, str(first))):
+        (run / "checkpoints" / "4").mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"model": "googlenet_tv", "init_weights": source,
+                                                     "model_options": {}}))
+    assert pretrained_options("googlenet_tv", str(tmp_path / "googlenet-1378be20.pth")) == {"transform_input": True}
+    for source in (first, second, first / "checkpoints", first / "checkpoints" / "4"):
+        assert pretrained_options("googlenet_tv", str(source)) == {"transform_input": True}, source
+    (tmp_path / "own").mkdir()  # a run that set it itself
+    (tmp_path / "own" / "config.json").write_text(json.dumps({"model": "googlenet_tv", "init_weights": None,
+                                                              "model_options": {"transform_input": True}}))
+    assert pretrained_options("googlenet_tv", str(tmp_path / "own")) == {"transform_input": True}
+    assert pretrained_options("resnet18", str(first)) == {}
+
+
+def test_a_torchvision_file_fine_tuned_on_other_classes_is_a_source(tmp_path):
+    """A ResNet-18 fine-tuned in PyTorch on 10 classes was refused ('pass num_classes=10', which a run cannot):
+    its backbone is loaded, and its head too when the run has its classes."""
+    ten = random_state_dict(torch_layout("resnet18", num_classes=10, **OPTIONS), seed=4)
+    save_file(ten, str(tmp_path / "r18_10.safetensors"))
+    source = str(tmp_path / "r18_10.safetensors")
+    for classes, head_loaded in ((10, True), (3, False)):
+        model = get_model("resnet18", num_classes=classes, **OPTIONS)
+        lines = []
+        fitting = initial_variables(source, "resnet18", OPTIONS, model, SHAPE, log=lines.append)
+        assert ("head/kernel" in fitting["params"]) == head_loaded, lines
+        np.testing.assert_array_equal(fitting["params"]["stem/conv/kernel"],
+                                      np.transpose(ten["conv1.weight"], (2, 3, 1, 0)))
+        if head_loaded:
+            np.testing.assert_array_equal(fitting["params"]["head/kernel"], ten["fc.weight"].T)

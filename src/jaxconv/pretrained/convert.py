@@ -54,7 +54,13 @@ class WeightsFileNotFound(UserError, FileNotFoundError):
 
 
 class WeightsMismatchError(UserError, ValueError):
-    """A state dict does not fit the model: missing, unexpected or wrongly shaped entries."""
+    """A state dict does not fit the model: missing, unexpected or wrongly shaped entries.
+
+    ``classifier_classes``: the file's class count when only the classifier differs (else None)."""
+
+    def __init__(self, message: str, classifier_classes: int | None = None):
+        super().__init__(message)
+        self.classifier_classes = classifier_classes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,11 +260,13 @@ def check_state_dict(name: str, state_dict: Mapping[str, Any], plan: Sequence[En
         parts.append(f"{len(wrong)} wrongly shaped ({_few(shapes, 3)})")
     message = f"the state dict does not fit {name} ({len(expected)} entries expected): " + "; ".join(parts)
     head = [e.torch_key for e in plan if e.path[0] == "head"]
+    classes = None
     if wrong and not (missing or unexpected) and set(wrong) <= set(head):
-        message += f" — only the classifier differs: pass num_classes={given[wrong[0]][0]}"
+        classes = given[wrong[0]][0]
+        message += f" — only the classifier differs: pass num_classes={classes}"
     elif len(missing) + len(unexpected) + len(wrong) > len(expected) // 2:
         message += " — is it a file for another model?"
-    raise WeightsMismatchError(message)
+    raise WeightsMismatchError(message, classes)
 
 
 def check_dtypes(name: str, state_dict: Mapping[str, Any], plan: Sequence[Entry]) -> None:
@@ -375,6 +383,8 @@ def load_pretrained(name: str, path: str | pathlib.Path, **model_overrides: Any)
     model = build_model(name, **model_overrides)
     try:
         variables = convert_state_dict(name, state_dict, **model_overrides)
-    except (WeightsMismatchError, WeightsFormatError) as e:
+    except WeightsMismatchError as e:
+        raise WeightsMismatchError(f"{path}: {e}", e.classifier_classes) from None
+    except WeightsFormatError as e:
         raise type(e)(f"{path}: {e}") from None
     return model, variables

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -135,14 +136,35 @@ def _fetch(tag: str, model_name: str) -> pathlib.Path:
         raise TransferError("init_weights", tag, f"{e} (or give a local file as config.init_weights=PATH)") from None
 
 
-def pretrained_options(model_name: str, source: str | None) -> dict[str, Any]:
-    """Model options torchvision's weights need (GoogLeNet's ``transform_input``) when starting from them."""
-    if not source or source_kind(source) != "torchvision":
-        return {}
+def pretrained_options(model_name: str, source: str | None, _depth: int = 0) -> dict[str, Any]:
+    """Model options torchvision's weights need (GoogLeNet's ``transform_input``) when starting from them, or
+    from a run that started from them (its own ``init_weights``, followed back), or that set them itself."""
     from jaxconv.models import model_info
 
+    if not source:
+        return {}
     keys = model_info(model_name).torchvision
-    return dict(keys.load_options) if keys is not None else {}
+    needed = dict(keys.load_options) if keys is not None else {}
+    if source_kind(source) == "torchvision":
+        return needed
+    config = _run_config(source)
+    if not needed or config is None or _depth > 16:
+        return {}
+    inherited = pretrained_options(model_name, config.get("init_weights"), _depth + 1)
+    given = {k: v for k, v in (config.get("model_options") or {}).items() if k in needed}
+    return {**inherited, **given}
+
+
+def _run_config(source: str) -> dict | None:
+    """The config.json of the run a workdir source (the workdir, its checkpoints/ or a step folder) belongs to."""
+    path = pathlib.Path(source).expanduser()
+    for folder in (path, path.parent, path.parent.parent):
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return config if isinstance(config, dict) else None
+    return None
 
 
 def load_variables(source: str, model_name: str, model_options: Mapping[str, Any],
@@ -167,14 +189,20 @@ def load_variables(source: str, model_name: str, model_options: Mapping[str, Any
         if meta.get("model") not in (None, model_name):
             raise TransferError("init_weights", source, f"a {meta['model']} run, not {model_name}")
         return variables, f"{source} (jaxconv checkpoint, step {meta.get('step')})"
-    from jaxconv.pretrained.convert import load_pretrained
+    from jaxconv.pretrained.convert import WeightsMismatchError, load_pretrained
 
     description = f"{source} (torchvision state dict)"
     if tag:
         path = _fetch(source, model_name)
         description = f"{model_name} {source} ({path})"
     try:
-        _, variables = load_pretrained(model_name, path, **options)
+        try:
+            _, variables = load_pretrained(model_name, path, **options)
+        except WeightsMismatchError as e:
+            if not e.classifier_classes:
+                raise
+            # a model fine-tuned on other classes: its backbone is what is wanted, and its head fits or is re-made
+            _, variables = load_pretrained(model_name, path, **options, num_classes=e.classifier_classes)
     except (ValueError, KeyError, OSError) as e:  # mismatch, format, hash, not found
         reason = str(e).strip("'\"")
         raise TransferError("init_weights", source, reason.removeprefix(f"{path}: ")) from None
