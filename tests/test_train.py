@@ -1005,3 +1005,36 @@ def test_a_checkpoint_that_averaged_only_the_weights_still_restores(data_dir, tm
     restored, meta = Checkpoints(tmp_path / "run", read_only=True).restore(2, abstract_state(exp))
     assert meta["step"] == 2 and jax.tree_util.tree_leaves(restored.ema_batch_stats)
     jax.tree_util.tree_map(np.testing.assert_array_equal, restored.ema_batch_stats, older.batch_stats)
+
+
+def test_a_stopped_and_resumed_run_logs_the_training_windows_of_one_that_never_stopped(data_dir, tmp_path,
+                                                                                      monkeypatch):
+    """Every checkpoint and stop cut a training record: a run saving every 4 steps logged at 4, 5, 8, 10, 12 instead
+    of 5, 10, 12, and a resumed run's final window held only the steps after the stop, so two runs with the same
+    weights reported different final training losses (and report grouped them as seeds of one setting)."""
+    from jaxconv.train import loop
+
+    def config():
+        return validate(tiny_config(data_dir, num_train_steps=12, log_every_steps=5, checkpoint_every_steps=4,
+                                    eval_every_steps=12), device_count=jax.device_count())
+
+    def train_records(workdir):
+        records = map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
+        return [{k: r[k] for k in ("step", "loss", "top1", "top5", "grad_norm", "learning_rate", "epoch")}
+                for r in records if r["split"] == "train"]
+
+    train(config(), tmp_path / "ref", log=lambda _: None)
+    assert [r["step"] for r in train_records(tmp_path / "ref")] == [5, 10, 12]
+    step, stopped = loop._step, []
+
+    def step_then_preempt(run, p_train):
+        step(run, p_train)
+        if run.step == 7 and not stopped:  # a SIGTERM after step 7: a checkpoint there, mid-window
+            stopped.append(run.step)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(loop, "_step", step_then_preempt)
+    assert train(config(), tmp_path / "run", log=lambda _: None)["status"] == "preempted"
+    assert stopped == [7] and [r["step"] for r in train_records(tmp_path / "run")] == [5]
+    assert train(config(), tmp_path / "run", log=lambda _: None)["status"] == "completed"
+    assert train_records(tmp_path / "run") == train_records(tmp_path / "ref")  # to the bit
