@@ -494,7 +494,9 @@ def test_predict_prints_top_k_classes_and_skips_non_images(prediction_inputs, ca
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert f"skipped {root / 'folder' / 'notes.txt'}: not an image" in captured.err
-    assert "Unknown image file format" in captured.err  # not the BMP check's "pos 28 out of range" on a short file
+    # not the BMP check's "pos 28 out of range" (a short file), nor TensorFlow's C++ warning beside its error
+    assert f"{root / 'folder' / 'notes.txt'}: not an image (no JPEG, PNG, GIF, BMP or WebP signature)" in captured.err
+    assert "rendezvous" not in captured.err
     assert report["skipped"] == 1
     assert report["preprocessing"] == {"tag": "IMAGENET1K_V1", "resize": 256, "crop": 224, "interpolation": "bilinear",
                                        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}

@@ -1038,3 +1038,34 @@ def test_a_stopped_and_resumed_run_logs_the_training_windows_of_one_that_never_s
     assert stopped == [7] and [r["step"] for r in train_records(tmp_path / "run")] == [5]
     assert train(config(), tmp_path / "run", log=lambda _: None)["status"] == "completed"
     assert train_records(tmp_path / "run") == train_records(tmp_path / "ref")  # to the bit
+
+
+def test_predict_classifies_files_with_a_runs_checkpoint_as_its_evaluation_does(uninterrupted, tmp_path, capsys):
+    """A model fine-tuned on a folder dataset could not be run on a file: predict took ImageNet weights only."""
+    from PIL import Image
+
+    from jaxconv.data import pipeline
+    from jaxconv.data.procedural import CLASS_NAMES
+    from jaxconv.train.experiment import build
+    from jaxconv.train.steps import model_inputs
+    from jaxconv.train.transfer import checkpoint_variables
+
+    _, workdir, _ = uninterrupted
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    exp = build(config, log=lambda _: None)
+    ds, _ = pipeline.eval_dataset(exp.sources["eval"], exp.preprocess, global_batch=8)
+    batch = next(ds.as_numpy_iterator())
+    for i in range(3):
+        Image.fromarray(batch["image"][i]).save(tmp_path / f"{i}.png")
+    variables, _ = checkpoint_variables(workdir)
+    logits = exp.model.apply(variables, model_inputs(batch, exp.options), train=False)
+    expected = np.asarray(jax.nn.softmax(logits))[:3]
+    assert main(["predict", str(tmp_path), "--workdir", str(workdir), "--top", "3", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["preprocessing"]["dataset"] == "shapes" and report["preprocessing"]["image_size"] == 16
+    for i, result in enumerate(report["results"]):
+        top = result["top"][0]
+        assert top["class"] == int(np.argmax(expected[i])) and top["label"] == CLASS_NAMES[top["class"]]
+        assert top["probability"] == pytest.approx(float(expected[i].max()), rel=1e-5)
+    assert main(["predict", str(tmp_path), "--workdir", str(workdir), "--model", "resnet18"]) == 2
+    assert "--model: for --weights; a run brings its own model and preprocessing (drop it)" in capsys.readouterr().err

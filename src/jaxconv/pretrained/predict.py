@@ -16,7 +16,7 @@ import importlib.resources
 import os
 import pathlib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,20 +39,38 @@ def imagenet_classes() -> tuple[str, ...]:
     return names
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Decodes an image file to (H, W, 3) uint8 RGB; raises NotAnImageError if it is not one."""
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"\xff\x0a",
+               b"\x00\x00\x00\x0cJXL ")  # JPEG, PNG, GIF, BMP, JPEG XL (and WebP's RIFF....WEBP below)
+
+
+def _check_signature(path: str | os.PathLike, data: bytes) -> None:
+    """NotAnImageError for a file without an image format's signature, before TensorFlow is asked (whose
+    decoder logs a C++ warning beside its error)."""
+    if not (data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")):
+        raise NotAnImageError(f"{path}: not an image (no JPEG, PNG, GIF, BMP or WebP signature)")
+
+
+def load_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
+    """Decodes an image file to (H, W, channels) uint8 (RGB by default), the pixels PIL gives (the accurate
+    inverse DCT; 8-bit BMPs by their palettes); raises NotAnImageError if it is not one."""
+    return _decoded(path, lambda image: image, channels)
+
+
+def _decoded(path: str | os.PathLike, then: Callable, channels: int = 3) -> np.ndarray:
+    """``then(image)`` of a file's decoded pixels, as a numpy array; NotAnImageError for a file TensorFlow cannot
+    decode, in one line."""
     import tensorflow as tf
 
     from jaxconv.data import augment
 
     data = pathlib.Path(path).read_bytes()
+    _check_signature(path, data)
     try:
-        image = augment.decode(tf.constant(data), 3, accurate=True)  # PIL's pixels (8-bit BMPs' palettes too)
+        return then(augment.decode(tf.constant(data), channels, accurate=True)).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
         # TF wraps the reason in op details: "{{function_node ...}} Unknown image file format. ... [Op:DecodeImage]"
-        reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", getattr(e, "message", "") or type(e).__name__).strip()
+        reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\].*", "", getattr(e, "message", "") or type(e).__name__).strip()
         raise NotAnImageError(f"{path}: not an image TensorFlow can decode ({reason})") from None
-    return image.numpy()
 
 
 def resized_size(height: int, width: int, shorter: int) -> tuple[int, int]:
@@ -128,22 +146,65 @@ class Skipped:
     reason: str
 
 
-def _read(paths: Iterable[pathlib.Path], preprocessing: Preprocessing) -> Iterator[tuple[str, np.ndarray | str]]:
+def _read(paths: Iterable[pathlib.Path], prepare: Callable[[pathlib.Path], np.ndarray]
+          ) -> Iterator[tuple[str, np.ndarray | str]]:
     for path in paths:
         if not path.exists():
             yield str(path), f"{path}: no such file or folder"
             continue
         try:
-            yield str(path), preprocess(load_image(path), preprocessing)
+            yield str(path), prepare(path)
         except (NotAnImageError, OSError, ValueError) as e:
             yield str(path), str(e)
+
+
+def run_preprocessing(config: Mapping[str, Any]) -> Callable[[pathlib.Path], np.ndarray]:
+    """A file -> the view a `jaxconv train` run with ``config`` (its config.json) evaluates: its dataset's
+    channels, its ``eval_crop`` at its ``image_size`` (the evaluation pipeline's own functions, rounded to 8
+    bits), normalised with its dataset's mean and std as the train step does."""
+    from jaxconv.data import augment
+    from jaxconv.data.catalog import DATASETS
+
+    spec = DATASETS[config["dataset"]]
+    size, crop = int(config["image_size"]), config.get("eval_crop") or "resize"
+    mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
+
+    def prepare(path: pathlib.Path) -> np.ndarray:
+        view = _decoded(path, lambda image: augment.to_uint8(augment.eval_view(image, size, crop)), spec.channels)
+        return (view.astype(np.float32) - mean) / std
+
+    return prepare
+
+
+def run_labels(workdir: str | os.PathLike, config: Mapping[str, Any]) -> list[str] | None:
+    """The class names of a run's dataset: a folder dataset's as the run recorded them (dataset.json), the
+    built-in dataset's, ImageNet's, or the prepared TFDS dataset's; None where none is known."""
+    from jaxconv.train.resume import recorded_dataset
+
+    recorded = recorded_dataset(pathlib.Path(workdir)) or {}
+    if isinstance(recorded.get("classes"), list):
+        return [str(name) for name in recorded["classes"]]
+    if config.get("dataset") == "shapes":
+        from jaxconv.data.procedural import CLASS_NAMES
+
+        return list(CLASS_NAMES)
+    if config.get("dataset") == "imagenet2012":
+        return list(imagenet_classes())
+    try:
+        from jaxconv.data.catalog import DATASETS
+        from jaxconv.data.sources import tfds_builder
+
+        builder = tfds_builder(DATASETS[config["dataset"]], config.get("data_dir"))
+        return list(builder.info.features["label"].names) if builder.is_prepared() else None
+    except Exception:  # noqa: BLE001 - names are a nicety: without them the classes are shown as numbers
+        return None
 
 
 def predict_files(
     paths: Sequence[str | os.PathLike],
     model,
     variables,
-    preprocessing: Preprocessing,
+    preprocessing: Preprocessing | Callable[[pathlib.Path], np.ndarray],
     *,
     top_k: int = 5,
     batch_size: int = 16,
@@ -151,6 +212,7 @@ def predict_files(
 ) -> Iterator[Prediction | Skipped]:
     """Classifies image files (folders are expanded) in batches; yields a Prediction or Skipped per file.
 
+    ``preprocessing``: a weight set's (resize, crop, normalize), or a function of the file (``run_preprocessing``).
     ``labels`` default to the ImageNet class names when the model has 1000 classes, else
     the class indices.
     """
@@ -178,7 +240,9 @@ def predict_files(
             yield Prediction(file, top)
         pending.clear()
 
-    for file, item in _read(files, preprocessing):
+    prepare = (preprocessing if callable(preprocessing)
+               else lambda path: preprocess(load_image(path), preprocessing))
+    for file, item in _read(files, prepare):
         if isinstance(item, str):
             yield Skipped(file, item)
             continue
