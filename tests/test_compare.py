@@ -587,7 +587,7 @@ def test_a_diverged_runs_row_counts_the_steps_its_summary_records(tiny_run, tmp_
     (wild / "summary.json").write_text(json.dumps({"status": "diverged", "error": "NaN at step 3", "steps": 3,
                                                    "epochs": 0.375, "diverged_at_step": 3}))
     text = write_report(find_runs([tmp_path / "runs"]), tmp_path / "report").read_text()
-    (row,) = [line for line in text.splitlines() if line.startswith("| lr50 |")]
+    (row,) = [line for line in text.splitlines() if line.startswith("| lr50 |") and "diverged" in line]  # runs table
     cells = [cell.strip() for cell in row.split("|")]
     assert cells[7:9] == ["3", "0.38"] and "diverged (step 3)" in row
 
