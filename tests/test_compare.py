@@ -590,6 +590,9 @@ def test_a_diverged_runs_row_counts_the_steps_its_summary_records(tiny_run, tmp_
     (row,) = [line for line in text.splitlines() if line.startswith("| lr50 |") and "diverged" in line]  # runs table
     cells = [cell.strip() for cell in row.split("|")]
     assert cells[7:9] == ["3", "0.38"] and "diverged (step 3)" in row
+    # a preempted run's summary is its last session's: a resumed run's records go further
+    (wild / "summary.json").write_text(json.dumps({"status": "preempted", "steps": 1, "epochs": 0.0}))
+    assert find_runs([wild])[0].steps == 2
 
 
 def test_bubble_areas_are_proportional_to_the_parameters(tmp_path):

@@ -992,19 +992,33 @@ def test_a_resume_with_another_batch_size_goes_on_from_the_epoch_reached(data_di
 
 
 def test_a_checkpoint_that_averaged_only_the_weights_still_restores(data_dir, tmp_path):
-    """Checkpoints written before the BatchNorm statistics were averaged too have no ema_batch_stats: they
-    restore, the average of the statistics starting from the run's statistics."""
+    """Checkpoints written before the BatchNorm statistics were averaged too have no ema_batch_stats entry at all:
+    Orbax refused them against the new state ('ema_batch_stats: Source: MISSING'), and a resume moved every one
+    aside as broken and started over from step 0. They restore, with or without EMA, the statistics' average
+    starting from the run's statistics."""
+    import dataclasses
+
     from jaxconv.train.experiment import initial_state
 
-    exp = build(validate(tiny_config(data_dir, ema_decay=0.5), device_count=jax.device_count()), log=lambda _: None)
-    state = initial_state(exp)
-    older = state.replace(ema_batch_stats=None, batch_stats=jax.tree_util.tree_map(lambda s: s + 1, state.batch_stats))
-    checkpoints = Checkpoints(tmp_path / "run")
-    checkpoints.save(2, older, checkpoint_meta(exp, 2))
-    checkpoints.close()
-    restored, meta = Checkpoints(tmp_path / "run", read_only=True).restore(2, abstract_state(exp))
-    assert meta["step"] == 2 and jax.tree_util.tree_leaves(restored.ema_batch_stats)
-    jax.tree_util.tree_map(np.testing.assert_array_equal, restored.ema_batch_stats, older.batch_stats)
+    for ema in (0.5, None):
+        exp = build(validate(tiny_config(data_dir, ema_decay=ema), device_count=jax.device_count()), log=lambda _: None)
+        state = initial_state(exp)
+        state = state.replace(batch_stats=jax.tree_util.tree_map(lambda s: s + 1, state.batch_stats))
+        older = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)  # the older state's fields
+                 if f.metadata.get("pytree_node", True) and f.name != "ema_batch_stats"}
+        workdir = tmp_path / f"ema{ema}"
+        checkpoints = Checkpoints(workdir)
+        checkpoints.save(2, older, checkpoint_meta(exp, 2))
+        checkpoints.close()
+        metadata = Checkpoints(workdir, read_only=True).manager.item_metadata(2)["state"]
+        assert "ema_batch_stats" not in (metadata.tree if hasattr(metadata, "tree") else metadata)
+        restored, meta = Checkpoints(workdir, read_only=True).restore(2, abstract_state(exp))
+        assert meta["step"] == 2
+        jax.tree_util.tree_map(np.testing.assert_array_equal, restored.params, state.params)
+        if ema is None:
+            assert restored.ema_params is None and restored.ema_batch_stats is None
+        else:
+            jax.tree_util.tree_map(np.testing.assert_array_equal, restored.ema_batch_stats, state.batch_stats)
 
 
 def test_a_stopped_and_resumed_run_logs_the_training_windows_of_one_that_never_stopped(data_dir, tmp_path,
@@ -1067,5 +1081,7 @@ def test_predict_classifies_files_with_a_runs_checkpoint_as_its_evaluation_does(
         top = result["top"][0]
         assert top["class"] == int(np.argmax(expected[i])) and top["label"] == CLASS_NAMES[top["class"]]
         assert top["probability"] == pytest.approx(float(expected[i].max()), rel=1e-5)
+    assert main(["predict", str(tmp_path), "--workdir", str(workdir), "--top", "11"]) == 2
+    assert "--top 11: the run's model has 10 classes; give at most 10" in capsys.readouterr().err
     assert main(["predict", str(tmp_path), "--workdir", str(workdir), "--model", "resnet18"]) == 2
     assert "--model: for --weights; a run brings its own model and preprocessing (drop it)" in capsys.readouterr().err

@@ -245,12 +245,16 @@ class Checkpoints:
 
         Raises CheckpointMismatch naming the missing, unexpected and differently shaped entries.
         """
-        if (jax.tree_util.tree_leaves(getattr(target, "ema_batch_stats", None))
-                and not _holds(self.manager.item_metadata(step)["state"], "ema_batch_stats")):
-            # A checkpoint of a jaxconv that averaged only the weights: the statistics' average starts from the
-            # run's statistics at this step.
-            state, meta = self.restore(step, target.replace(ema_batch_stats=None))
-            return state.replace(ema_batch_stats=jax.tree_util.tree_map(jnp.copy, state.batch_stats)), meta
+        if hasattr(target, "ema_batch_stats") and not _has_field(self.manager.item_metadata(step)["state"],
+                                                                  "ema_batch_stats"):
+            # A checkpoint of a jaxconv whose state had no ema_batch_stats (it averaged only the weights): restored
+            # as the fields it has, the statistics' average (when kept) starting from the run's statistics.
+            fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)
+                      if f.metadata.get("pytree_node", True) and f.name != "ema_batch_stats"}
+            restored, meta = self.restore(step, fields)
+            averaged = (jax.tree_util.tree_map(jnp.copy, restored["batch_stats"])
+                        if target.ema_batch_stats is not None else None)
+            return target.replace(**restored, ema_batch_stats=averaged), meta
         self.check_compatible(step, target)
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
         restored = self.manager.restore(
@@ -366,11 +370,10 @@ class Checkpoints:
         self.manager.close()
 
 
-def _holds(stored: Any, field: str) -> bool:
-    """Whether a checkpoint's state metadata has ``field`` with values in it."""
+def _has_field(stored: Any, field: str) -> bool:
+    """Whether a checkpoint's state metadata has the entry ``field`` (None or empty included)."""
     tree = stored.tree if hasattr(stored, "tree") else stored
-    value = tree.get(field) if isinstance(tree, Mapping) else getattr(tree, field, None)
-    return bool(jax.tree_util.tree_leaves(value))
+    return field in tree if isinstance(tree, Mapping) else hasattr(tree, field)
 
 
 def check_fits(step_directory: pathlib.Path, stored: Any, target: Any) -> None:

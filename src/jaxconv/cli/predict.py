@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
                          f"{', '.join(published)}")
     if is_tag and args.weights_tag not in (None, args.weights):
         raise UsageError("--weights-tag is for a --weights file; a published tag brings its own preprocessing")
+    args.top = args.top or 5
     if args.top > 1000:
         raise UsageError(f"--top {args.top}: there are 1000 ImageNet classes; give at most 1000")
     if args.weights_dir is not None and pathlib.Path(args.weights_dir).expanduser().exists() and \
@@ -86,8 +87,9 @@ def _from_run(args: argparse.Namespace, predict) -> int:
     model, variables, _, metadata = export.from_run(args.workdir, args.step, log=log)
     config = json.loads((pathlib.Path(args.workdir) / "config.json").read_text(encoding="utf-8"))
     classes = model.num_classes
-    if args.top > classes:
+    if args.top is not None and args.top > classes:
         raise UsageError(f"--top {args.top}: the run's model has {classes} classes; give at most {classes}")
+    args.top = args.top or min(5, classes)
     labels = predict.run_labels(args.workdir, config)
     if labels is not None and len(labels) != classes:
         labels = None
@@ -142,7 +144,7 @@ def register(sub, common) -> None:
     p.add_argument("--weights-dir", help="where published weights are kept "
                                          "(default $JAXCONV_WEIGHTS_DIR or ~/.cache/jaxconv/weights)")
     p.add_argument("--no-download", action="store_true", help="never download; say what to download instead")
-    p.add_argument("--top", type=positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--top", type=positive_int, help="classes per image (default 5, or the run's classes if fewer)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=run)

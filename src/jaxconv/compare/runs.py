@@ -52,22 +52,29 @@ class Run:
     def final_eval(self) -> dict | None:
         return self.evals[-1] if self.evals else None
 
+    def _ended(self, key: str) -> int | float | None:
+        """``key`` of the summary of a run that ended (completed or diverged: a diverged run's records stop at its
+        last finite window); None for one that may go on (a preempted run's summary is its last session's)."""
+        summary = self.summary or {}
+        value = summary.get(key)
+        if summary.get("status") in ("completed", "diverged") and isinstance(value, (int, float)) \
+                and not isinstance(value, bool):
+            return value
+        return None
+
     @property
     def steps(self) -> int:
-        """The steps the run trained: its summary's (a diverged run's records stop at its last finite window),
-        else its last record's."""
-        summarised = (self.summary or {}).get("steps")
-        if isinstance(summarised, int) and not isinstance(summarised, bool):
-            return summarised
+        """The steps the run trained: an ended run's summary's, else its last record's."""
+        if isinstance(self._ended("steps"), int):
+            return self._ended("steps")
         last = [r["step"] for r in self.train + self.evals]
         return max(last) if last else 0
 
     @property
     def epochs(self) -> float | None:
-        """The epochs the run trained: its summary's, else its last evaluation's or training record's."""
-        summarised = (self.summary or {}).get("epochs")
-        if isinstance(summarised, (int, float)) and not isinstance(summarised, bool):
-            return float(summarised)
+        """The epochs the run trained: an ended run's summary's, else its last evaluation's or training record's."""
+        if self._ended("epochs") is not None:
+            return float(self._ended("epochs"))
         final = self.final_eval
         return final["epoch"] if final and "epoch" in final else (self.train[-1].get("epoch") if self.train else None)
 
