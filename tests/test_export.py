@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from jaxconv.checkpoint import Checkpoints
+from jaxconv.data.procedural import CLASS_NAMES
 from jaxconv.cli import main
 from jaxconv.export import ExportSourceMissing, export_model, inference_function, load_exported, load_saved_model
 from jaxconv.pretrained.convert import convert_state_dict, torch_layout
@@ -144,9 +145,31 @@ def test_export_command_exports_a_runs_checkpoint(workdir, tmp_path, capsys):
     assert float(lines[1].rsplit("= ", 1)[1]) < 1e-5
     record = json.loads((out / "export.json").read_text())
     assert record["num_classes"] == 10 and record["preprocessing"]["mean"] == [127.5] * 3
+    assert record["preprocessing"]["eval_crop"] == "resize" and record["preprocessing"]["resize"] == [32, 32]
+    assert record["class_names"] == list(CLASS_NAMES)  # the logits' order, for whoever serves the export
     assert "checkpoint step 7" in record["source"]
     images = random_images((2, 32, 32, 3), seed=11)
     assert relative_error(load_exported(out)(images), reference(model, variables, images)) < 1e-5
+
+
+def test_a_folder_runs_export_names_its_classes_and_its_evaluation_view(workdir, tmp_path):
+    """A model fine-tuned on a folder of class folders: export.json says which logit is which class (the
+    folders' names, as the run recorded them) and how the run evaluated (a centre crop after 256/224)."""
+    root, _, _ = workdir
+    run = tmp_path / "run"
+    shutil.copytree(root, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "dataset": "folder", "eval_crop": "center"}))
+    classes = [f"class_{i:02d}" for i in range(10)]
+    (run / "dataset.json").write_text(json.dumps({"classes": classes, "train_examples": 50, "eval_examples": 10}))
+    out = tmp_path / "export"
+    assert main(["export", "--workdir", str(run), "--out", str(out), "--format", "jax_export",
+                 "--platforms", "cpu"]) == 0
+    record = json.loads((out / "export.json").read_text())
+    assert record["class_names"] == classes
+    assert record["preprocessing"]["eval_crop"] == "center"
+    assert record["preprocessing"]["resize_shorter_side"] == 37 and record["preprocessing"]["center_crop"] == 32
+    assert record["preprocessing"]["mean"] == [123.675, 116.28, 103.53]  # ImageNet's, as torchvision's models take
 
 
 @pytest.mark.parametrize(

@@ -625,3 +625,4 @@ def test_a_weights_file_takes_the_preprocessing_of_the_set_it_is_named_as(tmp_pa
     assert shape == (1, 224, 224, 3) and metadata["preprocessing"]["resize"] == 256
     assert "mine.safetensors is not named as a published file, so IMAGENET1K_V1's preprocessing is assumed" in \
         metadata["preprocessing"]["note"]
+    assert metadata["class_names"][:2] == ["tench", "goldfish"] and len(metadata["class_names"]) == 1000

@@ -29,6 +29,7 @@ import dataclasses
 import errno
 import functools
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -268,6 +269,7 @@ def from_run(workdir: str | pathlib.Path, step: int | None = None, *,
     from jaxconv.checkpoint import check_fits
     from jaxconv.data.catalog import DATASETS
     from jaxconv.models import get_model
+    from jaxconv.pretrained.predict import run_labels
     from jaxconv.train.transfer import checkpoint_variables, pretrained_options
     from jaxconv.user_modules import import_run_modules
 
@@ -297,14 +299,21 @@ def from_run(workdir: str | pathlib.Path, step: int | None = None, *,
     collections = ("params", "batch_stats")
     check_fits(workdir.absolute() / "checkpoints" / str(meta.get("step")),
                {c: variables.get(c) or {} for c in collections}, {c: expected.get(c) or {} for c in collections})
+    crop = config.get("eval_crop") or "resize"
+    view = ({"eval_crop": "center", "resize_shorter_side": math.ceil(size * 256 / 224), "center_crop": size}
+            if crop == "center" else {"eval_crop": "resize", "resize": [size, size]})
     metadata = {
         "model": config["model"],
         "source": f"{workdir.absolute()} (checkpoint step {meta.get('step')})",
         "num_classes": model.num_classes,
         "dataset": config["dataset"],
-        "preprocessing": {"image_size": size, "mean": list(spec.mean), "std": list(spec.std),
+        "preprocessing": {"image_size": size, **view, "interpolation": "bilinear, antialiased",
+                          "mean": list(spec.mean), "std": list(spec.std),
                           "note": "pixel values 0..255: (x - mean) / std per channel"},
     }
+    labels = run_labels(workdir, config)
+    if labels is not None and len(labels) == model.num_classes:  # the logits' order: what a served model needs
+        metadata["class_names"] = labels
     return model, variables, (1, size, size, spec.channels), metadata
 
 
@@ -340,6 +349,10 @@ def from_weights(name: str, source: str, image_size: int | None = None,
             note += (f"; {path.name} is not named as a published file, so {weight_set.tag}'s preprocessing is assumed "
                      f"(jaxconv export --weights-tag chooses another)")
         metadata.update(weights=weight_set.tag, preprocessing={**preprocessing, "note": note})
+    if model.num_classes == 1000:  # torchvision's ImageNet-1k weights: its class names, in the logits' order
+        from jaxconv.pretrained.predict import imagenet_classes
+
+        metadata["class_names"] = list(imagenet_classes())
     return model, variables, (1, size, size, info.in_channels), metadata
 
 
