@@ -212,6 +212,31 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, 
     assert speeds[0] is None and len(speeds) >= 4 and all(speed > 0 for speed in speeds[1:])
 
 
+def test_a_save_that_fails_halfway_leaves_no_partial_checkpoint(tmp_path):
+    """On a real full disk Orbax's save fails part-way and left its temporary folder (`6.orbax-checkpoint-tmp`)
+    holding the space the user then looks for; the failed step is removed at once, the sealed ones kept.
+    (A file-size limit stands in for the full disk: every file past the first bytes fails to write.)"""
+    import resource
+
+    checkpoints, _ = saved(tmp_path, steps=(1,))
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, not kills
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64, limit[1]))
+    try:
+        with pytest.raises(CheckpointWriteError, match=r"could not write checkpoint 2 in .*; the last good "
+                                                        r"checkpoint \(1\) is kept"):
+            checkpoints.save(2, toy_state(2.0), {"step": 2})
+            checkpoints.wait()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert sorted(p.name for p in checkpoints.directory.iterdir()) == ["1"]
+    checkpoints.close()
+    reopened = Checkpoints(tmp_path, log=lambda _: None)
+    assert reopened.restore_latest(toy_state(0.0))[2] == 1
+    reopened.close()
+
+
 def test_an_unwritable_workdir_is_reported_before_any_work(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
@@ -564,6 +589,30 @@ def test_a_full_disk_while_the_built_in_dataset_is_generated_leaves_nothing_behi
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limit)
         signal.signal(signal.SIGXFSZ, handler)
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_full_disk_while_a_dataset_is_prepared_is_said_in_a_few_words(tmp_path, monkeypatch):
+    """ArrayRecord's writer reports a full disk as a RuntimeError of some 400 characters naming its temporary
+    file and chunk numbers (seen on a real 4 MiB disk): the line says the disk is full and what to do. (Its message is raised here after the first examples are written, as the writer does.)"""
+    from jaxconv.data.shapes import JaxconvShapes
+    from jaxconv.data.sources import open_dataset
+
+    real = JaxconvShapes._generate_examples
+
+    def generate_then_fill_the_disk(self, split, count):
+        yield from list(real(self, split, count))[:5]
+        raise RuntimeError('Failed to finalize writing of split "train": write() failed: No space left on device; '
+                           'writing /d/incomplete.0OEQGD_1.0.0/jaxconv_shapes-train.array_record-00000-of-00001; '
+                           'at byte 4190208; Could not submit chunk: 7044')
+
+    monkeypatch.setattr(JaxconvShapes, "_generate_examples", generate_then_fill_the_disk)
+    with pytest.raises(DatasetUnavailable) as error:
+        open_dataset("shapes", data_dir=str(tmp_path / "data"), image_size=16, shapes_examples=(40, 8),
+                     log=lambda _: None)
+    assert re.fullmatch(r"dataset 'shapes': preparing it in \S+ failed: no space left on the device; nothing of "
+                        r"it was kept; free space there, or give config.data_dir on another disk",
+                        str(error.value)), str(error.value)
     assert not (tmp_path / "data").exists()
 
 

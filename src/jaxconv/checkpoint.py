@@ -28,6 +28,7 @@ import gc
 import inspect
 import os
 import pathlib
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -110,6 +111,7 @@ class Checkpoints:
         self.read_only = read_only
         self.log = log
         self._unsealed: list[int] = []
+        self._failed = False  # a save failed (and said so): closing does not raise it again
         self.skipped: dict[int, str] = {}  # read-only: steps left out, and why
         self._screen()
         self.manager = self._manager()
@@ -233,10 +235,25 @@ class Checkpoints:
                 self.manager.delete(step)
 
     def _write_error(self, step: int | None, error: Exception) -> CheckpointWriteError:
+        self._failed = True
+        if step is not None:
+            self._discard_partial(step)
         kept = [s for s in self.all_steps() if s != step and self.is_sealed(s)]
         last = f"the last good checkpoint ({max(kept)}) is kept" if kept else "there is no earlier checkpoint"
         return CheckpointWriteError(f"could not write checkpoint {step} in {self.directory}: "
                                     f"{write_failure(error, self.directory)}; {last}")
+
+    def _discard_partial(self, step: int) -> None:
+        """Process 0 removes what a failed save of ``step`` left: Orbax's temporary folder, or the step's
+        folder if it was never sealed. On a full disk that is the space the user is about to look for; a
+        resume would only have cleaned it up (Orbax) or moved it aside as unsealed."""
+        if jax.process_index() != 0:
+            return
+        for path in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+            shutil.rmtree(path, ignore_errors=True)
+        directory = self.step_directory(step)
+        if directory.is_dir() and not directory.is_symlink() and not self.is_sealed(step):
+            shutil.rmtree(directory, ignore_errors=True)
 
     # --- restoring ------------------------------------------------------------------------------
 
@@ -367,7 +384,11 @@ class Checkpoints:
         check_fits(self.step_directory(step), stored, target)
 
     def close(self) -> None:
-        self.manager.close()
+        try:
+            self.manager.close()
+        except Exception:  # Orbax raises a failed save's error again on closing: it was already said once
+            if not self._failed:
+                raise
 
 
 def _has_field(stored: Any, field: str) -> bool:

@@ -33,6 +33,7 @@ from jaxconv.data.catalog import DATASETS, DatasetSpec
 from jaxconv.data.source import DatasetUnavailable, Source, preparing_data
 from jaxconv.logs import without_absl_messages
 from jaxconv.progress import Counter
+from jaxconv.train.workdir import disk_failure
 
 
 
@@ -217,6 +218,14 @@ def prepare(
                 f"is not the archive it is named as ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                 f"download it again and run again") from None
         # RuntimeError: the ArrayRecord writer's failure to write (a full disk) arrives as one.
+        # The writer's message names a temporary file and its chunk numbers: the cause is enough. (No free space
+        # is shown: the writer's open file may still hold what was removed.)
+        disk = disk_failure(e, data_path, free=False) if isinstance(e, (OSError, RuntimeError, tf.errors.OpError)) \
+            else None
+        if disk is not None:
+            raise DatasetUnavailable(f"dataset {spec.name!r}: preparing it in {data_path} failed: {disk}"
+                                     + ("; nothing of it was kept" if new else "")
+                                     + "; free space there, or give config.data_dir on another disk") from None
         if isinstance(e, (OSError, RuntimeError, tfds.core.download.DownloadError, tf.errors.OpError)):
             raise DatasetUnavailable(f"dataset {spec.name!r}: preparing it in {data_path} failed "
                                      f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"

@@ -53,23 +53,33 @@ _REASONS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk
 def write_failure(error: BaseException, where: pathlib.Path) -> str:
     """Why a write failed, in a few words: the errno's meaning (with the free space when the disk is full),
     not the storage library's message of several hundred characters."""
-    code = getattr(error, "errno", None)
+    reason = disk_failure(error, where)
+    if reason is not None:
+        return reason
     text = str(error)
-    if code is None:  # Orbax and TensorStore wrap the OS error in their own message
+    first = text.splitlines()[0] if text else type(error).__name__
+    return first if len(first) <= 200 else first[:197] + "..."
+
+
+def disk_failure(error: BaseException, where: pathlib.Path, *, free: bool = True) -> str | None:
+    """A full disk, a quota, a read-only filesystem or a refused permission, in a few words (with the space
+    free under ``where`` when ``free``); else None."""
+    code = getattr(error, "errno", None)
+    if code is None:  # Orbax, TensorStore and ArrayRecord wrap the OS error in their own message
+        text = str(error)
         for candidate, words in ((errno.ENOSPC, "No space left on device"), (errno.EDQUOT, "Disk quota exceeded"),
                                  (errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied")):
             if words in text:
                 code = candidate
                 break
-    if code in _REASONS:
-        reason = _REASONS[code]
-        if code in (errno.ENOSPC, errno.EDQUOT):
-            with contextlib.suppress(OSError):
-                free = shutil.disk_usage(next(p for p in (where, *where.parents) if p.exists())).free
-                reason += f" ({free / 2**20:.1f} MiB free)"
-        return reason
-    first = text.splitlines()[0] if text else type(error).__name__
-    return first if len(first) <= 200 else first[:197] + "..."
+    if code not in _REASONS:
+        return None
+    reason = _REASONS[code]
+    if free and code in (errno.ENOSPC, errno.EDQUOT):
+        with contextlib.suppress(OSError, StopIteration):
+            free = shutil.disk_usage(next(p for p in (where, *where.parents) if p.exists())).free
+            reason += f" ({free / 2**20:.1f} MiB free)"
+    return reason
 
 
 def ensure_writable(workdir: pathlib.Path) -> None:
