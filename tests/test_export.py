@@ -7,9 +7,12 @@ that folding them wrongly would show.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import pathlib
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -170,6 +173,31 @@ def test_a_folder_runs_export_names_its_classes_and_its_evaluation_view(workdir,
     assert record["preprocessing"]["eval_crop"] == "center"
     assert record["preprocessing"]["resize_shorter_side"] == 37 and record["preprocessing"]["center_crop"] == 32
     assert record["preprocessing"]["mean"] == [123.675, 116.28, 103.53]  # ImageNet's, as torchvision's models take
+
+
+@pytest.mark.parametrize("fmt", ["saved_model", "jax_export"])
+def test_an_export_that_fills_the_disk_says_so_and_leaves_nothing(workdir, tmp_path, capsys, monkeypatch, fmt):
+    """On a real 6 MiB disk TensorFlow's SaveV2 reported the full disk as ResourceExhaustedError, which export
+    then called running out of memory ('lower --batch-size or --image-size'); the StableHLO file's write
+    fails as an OSError. Both: one line that the disk is full, exit 2, no folder left."""
+    import tensorflow as tf
+
+    def full(*args, **kwargs):
+        if fmt == "saved_model":  # the message TensorFlow gave on the tmpfs, shortened
+            raise tf.errors.ResourceExhaustedError(None, None, "/mnt/tiny/.export.partial-6650/saved_model/variables/"
+                                                   "variables_temp/part-00000-of-00001.data-00000-of-00001; No space "
+                                                   "left on device [Op:SaveV2]")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tf.saved_model, "save", full)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full)
+    out = tmp_path / "export"
+    assert main(["export", "--workdir", str(workdir[0]), "--out", str(out), "--format", fmt,
+                 "--platforms", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.fullmatch(rf"jaxconv: error: --out {re.escape(str(out))}: writing failed \(no space "
+                                          r"left on the device \([\d.]+ MiB free\)\)", err[0]), err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from jaxconv.errors import UserError
+from jaxconv.train.workdir import disk_failure
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -243,9 +244,14 @@ def output_directory(out: pathlib.Path, *, flag: str | None = None):
     except UserError:  # a mistake in the command's other inputs (some are also FileNotFoundErrors), not --out's
         remove_created()
         raise
-    except OSError as e:
+    except Exception as e:  # OSError; or TensorFlow's SaveV2 reporting a full disk as ResourceExhaustedError
+        full = any(words in str(e) for words in ("No space left on device", "Disk quota exceeded"))
+        if not isinstance(e, OSError) and not full:
+            remove_created()
+            raise
         remove_created()
-        raise UsageError(f"{flag}: writing failed ({e.strerror or e}){'; removed it' if top else ''}") from None
+        reason = (disk_failure(e, out) if full else None) or getattr(e, "strerror", None) or str(e)
+        raise UsageError(f"{flag}: writing failed ({reason}){'; removed it' if top else ''}") from None
     except BaseException:
         remove_created()
         raise
