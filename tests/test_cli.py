@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -207,6 +208,22 @@ def test_the_input_pipeline_out_of_memory_line_points_at_the_images_too():
                                                          "OOM when allocating tensor with shape[1,256,15360000,3]")
     line = out_of_memory(error, ["train"])
     assert "shape[1,256,15360000,3]" in line and "or look for an image of extreme size in the dataset" in line
+
+
+def test_a_full_disk_reported_as_resource_exhausted_is_not_called_out_of_memory(tmp_path):
+    """TensorFlow's writers (SaveV2, seen on a real full disk) raise ENOSPC as ResourceExhaustedError: the line
+    says which file could not be written and that the disk is full, not 'lower --batch-size'."""
+    import tensorflow as tf
+
+    from jaxconv.cli.common import out_of_memory
+
+    file = tmp_path / "variables_temp" / "part-00000-of-00001.data-00000-of-00001.tempstate89152"
+    error = tf.errors.ResourceExhaustedError(None, None, "{{function_node __wrapped__SaveV2_dtypes_17_device_/job:"
+                                                         f"localhost/replica:0/task:0/device:CPU:0}} {file}; No space "
+                                                         "left on device [Op:SaveV2]")
+    line = out_of_memory(error, ["train"])
+    assert re.fullmatch(rf"jaxconv train: a file could not be written \({re.escape(str(file))}\): no space left on "
+                        r"the device \([\d.]+ MiB free\)", line), line
 
 
 def test_an_option_given_twice_uses_the_last_and_says_so(capsys, tmp_path):

@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import pathlib
+import re
 import shutil
 import sys
 from collections.abc import Sequence
@@ -63,8 +64,13 @@ def out_of_memory(error: BaseException, argv: Sequence[str]) -> str | None:
         what = str(getattr(error, "message", "") or error)
     else:
         return None
-    first = next((line.strip() for line in what.splitlines() if line.strip()), type(error).__name__)
     command = argv[0] if argv else ""
+    if "No space left on device" in what or "Disk quota exceeded" in what:  # TensorFlow's writers say a full disk so
+        found = re.search(r"(/\S+?)[;:]? (?:No space left|Disk quota)", what)
+        file = pathlib.Path(found.group(1)) if found else None
+        return (f"jaxconv {command}: a file could not be written{f' ({file})' if file else ''}: "
+                f"{disk_failure(error, file or pathlib.Path.cwd())}")
+    first = next((line.strip() for line in what.splitlines() if line.strip()), type(error).__name__)
     if command == "train" and "IteratorGetNext" in what:  # the input pipeline: one image's view, or a batch of them
         lower = ("lower --config.batch_size or --config.image_size, or look for an image of extreme size in the "
                  "dataset; the checkpoints written so far are kept, and the same command resumes")
