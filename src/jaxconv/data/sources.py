@@ -223,9 +223,11 @@ def prepare(
         disk = disk_failure(e, data_path, free=False) if isinstance(e, (OSError, RuntimeError, tf.errors.OpError)) \
             else None
         if disk is not None:
+            full = disk.startswith(("no space", "the disk"))
+            remedy = "free space there, or give config.data_dir on another disk" if full else \
+                "give config.data_dir a folder you can write"
             raise DatasetUnavailable(f"dataset {spec.name!r}: preparing it in {data_path} failed: {disk}"
-                                     + ("; nothing of it was kept" if new else "")
-                                     + "; free space there, or give config.data_dir on another disk") from None
+                                     + ("; nothing of it was kept" if new else "") + f"; {remedy}") from None
         if isinstance(e, (OSError, RuntimeError, tfds.core.download.DownloadError, tf.errors.OpError)):
             raise DatasetUnavailable(f"dataset {spec.name!r}: preparing it in {data_path} failed "
                                      f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"

@@ -77,8 +77,8 @@ def disk_failure(error: BaseException, where: pathlib.Path, *, free: bool = True
     reason = _REASONS[code]
     if free and code in (errno.ENOSPC, errno.EDQUOT):
         with contextlib.suppress(OSError, StopIteration):
-            free = shutil.disk_usage(next(p for p in (where, *where.parents) if p.exists())).free
-            reason += f" ({free / 2**20:.1f} MiB free)"
+            available = shutil.disk_usage(next(p for p in (where, *where.parents) if p.exists())).free
+            reason += f" ({available / 2**20:.1f} MiB free)"
     return reason
 
 
