@@ -15,6 +15,9 @@ network left the uniform guess's plateau only after step 500 and its loss was st
 1,000 (1.62-1.82), and one seed without BatchNorm at 0.1 began to leave the plateau in its last steps
 (2.15) - both networks get the same longer budget. Rates, seeds, networks, data and the rule are the
 sixth design's, unchanged. Planned at about 40 minutes.
+Result (2026-12-05, 54 min shared): partly, as the sixth - with BatchNorm every seed trains at 0.1
+(63.7-67.5%), without it two of three (seed 1 at chance); at 0.3 two BatchNorm seeds of three, none
+without; neither at 1.0 (docs/results/batchnorm).
 sixth design (session 23, commit a417b78, chosen before any of its runs): the fourth design's network and
 data (the half-width AlexNet of study (f), widths 48-128-192-192-128, FC-512, no dropout, no LRN;
 with BatchNorm after every layer but the last, or none; the built-in shapes at 67 px, 1,000 steps
