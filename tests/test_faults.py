@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -45,6 +46,21 @@ def saved(tmp_path, steps=(1, 2), keep=3) -> tuple[Checkpoints, list[str]]:
 
 def largest_file(directory: pathlib.Path) -> pathlib.Path:
     return max((p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST), key=lambda p: p.stat().st_size)
+
+
+@contextlib.contextmanager
+def file_size_limit(nbytes: int):
+    """Stands in for a full disk: a write past ``nbytes`` of a file fails (EFBIG) instead of killing the process."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
 
 
 # --- broken checkpoints ------------------------------------------------------------------------------
@@ -214,24 +230,16 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, 
 
 def test_a_save_that_fails_halfway_leaves_no_partial_checkpoint(tmp_path):
     """On a real full disk Orbax's save fails part-way and left its temporary folder (`6.orbax-checkpoint-tmp`)
-    holding the space the user then looks for; the failed step is removed at once, the sealed ones kept.
+    holding the space the user then looks for; the failed step is removed (when said, and again once Orbax's
+    writer threads have ended, on closing), the sealed ones kept.
     (A file-size limit stands in for the full disk: every file past the first bytes fails to write.)"""
-    import resource
-
     checkpoints, _ = saved(tmp_path, steps=(1,))
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, not kills
-    resource.setrlimit(resource.RLIMIT_FSIZE, (64, limit[1]))
-    try:
-        with pytest.raises(CheckpointWriteError, match=r"could not write checkpoint 2 in .*; the last good "
-                                                        r"checkpoint \(1\) is kept"):
-            checkpoints.save(2, toy_state(2.0), {"step": 2})
-            checkpoints.wait()
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
-        signal.signal(signal.SIGXFSZ, handler)
+    with file_size_limit(64), pytest.raises(CheckpointWriteError, match=r"could not write checkpoint 2 in .*; the "
+                                                                        r"last good checkpoint \(1\) is kept"):
+        checkpoints.save(2, toy_state(2.0), {"step": 2})
+        checkpoints.wait()
+    checkpoints.close()  # as the training loop does when a save failed: Orbax's writer threads have all ended
     assert sorted(p.name for p in checkpoints.directory.iterdir()) == ["1"]
-    checkpoints.close()
     reopened = Checkpoints(tmp_path, log=lambda _: None)
     assert reopened.restore_latest(toy_state(0.0))[2] == 1
     reopened.close()
@@ -248,23 +256,15 @@ def test_an_unwritable_workdir_is_reported_before_any_work(tmp_path, capsys):
 def test_a_workdir_on_a_full_disk_is_refused_in_one_line_and_leaves_nothing(tmp_path):
     """A full disk lets a file be created but not written: the writability probe must not stay behind,
     nor the workdir the refused run created. (A file-size limit of 1 byte stands in for the full disk.)"""
-    import resource
-
     from jaxconv.train.workdir import WorkdirError, holding
 
     existing, new = tmp_path / "existing", tmp_path / "new"
     existing.mkdir()
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, not kills
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1, limit[1]))
-    try:
+    with file_size_limit(1):
         for workdir in (existing, new):
             with pytest.raises(WorkdirError, match=f"workdir {re.escape(str(workdir))} is not writable: File too large"):
                 with holding(workdir, log=lambda _: None):
                     pass
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
-        signal.signal(signal.SIGXFSZ, handler)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"] and not any(existing.iterdir())
 
 
@@ -573,22 +573,12 @@ def test_two_runs_preparing_one_dataset_at_once_take_turns_and_both_read_it(tmp_
 
 def test_a_full_disk_while_the_built_in_dataset_is_generated_leaves_nothing_behind(tmp_path):
     """A file-size limit stands in for the full disk: writes past it fail as they would with ENOSPC."""
-    import resource
-    import signal
-
     from jaxconv.data.sources import open_dataset
 
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, not kills
-    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, limit[1]))
-    try:
-        with pytest.raises(DatasetUnavailable, match=r"preparing it in .* failed \(RuntimeError: .*File too large.*; "
-                                                     r"nothing of it was kept"):
-            open_dataset("shapes", data_dir=str(tmp_path / "data"), image_size=16, shapes_examples=(400, 40),
-                         log=lambda _: None)
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
-        signal.signal(signal.SIGXFSZ, handler)
+    with file_size_limit(20_000), pytest.raises(DatasetUnavailable, match=r"preparing it in .* failed \(RuntimeError: "
+                                                                          r".*File too large.*; nothing of it was kept"):
+        open_dataset("shapes", data_dir=str(tmp_path / "data"), image_size=16, shapes_examples=(400, 40),
+                     log=lambda _: None)
     assert not (tmp_path / "data").exists()
 
 

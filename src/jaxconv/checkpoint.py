@@ -111,7 +111,7 @@ class Checkpoints:
         self.read_only = read_only
         self.log = log
         self._unsealed: list[int] = []
-        self._failed = False  # a save failed (and said so): closing does not raise it again
+        self._failed: int | None = None  # the step whose save failed (and said so): closing does not raise it again
         self.skipped: dict[int, str] = {}  # read-only: steps left out, and why
         self._screen()
         self.manager = self._manager()
@@ -235,8 +235,8 @@ class Checkpoints:
                 self.manager.delete(step)
 
     def _write_error(self, step: int | None, error: Exception) -> CheckpointWriteError:
-        self._failed = True
         if step is not None:
+            self._failed = step
             self._discard_partial(step)
         kept = [s for s in self.all_steps() if s != step and self.is_sealed(s)]
         last = f"the last good checkpoint ({max(kept)}) is kept" if kept else "there is no earlier checkpoint"
@@ -246,7 +246,9 @@ class Checkpoints:
     def _discard_partial(self, step: int) -> None:
         """Process 0 removes what a failed save of ``step`` left: Orbax's temporary folder, or the step's
         folder if it was never sealed. On a full disk that is the space the user is about to look for; a
-        resume would only have cleaned it up (Orbax) or moved it aside as unsealed."""
+        resume would only have cleaned it up (Orbax) or moved it aside as unsealed. Done when the failure
+        is reported, and again on closing: Orbax's other writer threads may still be creating files when
+        the first one's error arrives."""
         if jax.process_index() != 0:
             return
         for path in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
@@ -385,10 +387,13 @@ class Checkpoints:
 
     def close(self) -> None:
         try:
-            self.manager.close()
+            self.manager.close()  # waits for every writer thread
         except Exception:  # Orbax raises a failed save's error again on closing: it was already said once
-            if not self._failed:
+            if self._failed is None:
                 raise
+        finally:
+            if self._failed is not None:
+                self._discard_partial(self._failed)
 
 
 def _has_field(stored: Any, field: str) -> bool:
