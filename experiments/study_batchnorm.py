@@ -7,7 +7,20 @@ whose loss turns NaN stops (the default nan_policy): that rate diverged.
 
     python scripts/sweep.py experiments/study_batchnorm.py --report docs/results/batchnorm --x learning_rate
 
-quick, seventh design (session 29, chosen before any of its runs): the sixth design with one change,
+quick, eighth design (session 29, chosen before any of its runs, after reading the seventh's curves):
+the sixth design (1,000 steps of 32, the default 188-step warm-up) with the rate held constant after
+the warm-up instead of decayed, and three seeds (0, 1, 2) at every rate of the grid. Why: in the sixth
+and seventh designs every run at a high rate sat on the uniform guess's plateau until the cosine decay
+had brought its rate down, and left it at a rate of its own (seventh: with BatchNorm at 0.27 and 0.098,
+without at 0.031 and 0.025, logged at the step each left) - under a decaying rate every run is in the
+end tested at small rates, so "trains at 0.3" measured the schedule as much as the rate. A constant
+rate tests each rate itself, as Ioffe & Szegedy's and Bjorck et al.'s comparisons of rates do. The
+seventh's curves suggest which way it may go; the page says so. The rule is unchanged: a network
+"trains" at a rate when every run of it at that rate ends at a test top-1 of at least 30%;
+reproduced if the largest rate at which the BatchNorm network trains is at least 10x (two grid steps)
+the largest at which the network without it trains; partly if one step larger; not if not larger.
+30 runs; planned at about 35 minutes.
+seventh design (session 29, commit 5dd0a34, chosen before any of its runs): the sixth design with one change,
 its length: 2,000 steps of 32 instead of 1,000 (3.2 epochs; the warm-up stays the default 0.3 epoch,
 188 steps, and the cosine decay spans the 2,000). Why: the sixth design used 26 of the hour the
 issue gives a quick variant, and its page listed "a longer budget" as untested; at 0.3 the BatchNorm
@@ -59,7 +72,7 @@ VARIANTS = ("quick", "full")
 HERE = pathlib.Path(__file__).parent
 LEARNING_RATES = {"quick": (0.01, 0.03, 0.1, 0.3, 1.0), "full": (0.01, 0.05, 0.2, 0.5, 1.0)}
 # (rate, seed) repeated with and without BatchNorm
-REPEATED = {"quick": tuple((lr, seed) for lr in (0.1, 0.3, 1.0) for seed in (1, 2)), "full": ()}
+REPEATED = {"quick": tuple((lr, seed) for lr in LEARNING_RATES["quick"] for seed in (1, 2)), "full": ()}
 ALEXNET_HALF = {"widths": (48, 128, 192, 192, 128), "classifier_width": 512, "dropout": 0.0, "lrn": False}
 
 
@@ -75,7 +88,7 @@ def get_config(variant="quick"):
         config = load_config(HERE / "default.py")  # 1,000 steps of 32, SGD momentum 0.9, cosine, 0.3-epoch warm-up, flips
         config.model = "alexnet"
         config.image_size = 67  # AlexNet's 11x11/4 stem: 67 -> 15 -> 7 -> 3 -> 1
-        config.num_train_steps = 2000  # the seventh design; the sixth ran 1,000
+        config.schedule = "constant"  # the eighth design: after the warm-up; the sixth and seventh decayed (cosine)
         config.eval_every_steps = 500
         config.checkpoint_every_steps = 500
         config.log_every_steps = 25
