@@ -20,6 +20,10 @@ seventh's curves suggest which way it may go; the page says so. The rule is unch
 reproduced if the largest rate at which the BatchNorm network trains is at least 10x (two grid steps)
 the largest at which the network without it trains; partly if one step larger; not if not larger.
 30 runs; planned at about 35 minutes.
+Result (2026-12-05, 29 min): partly, a third time - with BatchNorm every seed trains up to 0.03
+(43-50%), at 0.1 two of three (26.5, 30.7, 37.5%); without it every seed at 0.01 only (0.03: 25.2,
+56.6, 33.4%); above 0.03 no seed without BatchNorm left chance, while with it every seed at 0.1 and
+one at 0.3 did (docs/results/batchnorm).
 seventh design (session 29, commit 5dd0a34, chosen before any of its runs): the sixth design with one change,
 its length: 2,000 steps of 32 instead of 1,000 (3.2 epochs; the warm-up stays the default 0.3 epoch,
 188 steps, and the cosine decay spans the 2,000). Why: the sixth design used 26 of the hour the
