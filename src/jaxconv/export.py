@@ -267,7 +267,7 @@ def from_run(workdir: str | pathlib.Path, step: int | None = None, *,
     checkpoints are read past as `jaxconv eval` does, each named in ``log`` with why.
     """
     from jaxconv.checkpoint import check_fits
-    from jaxconv.data.catalog import DATASETS
+    from jaxconv.data.catalog import DATASETS, RESIZE_RATIO
     from jaxconv.models import get_model
     from jaxconv.pretrained.predict import run_labels
     from jaxconv.train.transfer import checkpoint_variables, pretrained_options
@@ -300,7 +300,7 @@ def from_run(workdir: str | pathlib.Path, step: int | None = None, *,
     check_fits(workdir.absolute() / "checkpoints" / str(meta.get("step")),
                {c: variables.get(c) or {} for c in collections}, {c: expected.get(c) or {} for c in collections})
     crop = config.get("eval_crop") or "resize"
-    view = ({"eval_crop": "center", "resize_shorter_side": math.ceil(size * 256 / 224), "center_crop": size}
+    view = ({"eval_crop": "center", "resize_shorter_side": math.ceil(size * RESIZE_RATIO), "center_crop": size}
             if crop == "center" else {"eval_crop": "resize", "resize": [size, size]})
     metadata = {
         "model": config["model"],

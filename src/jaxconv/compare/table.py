@@ -48,8 +48,8 @@ def _best_run(runs: Sequence[Run], model: str) -> Run | None:
 def uncompared_runs(models: Sequence[str], runs: Sequence[Run]) -> list[str]:
     """Why each run that fills no row's "your top-1" does not: its model is not compared, it changed the
     architecture with model options (a ResNet-20 with depths (1, 1, 1) is not ResNet-20), or it has no
-    evaluation yet."""
-    notes = []
+    evaluation yet, or it trained on another dataset than most."""
+    notes, dataset = [], compared_dataset(runs)
     for run in runs:
         if run.model not in models:
             notes.append(f"{run.path}: a run of {run.model}, which is not among the models compared (name it: "
@@ -60,8 +60,8 @@ def uncompared_runs(models: Sequence[str], runs: Sequence[Run]) -> list[str]:
                          f"the {run.model} compared; left out")
         elif run.best_eval is None:
             notes.append(f"{run.path}: no evaluation yet; left out")
-        elif run.dataset != compared_dataset(runs):
-            notes.append(f"{run.path}: trained on {run.dataset}, and most runs given on {compared_dataset(runs)}: "
+        elif run.dataset != dataset:
+            notes.append(f"{run.path}: trained on {run.dataset}, and most runs given on {dataset}: "
                          f"top-1s on other classes do not compare; left out (give its runs alone to compare them)")
     return notes
 

@@ -17,7 +17,7 @@ import math
 
 import tensorflow as tf
 
-from jaxconv.data.catalog import AUGMENTATIONS, EVAL_CROPS
+from jaxconv.data.catalog import AUGMENTATIONS, EVAL_CROPS, RESIZE_RATIO
 
 # ImageNet RGB principal components, on [0, 1]-scaled pixels (Krizhevsky et al. 2012, §4.1;
 # the values of fb.resnet.torch and the Flax/TF references).
@@ -193,7 +193,7 @@ def _seeds(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
     return list(tf.unstack(tf.random.experimental.stateless_split(seed, count)))
 
 
-def train_augment(image: tf.Tensor, size: int, recipe: str, seed: tf.Tensor, resize_ratio: float = 256 / 224,
+def train_augment(image: tf.Tensor, size: int, recipe: str, seed: tf.Tensor, resize_ratio: float = RESIZE_RATIO,
                   auto_augment: str = "none", channels: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """One training example: uint8 (H, W, C) -> (uint8 (size, size, C) view, float32 (C,) colour shift).
 
@@ -244,7 +244,7 @@ def train_augment(image: tf.Tensor, size: int, recipe: str, seed: tf.Tensor, res
     return tf.ensure_shape(to_uint8(image), (size, size, channels)), shift
 
 
-def eval_view(image: tf.Tensor, size: int, crop: str, resize_ratio: float = 256 / 224) -> tf.Tensor:
+def eval_view(image: tf.Tensor, size: int, crop: str, resize_ratio: float = RESIZE_RATIO) -> tf.Tensor:
     """The evaluation view: 'center' (shorter side to size * 256/224, centre crop) or 'resize'."""
     image = tf.cast(image, tf.float32)
     if crop == "center":
@@ -256,7 +256,7 @@ def eval_view(image: tf.Tensor, size: int, crop: str, resize_ratio: float = 256 
     return tf.ensure_shape(image, (size, size, image.shape[-1]))
 
 
-def ten_crop(image: tf.Tensor, size: int, resize_ratio: float = 256 / 224) -> tf.Tensor:
+def ten_crop(image: tf.Tensor, size: int, resize_ratio: float = RESIZE_RATIO) -> tf.Tensor:
     """AlexNet's test-time views: the 4 corner and the centre crops, and their mirrors -> (10, s, s, C)."""
     image = resize_shorter_side(tf.cast(image, tf.float32), int(math.ceil(size * resize_ratio)))
     shape = tf.shape(image)

@@ -7,6 +7,7 @@ import dataclasses
 
 AUGMENTATIONS = ("alexnet", "inception", "cifar", "flip", "none")
 EVAL_CROPS = ("center", "resize")
+RESIZE_RATIO = 256 / 224  # the shorter side before a centre crop, to the crop: torchvision's Resize(256) for 224
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 

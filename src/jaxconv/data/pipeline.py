@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from jaxconv.data import augment
+from jaxconv.data.catalog import RESIZE_RATIO
 from jaxconv.data.source import dataset_options
 from jaxconv.data.sources import Source
 
@@ -45,7 +46,7 @@ class Preprocess:
     augment: str = "none"
     auto_augment: str = "none"  # 'trivial' or 'rand' after the augment recipe
     eval_crop: str = "resize"
-    resize_ratio: float = 256 / 224
+    resize_ratio: float = RESIZE_RATIO
 
 
 def epoch_permutation(seed: int, epoch: int, count: int) -> np.ndarray:
